@@ -1,0 +1,419 @@
+//! The sans-IO core: rooms, datagram demultiplexing and timers of one shard.
+//!
+//! [`ShardCore`] is what a shard thread drives with a real socket and what
+//! the simulator drives with virtual time and a simulated network: one code
+//! path for both.
+//!
+//! # Driving contract
+//!
+//! - Inputs: [`ShardCore::handle_datagram`] for each received datagram (a
+//!   batch of them), then [`ShardCore::flush`] once per batch;
+//!   [`ShardCore::handle_timeout`] when [`ShardCore::poll_timeout`] is due;
+//!   control calls ([`ShardCore::create_room`], [`ShardCore::adopt`],
+//!   [`ShardCore::remove`], [`ShardCore::set_locked`], [`ShardCore::close_room`]).
+//! - Outputs: drain [`ShardCore::poll_transmit`] and [`ShardCore::poll_event`]
+//!   after every input.
+//!
+//! Nothing in here reads a clock, opens a socket, spawns a thread or locks.
+
+pub mod control;
+pub(crate) mod forwarder;
+pub(crate) mod participant;
+pub(crate) mod room;
+pub(crate) mod speaker;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::ice::StunMessage;
+use str0m::net::{Protocol, Receive, Transmit};
+
+use crate::config::RoomConfig;
+use crate::error::Error;
+use crate::event::{EngineEvent, LeaveReason};
+use crate::ids::{ParticipantId, RoomId};
+use crate::join::Prepared;
+
+pub use room::RoomStats;
+
+/// Outputs accumulated by the core between polls.
+#[derive(Default)]
+pub(crate) struct CoreOutput {
+    pub transmits: VecDeque<Transmit>,
+    pub events: VecDeque<EngineEvent>,
+    /// Participants removed since the core last looked (their demux entries go).
+    pub left: Vec<ParticipantId>,
+}
+
+/// Why a datagram was dropped, counted per shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropStats {
+    /// Not STUN, DTLS, RTP or RTCP.
+    pub malformed: u64,
+    /// From an address no participant has validated, and not a STUN binding
+    /// request carrying a known ufrag.
+    pub unknown_source: u64,
+    /// STUN with a ufrag no participant owns.
+    pub unknown_ufrag: u64,
+    /// The participant's `Rtc` refused the datagram (bad SRTP, replay, ...).
+    pub rejected: u64,
+}
+
+/// Counters of one shard core.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CoreStats {
+    /// Datagrams handed to [`ShardCore::handle_datagram`].
+    pub datagrams_in: u64,
+    /// Bytes of those datagrams.
+    pub bytes_in: u64,
+    /// Datagrams given out by [`ShardCore::poll_transmit`].
+    pub datagrams_out: u64,
+    /// Bytes of those.
+    pub bytes_out: u64,
+    /// RTP packets received from publishers (after SRTP).
+    pub rtp_in: u64,
+    /// RTP packets written into subscriber slots.
+    pub rtp_forwarded: u64,
+    /// Keyframe requests sent to publishers.
+    pub plis_sent: u64,
+    /// Slot switches completed on keyframes.
+    pub slot_switches: u64,
+    /// Dropped datagrams by reason.
+    pub drops: DropStats,
+}
+
+/// One shard's rooms, demultiplexing maps and timers.
+pub struct ShardCore {
+    local_addr: SocketAddr,
+    rooms: HashMap<RoomId, room::Room>,
+    by_addr: HashMap<SocketAddr, (RoomId, ParticipantId)>,
+    by_ufrag: HashMap<String, (RoomId, ParticipantId)>,
+    /// Earliest deadline per room; the heap may hold stale entries, which
+    /// are skipped when they no longer match this map.
+    deadlines: HashMap<RoomId, Instant>,
+    timers: BinaryHeap<Reverse<(Instant, RoomId)>>,
+    dirty: Vec<RoomId>,
+    out: CoreOutput,
+    stats: CoreStats,
+}
+
+impl ShardCore {
+    /// A core whose participants are reached at `local_addr` (the shard's
+    /// socket, or the simulated server address).
+    pub fn new(local_addr: SocketAddr) -> Self {
+        ShardCore {
+            local_addr,
+            rooms: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            deadlines: HashMap::new(),
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            out: CoreOutput::default(),
+            stats: CoreStats::default(),
+        }
+    }
+
+    /// The address datagrams arrive at.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Open a room on this shard.
+    pub fn create_room(&mut self, id: RoomId, config: RoomConfig) {
+        self.rooms.insert(id, room::Room::new(id, config));
+    }
+
+    /// Close a room: everyone is removed, the room forgotten.
+    pub fn close_room(&mut self, id: RoomId, now: Instant) -> Result<(), Error> {
+        let mut room = self.rooms.remove(&id).ok_or(Error::UnknownRoom(id))?;
+        room.close(now, &mut self.out);
+        self.forget_room_routes(id);
+        self.deadlines.remove(&id);
+        self.out
+            .events
+            .push_back(EngineEvent::RoomClosed { room: id });
+        Ok(())
+    }
+
+    /// Participants in a room.
+    pub fn room_len(&self, id: RoomId) -> Option<usize> {
+        self.rooms.get(&id).map(|r| r.len())
+    }
+
+    /// Lock or unlock a room (locked rooms refuse [`ShardCore::adopt`]).
+    pub fn set_locked(&mut self, id: RoomId, locked: bool) -> Result<(), Error> {
+        self.rooms
+            .get_mut(&id)
+            .ok_or(Error::UnknownRoom(id))?
+            .set_locked(locked);
+        Ok(())
+    }
+
+    /// Admit a prepared participant, re-checking the room's limits (the room
+    /// may have filled or locked while the offer was being prepared).
+    pub(crate) fn adopt(&mut self, p: Prepared, now: Instant) -> Result<(), Error> {
+        let room_id = p.room;
+        let room = self
+            .rooms
+            .get_mut(&room_id)
+            .ok_or(Error::UnknownRoom(room_id))?;
+        if room.locked {
+            return Err(Error::RoomLocked(room_id));
+        }
+        if room.len() >= room.config.max_participants {
+            return Err(Error::RoomFull {
+                room: room_id,
+                max_participants: room.config.max_participants,
+            });
+        }
+        self.by_ufrag.insert(p.ufrag.clone(), (room_id, p.id));
+        room.add(p, now, &mut self.out);
+        room.flush(now, &mut self.out);
+        self.reschedule(room_id);
+        Ok(())
+    }
+
+    /// Remove a participant (leave or kick).
+    pub fn remove(
+        &mut self,
+        room_id: RoomId,
+        pid: ParticipantId,
+        reason: LeaveReason,
+        now: Instant,
+    ) -> Result<(), Error> {
+        let room = self
+            .rooms
+            .get_mut(&room_id)
+            .ok_or(Error::UnknownRoom(room_id))?;
+        if !room.remove(pid, reason, now, &mut self.out) {
+            return Err(Error::UnknownParticipant(pid));
+        }
+        room.flush(now, &mut self.out);
+        self.collect_stats_and_leavers();
+        self.reschedule(room_id);
+        Ok(())
+    }
+
+    /// One received datagram. Call [`ShardCore::flush`] after the batch.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, buf: &[u8]) {
+        self.stats.datagrams_in += 1;
+        self.stats.bytes_in += buf.len() as u64;
+        let Ok(receive) = Receive::new(Protocol::Udp, source, self.local_addr, buf) else {
+            self.stats.drops.malformed += 1;
+            return;
+        };
+        if let Some(&(room_id, pid)) = self.by_addr.get(&source) {
+            let Some(room) = self.rooms.get_mut(&room_id) else {
+                self.by_addr.remove(&source);
+                self.stats.drops.unknown_source += 1;
+                return;
+            };
+            if room.handle_receive(pid, now, receive, &mut self.out) {
+                if !self.dirty.contains(&room_id) {
+                    self.dirty.push(room_id);
+                }
+            } else {
+                self.stats.drops.rejected += 1;
+            }
+            return;
+        }
+        // Unknown source: only a STUN binding request with one of our ufrags
+        // may introduce a new address.
+        let is_stun = buf.len() >= 20 && buf[0] < 2;
+        let Some(msg) = is_stun.then(|| StunMessage::parse(buf).ok()).flatten() else {
+            self.stats.drops.unknown_source += 1;
+            return;
+        };
+        if !msg.is_binding_request() {
+            self.stats.drops.unknown_source += 1;
+            return;
+        }
+        let Some((local, _remote)) = msg.split_username() else {
+            self.stats.drops.unknown_ufrag += 1;
+            return;
+        };
+        let Some(&(room_id, pid)) = self.by_ufrag.get(local) else {
+            self.stats.drops.unknown_ufrag += 1;
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            self.stats.drops.unknown_ufrag += 1;
+            return;
+        };
+        let before = self.out.transmits.len();
+        if !room.handle_receive(pid, now, receive, &mut self.out) {
+            self.stats.drops.rejected += 1;
+            return;
+        }
+        // The participant's ICE agent answers only requests whose message
+        // integrity it verified: an answer to `source` validates it.
+        if self
+            .out
+            .transmits
+            .iter()
+            .skip(before)
+            .any(|t| t.destination == source)
+        {
+            self.by_addr.insert(source, (room_id, pid));
+        }
+        if !self.dirty.contains(&room_id) {
+            self.dirty.push(room_id);
+        }
+    }
+
+    /// Flush the rooms touched since the last flush: writes become datagrams.
+    pub fn flush(&mut self, now: Instant) {
+        while let Some(room_id) = self.dirty.pop() {
+            if let Some(room) = self.rooms.get_mut(&room_id) {
+                room.flush(now, &mut self.out);
+                self.reschedule(room_id);
+            }
+        }
+        self.collect_stats_and_leavers();
+    }
+
+    /// Earliest time [`ShardCore::handle_timeout`] is needed.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(Reverse((t, room))) = self.timers.peek().copied() {
+            if self.deadlines.get(&room) == Some(&t) {
+                return Some(t);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Drive every room whose deadline has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((t, room_id))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            if self.deadlines.get(&room_id) != Some(&t) {
+                continue;
+            }
+            self.deadlines.remove(&room_id);
+            if let Some(room) = self.rooms.get_mut(&room_id) {
+                room.handle_timeout(now, &mut self.out);
+                self.reschedule(room_id);
+            }
+        }
+        self.collect_stats_and_leavers();
+    }
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self.out.transmits.pop_front()?;
+        self.stats.datagrams_out += 1;
+        self.stats.bytes_out += t.contents.len() as u64;
+        Some(t)
+    }
+
+    /// Datagrams waiting in [`ShardCore::poll_transmit`].
+    pub fn pending_transmits(&self) -> usize {
+        self.out.transmits.len()
+    }
+
+    /// Next event for the embedder.
+    pub fn poll_event(&mut self) -> Option<EngineEvent> {
+        self.out.events.pop_front()
+    }
+
+    /// Counters (room counters summed).
+    pub fn stats(&self) -> CoreStats {
+        let mut s = self.stats;
+        for r in self.rooms.values() {
+            s.rtp_in += r.stats.rtp_in;
+            s.rtp_forwarded += r.stats.rtp_forwarded;
+            s.plis_sent += r.stats.plis_sent;
+            s.slot_switches += r.stats.slot_switches;
+        }
+        s
+    }
+
+    /// Rooms on this shard.
+    pub fn room_ids(&self) -> impl Iterator<Item = RoomId> + '_ {
+        self.rooms.keys().copied()
+    }
+
+    /// Participants on this shard.
+    pub fn participant_count(&self) -> usize {
+        self.rooms.values().map(|r| r.len()).sum()
+    }
+
+    /// Who is in which slot of one subscriber (the `slots` control message).
+    pub fn slots_of(&self, room: RoomId, p: ParticipantId) -> Option<control::ServerMessage> {
+        self.rooms.get(&room)?.slots_of(p)
+    }
+
+    /// The room's dominant speaker.
+    pub fn active_speaker(&self, room: RoomId) -> Option<ParticipantId> {
+        self.rooms.get(&room)?.active_speaker()
+    }
+
+    /// Per-participant counters of one room: (id, rtp in, rtp forwarded to it).
+    pub fn participant_stats(&self, room: RoomId) -> Vec<(ParticipantId, u64, u64)> {
+        self.rooms
+            .get(&room)
+            .map(|r| r.participant_stats())
+            .unwrap_or_default()
+    }
+
+    /// Deliver a control-channel message as if the participant had sent it.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn inject_client_message(&mut self, room: RoomId, p: ParticipantId, data: &[u8]) {
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.inject_client_message(p, data);
+            if !self.dirty.contains(&room) {
+                self.dirty.push(room);
+            }
+        }
+    }
+
+    fn reschedule(&mut self, room_id: RoomId) {
+        let Some(room) = self.rooms.get(&room_id) else {
+            self.deadlines.remove(&room_id);
+            return;
+        };
+        match room.poll_timeout() {
+            Some(t) => {
+                if self.deadlines.insert(room_id, t) != Some(t) {
+                    self.timers.push(Reverse((t, room_id)));
+                }
+            }
+            None => {
+                self.deadlines.remove(&room_id);
+            }
+        }
+        // Bound the stale entries: rebuild when the heap is mostly stale.
+        if self.timers.len() > 64 && self.timers.len() > 4 * self.deadlines.len() {
+            self.timers = self
+                .deadlines
+                .iter()
+                .map(|(r, t)| Reverse((*t, *r)))
+                .collect();
+        }
+    }
+
+    /// Forget demux entries of participants the rooms removed (leaves,
+    /// kicks and disconnects alike).
+    fn collect_stats_and_leavers(&mut self) {
+        while let Some(p) = self.out.left.pop() {
+            self.forget_participant_routes(p);
+        }
+    }
+
+    fn forget_participant_routes(&mut self, pid: ParticipantId) {
+        self.by_addr.retain(|_, v| v.1 != pid);
+        self.by_ufrag.retain(|_, v| v.1 != pid);
+    }
+
+    fn forget_room_routes(&mut self, room: RoomId) {
+        self.by_addr.retain(|_, v| v.0 != room);
+        self.by_ufrag.retain(|_, v| v.0 != room);
+    }
+}

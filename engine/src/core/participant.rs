@@ -1,0 +1,239 @@
+//! One participant: its `Rtc`, what it publishes and its receive slots.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use str0m::Rtc;
+use str0m::channel::ChannelId;
+use str0m::media::{KeyframeRequestKind, Mid};
+use str0m::rtp::Ssrc;
+
+use crate::core::forwarder::Rewriter;
+use crate::ids::{Layer, ParticipantId, VideoSource};
+use crate::join::{MediaLayout, Prepared};
+
+/// A publisher's video track at one simulcast layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct VideoFeed {
+    pub publisher: ParticipantId,
+    pub source: VideoSource,
+    pub layer: Layer,
+}
+
+/// An incoming RTP stream of a publisher, classified once per SSRC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RxTrack {
+    Audio,
+    Video(VideoSource, Layer),
+    /// A stream the engine does not forward (extra m-lines).
+    Ignored,
+}
+
+/// One recvonly video m-line of the subscriber.
+#[derive(Debug)]
+pub(crate) struct VideoSlot {
+    pub mid: Mid,
+    /// Cached send SSRC (`stream_tx` by SSRC is a hash lookup; by mid a scan).
+    pub ssrc: Option<Ssrc>,
+    /// What the slot should show.
+    pub target: Option<VideoFeed>,
+    /// What the slot shows now (switches to `target` on its keyframe).
+    pub current: Option<VideoFeed>,
+    pub rewriter: Rewriter,
+    /// The subscriber asked not to receive video in this slot.
+    pub paused: bool,
+    /// Subscriber's cap on the forwarded frame height.
+    pub max_height: Option<u32>,
+    /// When the slot started waiting for `target`'s keyframe.
+    pub pending_since: Option<Instant>,
+}
+
+/// One recvonly audio m-line of the subscriber.
+#[derive(Debug)]
+pub(crate) struct AudioSlot {
+    pub mid: Mid,
+    pub ssrc: Option<Ssrc>,
+    pub holder: Option<ParticipantId>,
+    /// The holder changed; re-base on its next packet.
+    pub switch_pending: bool,
+    pub rewriter: Rewriter,
+}
+
+/// What the participant has actually sent (first packet seen).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Published {
+    pub audio: bool,
+    pub camera: bool,
+    pub screen: bool,
+    pub screen_since: Option<Instant>,
+    /// Highest simulcast layer seen on the camera/screen (+1), 0 if none.
+    pub camera_layers: u8,
+    pub screen_layers: u8,
+}
+
+/// Per-participant counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ParticipantStats {
+    pub rtp_in: u64,
+    pub rtp_forwarded: u64,
+    pub plis_sent: u64,
+    pub slot_switches: u64,
+}
+
+pub(crate) struct Participant {
+    pub id: ParticipantId,
+    pub name: String,
+    pub rtc: Rtc,
+    pub ufrag: String,
+    pub layout: MediaLayout,
+    /// Join order within the room.
+    pub join_seq: u64,
+    pub connected: bool,
+    pub channel: Option<ChannelId>,
+    pub video_slots: Vec<VideoSlot>,
+    pub audio_slots: Vec<AudioSlot>,
+    pub published: Published,
+    pub rx_tracks: HashMap<Ssrc, RxTrack>,
+    pub pinned: Option<ParticipantId>,
+    /// The Rtc's own next timeout.
+    pub next_timeout: Instant,
+    /// Has pending writes: needs `Input::Timeout(now)` and a drain.
+    pub dirty: bool,
+    /// Slot contents changed since the last `slots` control message.
+    pub slots_dirty: bool,
+    /// Last PLI per (source, layer) sent to this publisher.
+    pub last_pli: HashMap<(VideoSource, Layer), Instant>,
+    pub stats: ParticipantStats,
+}
+
+impl Participant {
+    pub fn new(p: Prepared, join_seq: u64, now: Instant) -> Self {
+        let video_slots = p
+            .layout
+            .video_slots
+            .iter()
+            .map(|&mid| VideoSlot {
+                mid,
+                ssrc: None,
+                target: None,
+                current: None,
+                rewriter: Rewriter::new(90_000),
+                paused: false,
+                max_height: None,
+                pending_since: None,
+            })
+            .collect();
+        let audio_slots = p
+            .layout
+            .audio_slots
+            .iter()
+            .map(|&mid| AudioSlot {
+                mid,
+                ssrc: None,
+                holder: None,
+                switch_pending: false,
+                rewriter: Rewriter::new(48_000),
+            })
+            .collect();
+        Participant {
+            id: p.id,
+            name: p.name,
+            rtc: p.rtc,
+            ufrag: p.ufrag,
+            layout: p.layout,
+            join_seq,
+            connected: false,
+            channel: None,
+            video_slots,
+            audio_slots,
+            published: Published::default(),
+            rx_tracks: HashMap::new(),
+            pinned: None,
+            next_timeout: now,
+            dirty: true,
+            slots_dirty: true,
+            last_pli: HashMap::new(),
+            stats: ParticipantStats::default(),
+        }
+    }
+
+    /// Which track an incoming SSRC belongs to (cached after the first packet).
+    pub fn classify(&mut self, ssrc: Ssrc) -> RxTrack {
+        if let Some(t) = self.rx_tracks.get(&ssrc) {
+            return *t;
+        }
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_rx(&ssrc) else {
+            return RxTrack::Ignored;
+        };
+        let (mid, rid) = (stream.mid(), stream.rid());
+        let layer_of = |rids: &[str0m::media::Rid]| -> Layer {
+            rid.and_then(|r| rids.iter().position(|x| *x == r))
+                .map(|i| Layer(i as u8))
+                .unwrap_or(Layer::LOW)
+        };
+        let track = if self.layout.audio_in.as_ref().is_some_and(|t| t.mid == mid) {
+            RxTrack::Audio
+        } else if let Some(t) = self.layout.camera_in.as_ref().filter(|t| t.mid == mid) {
+            RxTrack::Video(VideoSource::Camera, layer_of(&t.rids))
+        } else if let Some(t) = self.layout.screen_in.as_ref().filter(|t| t.mid == mid) {
+            RxTrack::Video(VideoSource::Screen, layer_of(&t.rids))
+        } else {
+            RxTrack::Ignored
+        };
+        self.rx_tracks.insert(ssrc, track);
+        track
+    }
+
+    /// Number of simulcast layers the publisher declared for a source.
+    pub fn declared_layers(&self, source: VideoSource) -> u8 {
+        let t = match source {
+            VideoSource::Camera => self.layout.camera_in.as_ref(),
+            VideoSource::Screen => self.layout.screen_in.as_ref(),
+        };
+        t.map(|t| t.rids.len().max(1) as u8).unwrap_or(0)
+    }
+
+    /// Ask this publisher for a keyframe of one layer, at most once per
+    /// `interval`. Returns whether a PLI was sent.
+    pub fn request_keyframe(
+        &mut self,
+        source: VideoSource,
+        layer: Layer,
+        now: Instant,
+        interval: std::time::Duration,
+    ) -> bool {
+        if let Some(last) = self.last_pli.get(&(source, layer))
+            && now.saturating_duration_since(*last) < interval
+        {
+            return false;
+        }
+        let track = match source {
+            VideoSource::Camera => self.layout.camera_in.as_ref(),
+            VideoSource::Screen => self.layout.screen_in.as_ref(),
+        };
+        let Some(track) = track else { return false };
+        let rid = track.rids.get(layer.0 as usize).copied();
+        let mid = track.mid;
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_rx_by_mid(mid, rid) else {
+            return false;
+        };
+        stream.request_keyframe(KeyframeRequestKind::Pli);
+        self.last_pli.insert((source, layer), now);
+        self.stats.plis_sent += 1;
+        self.dirty = true;
+        true
+    }
+
+    /// Send SSRC of a slot m-line, cached.
+    pub fn slot_ssrc(rtc: &mut Rtc, cached: &mut Option<Ssrc>, mid: Mid) -> Option<Ssrc> {
+        if cached.is_none() {
+            *cached = rtc
+                .direct_api()
+                .stream_tx_by_mid(mid, None)
+                .map(|s| s.ssrc());
+        }
+        *cached
+    }
+}

@@ -1,0 +1,93 @@
+//! Errors a caller of the engine can hit, each named after the exact violation.
+
+use std::fmt;
+
+use crate::ids::{ParticipantId, RoomId};
+
+/// Why a join, room or control call was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The offer is not parseable SDP.
+    MalformedSdp(String),
+    /// The offer parsed, but none of its audio/video m-lines offers a codec the
+    /// engine forwards (Opus for audio, VP8 for video).
+    NoUsableCodec,
+    /// The offer has no m-line the engine can use at all.
+    EmptyOffer,
+    /// The offer asks for more receive slots than the room allows.
+    TooManySlots {
+        /// Kind of slot ("video" or "audio").
+        kind: &'static str,
+        /// Slots offered.
+        offered: usize,
+        /// Maximum allowed.
+        max: usize,
+    },
+    /// No room with this id exists (or it has closed).
+    UnknownRoom(RoomId),
+    /// No participant with this id is in the room.
+    UnknownParticipant(ParticipantId),
+    /// The room already has `max_participants`.
+    RoomFull {
+        /// The room.
+        room: RoomId,
+        /// Its configured maximum.
+        max_participants: usize,
+    },
+    /// The room's owner locked it.
+    RoomLocked(RoomId),
+    /// Every shard is past its admission budget.
+    AtCapacity,
+    /// The engine is shutting down or has shut down.
+    EngineClosed,
+    /// The engine configuration is unusable.
+    InvalidConfig(String),
+    /// The operating system refused a socket or thread.
+    Io(String),
+    /// str0m refused the session (accepting the offer failed).
+    Negotiation(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::MalformedSdp(e) => write!(f, "the offer is not valid SDP: {e}"),
+            Error::NoUsableCodec => write!(
+                f,
+                "the offer has no usable codec: offer Opus for audio and VP8 for video"
+            ),
+            Error::EmptyOffer => write!(
+                f,
+                "the offer has no audio, video or data channel m-line the engine can use"
+            ),
+            Error::TooManySlots { kind, offered, max } => write!(
+                f,
+                "the offer has {offered} recvonly {kind} m-lines; this room allows at most {max}"
+            ),
+            Error::UnknownRoom(r) => write!(f, "room {r} does not exist"),
+            Error::UnknownParticipant(p) => write!(f, "participant {p} is not in this room"),
+            Error::RoomFull {
+                room,
+                max_participants,
+            } => write!(
+                f,
+                "room {room} is full ({max_participants} participants); try again later"
+            ),
+            Error::RoomLocked(r) => write!(f, "room {r} is locked by its owner"),
+            Error::AtCapacity => write!(f, "the engine is at capacity; try again later"),
+            Error::EngineClosed => write!(f, "the engine has shut down"),
+            Error::InvalidConfig(e) => write!(f, "invalid engine configuration: {e}"),
+            Error::Io(e) => write!(f, "operating system error: {e}"),
+            Error::Negotiation(e) => write!(f, "the offer could not be negotiated: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e.to_string())
+    }
+}

@@ -1,0 +1,79 @@
+//! Events the engine reports to its embedder.
+
+use crate::ids::{ParticipantId, RoomId};
+
+/// Why a participant left a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveReason {
+    /// The participant (or the embedder on its behalf) asked to leave.
+    Left,
+    /// The room owner removed the participant.
+    Kicked,
+    /// The peer stopped answering (ICE/DTLS timeout or closed connection).
+    Disconnected,
+    /// The room closed.
+    RoomClosed,
+}
+
+/// A published track kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackKind {
+    /// Opus audio.
+    Audio,
+    /// VP8 camera video (possibly simulcast).
+    Camera,
+    /// VP8 screen share.
+    Screen,
+}
+
+/// Something that happened in a room.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum EngineEvent {
+    /// A participant was admitted to a room (its answer has been returned).
+    ParticipantJoined {
+        /// Room.
+        room: RoomId,
+        /// Participant.
+        participant: ParticipantId,
+        /// Display name.
+        name: String,
+    },
+    /// ICE and DTLS completed: media can flow.
+    ParticipantConnected {
+        /// Room.
+        room: RoomId,
+        /// Participant.
+        participant: ParticipantId,
+    },
+    /// A participant left the room; its resources are freed.
+    ParticipantLeft {
+        /// Room.
+        room: RoomId,
+        /// Participant.
+        participant: ParticipantId,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// The first packet of a participant's track arrived.
+    TrackPublished {
+        /// Room.
+        room: RoomId,
+        /// Participant.
+        participant: ParticipantId,
+        /// Which track.
+        kind: TrackKind,
+    },
+    /// The room's dominant speaker changed.
+    ActiveSpeaker {
+        /// Room.
+        room: RoomId,
+        /// The new speaker, `None` when everyone is silent.
+        participant: Option<ParticipantId>,
+    },
+    /// A room was closed and all its participants removed.
+    RoomClosed {
+        /// Room.
+        room: RoomId,
+    },
+}
