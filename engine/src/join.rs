@@ -11,8 +11,8 @@ use str0m::change::SdpOffer;
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::format::Codec;
 use str0m::ice::IceCreds;
-use str0m::media::{Direction, MediaKind, Mid, Pt, Rid};
-use str0m::{Candidate, Event, Output, Rtc, RtcConfig};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Rids};
+use str0m::{Candidate, Rtc, RtcConfig};
 
 use crate::config::RoomConfig;
 use crate::error::Error;
@@ -151,7 +151,8 @@ pub(crate) fn prepare(
         .map_err(|e| Error::Negotiation(e.to_string()))?;
 
     let has_data_channel = offer_sdp.contains("m=application");
-    let mut layout = inspect(&mut rtc, room_config, has_data_channel)?;
+    let mids = offer_mids(offer_sdp);
+    let mut layout = inspect(&mut rtc, &mids, room_config, has_data_channel)?;
     layout.has_data_channel = has_data_channel;
     Ok(Prepared {
         room,
@@ -164,60 +165,67 @@ pub(crate) fn prepare(
     })
 }
 
-/// Classify the m-lines the offer added: the first send video is the camera,
-/// the second the screen share; recvonly lines are receive slots.
+/// The `a=mid` of every audio/video m-section, in offer order.
+fn offer_mids(sdp: &str) -> Vec<Mid> {
+    let mut mids = Vec::new();
+    let mut in_av = false;
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if let Some(m) = line.strip_prefix("m=") {
+            in_av = m.starts_with("audio") || m.starts_with("video");
+        } else if in_av && let Some(mid) = line.strip_prefix("a=mid:") {
+            mids.push(Mid::from(mid));
+            in_av = false;
+        }
+    }
+    mids
+}
+
+/// Classify the offer's m-lines from our side: the first send video is the
+/// camera, the second the screen share; recvonly lines are receive slots.
 fn inspect(
     rtc: &mut Rtc,
+    mids: &[Mid],
     room_config: &RoomConfig,
     has_data_channel: bool,
 ) -> Result<MediaLayout, Error> {
     let mut layout = MediaLayout::default();
     let mut unusable = 0;
     let mut usable = 0;
-    loop {
-        match rtc.poll_output() {
-            Ok(Output::Event(Event::MediaAdded(m))) => {
-                let usable_media = rtc
-                    .media(m.mid)
-                    .map(|media| !media.remote_pts().is_empty())
-                    .unwrap_or(false);
-                if !usable_media || m.direction == Direction::Inactive {
-                    unusable += 1;
-                    continue;
-                }
-                usable += 1;
-                // Directions are ours: the client's recvonly is our SendOnly.
-                let we_receive = matches!(m.direction, Direction::RecvOnly | Direction::SendRecv);
-                let we_send = matches!(m.direction, Direction::SendOnly);
-                let rids: Vec<Rid> = m
-                    .simulcast
-                    .as_ref()
-                    .map(|s| {
-                        let layers = if s.recv.is_empty() { &s.send } else { &s.recv };
-                        layers.iter().map(|l| l.rid).collect()
-                    })
-                    .unwrap_or_default();
-                let track = InTrack { mid: m.mid, rids };
-                match (m.kind, we_receive, we_send) {
-                    (MediaKind::Audio, true, _) if layout.audio_in.is_none() => {
-                        layout.audio_in = Some(track)
-                    }
-                    (MediaKind::Video, true, _) if layout.camera_in.is_none() => {
-                        layout.camera_in = Some(track)
-                    }
-                    (MediaKind::Video, true, _) if layout.screen_in.is_none() => {
-                        layout.screen_in = Some(track)
-                    }
-                    (MediaKind::Audio, _, true) => layout.audio_slots.push(m.mid),
-                    (MediaKind::Video, _, true) => layout.video_slots.push(m.mid),
-                    // Extra send tracks beyond one audio, camera and screen are
-                    // accepted by SDP but not forwarded.
-                    _ => {}
-                }
+    for &mid in mids {
+        let Some(media) = rtc.media(mid) else {
+            unusable += 1;
+            continue;
+        };
+        let direction = media.direction();
+        if media.remote_pts().is_empty() || direction == Direction::Inactive {
+            unusable += 1;
+            continue;
+        }
+        usable += 1;
+        // Directions are ours: the client's recvonly is our SendOnly.
+        let we_receive = matches!(direction, Direction::RecvOnly | Direction::SendRecv);
+        let we_send = matches!(direction, Direction::SendOnly);
+        let rids: Vec<Rid> = match media.rids_rx() {
+            Rids::Specific(r) => r.clone(),
+            _ => Vec::new(),
+        };
+        let track = InTrack { mid, rids };
+        match (media.kind(), we_receive, we_send) {
+            (MediaKind::Audio, true, _) if layout.audio_in.is_none() => {
+                layout.audio_in = Some(track)
             }
-            Ok(Output::Timeout(_)) => break,
-            Ok(_) => {}
-            Err(e) => return Err(Error::Negotiation(e.to_string())),
+            (MediaKind::Video, true, _) if layout.camera_in.is_none() => {
+                layout.camera_in = Some(track)
+            }
+            (MediaKind::Video, true, _) if layout.screen_in.is_none() => {
+                layout.screen_in = Some(track)
+            }
+            (MediaKind::Audio, _, true) => layout.audio_slots.push(mid),
+            (MediaKind::Video, _, true) => layout.video_slots.push(mid),
+            // Extra send tracks beyond one audio, camera and screen are
+            // accepted by SDP but not forwarded.
+            _ => {}
         }
     }
 

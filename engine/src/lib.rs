@@ -14,6 +14,8 @@ mod error;
 mod event;
 mod ids;
 mod join;
+#[cfg(feature = "sim")]
+pub mod sim;
 
 pub use config::{JoinOptions, RoomConfig};
 pub use error::Error;

@@ -1,0 +1,730 @@
+//! A simulated participant: a real str0m peer (full ICE, DTLS, SRTP) in RTP
+//! mode, publishing synthetic Opus and VP8 simulcast, answering PLI with a
+//! keyframe and NACK with a retransmission (str0m's RTX cache), and
+//! receiving through slots while measuring what arrives.
+//!
+//! Sans-IO like the engine: datagrams and `now` in, datagrams out. The
+//! simulator drives it in virtual time; the load generator and the real-UDP
+//! tests drive it with sockets and the real clock.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::channel::ChannelId;
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+
+use crate::core::control::{ClientMessage, ServerMessage};
+use crate::sim::media::{Trailer, opus_payload, vp8_payload};
+
+/// One simulcast layer a simulated publisher sends.
+#[derive(Debug, Clone)]
+pub struct LayerSpec {
+    /// rid in the offer.
+    pub rid: String,
+    /// Target bitrate, bits per second.
+    pub bitrate_bps: u32,
+    /// Frame width and height (in the keyframe header).
+    pub width: u16,
+    /// See `width`.
+    pub height: u16,
+}
+
+/// How a simulated participant behaves.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Number embedded in every payload trailer (the simulator uses the index).
+    pub publisher: u32,
+    /// Publish Opus audio.
+    pub audio: bool,
+    /// Publish a VP8 simulcast camera with these layers (empty: no camera).
+    pub camera_layers: Vec<LayerSpec>,
+    /// Publish a single-layer VP8 screen share.
+    pub screen: bool,
+    /// Camera frame rate.
+    pub fps: u32,
+    /// Periodic keyframe interval (besides those answering PLI).
+    pub keyframe_interval: Duration,
+    /// Recvonly video m-lines (slots).
+    pub video_slots: usize,
+    /// Recvonly audio m-lines (slots).
+    pub audio_slots: usize,
+    /// Whether this participant is talking (audio level -20 dBov, else -127).
+    pub speaking: bool,
+    /// Seed for the start values of sequence numbers and picture ids.
+    pub seed: u64,
+    /// Largest RTP payload.
+    pub mtu_payload: usize,
+}
+
+impl ClientConfig {
+    /// Defaults: Opus, a 3-layer camera (150 kbps / 500 kbps / 1.5 Mbps at
+    /// 30 fps), 9 video slots and 3 audio slots.
+    pub fn new(publisher: u32) -> Self {
+        ClientConfig {
+            publisher,
+            audio: true,
+            camera_layers: default_layers(),
+            screen: false,
+            fps: 30,
+            keyframe_interval: Duration::from_secs(10),
+            video_slots: 9,
+            audio_slots: 3,
+            speaking: false,
+            seed: publisher as u64,
+            mtu_payload: 1100,
+        }
+    }
+}
+
+/// l / m / h at 150 kbps, 500 kbps, 1.5 Mbps.
+pub fn default_layers() -> Vec<LayerSpec> {
+    vec![
+        LayerSpec {
+            rid: "l".into(),
+            bitrate_bps: 150_000,
+            width: 320,
+            height: 180,
+        },
+        LayerSpec {
+            rid: "m".into(),
+            bitrate_bps: 500_000,
+            width: 640,
+            height: 360,
+        },
+        LayerSpec {
+            rid: "h".into(),
+            bitrate_bps: 1_500_000,
+            width: 1280,
+            height: 720,
+        },
+    ]
+}
+
+const SCREEN: LayerSpec = LayerSpec {
+    rid: String::new(),
+    bitrate_bps: 800_000,
+    width: 1920,
+    height: 1080,
+};
+
+#[derive(Debug)]
+struct VideoTx {
+    mid: Mid,
+    rid: Option<Rid>,
+    spec: LayerSpec,
+    seq: u64,
+    ts: u32,
+    picture_id: u16,
+    tl0: u8,
+    payload_seq: u64,
+    force_keyframe: bool,
+    last_keyframe: Option<Instant>,
+    track: u8,
+    layer: u8,
+}
+
+/// Reception measured in one receive slot.
+#[derive(Debug, Clone, Default)]
+pub struct SlotStats {
+    /// The slot's m-line.
+    pub mid: String,
+    /// Video (true) or audio slot.
+    pub video: bool,
+    /// RTP packets received.
+    pub packets: u64,
+    /// First and highest extended sequence number seen.
+    pub first_seq: Option<u64>,
+    /// See `first_seq`.
+    pub max_seq: Option<u64>,
+    /// Times the sequence went backwards (late/retransmitted packets).
+    pub reordered: u64,
+    /// Publisher changes seen in the slot (from payload trailers).
+    pub publisher_switches: u64,
+    /// (publisher, layer) changes whose first packet was not part of a keyframe.
+    pub non_keyframe_starts: u64,
+    /// Frames completed (end-of-frame packets).
+    pub frames: u64,
+    /// Arrival of the first packet.
+    pub first_packet_at: Option<Instant>,
+    /// Arrival of the first keyframe packet.
+    pub first_keyframe_at: Option<Instant>,
+    /// Completion time of the last frame.
+    pub last_frame_at: Option<Instant>,
+    /// Longest gap between completed frames after `measure_from`.
+    pub max_frame_gap: Duration,
+    /// Freezes per W3C webrtc-stats (gap >= max(3 x mean, mean + 150 ms)).
+    pub freezes: u64,
+    /// Total duration of those freezes.
+    pub freeze_time: Duration,
+    /// Sum of frame gaps, for the mean.
+    gap_sum: Duration,
+    gap_count: u64,
+    current: Option<(u32, u8, u8)>,
+}
+
+impl SlotStats {
+    /// RFC 3550 A.3: expected minus received (never negative).
+    pub fn lost(&self) -> u64 {
+        match (self.first_seq, self.max_seq) {
+            (Some(a), Some(b)) => (b - a + 1).saturating_sub(self.packets),
+            _ => 0,
+        }
+    }
+}
+
+/// Everything a simulated client measured.
+#[derive(Debug, Clone, Default)]
+pub struct ClientStats {
+    /// Per receive slot, in offer order (video slots first).
+    pub slots: Vec<SlotStats>,
+    /// One-way latencies (send time in the trailer to arrival), microseconds.
+    pub latencies_us: Vec<u32>,
+    /// Media packets written (all layers and tracks).
+    pub packets_sent: u64,
+    /// Keyframe requests received from the engine.
+    pub keyframe_requests: u64,
+    /// Control messages received.
+    pub control_messages: u64,
+    /// RTP packets that arrived on an m-line that is not a slot.
+    pub unexpected_packets: u64,
+}
+
+/// A simulated participant.
+pub struct SimClient {
+    config: ClientConfig,
+    rtc: Rtc,
+    addr: SocketAddr,
+    epoch: Instant,
+    pending: Option<SdpPendingOffer>,
+    offer: String,
+    connected_at: Option<Instant>,
+    channel: Option<ChannelId>,
+    control_out: VecDeque<Vec<u8>>,
+    audio_mid: Option<Mid>,
+    audio_seq: u64,
+    audio_ts: u32,
+    audio_payload_seq: u64,
+    next_audio: Option<Instant>,
+    video: Vec<VideoTx>,
+    next_frame: Option<Instant>,
+    next_screen_frame: Option<Instant>,
+    slot_index: HashMap<Mid, usize>,
+    pt_vp8: Option<Pt>,
+    pt_opus: Option<Pt>,
+    transmits: VecDeque<Transmit>,
+    stats: ClientStats,
+    measure_from: Option<Instant>,
+    /// Last `slots` message from the engine.
+    pub last_slots: Option<ServerMessage>,
+    /// Last `participants` message from the engine.
+    pub last_participants: Option<ServerMessage>,
+    /// Last active speaker announced by the engine.
+    pub active_speaker: Option<String>,
+    /// Whether a `kicked` message arrived.
+    pub kicked: bool,
+    timeout: Instant,
+}
+
+impl SimClient {
+    /// Build the peer and its offer. `epoch` is the common time base of the
+    /// payload trailers (all clients of one run share it).
+    pub fn new(config: ClientConfig, addr: SocketAddr, epoch: Instant, now: Instant) -> Self {
+        let mut rtc = RtcConfig::new()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(now);
+        // Only valid addresses reach here (the simulator and tests choose them).
+        if let Ok(c) = Candidate::host(addr, "udp") {
+            rtc.add_local_candidate(c);
+        }
+        let mut api = rtc.sdp_api();
+        let audio_mid = config
+            .audio
+            .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+        let camera_mid = (!config.camera_layers.is_empty()).then(|| {
+            let mut sim = Simulcast::new();
+            for l in &config.camera_layers {
+                sim.add_send_layer(SimulcastLayer::new(&l.rid));
+            }
+            let sim = (config.camera_layers.len() > 1).then_some(sim);
+            api.add_media(MediaKind::Video, Direction::SendOnly, None, None, sim)
+        });
+        let screen_mid = config
+            .screen
+            .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+        let mut slot_mids = Vec::new();
+        for _ in 0..config.video_slots {
+            slot_mids.push((
+                api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None),
+                true,
+            ));
+        }
+        for _ in 0..config.audio_slots {
+            slot_mids.push((
+                api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None),
+                false,
+            ));
+        }
+        api.add_channel("control".into());
+        // A fresh SdpApi with added media always yields an offer.
+        let (offer, pending) = api.apply().expect("new media makes an offer");
+
+        let mut rng = fastrand::Rng::with_seed(config.seed ^ 0x9e37_79b9_7f4a_7c15);
+        let mut video = Vec::new();
+        if let Some(mid) = camera_mid {
+            let simulcast = config.camera_layers.len() > 1;
+            for (i, spec) in config.camera_layers.iter().enumerate() {
+                video.push(VideoTx {
+                    mid,
+                    rid: simulcast.then(|| Rid::from(spec.rid.as_str())),
+                    spec: spec.clone(),
+                    seq: rng.u64(0..30_000),
+                    ts: rng.u32(..),
+                    picture_id: rng.u16(0..0x7fff),
+                    tl0: rng.u8(..),
+                    payload_seq: 0,
+                    force_keyframe: true,
+                    last_keyframe: None,
+                    track: 1,
+                    layer: i as u8,
+                });
+            }
+        }
+        if let Some(mid) = screen_mid {
+            video.push(VideoTx {
+                mid,
+                rid: None,
+                spec: SCREEN,
+                seq: rng.u64(0..30_000),
+                ts: rng.u32(..),
+                picture_id: rng.u16(0..0x7fff),
+                tl0: rng.u8(..),
+                payload_seq: 0,
+                force_keyframe: true,
+                last_keyframe: None,
+                track: 2,
+                layer: 0,
+            });
+        }
+        let stats = ClientStats {
+            slots: slot_mids
+                .iter()
+                .map(|(mid, video)| SlotStats {
+                    mid: mid.to_string(),
+                    video: *video,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let slot_index = slot_mids
+            .iter()
+            .enumerate()
+            .map(|(i, (m, _))| (*m, i))
+            .collect();
+        SimClient {
+            audio_seq: rng.u64(0..30_000),
+            audio_ts: rng.u32(..),
+            config,
+            rtc,
+            addr,
+            epoch,
+            pending: Some(pending),
+            offer: offer.to_sdp_string(),
+            connected_at: None,
+            channel: None,
+            control_out: VecDeque::new(),
+            audio_mid,
+            audio_payload_seq: 0,
+            next_audio: None,
+            video,
+            next_frame: None,
+            next_screen_frame: None,
+            slot_index,
+            pt_vp8: None,
+            pt_opus: None,
+            transmits: VecDeque::new(),
+            stats,
+            measure_from: None,
+            last_slots: None,
+            last_participants: None,
+            active_speaker: None,
+            kicked: false,
+            timeout: now,
+        }
+    }
+
+    /// The SDP offer to send to the engine.
+    pub fn offer(&self) -> &str {
+        &self.offer
+    }
+
+    /// The client's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Apply the engine's answer.
+    pub fn accept_answer(&mut self, answer: &str) -> Result<(), String> {
+        let answer = SdpAnswer::from_sdp_string(answer).map_err(|e| e.to_string())?;
+        let pending = self.pending.take().ok_or("answer already applied")?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| e.to_string())?;
+        self.pt_vp8 = self
+            .rtc
+            .codec_config()
+            .iter()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .map(|p| p.pt());
+        self.pt_opus = self
+            .rtc
+            .codec_config()
+            .iter()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .map(|p| p.pt());
+        Ok(())
+    }
+
+    /// ICE and DTLS completed at this time.
+    pub fn connected_at(&self) -> Option<Instant> {
+        self.connected_at
+    }
+
+    /// Whether the peer is still alive.
+    pub fn is_alive(&self) -> bool {
+        self.rtc.is_alive()
+    }
+
+    /// Start or stop talking.
+    pub fn set_speaking(&mut self, speaking: bool) {
+        self.config.speaking = speaking;
+    }
+
+    /// Count freezes and frame gaps only from this time on (skip join-up).
+    pub fn measure_from(&mut self, t: Instant) {
+        self.measure_from = Some(t);
+    }
+
+    /// Send a control message to the engine.
+    pub fn send_control(&mut self, msg: &ClientMessage) {
+        // ClientMessage holds strings and numbers only.
+        let bytes = serde_json::to_vec(msg).expect("client messages serialize");
+        self.control_out.push_back(bytes);
+    }
+
+    /// What was measured so far.
+    pub fn stats(&self) -> &ClientStats {
+        &self.stats
+    }
+
+    /// Take the latency samples gathered so far (keeps memory bounded in long runs).
+    pub fn take_latencies(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.stats.latencies_us)
+    }
+
+    /// Close the peer (DTLS close_notify); the engine notices.
+    pub fn close(&mut self, now: Instant) {
+        self.rtc.disconnect();
+        self.drive(now);
+    }
+
+    /// A datagram for this client.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, buf: &[u8]) {
+        let Ok(r) = Receive::new(Protocol::Udp, source, self.addr, buf) else {
+            return;
+        };
+        if self.rtc.handle_input(Input::Receive(now, r)).is_ok() {
+            self.drain(now);
+        }
+    }
+
+    /// When [`SimClient::handle_timeout`] is next needed.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut t = self.timeout;
+        for m in [self.next_audio, self.next_frame, self.next_screen_frame]
+            .into_iter()
+            .flatten()
+        {
+            t = t.min(m);
+        }
+        if !self.control_out.is_empty() && self.channel.is_some() {
+            t = t.min(self.timeout);
+        }
+        t
+    }
+
+    /// Drive timers and media generation.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.connected_at.is_some() {
+            self.generate_media(now);
+        }
+        self.drive(now);
+    }
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    fn drive(&mut self, now: Instant) {
+        if let Some(id) = self.channel {
+            while let Some(bytes) = self.control_out.pop_front() {
+                if let Some(mut ch) = self.rtc.channel(id) {
+                    let _ = ch.write(false, &bytes);
+                }
+            }
+        }
+        if self.rtc.handle_input(Input::Timeout(now)).is_ok() {
+            self.drain(now);
+        }
+    }
+
+    fn drain(&mut self, now: Instant) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => self.transmits.push_back(t),
+                Ok(Output::Timeout(t)) => {
+                    self.timeout = t;
+                    return;
+                }
+                Ok(Output::Event(e)) => self.on_event(e, now),
+                Err(_) => {
+                    self.timeout = now + Duration::from_secs(3600);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: Event, now: Instant) {
+        match e {
+            Event::Connected => {
+                self.connected_at = Some(now);
+                self.next_audio = self.audio_mid.map(|_| now);
+                self.next_frame = self.video.iter().any(|v| v.track == 1).then_some(now);
+                self.next_screen_frame = self.video.iter().any(|v| v.track == 2).then_some(now);
+            }
+            Event::RtpPacket(p) => self.on_rtp(p, now),
+            Event::KeyframeRequest(req) => {
+                self.stats.keyframe_requests += 1;
+                for v in &mut self.video {
+                    if v.mid == req.mid && (req.rid.is_none() || v.rid == req.rid) {
+                        v.force_keyframe = true;
+                    }
+                }
+            }
+            Event::ChannelOpen(id, _) => self.channel = Some(id),
+            Event::ChannelData(d) => {
+                self.stats.control_messages += 1;
+                if let Ok(msg) = serde_json::from_slice::<ServerMessage>(&d.data) {
+                    match &msg {
+                        ServerMessage::Slots { .. } => self.last_slots = Some(msg),
+                        ServerMessage::Participants { .. } => self.last_participants = Some(msg),
+                        ServerMessage::ActiveSpeaker { participant } => {
+                            self.active_speaker = participant.clone()
+                        }
+                        ServerMessage::Kicked { .. } => self.kicked = true,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_rtp(&mut self, p: RtpPacket, now: Instant) {
+        let Some(mid) = self
+            .rtc
+            .direct_api()
+            .stream_rx(&p.header.ssrc)
+            .map(|s| s.mid())
+        else {
+            self.stats.unexpected_packets += 1;
+            return;
+        };
+        let Some(&i) = self.slot_index.get(&mid) else {
+            self.stats.unexpected_packets += 1;
+            return;
+        };
+        let measuring = self.measure_from.is_none_or(|t| now >= t);
+        let trailer = Trailer::read(&p.payload);
+        if let Some(t) = trailer {
+            let now_ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+            let us = now_ns.saturating_sub(t.sent_ns) / 1000;
+            if measuring {
+                self.stats.latencies_us.push(us.min(u32::MAX as u64) as u32);
+            }
+        }
+        let s = &mut self.stats.slots[i];
+        let seq = *p.seq_no;
+        s.packets += 1;
+        s.first_packet_at.get_or_insert(now);
+        match s.max_seq {
+            None => {
+                s.first_seq = Some(seq);
+                s.max_seq = Some(seq);
+            }
+            Some(m) if seq > m => s.max_seq = Some(seq),
+            Some(_) => {
+                s.reordered += 1;
+                if s.first_seq.is_some_and(|f| seq < f) {
+                    s.first_seq = Some(seq);
+                }
+            }
+        }
+        let Some(t) = trailer else { return };
+        if t.keyframe && s.first_keyframe_at.is_none() {
+            s.first_keyframe_at = Some(now);
+        }
+        let key = (t.publisher, t.track, t.layer);
+        if s.current != Some(key) {
+            if s.current.is_some_and(|c| c.0 != t.publisher) {
+                s.publisher_switches += 1;
+            }
+            if s.video && !t.keyframe {
+                s.non_keyframe_starts += 1;
+            }
+            s.current = Some(key);
+        }
+        if t.end_of_frame && s.video {
+            s.frames += 1;
+            if let Some(last) = s.last_frame_at {
+                let gap = now.saturating_duration_since(last);
+                if measuring {
+                    s.max_frame_gap = s.max_frame_gap.max(gap);
+                    if s.gap_count >= 10 {
+                        let mean = s.gap_sum / s.gap_count as u32;
+                        let threshold = (mean * 3).max(mean + Duration::from_millis(150));
+                        if gap >= threshold {
+                            s.freezes += 1;
+                            s.freeze_time += gap;
+                        }
+                    }
+                }
+                s.gap_sum += gap;
+                s.gap_count += 1;
+            }
+            s.last_frame_at = Some(now);
+        }
+    }
+
+    fn generate_media(&mut self, now: Instant) {
+        let sent_ns =
+            |t: Instant, epoch: Instant| t.saturating_duration_since(epoch).as_nanos() as u64;
+        // Audio: 20 ms Opus frames.
+        while let (Some(at), Some(mid), Some(pt)) = (self.next_audio, self.audio_mid, self.pt_opus)
+        {
+            if at > now {
+                break;
+            }
+            let trailer = Trailer {
+                publisher: self.config.publisher,
+                seq: self.audio_payload_seq,
+                sent_ns: sent_ns(at, self.epoch),
+                layer: 0,
+                track: 0,
+                end_of_frame: true,
+                keyframe: false,
+            };
+            let payload = opus_payload(80, &trailer);
+            let level = if self.config.speaking { -20 } else { -127 };
+            let exts = ExtensionValues {
+                audio_level: Some(level),
+                voice_activity: Some(self.config.speaking),
+                ..Default::default()
+            };
+            if let Some(stream) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
+                stream.write_rtp(
+                    RtpWrite::new(pt, self.audio_seq.into(), self.audio_ts, at, payload)
+                        .marker(false)
+                        .ext_vals(exts),
+                );
+                self.stats.packets_sent += 1;
+            }
+            self.audio_seq += 1;
+            self.audio_ts = self.audio_ts.wrapping_add(960);
+            self.audio_payload_seq += 1;
+            self.next_audio = Some(at + Duration::from_millis(20));
+        }
+        // Camera frames for all layers at once, screen frames at 5 fps.
+        let frame_interval = Duration::from_secs(1) / self.config.fps.max(1);
+        while let Some(at) = self.next_frame.filter(|t| *t <= now) {
+            self.send_frames(1, at, frame_interval);
+            self.next_frame = Some(at + frame_interval);
+        }
+        let screen_interval = Duration::from_millis(200);
+        while let Some(at) = self.next_screen_frame.filter(|t| *t <= now) {
+            self.send_frames(2, at, screen_interval);
+            self.next_screen_frame = Some(at + screen_interval);
+        }
+    }
+
+    fn send_frames(&mut self, track: u8, at: Instant, interval: Duration) {
+        let Some(pt) = self.pt_vp8 else { return };
+        let keyframe_interval = self.config.keyframe_interval;
+        let epoch = self.epoch;
+        let publisher = self.config.publisher;
+        let mtu = self.config.mtu_payload.max(200);
+        for v in self.video.iter_mut().filter(|v| v.track == track) {
+            let periodic = v
+                .last_keyframe
+                .is_none_or(|k| at.saturating_duration_since(k) >= keyframe_interval);
+            let keyframe = v.force_keyframe || periodic;
+            if keyframe {
+                v.force_keyframe = false;
+                v.last_keyframe = Some(at);
+            }
+            let per_frame =
+                (v.spec.bitrate_bps as u64 * interval.as_micros() as u64 / 8_000_000) as usize;
+            let frame_bytes = if keyframe { per_frame * 3 } else { per_frame }.max(64);
+            let packets = frame_bytes.div_ceil(mtu).max(1);
+            let size = frame_bytes.div_ceil(packets);
+            let ticks = (interval.as_micros() as u64 * 90 / 1000) as u32;
+            v.ts = v.ts.wrapping_add(ticks);
+            v.picture_id = (v.picture_id + 1) & 0x7fff;
+            v.tl0 = v.tl0.wrapping_add(1);
+            for k in 0..packets {
+                let last = k + 1 == packets;
+                let trailer = Trailer {
+                    publisher,
+                    seq: v.payload_seq,
+                    sent_ns: at.saturating_duration_since(epoch).as_nanos() as u64,
+                    layer: v.layer,
+                    track: v.track,
+                    end_of_frame: last,
+                    keyframe,
+                };
+                let payload = vp8_payload(
+                    k == 0,
+                    keyframe,
+                    v.picture_id,
+                    v.tl0,
+                    v.spec.width,
+                    v.spec.height,
+                    size.max(crate::sim::media::TRAILER_LEN + 16),
+                    &trailer,
+                );
+                if let Some(stream) = self.rtc.direct_api().stream_tx_by_mid(v.mid, v.rid) {
+                    stream.write_rtp(
+                        RtpWrite::new(pt, v.seq.into(), v.ts, at, payload)
+                            .marker(last)
+                            .nackable(true),
+                    );
+                    self.stats.packets_sent += 1;
+                }
+                v.seq += 1;
+                v.payload_seq += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! The in-process simulator: N simulated participants ([`SimClient`], real
+//! str0m peers) against the same [`ShardCore`] a shard thread drives, through
+//! a seeded network model ([`Link`]), in virtual time, with no sockets.
+//!
+//! Time only moves when the simulator advances it to the next packet arrival
+//! or timer, so ten simulated seconds of a 50-person room take as long as the
+//! CPU work they contain. The only real clock read is the measurement of how
+//! long the core itself worked ([`Simulator::core_busy`]).
+
+pub mod client;
+pub mod media;
+pub mod net;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+pub use client::{ClientConfig, ClientStats, LayerSpec, SimClient, SlotStats, default_layers};
+pub use net::{Link, LinkConfig, LinkStats};
+
+use crate::config::RoomConfig;
+use crate::core::ShardCore;
+use crate::error::Error;
+use crate::event::{EngineEvent, LeaveReason};
+use crate::ids::{ParticipantId, RoomId};
+use crate::join::{self, JoinContext};
+
+/// A simulated run.
+pub struct SimConfig {
+    /// Participants that join.
+    pub participants: usize,
+    /// Time between two joins (zero: everyone at once).
+    pub join_spacing: Duration,
+    /// Client behaviour per participant index.
+    pub client: Box<dyn Fn(usize) -> ClientConfig>,
+    /// Client -> engine link of every participant.
+    pub uplink: LinkConfig,
+    /// Engine -> client link of every participant.
+    pub downlink: LinkConfig,
+    /// The room.
+    pub room: RoomConfig,
+    /// Seed of every random choice (links, start values).
+    pub seed: u64,
+}
+
+impl SimConfig {
+    /// `participants` default clients (audio + 3-layer camera, 9 video and 3
+    /// audio slots), everyone joining at once over 10 ms lossless links.
+    pub fn new(participants: usize) -> Self {
+        SimConfig {
+            participants,
+            join_spacing: Duration::ZERO,
+            client: Box::new(|i| ClientConfig::new(i as u32)),
+            uplink: LinkConfig::default(),
+            downlink: LinkConfig::default(),
+            room: RoomConfig::default(),
+            seed: 1,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Dest {
+    Server,
+    Client(usize),
+}
+
+#[derive(Debug)]
+struct InFlight {
+    at: Instant,
+    order: u64,
+    from: SocketAddr,
+    to: Dest,
+    data: Vec<u8>,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.order) == (o.at, o.order)
+    }
+}
+impl Eq for InFlight {}
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for InFlight {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.order).cmp(&(o.at, o.order))
+    }
+}
+
+/// One simulated participant slot of the run.
+pub struct SimParticipant {
+    /// The peer.
+    pub client: SimClient,
+    /// Its engine id once joined.
+    pub id: Option<ParticipantId>,
+    /// When its join was requested.
+    pub joined_at: Instant,
+    /// Still in the room.
+    pub present: bool,
+    /// Uplink state.
+    pub uplink: Link,
+    /// Downlink state.
+    pub downlink: Link,
+}
+
+/// The simulator.
+pub struct Simulator {
+    config: SimConfig,
+    ctx: JoinContext,
+    core: ShardCore,
+    room: RoomId,
+    server: SocketAddr,
+    start: Instant,
+    now: Instant,
+    next_pid: u32,
+    next_join: usize,
+    participants: Vec<SimParticipant>,
+    by_addr: HashMap<SocketAddr, usize>,
+    in_flight: BinaryHeap<Reverse<InFlight>>,
+    order: u64,
+    events: Vec<(Instant, EngineEvent)>,
+    join_failures: Vec<Error>,
+    core_busy: Duration,
+    stall: u32,
+}
+
+impl Simulator {
+    /// Build the run; nobody has joined yet.
+    pub fn new(config: SimConfig) -> Result<Self, Error> {
+        let ctx = JoinContext::new()?;
+        let server = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 255, 0, 1)), 4000);
+        let mut core = ShardCore::new(server);
+        let room = RoomId(1);
+        core.create_room(room, config.room.clone());
+        // Virtual time starts at the real now and only moves forward from there.
+        let start = Instant::now();
+        Ok(Simulator {
+            config,
+            ctx,
+            core,
+            room,
+            server,
+            start,
+            now: start,
+            next_pid: 1,
+            next_join: 0,
+            participants: Vec::new(),
+            by_addr: HashMap::new(),
+            in_flight: BinaryHeap::new(),
+            order: 0,
+            events: Vec::new(),
+            join_failures: Vec::new(),
+            core_busy: Duration::ZERO,
+            stall: 0,
+        })
+    }
+
+    /// Virtual time now.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Virtual time at the start of the run.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// Simulated time elapsed.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// The room every participant joins.
+    pub fn room(&self) -> RoomId {
+        self.room
+    }
+
+    /// The shard core under test.
+    pub fn core(&self) -> &ShardCore {
+        &self.core
+    }
+
+    /// Mutable access to the core (for control calls in tests).
+    pub fn core_mut(&mut self) -> &mut ShardCore {
+        &mut self.core
+    }
+
+    /// Participants (joined or not yet).
+    pub fn participants(&self) -> &[SimParticipant] {
+        &self.participants
+    }
+
+    /// One participant.
+    pub fn participant_mut(&mut self, i: usize) -> &mut SimParticipant {
+        &mut self.participants[i]
+    }
+
+    /// Engine events seen so far, with their virtual time.
+    pub fn events(&self) -> &[(Instant, EngineEvent)] {
+        &self.events
+    }
+
+    /// Joins the engine refused.
+    pub fn join_failures(&self) -> &[Error] {
+        &self.join_failures
+    }
+
+    /// Real (wall) time spent inside the core: the engine's cost of the run.
+    pub fn core_busy(&self) -> Duration {
+        self.core_busy
+    }
+
+    /// Run until `d` of virtual time has passed since the start.
+    pub fn run_until(&mut self, t: Duration) {
+        let until = self.start + t;
+        while self.step(until) {}
+    }
+
+    /// Run for `d` more virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        while self.step(until) {}
+    }
+
+    /// The participant leaves (the embedder's leave call).
+    pub fn leave(&mut self, i: usize) -> Result<(), Error> {
+        self.remove(i, LeaveReason::Left)
+    }
+
+    /// The owner removes the participant.
+    pub fn kick(&mut self, i: usize) -> Result<(), Error> {
+        self.remove(i, LeaveReason::Kicked)
+    }
+
+    fn remove(&mut self, i: usize, reason: LeaveReason) -> Result<(), Error> {
+        let pid = self.participants[i]
+            .id
+            .ok_or(Error::UnknownParticipant(ParticipantId(0)))?;
+        let now = self.now;
+        let t = Instant::now();
+        let r = self.core.remove(self.room, pid, reason, now);
+        self.core_busy += t.elapsed();
+        self.participants[i].present = false;
+        self.pump();
+        r
+    }
+
+    fn join_due(&self) -> Option<Instant> {
+        (self.next_join < self.config.participants)
+            .then(|| self.start + self.config.join_spacing * self.next_join as u32)
+    }
+
+    fn join_next(&mut self) {
+        let i = self.next_join;
+        self.next_join += 1;
+        let now = self.now;
+        let addr = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 1) as u8)),
+            5000,
+        );
+        let cfg = (self.config.client)(i);
+        let client = SimClient::new(cfg, addr, self.start, now);
+        let seed = self
+            .config
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(i as u64 * 2);
+        let mut sp = SimParticipant {
+            client,
+            id: None,
+            joined_at: now,
+            present: false,
+            uplink: Link::new(self.config.uplink.clone(), seed),
+            downlink: Link::new(self.config.downlink.clone(), seed + 1),
+        };
+        let pid = ParticipantId(self.next_pid);
+        self.next_pid += 1;
+        let prepared = join::prepare(
+            &self.ctx,
+            self.room,
+            &self.config.room,
+            pid,
+            format!("sim-{i}"),
+            sp.client.offer(),
+            self.server,
+            now,
+        );
+        let t = Instant::now();
+        let adopted = prepared.and_then(|p| {
+            let answer = p.answer.clone();
+            self.core.adopt(p, now).map(|_| answer)
+        });
+        self.core_busy += t.elapsed();
+        match adopted {
+            Ok(answer) => {
+                if let Err(e) = sp.client.accept_answer(&answer) {
+                    self.join_failures.push(Error::Negotiation(e));
+                } else {
+                    sp.id = Some(pid);
+                    sp.present = true;
+                    sp.client.handle_timeout(now);
+                }
+            }
+            Err(e) => self.join_failures.push(e),
+        }
+        self.by_addr.insert(addr, self.participants.len());
+        self.participants.push(sp);
+    }
+
+    /// Advance to the next event (not beyond `limit`); false when `limit` is reached.
+    fn step(&mut self, limit: Instant) -> bool {
+        let mut next = self.in_flight.peek().map(|Reverse(p)| p.at);
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        consider(self.core.poll_timeout());
+        consider(self.join_due());
+        for p in &self.participants {
+            if p.present || p.client.is_alive() {
+                consider(Some(p.client.poll_timeout()));
+            }
+        }
+        let Some(mut next) = next else {
+            self.now = limit;
+            return false;
+        };
+        if next <= self.now {
+            // Something asked for "now" again; str0m can, while its pacer or
+            // a channel has more to say. Let it, but never forever.
+            self.stall += 1;
+            if self.stall > 1000 {
+                next = self.now + Duration::from_millis(1);
+                self.stall = 0;
+            }
+        } else {
+            self.stall = 0;
+        }
+        if next > limit {
+            self.now = limit;
+            return false;
+        }
+        self.now = self.now.max(next);
+        let now = self.now;
+
+        let mut server_input = false;
+        while self.in_flight.peek().is_some_and(|Reverse(p)| p.at <= now) {
+            let Some(Reverse(p)) = self.in_flight.pop() else {
+                break;
+            };
+            match p.to {
+                Dest::Server => {
+                    let t = Instant::now();
+                    self.core.handle_datagram(now, p.from, &p.data);
+                    self.core_busy += t.elapsed();
+                    server_input = true;
+                }
+                Dest::Client(i) => self.participants[i]
+                    .client
+                    .handle_datagram(now, p.from, &p.data),
+            }
+        }
+        let t = Instant::now();
+        if server_input {
+            self.core.flush(now);
+        }
+        if self.core.poll_timeout().is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now);
+        }
+        self.core_busy += t.elapsed();
+        for p in &mut self.participants {
+            if (p.present || p.client.is_alive()) && p.client.poll_timeout() <= now {
+                p.client.handle_timeout(now);
+            }
+        }
+        while self.join_due().is_some_and(|t| t <= now) {
+            self.join_next();
+        }
+        self.pump();
+        true
+    }
+
+    fn pump(&mut self) {
+        let now = self.now;
+        while let Some(e) = self.core.poll_event() {
+            self.events.push((now, e));
+        }
+        while let Some(t) = self.core.poll_transmit() {
+            let Some(&i) = self.by_addr.get(&t.destination) else {
+                continue;
+            };
+            let p = &mut self.participants[i];
+            if let Some(at) = p.downlink.send(now, t.contents.len()) {
+                self.order += 1;
+                self.in_flight.push(Reverse(InFlight {
+                    at,
+                    order: self.order,
+                    from: t.source,
+                    to: Dest::Client(i),
+                    data: t.contents.into(),
+                }));
+            }
+        }
+        for (i, p) in self.participants.iter_mut().enumerate() {
+            while let Some(t) = p.client.poll_transmit() {
+                if let Some(at) = p.uplink.send(now, t.contents.len()) {
+                    self.order += 1;
+                    self.in_flight.push(Reverse(InFlight {
+                        at,
+                        order: self.order,
+                        from: p.client.addr(),
+                        to: Dest::Server,
+                        data: t.contents.into(),
+                    }));
+                }
+                let _ = i;
+            }
+        }
+    }
+}
