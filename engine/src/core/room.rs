@@ -189,22 +189,17 @@ impl Room {
         };
         if let Some(p) = self.slab[i].as_mut() {
             if reason == LeaveReason::Kicked {
+                // Put the notice on the wire before the DTLS close_notify.
                 send_control(
                     p,
                     &ServerMessage::Kicked {
                         reason: "removed by the room owner".into(),
                     },
                 );
+                flush_transmits(p, now, out);
             }
             p.rtc.disconnect();
-            let _ = p.rtc.handle_input(Input::Timeout(now));
-            while let Ok(o) = p.rtc.poll_output() {
-                match o {
-                    Output::Transmit(t) => out.transmits.push_back(t),
-                    Output::Timeout(_) => break,
-                    Output::Event(_) => {}
-                }
-            }
+            flush_transmits(p, now, out);
         }
         self.slab[i] = None;
         self.speakers.remove(pid);
@@ -1107,6 +1102,19 @@ fn send_control(p: &mut Participant, msg: &ServerMessage) {
             tracing::debug!(participant = %p.id, "control write failed: {e}");
         }
         p.dirty = true;
+    }
+}
+
+/// Move a participant's time to `now` and queue whatever it has to send,
+/// ignoring events (used while removing it).
+fn flush_transmits(p: &mut Participant, now: Instant, out: &mut CoreOutput) {
+    let _ = p.rtc.handle_input(Input::Timeout(now));
+    while let Ok(o) = p.rtc.poll_output() {
+        match o {
+            Output::Transmit(t) => out.transmits.push_back(t),
+            Output::Timeout(_) => break,
+            Output::Event(_) => {}
+        }
     }
 }
 

@@ -169,6 +169,12 @@ pub struct SlotStats {
 }
 
 impl SlotStats {
+    /// What the slot shows now, from the last payload trailer:
+    /// (publisher number, track 0 audio / 1 camera / 2 screen, layer).
+    pub fn current(&self) -> Option<(u32, u8, u8)> {
+        self.current
+    }
+
     /// RFC 3550 A.3: expected minus received (never negative).
     pub fn lost(&self) -> u64 {
         match (self.first_seq, self.max_seq) {

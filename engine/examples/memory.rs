@@ -1,0 +1,58 @@
+//! Heap held by the engine per participant in a simulated 50-person room.
+//!
+//! Runs the simulator for a few seconds (so RTX caches and send buffers
+//! fill), then drops the shard core and measures how much heap that freed.
+//!
+//! `cargo run --release -p piazza --example memory [participants] [seconds]`
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Duration;
+
+use piazza::core::ShardCore;
+use piazza::sim::{SimConfig, Simulator};
+
+struct Counting;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged, only counting bytes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(50);
+    let secs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
+    let mut sim = Simulator::new(SimConfig::new(n)).expect("simulator");
+    sim.run_until(Duration::from_secs(secs));
+    let addr = sim.core().local_addr();
+    let before = LIVE.load(Ordering::Relaxed);
+    let core = std::mem::replace(sim.core_mut(), ShardCore::new(addr));
+    let forwarded = core.stats().rtp_forwarded;
+    drop(core);
+    let after = LIVE.load(Ordering::Relaxed);
+    let freed = (before - after).max(0) as f64;
+    println!(
+        "participants {n}, simulated {secs} s, forwarded {forwarded} packets: engine heap {:.1} MiB = {:.0} KiB per participant",
+        freed / (1024.0 * 1024.0),
+        freed / 1024.0 / n as f64
+    );
+}
