@@ -47,6 +47,9 @@ pub enum Error {
     Io(String),
     /// str0m refused the session (accepting the offer failed).
     Negotiation(String),
+    /// An internal error (a bug, logged) stopped the request; the engine
+    /// keeps running.
+    Internal(String),
 }
 
 impl fmt::Display for Error {
@@ -80,6 +83,10 @@ impl fmt::Display for Error {
             Error::InvalidConfig(e) => write!(f, "invalid engine configuration: {e}"),
             Error::Io(e) => write!(f, "operating system error: {e}"),
             Error::Negotiation(e) => write!(f, "the offer could not be negotiated: {e}"),
+            Error::Internal(e) => write!(
+                f,
+                "internal error: {e}; the engine logged it and keeps running, please report it"
+            ),
         }
     }
 }

@@ -1,0 +1,557 @@
+//! The embedding API: [`Engine`], built with [`EngineBuilder`].
+//!
+//! The engine is the control plane. It keeps a registry of rooms (which shard
+//! each lives on, its limits and lock), prepares joins on the caller's thread
+//! and sends the shards small commands; media never passes through it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+
+use crate::config::{JoinOptions, RoomConfig};
+use crate::error::Error;
+use crate::event::{EngineEvent, LeaveReason};
+use crate::ids::{ParticipantId, RoomId};
+use crate::join::{self, JoinContext};
+use crate::shard::{Command, ShardConfig, ShardHandle, ShardStats};
+
+/// Default capacity of the events channel.
+const DEFAULT_EVENTS_CAPACITY: usize = 4096;
+/// Default capacity of each shard's command queue.
+const DEFAULT_COMMAND_CAPACITY: usize = 256;
+
+/// Configures and starts an [`Engine`]. Get one from [`Engine::builder`].
+#[derive(Debug, Clone)]
+pub struct EngineBuilder {
+    shards: Option<usize>,
+    bind: IpAddr,
+    port_range: RangeInclusive<u16>,
+    public_ip: Option<IpAddr>,
+    events_capacity: usize,
+    command_capacity: usize,
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        EngineBuilder {
+            shards: None,
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port_range: 0..=0,
+            public_ip: None,
+            events_capacity: DEFAULT_EVENTS_CAPACITY,
+            command_capacity: DEFAULT_COMMAND_CAPACITY,
+        }
+    }
+}
+
+impl EngineBuilder {
+    /// Number of shards (threads, each with its own UDP socket). Default:
+    /// [`std::thread::available_parallelism`].
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = Some(n);
+        self
+    }
+
+    /// The IP the shard sockets bind to. Default `127.0.0.1`. Binding to an
+    /// unspecified address (`0.0.0.0`, `::`) requires
+    /// [`EngineBuilder::public_ip`].
+    pub fn bind(mut self, ip: IpAddr) -> Self {
+        self.bind = ip;
+        self
+    }
+
+    /// UDP ports the shards may bind: each shard takes the first free one.
+    /// Default `0..=0`: the operating system assigns a port per shard.
+    pub fn port_range(mut self, ports: RangeInclusive<u16>) -> Self {
+        self.port_range = ports;
+        self
+    }
+
+    /// The IP clients reach the engine at, advertised in the ICE host
+    /// candidate instead of the bound address (behind a 1:1 NAT, or when
+    /// binding to `0.0.0.0`).
+    pub fn public_ip(mut self, ip: IpAddr) -> Self {
+        self.public_ip = Some(ip);
+        self
+    }
+
+    /// Capacity of the events channel ([`Engine::events`]). When it is full,
+    /// shards drop new events and count them in [`ShardStats::events_dropped`].
+    /// Default 4096.
+    pub fn events_capacity(mut self, n: usize) -> Self {
+        self.events_capacity = n;
+        self
+    }
+
+    /// Capacity of each shard's control command queue. Default 256.
+    pub fn command_capacity(mut self, n: usize) -> Self {
+        self.command_capacity = n;
+        self
+    }
+
+    /// Bind the sockets, start the shard threads and return the engine.
+    pub fn build(self) -> Result<Engine, Error> {
+        let shard_count = match self.shards {
+            Some(n) => n,
+            None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        };
+        if shard_count == 0 {
+            return Err(Error::InvalidConfig("shards must be at least 1".into()));
+        }
+        if self.port_range.start() > self.port_range.end() {
+            return Err(Error::InvalidConfig(format!(
+                "port range {}..={} is empty",
+                self.port_range.start(),
+                self.port_range.end()
+            )));
+        }
+        if *self.port_range.start() == 0 && *self.port_range.end() != 0 {
+            return Err(Error::InvalidConfig(
+                "port range must be 0..=0 (OS-assigned) or start above 0".into(),
+            ));
+        }
+        if self.events_capacity == 0 || self.command_capacity == 0 {
+            return Err(Error::InvalidConfig(
+                "events and command capacities must be at least 1".into(),
+            ));
+        }
+        let advertise_ip = match self.public_ip {
+            Some(ip) if ip.is_unspecified() => {
+                return Err(Error::InvalidConfig(format!(
+                    "public_ip {ip} is unspecified; give the address clients reach"
+                )));
+            }
+            Some(ip) => ip,
+            None if self.bind.is_unspecified() => {
+                return Err(Error::InvalidConfig(format!(
+                    "binding to {} needs public_ip: the address clients reach the engine at",
+                    self.bind
+                )));
+            }
+            None => self.bind,
+        };
+
+        let join_ctx = JoinContext::new()?;
+        let (events_tx, events_rx) = crossbeam_channel::bounded(self.events_capacity);
+        let mut shards = Vec::with_capacity(shard_count);
+        for index in 0..shard_count {
+            let config = ShardConfig {
+                index,
+                bind: self.bind,
+                port_range: self.port_range.clone(),
+                advertise_ip,
+                command_capacity: self.command_capacity,
+            };
+            match ShardHandle::spawn(config, events_tx.clone()) {
+                Ok(s) => shards.push(s),
+                Err(e) => {
+                    // Stop the shards already running before reporting.
+                    for s in &shards {
+                        s.begin_shutdown();
+                    }
+                    for s in &shards {
+                        s.join();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+
+        Ok(Engine {
+            shards,
+            registry: Mutex::new(HashMap::new()),
+            next_room: AtomicU32::new(1),
+            next_participant: AtomicU32::new(1),
+            join_ctx,
+            advertise_ip,
+            events: events_rx,
+            closed: AtomicBool::new(false),
+        })
+    }
+}
+
+/// The result of a successful [`Engine::join`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Joined {
+    /// The new participant's id (use it to leave or kick).
+    pub participant: ParticipantId,
+    /// The SDP answer to hand back to the client.
+    pub answer: String,
+}
+
+/// Counters of the whole engine.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EngineStats {
+    /// One entry per shard, in index order.
+    pub shards: Vec<ShardStats>,
+}
+
+impl EngineStats {
+    /// Participants on all shards.
+    pub fn participants(&self) -> usize {
+        self.shards.iter().map(|s| s.participants).sum()
+    }
+
+    /// Rooms on all shards.
+    pub fn rooms(&self) -> usize {
+        self.shards.iter().map(|s| s.rooms).sum()
+    }
+}
+
+/// What the control plane knows about a room.
+struct RoomEntry {
+    shard: usize,
+    locked: bool,
+    /// Kept equal to the room's size by its shard (joins, leaves, kicks and
+    /// disconnects alike), read here to refuse joins to a full room early.
+    participants: Arc<AtomicUsize>,
+    config: Arc<RoomConfig>,
+}
+
+/// A running SFU: shard threads with their sockets, and the room registry.
+///
+/// Rooms are placed on the shard with the fewest participants when created
+/// and stay there. [`Engine::join`] does the expensive part of a join
+/// (parsing the offer, building the participant's str0m `Rtc`, ~2-5 ms of
+/// CPU) on the calling thread, then hands the participant to the room's
+/// shard; call it from your signalling threads, not from a latency-critical
+/// one. Every method takes `&self`: share the engine with an `Arc`.
+///
+/// Errors are typed ([`Error`]) and never panics on client input: a
+/// malformed offer, an unknown room, a full or locked room each have their
+/// own variant.
+///
+/// Dropping the engine (or calling [`Engine::shutdown`]) closes every room,
+/// stops the shards and joins their threads.
+///
+/// # Example
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let offer_sdp = String::new();
+/// let engine = piazza::Engine::builder()
+///     .shards(2)
+///     .bind("127.0.0.1".parse()?)
+///     .build()?;
+/// let room = engine.create_room(piazza::RoomConfig::default())?;
+///
+/// // `offer_sdp` is the client's offer, from your signalling channel.
+/// let joined = engine.join(room, &offer_sdp, piazza::JoinOptions::new("Alice"))?;
+/// // Send `joined.answer` back to the client.
+///
+/// for event in engine.events().try_iter() {
+///     println!("{event:?}");
+/// }
+/// println!("{:?}", engine.stats());
+///
+/// engine.leave(room, joined.participant)?;
+/// engine.close_room(room)?;
+/// engine.shutdown();
+/// # Ok(())
+/// # }
+/// ```
+pub struct Engine {
+    shards: Vec<ShardHandle>,
+    registry: Mutex<HashMap<RoomId, RoomEntry>>,
+    next_room: AtomicU32,
+    next_participant: AtomicU32,
+    join_ctx: JoinContext,
+    advertise_ip: IpAddr,
+    events: Receiver<EngineEvent>,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("shards", &self.shard_addrs())
+            .field("advertise_ip", &self.advertise_ip)
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Start configuring an engine.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// Open a room on the least-loaded shard (fewest participants, then
+    /// fewest rooms). The room stays on that shard until it closes.
+    pub fn create_room(&self, config: RoomConfig) -> Result<RoomId, Error> {
+        self.check_open()?;
+        if config.max_participants == 0 {
+            return Err(Error::InvalidConfig(
+                "max_participants must be at least 1".into(),
+            ));
+        }
+        let room = RoomId(self.next_room.fetch_add(1, Ordering::Relaxed));
+        let participants = Arc::new(AtomicUsize::new(0));
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let shard = {
+            let mut registry = self.registry();
+            let shard = self.least_loaded(&registry);
+            // Queued while the registry is locked, so a join that finds the
+            // room in the registry finds it on the shard too (one FIFO per
+            // shard), and the next placement counts this room.
+            self.shards[shard].send(Command::CreateRoom {
+                room,
+                config: config.clone(),
+                participants: participants.clone(),
+                reply,
+            })?;
+            registry.insert(
+                room,
+                RoomEntry {
+                    shard,
+                    locked: false,
+                    participants,
+                    config: Arc::new(config),
+                },
+            );
+            shard
+        };
+        // Wait outside the lock: when this returns the room is on the shard
+        // and in its stats.
+        match answer.recv().unwrap_or(Err(Error::EngineClosed)) {
+            Ok(()) => Ok(room),
+            Err(e) => {
+                tracing::debug!(shard, %room, "room creation failed: {e}");
+                self.registry().remove(&room);
+                Err(e)
+            }
+        }
+    }
+
+    /// Admit a participant: validate against the room, answer the client's
+    /// SDP `offer` and hand the participant to the room's shard.
+    ///
+    /// The offer should carry sendonly Opus audio and VP8 video (camera, then
+    /// an optional screen share), recvonly m-lines as receive slots, and a
+    /// data channel for control messages.
+    pub fn join(&self, room: RoomId, offer: &str, options: JoinOptions) -> Result<Joined, Error> {
+        self.check_open()?;
+        let (shard, config) = {
+            let registry = self.registry();
+            let entry = registry.get(&room).ok_or(Error::UnknownRoom(room))?;
+            if entry.locked {
+                return Err(Error::RoomLocked(room));
+            }
+            let max = entry.config.max_participants;
+            if entry.participants.load(Ordering::Relaxed) >= max {
+                return Err(Error::RoomFull {
+                    room,
+                    max_participants: max,
+                });
+            }
+            (entry.shard, entry.config.clone())
+        };
+        let participant = ParticipantId(self.next_participant.fetch_add(1, Ordering::Relaxed));
+        // The ICE host candidate: the public IP (or the bound one) and the
+        // port of the room's shard.
+        let candidate = self.shards[shard].advertised_addr;
+        let mut prepared = join::prepare(
+            &self.join_ctx,
+            room,
+            &config,
+            participant,
+            options.name,
+            offer,
+            candidate,
+            Instant::now(),
+        )?;
+        let answer = std::mem::take(&mut prepared.answer);
+        // The shard re-checks lock and size: they may have changed meanwhile.
+        self.shards[shard].request(|reply| Command::Adopt(Box::new(prepared), reply))?;
+        Ok(Joined {
+            participant,
+            answer,
+        })
+    }
+
+    /// Remove a participant at its own request ([`LeaveReason::Left`]).
+    pub fn leave(&self, room: RoomId, participant: ParticipantId) -> Result<(), Error> {
+        self.remove(room, participant, LeaveReason::Left)
+    }
+
+    /// Remove a participant at the room owner's request
+    /// ([`LeaveReason::Kicked`]); the client is told over its data channel.
+    pub fn kick(&self, room: RoomId, participant: ParticipantId) -> Result<(), Error> {
+        self.remove(room, participant, LeaveReason::Kicked)
+    }
+
+    /// Lock (`true`) or unlock a room. A locked room refuses joins with
+    /// [`Error::RoomLocked`]; participants already in it stay.
+    pub fn lock(&self, room: RoomId, locked: bool) -> Result<(), Error> {
+        self.check_open()?;
+        let shard = {
+            let mut registry = self.registry();
+            let entry = registry.get_mut(&room).ok_or(Error::UnknownRoom(room))?;
+            entry.locked = locked;
+            entry.shard
+        };
+        self.shards[shard].request(|reply| Command::Lock {
+            room,
+            locked,
+            reply,
+        })
+    }
+
+    /// Close a room: everyone in it is removed ([`LeaveReason::RoomClosed`])
+    /// and the id becomes unknown.
+    pub fn close_room(&self, room: RoomId) -> Result<(), Error> {
+        self.check_open()?;
+        let entry = self
+            .registry()
+            .remove(&room)
+            .ok_or(Error::UnknownRoom(room))?;
+        self.shards[entry.shard].request(|reply| Command::CloseRoom { room, reply })
+    }
+
+    /// The engine's events (joins, connections, leaves, speakers). Every call
+    /// returns a handle to the same bounded channel: each event goes to
+    /// exactly one receiver. Read it promptly; when it is full, new events
+    /// are dropped and counted in [`ShardStats::events_dropped`].
+    pub fn events(&self) -> Receiver<EngineEvent> {
+        self.events.clone()
+    }
+
+    /// Counters of every shard, as last published by the shard threads
+    /// (immediately after each control operation, and at most every ~100 ms
+    /// while media flows). Cheap: no round trip to the shards.
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            shards: self.shards.iter().map(|s| s.snapshot()).collect(),
+        }
+    }
+
+    /// Counters of every shard, asked of the shard threads now (one round
+    /// trip to each).
+    pub fn refresh_stats(&self) -> Result<EngineStats, Error> {
+        self.check_open()?;
+        let shards = self
+            .shards
+            .iter()
+            .map(|s| s.request(Command::Stats))
+            .collect::<Result<_, _>>()?;
+        Ok(EngineStats { shards })
+    }
+
+    /// The bound address of each shard's socket, in shard order.
+    pub fn shard_addrs(&self) -> Vec<SocketAddr> {
+        self.shards.iter().map(|s| s.local_addr).collect()
+    }
+
+    /// The address each shard advertises in ICE candidates (the public IP if
+    /// one was configured), in shard order.
+    pub fn advertised_addrs(&self) -> Vec<SocketAddr> {
+        self.shards.iter().map(|s| s.advertised_addr).collect()
+    }
+
+    /// The shard a room lives on, by index into [`Engine::shard_addrs`].
+    pub fn room_shard(&self, room: RoomId) -> Result<usize, Error> {
+        self.registry()
+            .get(&room)
+            .map(|e| e.shard)
+            .ok_or(Error::UnknownRoom(room))
+    }
+
+    /// Close every room, stop the shards and wait for their threads.
+    /// Idempotent; later calls on the engine fail with
+    /// [`Error::EngineClosed`]. The events of the closing (participants
+    /// leaving, rooms closing) are still delivered to [`Engine::events`].
+    pub fn shutdown(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        for s in &self.shards {
+            s.begin_shutdown();
+        }
+        for s in &self.shards {
+            s.join();
+        }
+        self.registry().clear();
+    }
+
+    fn remove(
+        &self,
+        room: RoomId,
+        participant: ParticipantId,
+        reason: LeaveReason,
+    ) -> Result<(), Error> {
+        self.check_open()?;
+        let shard = self.room_shard(room)?;
+        self.shards[shard].request(|reply| Command::Remove {
+            room,
+            participant,
+            reason,
+            reply,
+        })
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.closed.load(Ordering::SeqCst) {
+            Err(Error::EngineClosed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn registry(&self) -> MutexGuard<'_, HashMap<RoomId, RoomEntry>> {
+        // Nothing panics while holding the lock; if something did, the map
+        // is still consistent (every update is a single insert/remove/store).
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn least_loaded(&self, registry: &HashMap<RoomId, RoomEntry>) -> usize {
+        let mut load = vec![(0usize, 0usize); self.shards.len()];
+        for e in registry.values() {
+            load[e.shard].0 += e.participants.load(Ordering::Relaxed);
+            load[e.shard].1 += 1;
+        }
+        (0..self.shards.len())
+            .min_by_key(|&i| (load[i], i))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Engine>();
+    }
+
+    #[test]
+    fn unspecified_bind_needs_public_ip() {
+        let err = Engine::builder()
+            .shards(1)
+            .bind("0.0.0.0".parse().unwrap())
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+    }
+
+    #[test]
+    fn zero_shards_is_invalid() {
+        let err = Engine::builder().shards(0).build().unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+    }
+}
