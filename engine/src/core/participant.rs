@@ -84,7 +84,6 @@ pub(crate) struct Participant {
     pub id: ParticipantId,
     pub name: String,
     pub rtc: Rtc,
-    pub ufrag: String,
     pub layout: MediaLayout,
     /// Join order within the room.
     pub join_seq: u64,
@@ -139,7 +138,6 @@ impl Participant {
             id: p.id,
             name: p.name,
             rtc: p.rtc,
-            ufrag: p.ufrag,
             layout: p.layout,
             join_seq,
             connected: false,

@@ -110,23 +110,6 @@ impl Room {
         self.index.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
-    }
-
-    pub fn contains(&self, p: ParticipantId) -> bool {
-        self.index.contains_key(&p)
-    }
-
-    pub fn participant_ids(&self) -> impl Iterator<Item = ParticipantId> + '_ {
-        self.index.keys().copied()
-    }
-
-    /// Local ICE ufrag of a participant (for the shard's STUN routing map).
-    pub fn ufrag(&self, p: ParticipantId) -> Option<&str> {
-        let i = *self.index.get(&p)?;
-        self.slab[i].as_ref().map(|p| p.ufrag.as_str())
-    }
 
     /// Adopt a prepared participant.
     pub fn add(&mut self, prepared: Prepared, now: Instant, out: &mut CoreOutput) {
@@ -198,10 +181,15 @@ impl Room {
                 );
                 flush_transmits(p, now, out);
             }
+            // close(): RTCP BYE, SCTP shutdown and DTLS close_notify, so the
+            // peer learns at once (disconnect() would just go silent).
+            if p.rtc.close().is_ok() {
+                flush_transmits(p, now, out);
+            }
             p.rtc.disconnect();
-            flush_transmits(p, now, out);
         }
         self.slab[i] = None;
+        let was_speaker = self.speakers.current() == Some(pid);
         self.speakers.remove(pid);
         self.needs_reassign = true;
         self.participants_dirty = true;
@@ -234,20 +222,18 @@ impl Room {
             participant: pid,
             reason,
         });
-        if self.speakers.current().is_none() && self.speaker_dirty_on_leave(pid) {
+        if was_speaker {
+            self.speaker_dirty = true;
             out.events.push_back(EngineEvent::ActiveSpeaker {
                 room: self.id,
                 participant: None,
             });
         }
+        if self.index.is_empty() {
+            // An empty room needs no tick until someone joins.
+            self.next_tick = None;
+        }
         true
-    }
-
-    fn speaker_dirty_on_leave(&mut self, _pid: ParticipantId) -> bool {
-        // The detector forgets a leaving speaker; tell clients once.
-        let was = self.speaker_dirty;
-        self.speaker_dirty = true;
-        !was
     }
 
     /// Remove everyone (room closing).

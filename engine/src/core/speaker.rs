@@ -69,11 +69,6 @@ impl SpeakerDetector {
         }
     }
 
-    /// Whether any level was ever seen from this publisher.
-    pub fn has_levels(&self, p: ParticipantId) -> bool {
-        self.levels.contains_key(&p)
-    }
-
     /// When the publisher last spoke.
     pub fn last_spoke(&self, p: ParticipantId) -> Option<Instant> {
         self.levels.get(&p).and_then(|l| l.last_spoke)

@@ -1,0 +1,140 @@
+//! Real UDP on loopback: str0m clients join rooms of an `Engine` with two
+//! shards, exchange media, leave and get kicked.
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use piazza::sim::{ClientConfig, SimClient};
+use piazza::{Engine, EngineEvent, JoinOptions, LeaveReason, ParticipantId, RoomConfig, RoomId};
+
+struct Peer {
+    client: SimClient,
+    socket: UdpSocket,
+    pid: ParticipantId,
+    room: RoomId,
+    active: bool,
+}
+
+fn join(engine: &Engine, room: RoomId, n: u32, slots: usize, epoch: Instant) -> Peer {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let mut cfg = ClientConfig::new(n);
+    cfg.video_slots = slots;
+    cfg.audio_slots = slots.min(3);
+    cfg.speaking = n % 3 == 0;
+    let mut client = SimClient::new(cfg, socket.local_addr().unwrap(), epoch, Instant::now());
+    let joined = engine
+        .join(room, client.offer(), JoinOptions::new(format!("peer-{n}")))
+        .unwrap();
+    client.accept_answer(&joined.answer).unwrap();
+    client.handle_timeout(Instant::now());
+    Peer {
+        client,
+        socket,
+        pid: joined.participant,
+        room,
+        active: true,
+    }
+}
+
+/// Drive every active peer with the real clock for `d`.
+fn drive(peers: &mut [Peer], d: Duration) {
+    let end = Instant::now() + d;
+    let mut buf = vec![0u8; 2000];
+    while Instant::now() < end {
+        for p in peers.iter_mut().filter(|p| p.active) {
+            while let Ok((n, from)) = p.socket.recv_from(&mut buf) {
+                p.client.handle_datagram(Instant::now(), from, &buf[..n]);
+            }
+            let now = Instant::now();
+            if p.client.poll_timeout() <= now {
+                p.client.handle_timeout(now);
+            }
+            while let Some(t) = p.client.poll_transmit() {
+                let _ = p.socket.send_to(&t.contents, t.destination);
+            }
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+}
+
+fn packets(p: &Peer) -> Vec<u64> {
+    p.client.stats().slots.iter().map(|s| s.packets).collect()
+}
+
+#[test]
+fn six_clients_two_shards_leave_kick_and_an_unaffected_second_room() {
+    let engine = Engine::builder()
+        .shards(2)
+        .bind("127.0.0.1".parse().unwrap())
+        .build()
+        .unwrap();
+    let room_a = engine.create_room(RoomConfig::named("a")).unwrap();
+    let room_b = engine.create_room(RoomConfig::named("b")).unwrap();
+    let epoch = Instant::now();
+    let mut peers: Vec<Peer> = (0..6).map(|i| join(&engine, room_a, i, 5, epoch)).collect();
+    peers.extend((6..9).map(|i| join(&engine, room_b, i, 2, epoch)));
+    let stats = engine.stats();
+    assert_eq!(stats.shards.len(), 2);
+    assert!(
+        stats.shards.iter().all(|s| s.rooms == 1),
+        "the second room lands on the other shard: {:?}",
+        stats.shards.iter().map(|s| s.rooms).collect::<Vec<_>>()
+    );
+
+    drive(&mut peers, Duration::from_secs(3));
+    for (i, p) in peers.iter().enumerate() {
+        assert!(p.client.connected_at().is_some(), "peer {i} connected");
+        for s in &p.client.stats().slots {
+            assert!(s.packets > 0, "peer {i} slot {} (video {}) got nothing", s.mid, s.video);
+        }
+    }
+
+    // One leaves, one is kicked.
+    engine.leave(room_a, peers[4].pid).unwrap();
+    engine.kick(room_a, peers[5].pid).unwrap();
+    assert!(engine.kick(room_a, peers[5].pid).is_err());
+    drive(&mut peers, Duration::from_millis(500));
+    assert!(peers[5].client.kicked, "the kicked client was told");
+    peers[4].active = false;
+    peers[5].active = false;
+    let before: Vec<Vec<u64>> = peers.iter().map(packets).collect();
+    drive(&mut peers, Duration::from_secs(2));
+
+    // The four left in room A keep receiving the three others.
+    for (i, p) in peers.iter().enumerate().take(4) {
+        let s = &p.client.stats().slots;
+        let live = s
+            .iter()
+            .zip(&before[i])
+            .filter(|(s, b)| s.video && s.packets > **b)
+            .count();
+        assert_eq!(live, 3, "peer {i} receives the 3 remaining others");
+        let audio_live = s
+            .iter()
+            .zip(&before[i])
+            .filter(|(s, b)| !s.video && s.packets > **b)
+            .count();
+        assert_eq!(audio_live, 3);
+    }
+    // Room B on the other shard never noticed.
+    for (i, p) in peers.iter().enumerate().skip(6) {
+        for (s, b) in p.client.stats().slots.iter().zip(&before[i]) {
+            assert!(s.packets > *b, "room B peer {i} slot {} stalled", s.mid);
+            assert_eq!(s.lost(), 0, "room B peer {i} slot {} lost packets", s.mid);
+        }
+        assert_eq!(p.room, room_b);
+    }
+
+    let events: Vec<EngineEvent> = engine.events().try_iter().collect();
+    let left = |pid, reason| {
+        events.iter().any(|e| {
+            matches!(e, EngineEvent::ParticipantLeft { participant, reason: r, .. }
+                if *participant == pid && *r == reason)
+        })
+    };
+    assert!(left(peers[4].pid, LeaveReason::Left));
+    assert!(left(peers[5].pid, LeaveReason::Kicked));
+    assert_eq!(engine.stats().participants(), 7);
+    engine.shutdown();
+}
