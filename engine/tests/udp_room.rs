@@ -86,7 +86,12 @@ fn six_clients_two_shards_leave_kick_and_an_unaffected_second_room() {
     for (i, p) in peers.iter().enumerate() {
         assert!(p.client.connected_at().is_some(), "peer {i} connected");
         for s in &p.client.stats().slots {
-            assert!(s.packets > 0, "peer {i} slot {} (video {}) got nothing", s.mid, s.video);
+            assert!(
+                s.packets > 0,
+                "peer {i} slot {} (video {}) got nothing",
+                s.mid,
+                s.video
+            );
         }
     }
 

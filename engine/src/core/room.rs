@@ -110,7 +110,6 @@ impl Room {
         self.index.len()
     }
 
-
     /// Adopt a prepared participant.
     pub fn add(&mut self, prepared: Prepared, now: Instant, out: &mut CoreOutput) {
         let id = prepared.id;
