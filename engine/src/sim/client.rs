@@ -60,6 +60,10 @@ pub struct ClientConfig {
     pub seed: u64,
     /// Largest RTP payload.
     pub mtu_payload: usize,
+    /// Keep a log of every RTP packet the receive slots get, for
+    /// [`SimClient::take_arrivals`] (the load generator computes its metrics
+    /// from it). Off by default: the log grows until taken.
+    pub record_arrivals: bool,
 }
 
 impl ClientConfig {
@@ -78,6 +82,7 @@ impl ClientConfig {
             speaking: false,
             seed: publisher as u64,
             mtu_payload: 1100,
+            record_arrivals: false,
         }
     }
 }
@@ -184,6 +189,26 @@ impl SlotStats {
     }
 }
 
+/// One RTP packet received in a slot, as logged when
+/// [`ClientConfig::record_arrivals`] is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// Index of the receive slot (offer order, video slots first), as in
+    /// [`ClientStats::slots`].
+    pub slot: u16,
+    /// Extended RTP sequence number (str0m unrolls the 16-bit wrap).
+    pub seq: u64,
+    /// RTP timestamp of the header (90 kHz video, 48 kHz Opus).
+    pub rtp_time: u32,
+    /// When the datagram carrying it was received (the `now` given to
+    /// [`SimClient::handle_datagram`]).
+    pub at: Instant,
+    /// Payload bytes.
+    pub payload_len: u32,
+    /// The measurement trailer, when the payload carries one.
+    pub trailer: Option<Trailer>,
+}
+
 /// Everything a simulated client measured.
 #[derive(Debug, Clone, Default)]
 pub struct ClientStats {
@@ -225,6 +250,7 @@ pub struct SimClient {
     pt_opus: Option<Pt>,
     transmits: VecDeque<Transmit>,
     stats: ClientStats,
+    arrivals: Vec<Arrival>,
     measure_from: Option<Instant>,
     /// Last `slots` message from the engine.
     pub last_slots: Option<ServerMessage>,
@@ -359,6 +385,7 @@ impl SimClient {
             pt_opus: None,
             transmits: VecDeque::new(),
             stats,
+            arrivals: Vec::new(),
             measure_from: None,
             last_slots: None,
             last_participants: None,
@@ -436,6 +463,12 @@ impl SimClient {
     /// Take the latency samples gathered so far (keeps memory bounded in long runs).
     pub fn take_latencies(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.stats.latencies_us)
+    }
+
+    /// Move the packets logged since the last call into `into` (appended, in
+    /// arrival order). Empty unless [`ClientConfig::record_arrivals`] is on.
+    pub fn take_arrivals(&mut self, into: &mut Vec<Arrival>) {
+        into.append(&mut self.arrivals);
     }
 
     /// Close the peer (DTLS close_notify); the engine notices.
@@ -564,6 +597,16 @@ impl SimClient {
         };
         let measuring = self.measure_from.is_none_or(|t| now >= t);
         let trailer = Trailer::read(&p.payload);
+        if self.config.record_arrivals {
+            self.arrivals.push(Arrival {
+                slot: i as u16,
+                seq: *p.seq_no,
+                rtp_time: p.header.timestamp,
+                at: p.timestamp,
+                payload_len: p.payload.len() as u32,
+                trailer,
+            });
+        }
         if let Some(t) = trailer {
             let now_ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
             let us = now_ns.saturating_sub(t.sent_ns) / 1000;
