@@ -220,7 +220,7 @@ impl ShardCore {
             };
             if room.handle_receive(pid, now, receive, &mut self.out) {
                 #[cfg(feature = "bench-slowdown")]
-                self.slowdown.burn(buf.len());
+                self.slowdown.burn_in(buf.len());
                 if !self.dirty.contains(&room_id) {
                     self.dirty.push(room_id);
                 }
@@ -318,7 +318,7 @@ impl ShardCore {
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         let t = self.out.transmits.pop_front()?;
         #[cfg(feature = "bench-slowdown")]
-        self.slowdown.burn(t.contents.len());
+        self.slowdown.burn_out(t.contents.len());
         self.stats.datagrams_out += 1;
         self.stats.bytes_out += t.contents.len() as u64;
         Some(t)

@@ -127,6 +127,9 @@ pub struct Simulator {
     join_failures: Vec<Error>,
     core_busy: Duration,
     stall: u32,
+    /// Participants whose RTP media is held back for the caller (benchmarks).
+    held: Vec<usize>,
+    held_media: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 impl Simulator {
@@ -157,6 +160,8 @@ impl Simulator {
             join_failures: Vec::new(),
             core_busy: Duration::ZERO,
             stall: 0,
+            held: Vec::new(),
+            held_media: Vec::new(),
         })
     }
 
@@ -213,6 +218,23 @@ impl Simulator {
     /// Real (wall) time spent inside the core: the engine's cost of the run.
     pub fn core_busy(&self) -> Duration {
         self.core_busy
+    }
+
+    /// Benchmark hook: hold back the RTP media datagrams participant `i`
+    /// sends instead of putting them on its uplink (its STUN, DTLS and RTCP
+    /// still reach the core, so the session stays alive). The caller takes
+    /// them with [`Simulator::take_held_media`] and hands them to the core
+    /// itself, timing only the core.
+    pub fn hold_media(&mut self, i: usize, hold: bool) {
+        self.held.retain(|&h| h != i);
+        if hold {
+            self.held.push(i);
+        }
+    }
+
+    /// The media datagrams held back so far, oldest first: (source, bytes).
+    pub fn take_held_media(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        std::mem::take(&mut self.held_media)
     }
 
     /// Run until `d` of virtual time has passed since the start.
@@ -409,6 +431,10 @@ impl Simulator {
         }
         for (i, p) in self.participants.iter_mut().enumerate() {
             while let Some(t) = p.client.poll_transmit() {
+                if self.held.contains(&i) && is_rtp_media(&t.contents) {
+                    self.held_media.push((p.client.addr(), t.contents.into()));
+                    continue;
+                }
                 if let Some(at) = p.uplink.send(now, t.contents.len()) {
                     self.order += 1;
                     self.in_flight.push(Reverse(InFlight {
@@ -419,8 +445,55 @@ impl Simulator {
                         data: t.contents.into(),
                     }));
                 }
-                let _ = i;
             }
         }
+    }
+}
+
+/// RTP, not RTCP: RFC 7983 first byte 128..=191, then RFC 5761 section 4
+/// (RTCP packet types 192..=223 leave 64..=95 once the marker bit is
+/// masked), the rule str0m demultiplexes by.
+fn is_rtp_media(buf: &[u8]) -> bool {
+    buf.len() >= 12 && (128..=191).contains(&buf[0]) && !(64..96).contains(&(buf[1] & 0x7f))
+}
+
+/// Join preparation alone, exactly as the engine runs it off the shards
+/// (parse the offer, build the participant's `Rtc`, accept the offer, write
+/// the answer), with no core to adopt the result: what the join-cost
+/// benchmark measures.
+pub struct JoinPreparer {
+    ctx: JoinContext,
+    room: RoomConfig,
+    server: SocketAddr,
+    next_pid: u32,
+}
+
+impl JoinPreparer {
+    /// One engine-wide DTLS certificate, as the engine shares one.
+    pub fn new(room: RoomConfig) -> Result<Self, Error> {
+        Ok(JoinPreparer {
+            ctx: JoinContext::new()?,
+            room,
+            server: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 255, 0, 1)), 4000),
+            next_pid: 1,
+        })
+    }
+
+    /// Prepare one join and return the SDP answer; the prepared participant
+    /// (its `Rtc`) is dropped, as no shard adopts it.
+    pub fn prepare(&mut self, offer: &str, now: Instant) -> Result<String, Error> {
+        let pid = ParticipantId(self.next_pid);
+        self.next_pid += 1;
+        let p = join::prepare(
+            &self.ctx,
+            RoomId(1),
+            &self.room,
+            pid,
+            "bench".into(),
+            offer,
+            self.server,
+            now,
+        )?;
+        Ok(p.answer)
     }
 }
