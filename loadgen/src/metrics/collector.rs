@@ -1,0 +1,195 @@
+//! What one client-driver thread gathers across its participants: the
+//! latency histogram of the measurement window, packet counts, and a time
+//! series (packets and latency percentiles per bucket) for the plots.
+//! Threads' collectors merge into one at the end.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::metrics::latency::LatencyHistogram;
+
+/// One bucket of the time series.
+#[derive(Debug, Clone, Default)]
+struct Bucket {
+    packets: u64,
+    bytes: u64,
+    latency: Option<LatencyHistogram>,
+}
+
+/// Latency and packet counters of one or more driver threads.
+#[derive(Debug, Clone)]
+pub struct Collector {
+    t0: Instant,
+    bucket: Duration,
+    /// One-way latency of every packet in the measurement window.
+    pub latency: LatencyHistogram,
+    /// Packets received in the window.
+    pub packets: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+    buckets: Vec<Bucket>,
+    /// Latency since the progress line last looked (2 digits).
+    recent: LatencyHistogram,
+    /// Packets since the progress line last looked.
+    recent_packets: u64,
+}
+
+/// A snapshot of the engine's counters, taken by the orchestrator.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineSample {
+    /// Time since the start of the run.
+    pub t: Duration,
+    /// RTP packets written into subscriber slots (all shards).
+    pub forwarded: u64,
+    /// RTP packets received from publishers.
+    pub rtp_in: u64,
+    /// Datagram bytes sent.
+    pub bytes_out: u64,
+    /// CPU time of the shard threads.
+    pub cpu: Duration,
+}
+
+/// The time series of the report, one value per bucket.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Series {
+    /// Bucket width, seconds.
+    pub bucket_s: f64,
+    /// Start of each bucket, seconds since the run started.
+    pub t_s: Vec<f64>,
+    /// Media packets the clients received per second.
+    pub received_pps: Vec<f64>,
+    /// RTP packets the engine forwarded per second.
+    pub egress_pps: Vec<f64>,
+    /// CPU cores the engine's shard threads used (CPU-seconds per second).
+    pub engine_cores: Vec<f64>,
+    /// Median one-way latency in the bucket, microseconds.
+    pub p50_us: Vec<u64>,
+    /// 99th percentile one-way latency in the bucket, microseconds.
+    pub p99_us: Vec<u64>,
+}
+
+impl Collector {
+    /// Buckets of width `bucket` counted from `t0` (the run's start).
+    pub fn new(t0: Instant, bucket: Duration) -> Self {
+        Collector {
+            t0,
+            bucket: bucket.max(Duration::from_millis(1)),
+            latency: LatencyHistogram::new(),
+            packets: 0,
+            bytes: 0,
+            buckets: Vec::new(),
+            recent: LatencyHistogram::with_precision(2),
+            recent_packets: 0,
+        }
+    }
+
+    fn bucket_mut(&mut self, at: Instant) -> &mut Bucket {
+        let i =
+            (at.saturating_duration_since(self.t0).as_nanos() / self.bucket.as_nanos()) as usize;
+        // Bounded: runs last at most an hour and buckets are at least 1 s.
+        let i = i.min(100_000);
+        if self.buckets.len() <= i {
+            self.buckets.resize_with(i + 1, Bucket::default);
+        }
+        &mut self.buckets[i]
+    }
+
+    /// A media packet of `bytes` payload arrived at `at`.
+    pub fn on_packet(&mut self, at: Instant, bytes: u64, in_window: bool) {
+        let b = self.bucket_mut(at);
+        b.packets += 1;
+        b.bytes += bytes;
+        self.recent_packets += 1;
+        if in_window {
+            self.packets += 1;
+            self.bytes += bytes;
+        }
+    }
+
+    /// A one-way latency sample of a packet that arrived at `at`.
+    pub fn record_latency(&mut self, at: Instant, us: u64, in_window: bool) {
+        self.bucket_mut(at)
+            .latency
+            .get_or_insert_with(|| LatencyHistogram::with_precision(2))
+            .record(us);
+        self.recent.record(us);
+        if in_window {
+            self.latency.record(us);
+        }
+    }
+
+    /// Packets and p99 latency (us) since the last call (for the progress line).
+    pub fn take_recent(&mut self) -> (u64, u64) {
+        let r = (self.recent_packets, self.recent.quantile(0.99));
+        self.recent = LatencyHistogram::with_precision(2);
+        self.recent_packets = 0;
+        r
+    }
+
+    /// Add another thread's (or run's) collector with the same start and bucket.
+    pub fn merge(&mut self, o: &Collector) {
+        self.latency.merge(&o.latency);
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        if self.buckets.len() < o.buckets.len() {
+            self.buckets.resize_with(o.buckets.len(), Bucket::default);
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
+            a.packets += b.packets;
+            a.bytes += b.bytes;
+            if let Some(h) = &b.latency {
+                a.latency
+                    .get_or_insert_with(|| LatencyHistogram::with_precision(2))
+                    .merge(h);
+            }
+        }
+    }
+
+    /// The time series up to `end` (time since start), with the engine's
+    /// rates from `samples` (taken at bucket boundaries, in time order).
+    pub fn series(&self, end: Duration, samples: &[EngineSample]) -> Series {
+        let width = self.bucket.as_secs_f64();
+        let n = (end.as_secs_f64() / width).ceil().max(1.0) as usize;
+        let mut s = Series {
+            bucket_s: width,
+            ..Default::default()
+        };
+        for i in 0..n {
+            let from = i as f64 * width;
+            let to = ((i + 1) as f64 * width).min(end.as_secs_f64());
+            let len = (to - from).max(1e-9);
+            let b = self.buckets.get(i).cloned().unwrap_or_default();
+            s.t_s.push(from);
+            s.received_pps.push(b.packets as f64 / len);
+            let (p50, p99) = b
+                .latency
+                .as_ref()
+                .map_or((0, 0), |h| (h.quantile(0.5), h.quantile(0.99)));
+            s.p50_us.push(p50);
+            s.p99_us.push(p99);
+            // Engine rates between the last samples at or before `from`
+            // and at or before `to`.
+            let at = |t: f64| {
+                samples
+                    .iter()
+                    .rev()
+                    .find(|x| x.t.as_secs_f64() <= t + 1e-6)
+                    .copied()
+            };
+            let (egress, cores) = match (at(from), at(to)) {
+                (Some(a), Some(b)) if b.t > a.t => {
+                    let dt = (b.t - a.t).as_secs_f64();
+                    (
+                        b.forwarded.saturating_sub(a.forwarded) as f64 / dt,
+                        (b.cpu.saturating_sub(a.cpu)).as_secs_f64() / dt,
+                    )
+                }
+                _ => (0.0, 0.0),
+            };
+            s.egress_pps.push(egress);
+            s.engine_cores.push(cores);
+        }
+        s
+    }
+}

@@ -1,0 +1,293 @@
+//! Per-participant measurement: one [`SlotMeter`] per receive slot, fed
+//! with the packets the simulated client logged
+//! ([`piazza::sim::client::Arrival`]).
+
+use std::time::{Duration, Instant};
+
+use piazza::sim::client::Arrival;
+use serde::Serialize;
+
+use crate::metrics::collector::Collector;
+use crate::metrics::freeze::FreezeDetector;
+use crate::metrics::jitter::Jitter;
+use crate::metrics::loss::{LossCounter, LossSnapshot};
+
+/// RTP clock of VP8.
+const VIDEO_CLOCK: u32 = 90_000;
+/// RTP clock of Opus.
+const AUDIO_CLOCK: u32 = 48_000;
+
+/// What one receive slot measured.
+#[derive(Debug, Clone)]
+pub struct SlotMeter {
+    video: bool,
+    loss: LossCounter,
+    window_start: Option<LossSnapshot>,
+    jitter: Jitter,
+    jitter_max: Duration,
+    freeze: FreezeDetector,
+    /// (publisher, track, layer) of the last packet, from its trailer.
+    current: Option<(u32, u8, u8)>,
+    publisher_switches: u64,
+    layer_switches: u64,
+    frames: u64,
+    first_frame: Option<Instant>,
+}
+
+impl SlotMeter {
+    fn new(video: bool) -> Self {
+        SlotMeter {
+            video,
+            loss: LossCounter::default(),
+            window_start: None,
+            jitter: Jitter::new(if video { VIDEO_CLOCK } else { AUDIO_CLOCK }),
+            jitter_max: Duration::ZERO,
+            freeze: FreezeDetector::default(),
+            current: None,
+            publisher_switches: 0,
+            layer_switches: 0,
+            frames: 0,
+            first_frame: None,
+        }
+    }
+}
+
+/// Media counters summed over slots, participants and threads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MediaTotals {
+    /// RFC 3550 expected packets in the window.
+    pub expected_window: u64,
+    /// RFC 3550 lost packets in the window.
+    pub lost_window: u64,
+    /// Expected packets over the whole run.
+    pub expected_total: u64,
+    /// Lost packets over the whole run.
+    pub lost_total: u64,
+    /// W3C freezes in the window.
+    pub freezes: u64,
+    /// Their total duration.
+    pub freeze_time: Duration,
+    /// Longest inter-frame delay in the window.
+    pub max_frame_delay: Duration,
+    /// Sum of the slots' final jitter estimates, milliseconds.
+    pub jitter_sum_ms: f64,
+    /// Slots contributing to `jitter_sum_ms`.
+    pub jitter_slots: u64,
+    /// Largest jitter estimate any slot reached in the window, milliseconds.
+    pub jitter_max_ms: f64,
+    /// Publisher changes in slots (whole run).
+    pub publisher_switches: u64,
+    /// Layer (or track) changes of the same publisher in slots (whole run).
+    pub layer_switches: u64,
+    /// Video frames completed (whole run).
+    pub frames: u64,
+}
+
+impl MediaTotals {
+    /// Add another total.
+    pub fn merge(&mut self, o: &MediaTotals) {
+        self.expected_window += o.expected_window;
+        self.lost_window += o.lost_window;
+        self.expected_total += o.expected_total;
+        self.lost_total += o.lost_total;
+        self.freezes += o.freezes;
+        self.freeze_time += o.freeze_time;
+        self.max_frame_delay = self.max_frame_delay.max(o.max_frame_delay);
+        self.jitter_sum_ms += o.jitter_sum_ms;
+        self.jitter_slots += o.jitter_slots;
+        self.jitter_max_ms = self.jitter_max_ms.max(o.jitter_max_ms);
+        self.publisher_switches += o.publisher_switches;
+        self.layer_switches += o.layer_switches;
+        self.frames += o.frames;
+    }
+
+    /// Lost / expected in the window (0 when nothing was expected).
+    pub fn loss_ratio(&self) -> f64 {
+        ratio(self.lost_window, self.expected_window)
+    }
+
+    /// Lost / expected over the whole run.
+    pub fn loss_ratio_total(&self) -> f64 {
+        ratio(self.lost_total, self.expected_total)
+    }
+
+    /// Mean of the slots' jitter estimates, milliseconds.
+    pub fn jitter_ms(&self) -> f64 {
+        if self.jitter_slots == 0 {
+            0.0
+        } else {
+            self.jitter_sum_ms / self.jitter_slots as f64
+        }
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// One participant's join and first-frame outcome.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ParticipantResult {
+    /// Room index (0-based, in creation order).
+    pub room: usize,
+    /// The number in its payload trailers.
+    pub publisher: u32,
+    /// When the join was requested, seconds after the run started.
+    pub join_at_s: f64,
+    /// Join request to ICE + DTLS connected, ms (`None`: never connected).
+    pub join_ms: Option<f64>,
+    /// Join request to the first complete keyframe in each video slot that
+    /// had a publisher to show at join time, ms (`None`: not applicable or
+    /// missing, see `first_frame_missing`).
+    pub first_frame_ms: Option<f64>,
+    /// Video slots that had a publisher to show at join time.
+    pub expected_videos: usize,
+    /// Some expected video never delivered a complete keyframe.
+    pub first_frame_missing: bool,
+}
+
+/// Everything measured for one participant.
+#[derive(Debug, Clone)]
+pub struct ParticipantMeter {
+    room: usize,
+    publisher: u32,
+    join_requested: Instant,
+    expected_videos: usize,
+    slots: Vec<SlotMeter>,
+    window_start: Option<Instant>,
+}
+
+impl ParticipantMeter {
+    /// A participant with `video_slots` then `audio_slots` receive slots
+    /// (the offer order), whose join was requested at `join_requested`,
+    /// while `expected_videos` of its video slots had somebody to show.
+    pub fn new(
+        room: usize,
+        publisher: u32,
+        join_requested: Instant,
+        expected_videos: usize,
+        video_slots: usize,
+        audio_slots: usize,
+    ) -> Self {
+        let slots = (0..video_slots)
+            .map(|_| SlotMeter::new(true))
+            .chain((0..audio_slots).map(|_| SlotMeter::new(false)))
+            .collect();
+        ParticipantMeter {
+            room,
+            publisher,
+            join_requested,
+            expected_videos: expected_videos.min(video_slots),
+            slots,
+            window_start: None,
+        }
+    }
+
+    /// The measurement window opens at `at`: loss is counted from here.
+    pub fn start_window(&mut self, at: Instant) {
+        self.window_start = Some(at);
+        for s in &mut self.slots {
+            s.window_start = Some(s.loss.snapshot());
+        }
+    }
+
+    /// One logged packet. `epoch` is the time base of the payload trailers.
+    pub fn on_arrival(&mut self, a: &Arrival, epoch: Instant, sink: &mut Collector) {
+        let in_window = self.window_start.is_some_and(|w| a.at >= w);
+        let Some(slot) = self.slots.get_mut(a.slot as usize) else {
+            return;
+        };
+        slot.loss.on_packet(a.seq);
+        sink.on_packet(a.at, a.payload_len as u64, in_window);
+        if let Some(t) = a.trailer {
+            let key = (t.publisher, t.track, t.layer);
+            if slot.current != Some(key) {
+                if let Some(c) = slot.current {
+                    if c.0 != t.publisher {
+                        slot.publisher_switches += 1;
+                    } else {
+                        slot.layer_switches += 1;
+                    }
+                }
+                slot.current = Some(key);
+                slot.jitter.restart();
+            }
+            let arrived_ns = a.at.saturating_duration_since(epoch).as_nanos() as u64;
+            let latency_us = arrived_ns.saturating_sub(t.sent_ns) / 1000;
+            sink.record_latency(a.at, latency_us, in_window);
+            if slot.video && t.end_of_frame {
+                slot.frames += 1;
+                slot.freeze.on_frame(a.at, in_window);
+                if t.keyframe && slot.first_frame.is_none() {
+                    slot.first_frame = Some(a.at);
+                }
+            }
+        }
+        slot.jitter.on_packet(a.at, a.rtp_time);
+        if in_window {
+            slot.jitter_max = slot.jitter_max.max(slot.jitter.value());
+        }
+    }
+
+    /// The join and first-frame outcome; `connected_at` from the client,
+    /// `t0` the start of the run.
+    pub fn result(&self, connected_at: Option<Instant>, t0: Instant) -> ParticipantResult {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mut firsts: Vec<Instant> = self
+            .slots
+            .iter()
+            .filter(|s| s.video)
+            .filter_map(|s| s.first_frame)
+            .collect();
+        firsts.sort();
+        let (first_frame_ms, missing) = match self.expected_videos {
+            0 => (None, false),
+            n => match firsts.get(n - 1) {
+                Some(t) => (
+                    Some(ms(t.saturating_duration_since(self.join_requested))),
+                    false,
+                ),
+                None => (None, true),
+            },
+        };
+        ParticipantResult {
+            room: self.room,
+            publisher: self.publisher,
+            join_at_s: self
+                .join_requested
+                .saturating_duration_since(t0)
+                .as_secs_f64(),
+            join_ms: connected_at.map(|c| ms(c.saturating_duration_since(self.join_requested))),
+            first_frame_ms,
+            expected_videos: self.expected_videos,
+            first_frame_missing: missing,
+        }
+    }
+
+    /// Add this participant's media counters to `totals`.
+    pub fn add_totals(&self, totals: &mut MediaTotals) {
+        for s in &self.slots {
+            let now = s.loss.snapshot();
+            totals.expected_total += now.expected;
+            totals.lost_total += now.lost();
+            if let Some(start) = s.window_start {
+                let (expected, lost) = now.since(&start);
+                totals.expected_window += expected;
+                totals.lost_window += lost;
+            }
+            totals.freezes += s.freeze.freezes;
+            totals.freeze_time += s.freeze.freeze_time;
+            totals.max_frame_delay = totals.max_frame_delay.max(s.freeze.max_delay);
+            if now.received >= 2 {
+                totals.jitter_sum_ms += s.jitter.value().as_secs_f64() * 1000.0;
+                totals.jitter_slots += 1;
+            }
+            totals.jitter_max_ms = totals
+                .jitter_max_ms
+                .max(s.jitter_max.as_secs_f64() * 1000.0);
+            totals.publisher_switches += s.publisher_switches;
+            totals.layer_switches += s.layer_switches;
+            totals.frames += s.frames;
+        }
+    }
+}

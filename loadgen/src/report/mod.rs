@@ -1,0 +1,295 @@
+//! The report: built from a [`RunOutcome`], written as JSON (`--json`),
+//! a self-contained HTML page (`--html`) and a terminal summary. Every key
+//! is documented in `docs/loadgen.md`.
+
+pub mod html;
+pub mod summary;
+
+use serde::Serialize;
+
+use crate::metrics::{ParticipantResult, Percentiles, Series};
+use crate::run::RunOutcome;
+use crate::scenario::Scenario;
+use crate::slo::SloReport;
+
+/// Version of the JSON layout; bumped when a key changes meaning.
+pub const VERSION: u32 = 1;
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Layout version.
+    pub version: u32,
+    /// The scenario that ran.
+    pub scenario: Scenario,
+    /// Rooms.
+    pub rooms: usize,
+    /// Participants per room.
+    pub participants_per_room: usize,
+    /// Length of the run, seconds (joins included).
+    pub duration_s: f64,
+    /// Length of the measurement window, seconds.
+    pub measured_s: f64,
+    /// One-way latency, publisher to subscriber socket, in the window.
+    pub latency_us: Percentiles,
+    /// Packet rates and quality.
+    pub media: MediaReport,
+    /// Joins and time to first frame.
+    pub join: JoinReport,
+    /// The engine's cost.
+    pub engine: EngineReport,
+    /// The load generator's own cost.
+    pub loadgen: LoadgenReport,
+    /// Per-bucket time series.
+    pub series: Series,
+    /// Latency distribution: [upper bound us, count], 10 buckets per decade.
+    pub latency_histogram: Vec<[u64; 2]>,
+    /// Per participant join outcome, in join order.
+    pub participants: Vec<ParticipantResult>,
+    /// Caveats about this run.
+    pub notes: Vec<String>,
+    /// SLO outcome.
+    pub slo: SloReport,
+}
+
+/// Packet rates and quality.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct MediaReport {
+    /// RTP packets per second the engine received from publishers.
+    pub ingress_pps: f64,
+    /// RTP packets per second the engine forwarded to subscribers.
+    pub egress_pps: f64,
+    /// Megabits per second the engine sent (all datagrams, headers and SRTP included).
+    pub egress_mbps: f64,
+    /// Media packets per second the clients received.
+    pub received_pps: f64,
+    /// RFC 3550 lost / expected, over every receive slot, in the window.
+    pub loss_ratio: f64,
+    /// The same over the whole run.
+    pub loss_ratio_total: f64,
+    /// Lost packets in the window.
+    pub packets_lost: u64,
+    /// Expected packets in the window.
+    pub packets_expected: u64,
+    /// Mean RFC 3550 interarrival jitter of the slots at the end, ms.
+    pub jitter_ms: f64,
+    /// Largest jitter estimate of any slot in the window, ms.
+    pub jitter_max_ms: f64,
+    /// W3C freezes in the window, all video slots.
+    pub freezes: u64,
+    /// Their total duration, ms.
+    pub freeze_ms_total: f64,
+    /// Longest gap between two frames of a video slot in the window, ms.
+    pub max_frame_gap_ms: f64,
+    /// Changes of simulcast layer (same publisher) seen in slots.
+    pub layer_switches: u64,
+    /// Changes of publisher seen in slots.
+    pub publisher_switches: u64,
+}
+
+/// Joins and first frames.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct JoinReport {
+    /// Joins attempted.
+    pub attempted: usize,
+    /// Joins that reached ICE + DTLS connected.
+    pub connected: usize,
+    /// Joins refused by the engine or never connected.
+    pub failed: usize,
+    /// Join request to connected, median, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Slowest, ms.
+    pub max_ms: f64,
+    /// Join request to the first frame of every expected video, median, ms.
+    pub first_frame_p50_ms: f64,
+    /// 99th percentile, ms.
+    pub first_frame_p99_ms: f64,
+    /// Slowest, ms.
+    pub first_frame_max_ms: f64,
+    /// Participants missing a first frame on some expected video.
+    pub first_frame_missing: usize,
+    /// Participants the engine dropped for silence (ICE/DTLS timeout).
+    pub disconnects: u64,
+    /// The first refusal messages.
+    pub errors: Vec<String>,
+}
+
+/// The engine's cost.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct EngineReport {
+    /// Shards (threads).
+    pub shards: usize,
+    /// CPU seconds of the shard threads in the window (in-process: time
+    /// inside the core).
+    pub cpu_s: f64,
+    /// cpu_s / measured_s: cores busy on average.
+    pub cpu_cores: f64,
+    /// Forwarded RTP packets per engine CPU-second.
+    pub egress_pps_per_core: f64,
+    /// Engine CPU nanoseconds per forwarded packet (1e9 / egress_pps_per_core).
+    pub ns_per_egress_packet: f64,
+    /// Peak resident set of the whole process (VmHWM), MiB.
+    pub peak_rss_mb: f64,
+    /// Datagrams the shards could not send.
+    pub send_drops: u64,
+    /// Panics the shards caught.
+    pub panics: u64,
+    /// Events dropped on a full events channel.
+    pub events_dropped: u64,
+}
+
+/// The load generator's own cost.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct LoadgenReport {
+    /// Client driver threads.
+    pub client_threads: usize,
+    /// CPU seconds of the load generator's threads over the whole run
+    /// (embedded: the client drivers plus the orchestrator, which also runs
+    /// the engine's join preparation).
+    pub cpu_s: f64,
+    /// Datagrams the clients could not send.
+    pub send_errors: u64,
+}
+
+/// Nearest-rank percentile (the smallest value with at least `q` of the
+/// values at or below it); 0 for no values.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+/// Build the report (without SLO outcome) from a run.
+pub fn build(s: &Scenario, o: &RunOutcome) -> Report {
+    let secs = o.measured.as_secs_f64();
+    let per_s = |x: u64| if secs > 0.0 { x as f64 / secs } else { 0.0 };
+    let cpu_s = o.engine.cpu.as_secs_f64();
+    let egress_pps_per_core = if cpu_s > 0.0 {
+        o.engine.forwarded as f64 / cpu_s
+    } else {
+        0.0
+    };
+
+    let mut join_ms: Vec<f64> = o.participants.iter().filter_map(|p| p.join_ms).collect();
+    join_ms.sort_by(f64::total_cmp);
+    let mut first: Vec<f64> = o
+        .participants
+        .iter()
+        .filter_map(|p| p.first_frame_ms)
+        .collect();
+    first.sort_by(f64::total_cmp);
+    let attempted = o.participants.len() + o.join_refused;
+    let connected = join_ms.len();
+
+    let mut notes = o.notes.clone();
+    if s.downlink_kbps.is_some() {
+        notes.push(
+            "downlink cap: applied in the clients' receive path; the engine does not adapt layers to it yet (simulcast allocation has not landed), so capped subscribers see queueing and loss rather than a lower layer".into(),
+        );
+    }
+    if s.mode == crate::scenario::Mode::Embedded {
+        notes.push(
+            "peak_rss_mb is the whole process: the embedded engine and the load generator's clients together".into(),
+        );
+    }
+
+    Report {
+        version: VERSION,
+        scenario: s.clone(),
+        rooms: s.rooms,
+        participants_per_room: s.participants,
+        duration_s: s.duration_s,
+        measured_s: secs,
+        latency_us: o.collector.latency.percentiles(),
+        media: MediaReport {
+            ingress_pps: per_s(o.engine.rtp_in),
+            egress_pps: per_s(o.engine.forwarded),
+            egress_mbps: if secs > 0.0 {
+                o.engine.bytes_out as f64 * 8.0 / secs / 1e6
+            } else {
+                0.0
+            },
+            received_pps: per_s(o.collector.packets),
+            loss_ratio: o.totals.loss_ratio(),
+            loss_ratio_total: o.totals.loss_ratio_total(),
+            packets_lost: o.totals.lost_window,
+            packets_expected: o.totals.expected_window,
+            jitter_ms: o.totals.jitter_ms(),
+            jitter_max_ms: o.totals.jitter_max_ms,
+            freezes: o.totals.freezes,
+            freeze_ms_total: o.totals.freeze_time.as_secs_f64() * 1000.0,
+            max_frame_gap_ms: o.totals.max_frame_delay.as_secs_f64() * 1000.0,
+            layer_switches: o.totals.layer_switches,
+            publisher_switches: o.totals.publisher_switches,
+        },
+        join: JoinReport {
+            attempted,
+            connected,
+            failed: attempted - connected,
+            p50_ms: percentile(&join_ms, 0.5),
+            p99_ms: percentile(&join_ms, 0.99),
+            max_ms: join_ms.last().copied().unwrap_or(0.0),
+            first_frame_p50_ms: percentile(&first, 0.5),
+            first_frame_p99_ms: percentile(&first, 0.99),
+            first_frame_max_ms: first.last().copied().unwrap_or(0.0),
+            first_frame_missing: o
+                .participants
+                .iter()
+                .filter(|p| p.first_frame_missing)
+                .count(),
+            disconnects: o.disconnects,
+            errors: o.join_errors.clone(),
+        },
+        engine: EngineReport {
+            shards: o.shards,
+            cpu_s,
+            cpu_cores: if secs > 0.0 { cpu_s / secs } else { 0.0 },
+            egress_pps_per_core,
+            ns_per_egress_packet: if egress_pps_per_core > 0.0 {
+                1e9 / egress_pps_per_core
+            } else {
+                0.0
+            },
+            peak_rss_mb: peak_rss_mb(),
+            send_drops: o.engine_send_drops,
+            panics: o.panics,
+            events_dropped: o.events_dropped,
+        },
+        loadgen: LoadgenReport {
+            client_threads: s.client_threads,
+            cpu_s: o.loadgen_cpu.as_secs_f64(),
+            send_errors: o.client_send_errors,
+        },
+        series: o.collector.series(o.elapsed, &o.engine_samples),
+        latency_histogram: o
+            .collector
+            .latency
+            .log_buckets(10)
+            .into_iter()
+            .map(|(v, c)| [v, c])
+            .collect(),
+        participants: o.participants.clone(),
+        notes,
+        slo: SloReport {
+            passed: true,
+            violations: Vec::new(),
+        },
+    }
+}
+
+/// Peak resident set size of this process (VmHWM), MiB; 0 if unknown.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

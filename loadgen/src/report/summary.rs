@@ -1,0 +1,172 @@
+//! The terminal summary printed at the end of every run.
+
+use std::fmt::Write;
+
+use crate::report::Report;
+use crate::scenario::Mode;
+
+/// The summary table as text.
+pub fn render(r: &Report) -> String {
+    let s = &r.scenario;
+    let ms = |us: u64| us as f64 / 1000.0;
+    let target = match s.mode {
+        Mode::Embedded => format!(
+            "embedded engine, {} shard(s), real UDP on 127.0.0.1",
+            r.engine.shards
+        ),
+        Mode::InProcess => "in-process simulator (virtual time)".to_string(),
+        Mode::Target => format!("external server {}", s.target.as_deref().unwrap_or("?")),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nPiazza load test: {} room(s) x {} participants, {:.1} s ({:.1} s measured), {target}",
+        r.rooms, r.participants_per_room, r.duration_s, r.measured_s
+    );
+    let _ = writeln!(
+        out,
+        "  scenario  {} video + {} audio slots, {} speaker(s) rotating every {:.1} s, joins {}{}",
+        s.video_slots,
+        s.audio_slots,
+        s.speakers,
+        s.speaker_rotation_s,
+        if s.join_rate > 0.0 {
+            format!("at {}/s", s.join_rate)
+        } else {
+            "all at once".into()
+        },
+        impairment(r)
+    );
+    let rows: Vec<(&str, String)> = vec![
+        (
+            "joins",
+            format!(
+                "{} ok, {} failed   join p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                r.join.connected, r.join.failed, r.join.p50_ms, r.join.p99_ms, r.join.max_ms
+            ),
+        ),
+        (
+            "first frame",
+            format!(
+                "p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms{}",
+                r.join.first_frame_p50_ms,
+                r.join.first_frame_p99_ms,
+                r.join.first_frame_max_ms,
+                if r.join.first_frame_missing > 0 {
+                    format!(
+                        ", {} participant(s) missing a video",
+                        r.join.first_frame_missing
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+        ),
+        (
+            "latency",
+            format!(
+                "p50 {:.3} ms, p90 {:.3}, p99 {:.3}, p99.9 {:.3}, max {:.3} ({} samples)",
+                ms(r.latency_us.p50),
+                ms(r.latency_us.p90),
+                ms(r.latency_us.p99),
+                ms(r.latency_us.p999),
+                ms(r.latency_us.max),
+                r.latency_us.samples
+            ),
+        ),
+        (
+            "throughput",
+            format!(
+                "engine in {:.0} pps, out {:.0} pps ({:.1} Mbit/s); clients received {:.0} pps",
+                r.media.ingress_pps, r.media.egress_pps, r.media.egress_mbps, r.media.received_pps
+            ),
+        ),
+        (
+            "quality",
+            format!(
+                "loss {:.4} % ({} of {}), jitter {:.3} ms (max {:.3}), freezes {} ({:.0} ms), longest frame gap {:.0} ms",
+                r.media.loss_ratio * 100.0,
+                r.media.packets_lost,
+                r.media.packets_expected,
+                r.media.jitter_ms,
+                r.media.jitter_max_ms,
+                r.media.freezes,
+                r.media.freeze_ms_total,
+                r.media.max_frame_gap_ms
+            ),
+        ),
+        (
+            "switches",
+            format!(
+                "publisher {}, layer {}",
+                r.media.publisher_switches, r.media.layer_switches
+            ),
+        ),
+        (
+            "engine",
+            format!(
+                "cpu {:.2} s ({:.2} cores), {:.0} egress pps per core ({:.0} ns per packet), peak RSS {:.0} MiB",
+                r.engine.cpu_s,
+                r.engine.cpu_cores,
+                r.engine.egress_pps_per_core,
+                r.engine.ns_per_egress_packet,
+                r.engine.peak_rss_mb
+            ),
+        ),
+        (
+            "loadgen",
+            format!(
+                "cpu {:.2} s on {} client thread(s)",
+                r.loadgen.cpu_s, r.loadgen.client_threads
+            ),
+        ),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(out, "  {k:<11} {v}");
+    }
+    for e in &r.join.errors {
+        let _ = writeln!(out, "  join error  {e}");
+    }
+    for n in &r.notes {
+        let _ = writeln!(out, "  note        {n}");
+    }
+    if s.slo.is_some() {
+        if r.slo.passed {
+            let _ = writeln!(
+                out,
+                "  SLO         passed ({})",
+                s.slo.as_deref().unwrap_or("")
+            );
+        } else {
+            for v in &r.slo.violations {
+                let _ = writeln!(out, "  SLO FAILED  {v}");
+            }
+        }
+    }
+    out
+}
+
+fn impairment(r: &Report) -> String {
+    let s = &r.scenario;
+    let mut parts = Vec::new();
+    if s.loss > 0.0 {
+        parts.push(format!("loss {:.2} %", s.loss * 100.0));
+    }
+    if s.delay_ms > 0.0 || s.delay_jitter_ms > 0.0 {
+        parts.push(format!(
+            "delay {} ms + 0..{} ms",
+            s.delay_ms, s.delay_jitter_ms
+        ));
+    }
+    if let Some(k) = s.downlink_kbps {
+        parts.push(format!("downlink {k} kbit/s"));
+    }
+    if s.churn_per_min > 0.0 {
+        parts.push(format!("churn {}/min per room", s.churn_per_min));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", parts.join(", "))
+    }
+}

@@ -1,0 +1,514 @@
+//! A client-driver thread: owns a share of the simulated participants, each
+//! with its own UDP socket on 127.0.0.1 (the engine routes by source
+//! address), and drives them with the real clock.
+//!
+//! The loop: wait in epoll for a readable socket, the next deadline (a
+//! timerfd: sub-millisecond) or the doorbell; read each readable socket,
+//! stamping every datagram with `Instant::now()` as `recv` returns; pass it
+//! through the participant's receive-path impairment (a seeded
+//! [`piazza::sim::Link`]: loss, delay, downlink cap) into the client; run
+//! due client timers (media generation, str0m timers) and delayed
+//! datagrams; send what the clients produced; feed the clients' arrival
+//! logs to the meters. Commands (add, remove, speak, open the window, stop)
+//! come from the orchestrator over a channel.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use piazza::sim::client::Arrival;
+use piazza::sim::{Link, SimClient};
+
+use crate::metrics::{Collector, MediaTotals, ParticipantMeter, ParticipantResult};
+use crate::run::poll::{Doorbell, Poller};
+
+/// Datagrams read from one socket per wakeup before the others get a turn.
+const READ_BUDGET: usize = 64;
+/// How often the live counters for the progress line are refreshed.
+const LIVE_INTERVAL: Duration = Duration::from_millis(250);
+/// A client whose timer is due again right after being driven waits this
+/// long (str0m can ask for "now" repeatedly; never spin on it).
+const MIN_REARM: Duration = Duration::from_micros(50);
+
+/// A joined participant handed to a driver.
+pub struct NewClient {
+    /// Unique key of this participant in the run.
+    pub key: u64,
+    /// The peer, its answer already applied.
+    pub client: SimClient,
+    /// Its socket (nonblocking, bound to the address in its offer).
+    pub socket: UdpSocket,
+    /// Its measurements.
+    pub meter: ParticipantMeter,
+    /// Receive-path impairment, if any.
+    pub link: Option<Link>,
+}
+
+/// What the orchestrator asks of a driver.
+pub enum Command {
+    /// Start driving a participant.
+    Add(Box<NewClient>),
+    /// The participant left (the engine was told): close and finalize it.
+    Remove(u64),
+    /// Start or stop talking.
+    Speaking(u64, bool),
+    /// The measurement window opens now.
+    StartWindow,
+    /// Finalize everyone and end the thread.
+    Stop,
+}
+
+/// Counters the driver publishes for the progress line.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Participants whose ICE + DTLS completed.
+    pub connected: AtomicUsize,
+    /// Media packets received so far.
+    pub packets: AtomicU64,
+    /// p99 latency over the last interval, microseconds.
+    pub recent_p99_us: AtomicU64,
+}
+
+/// What a driver measured, returned when it stops.
+pub struct DriverOutput {
+    /// Latency histograms, packet counts and time series.
+    pub collector: Collector,
+    /// Loss, jitter, freezes, switches.
+    pub totals: MediaTotals,
+    /// Join and first-frame outcomes of everyone it drove.
+    pub participants: Vec<ParticipantResult>,
+    /// CPU time of the thread.
+    pub cpu: Duration,
+    /// Datagrams the kernel refused to send.
+    pub send_errors: u64,
+    /// Transmits to a non-loopback destination, not sent.
+    pub blocked: u64,
+}
+
+/// The orchestrator's side of a driver thread.
+pub struct DriverHandle {
+    tx: Sender<Command>,
+    bell: Arc<Doorbell>,
+    thread: Option<JoinHandle<DriverOutput>>,
+    /// Live counters.
+    pub live: Arc<Live>,
+}
+
+impl DriverHandle {
+    /// Queue a command and wake the thread.
+    pub fn send(&self, cmd: Command) {
+        // The thread only ends on Stop, after which nothing is sent.
+        let _ = self.tx.send(cmd);
+        self.bell.ring();
+    }
+
+    /// Stop the thread and collect what it measured.
+    pub fn stop(mut self) -> Option<DriverOutput> {
+        self.send(Command::Stop);
+        self.thread.take()?.join().ok()
+    }
+}
+
+/// Start a driver thread. `epoch` is the trailers' time base, `t0` the
+/// start of the run, `bucket` the time-series width.
+pub fn spawn(
+    index: usize,
+    epoch: Instant,
+    t0: Instant,
+    bucket: Duration,
+) -> io::Result<DriverHandle> {
+    let bell = Arc::new(Doorbell::new()?);
+    let poller = Poller::new(&bell)?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let live = Arc::new(Live::default());
+    let driver = Driver {
+        poller,
+        rx,
+        entries: Vec::new(),
+        free: Vec::new(),
+        by_key: HashMap::new(),
+        timers: BinaryHeap::new(),
+        delayed: BinaryHeap::new(),
+        order: 0,
+        epoch,
+        t0,
+        collector: Collector::new(t0, bucket),
+        totals: MediaTotals::default(),
+        results: Vec::new(),
+        arrivals: Vec::new(),
+        window_start: None,
+        live: live.clone(),
+        next_live: Instant::now() + LIVE_INTERVAL,
+        send_errors: 0,
+        blocked: 0,
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("loadgen-clients-{index}"))
+        .spawn(move || driver.run())?;
+    Ok(DriverHandle {
+        tx,
+        bell,
+        thread: Some(thread),
+        live,
+    })
+}
+
+struct Entry {
+    key: u64,
+    client: SimClient,
+    socket: UdpSocket,
+    meter: ParticipantMeter,
+    link: Option<Link>,
+    scheduled: Instant,
+}
+
+/// A datagram held back by the receive-path delay.
+struct Delayed {
+    at: Instant,
+    order: u64,
+    index: usize,
+    key: u64,
+    source: SocketAddr,
+    data: Vec<u8>,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.order) == (o.at, o.order)
+    }
+}
+impl Eq for Delayed {}
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Delayed {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.order).cmp(&(o.at, o.order))
+    }
+}
+
+struct Driver {
+    poller: Poller,
+    rx: Receiver<Command>,
+    entries: Vec<Option<Entry>>,
+    free: Vec<usize>,
+    by_key: HashMap<u64, usize>,
+    /// (deadline, entry index); stale when the entry's `scheduled` differs.
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    delayed: BinaryHeap<Reverse<Delayed>>,
+    order: u64,
+    epoch: Instant,
+    t0: Instant,
+    collector: Collector,
+    totals: MediaTotals,
+    results: Vec<ParticipantResult>,
+    arrivals: Vec<Arrival>,
+    window_start: Option<Instant>,
+    live: Arc<Live>,
+    next_live: Instant,
+    send_errors: u64,
+    blocked: u64,
+}
+
+impl Driver {
+    fn run(mut self) -> DriverOutput {
+        let mut ready = Vec::with_capacity(256);
+        let mut buf = vec![0u8; 2048];
+        loop {
+            if self.run_commands() {
+                break;
+            }
+            let deadline = self.next_deadline();
+            ready.clear();
+            if let Err(e) = self.poller.wait(deadline, &mut ready) {
+                // Not expected; do not spin on it.
+                eprintln!("loadgen: epoll_wait failed: {e}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            for &token in &ready {
+                self.read_socket(token as usize, &mut buf);
+            }
+            let now = Instant::now();
+            self.run_delayed(now);
+            self.run_timers(now);
+            if now >= self.next_live {
+                self.publish_live(now);
+            }
+        }
+        self.finish()
+    }
+
+    fn next_deadline(&mut self) -> Instant {
+        let mut t = self.next_live;
+        while let Some(Reverse((at, i))) = self.timers.peek().copied() {
+            if self.entries[i].as_ref().is_some_and(|e| e.scheduled == at) {
+                t = t.min(at);
+                break;
+            }
+            self.timers.pop();
+        }
+        if let Some(Reverse(d)) = self.delayed.peek() {
+            t = t.min(d.at);
+        }
+        t
+    }
+
+    /// Returns true on Stop.
+    fn run_commands(&mut self) -> bool {
+        loop {
+            let cmd = match self.rx.try_recv() {
+                Ok(c) => c,
+                Err(TryRecvError::Empty) => return false,
+                Err(TryRecvError::Disconnected) => return true,
+            };
+            let now = Instant::now();
+            match cmd {
+                Command::Add(c) => self.add(*c, now),
+                Command::Remove(key) => self.remove(key, now),
+                Command::Speaking(key, on) => {
+                    if let Some(e) = self
+                        .by_key
+                        .get(&key)
+                        .and_then(|&i| self.entries[i].as_mut())
+                    {
+                        e.client.set_speaking(on);
+                    }
+                }
+                Command::StartWindow => {
+                    self.window_start = Some(now);
+                    for e in self.entries.iter_mut().flatten() {
+                        e.meter.start_window(now);
+                    }
+                }
+                Command::Stop => return true,
+            }
+        }
+    }
+
+    fn add(&mut self, c: NewClient, now: Instant) {
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.entries.push(None);
+            self.entries.len() - 1
+        });
+        if let Err(e) = self.poller.add(c.socket.as_raw_fd(), index as u64) {
+            eprintln!("loadgen: cannot watch a client socket: {e}");
+        }
+        let mut entry = Entry {
+            key: c.key,
+            client: c.client,
+            socket: c.socket,
+            meter: c.meter,
+            link: c.link,
+            scheduled: now,
+        };
+        if let Some(w) = self.window_start {
+            entry.meter.start_window(w);
+        }
+        self.by_key.insert(c.key, index);
+        self.entries[index] = Some(entry);
+        // Start ICE: the first timeout sends the binding requests.
+        if let Some(e) = self.entries[index].as_mut() {
+            e.client.handle_timeout(now);
+        }
+        self.after_io(index, now, false);
+    }
+
+    fn remove(&mut self, key: u64, now: Instant) {
+        let Some(index) = self.by_key.remove(&key) else {
+            return;
+        };
+        let Some(mut e) = self.entries[index].take() else {
+            return;
+        };
+        e.client.close(now);
+        self.flush_transmits_of(&mut e);
+        self.poller.remove(e.socket.as_raw_fd());
+        self.finalize(e);
+        self.free.push(index);
+    }
+
+    fn finalize(&mut self, mut e: Entry) {
+        e.client.take_arrivals(&mut self.arrivals);
+        for a in self.arrivals.drain(..) {
+            e.meter.on_arrival(&a, self.epoch, &mut self.collector);
+        }
+        self.results
+            .push(e.meter.result(e.client.connected_at(), self.t0));
+        e.meter.add_totals(&mut self.totals);
+    }
+
+    fn read_socket(&mut self, index: usize, buf: &mut [u8]) {
+        let mut last = None;
+        for _ in 0..READ_BUDGET {
+            let Some(e) = self.entries.get_mut(index).and_then(|e| e.as_mut()) else {
+                return;
+            };
+            let (n, source) = match e.socket.recv_from(buf) {
+                Ok(r) => r,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                // ICMP errors surface here (ECONNREFUSED after the engine
+                // closed); nothing to read.
+                Err(_) => break,
+            };
+            // Stamped as the datagram leaves the socket.
+            let at = Instant::now();
+            let deliver_at = match e.link.as_mut() {
+                None => Some(at),
+                Some(link) => link.send(at, n),
+            };
+            match deliver_at {
+                None => {} // Lost on the impaired receive path.
+                Some(t) if t <= at => {
+                    e.client.handle_datagram(at, source, &buf[..n]);
+                    last = Some(at);
+                }
+                Some(t) => {
+                    self.order += 1;
+                    self.delayed.push(Reverse(Delayed {
+                        at: t,
+                        order: self.order,
+                        index,
+                        key: e.key,
+                        source,
+                        data: buf[..n].to_vec(),
+                    }));
+                }
+            }
+        }
+        if let Some(at) = last {
+            self.after_io(index, at, false);
+        }
+    }
+
+    fn run_delayed(&mut self, now: Instant) {
+        while self.delayed.peek().is_some_and(|Reverse(d)| d.at <= now) {
+            let Some(Reverse(d)) = self.delayed.pop() else {
+                break;
+            };
+            let Some(e) = self.entries.get_mut(d.index).and_then(|e| e.as_mut()) else {
+                continue;
+            };
+            if e.key != d.key {
+                continue;
+            }
+            // Delivered now: the arrival time includes the emulated delay.
+            let at = Instant::now();
+            e.client.handle_datagram(at, d.source, &d.data);
+            self.after_io(d.index, at, false);
+        }
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        while let Some(Reverse((at, index))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(e) = self.entries[index].as_mut() else {
+                continue;
+            };
+            if e.scheduled != at {
+                continue;
+            }
+            e.client.handle_timeout(now);
+            self.after_io(index, now, true);
+        }
+        // Stale entries are popped as they come due; rebuild if they pile up.
+        if self.timers.len() > 4 * self.entries.len() + 1024 {
+            self.timers = self
+                .entries
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| e.as_ref().map(|e| Reverse((e.scheduled, i))))
+                .collect();
+        }
+    }
+
+    /// After any input to client `index`: send, meter, reschedule.
+    fn after_io(&mut self, index: usize, now: Instant, was_timeout: bool) {
+        let Some(mut e) = self.entries[index].take() else {
+            return;
+        };
+        self.flush_transmits_of(&mut e);
+        e.client.take_arrivals(&mut self.arrivals);
+        for a in self.arrivals.drain(..) {
+            e.meter.on_arrival(&a, self.epoch, &mut self.collector);
+        }
+        let mut t = e.client.poll_timeout();
+        if was_timeout && t <= now {
+            t = now + MIN_REARM;
+        }
+        if t != e.scheduled {
+            e.scheduled = t;
+            self.timers.push(Reverse((t, index)));
+        }
+        self.entries[index] = Some(e);
+    }
+
+    fn flush_transmits_of(&mut self, e: &mut Entry) {
+        while let Some(t) = e.client.poll_transmit() {
+            // Bounded by construction: only loopback destinations.
+            if !t.destination.ip().is_loopback() {
+                self.blocked += 1;
+                continue;
+            }
+            if e.socket.send_to(&t.contents, t.destination).is_err() {
+                self.send_errors += 1;
+            }
+        }
+    }
+
+    fn publish_live(&mut self, now: Instant) {
+        self.next_live = now + LIVE_INTERVAL;
+        let (packets, p99) = self.collector.take_recent();
+        self.live.packets.fetch_add(packets, Ordering::Relaxed);
+        self.live.recent_p99_us.store(p99, Ordering::Relaxed);
+        let mut connected = 0;
+        for e in self.entries.iter_mut().flatten() {
+            connected += e.client.connected_at().is_some() as usize;
+            // The client's own latency list is not used (the meters compute
+            // latency from the arrival log); keep it from growing.
+            drop(e.client.take_latencies());
+        }
+        self.live.connected.store(connected, Ordering::Relaxed);
+    }
+
+    fn finish(mut self) -> DriverOutput {
+        let entries: Vec<Entry> = self.entries.iter_mut().filter_map(|e| e.take()).collect();
+        for e in entries {
+            self.finalize(e);
+        }
+        DriverOutput {
+            collector: self.collector,
+            totals: self.totals,
+            participants: self.results,
+            cpu: thread_cpu_time(),
+            send_errors: self.send_errors,
+            blocked: self.blocked,
+        }
+    }
+}
+
+/// CPU time the calling thread has used (user + system).
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a live, writable timespec; the clock id is a Linux constant.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if r != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}

@@ -1,0 +1,498 @@
+//! The default target: a [`piazza::Engine`] in this process (its own shard
+//! threads, real UDP on 127.0.0.1) and simulated participants on their own
+//! driver threads, each with its own socket.
+//!
+//! This thread is the orchestrator: it joins participants (the engine's
+//! join preparation runs here, as it would on a signalling thread), rotates
+//! speakers, churns, samples the engine's counters, opens the measurement
+//! window and draws the progress line. Media never passes through it.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use piazza::sim::{ClientConfig, Link, LinkConfig, SimClient};
+use piazza::{
+    Engine, EngineEvent, EngineStats, JoinOptions, LeaveReason, ParticipantId, RoomConfig, RoomId,
+};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::error::LoadgenError;
+use crate::metrics::{Collector, EngineSample, MediaTotals, ParticipantMeter};
+use crate::run::driver::{self, Command, DriverHandle, NewClient, thread_cpu_time};
+use crate::run::{EngineWindow, Progress, RunOutcome};
+use crate::scenario::Scenario;
+
+/// Socket buffers of each client: a few keyframe bursts deep.
+const CLIENT_SOCKET_BUFFER: usize = 1 << 20;
+/// Longest queueing delay at an emulated downlink cap before tail drop.
+const DOWNLINK_QUEUE: Duration = Duration::from_millis(250);
+/// How often the progress line is refreshed.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+/// Refusal messages kept for the report.
+const MAX_ERRORS: usize = 10;
+
+struct Member {
+    key: u64,
+    pid: ParticipantId,
+    driver: usize,
+}
+
+struct RoomState {
+    id: RoomId,
+    /// Participant positions; a churned position is refilled by a newcomer.
+    positions: Vec<Option<Member>>,
+    /// Speaking order of the positions (a seeded permutation).
+    order: Vec<usize>,
+    speaking: Vec<bool>,
+    next_churn: Option<Instant>,
+}
+
+/// Everything the orchestrator keeps.
+struct Orchestrator<'a> {
+    s: &'a Scenario,
+    engine: Engine,
+    rooms: Vec<RoomState>,
+    drivers: Vec<DriverHandle>,
+    epoch: Instant,
+    next_key: u64,
+    rng: fastrand::Rng,
+    rotation: usize,
+    join_refused: usize,
+    join_errors: Vec<String>,
+    disconnects: u64,
+}
+
+/// Run the scenario against an embedded engine.
+pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError> {
+    let main_cpu_start = thread_cpu_time();
+    let engine = Engine::builder()
+        .shards(s.shards)
+        .bind(Ipv4Addr::LOCALHOST.into())
+        .build()?;
+    let events = engine.events();
+    let mut rng = fastrand::Rng::with_seed(s.seed);
+    let mut rooms = Vec::with_capacity(s.rooms);
+    for i in 0..s.rooms {
+        let config = RoomConfig::named(format!("loadgen-{i}")).max_participants(s.participants);
+        let id = engine.create_room(config)?;
+        let mut order: Vec<usize> = (0..s.participants).collect();
+        rng.shuffle(&mut order);
+        rooms.push(RoomState {
+            id,
+            positions: (0..s.participants).map(|_| None).collect(),
+            order,
+            speaking: vec![false; s.participants],
+            next_churn: None,
+        });
+    }
+
+    let t0 = Instant::now();
+    let epoch = t0;
+    let bucket = s.bucket();
+    let mut drivers = Vec::with_capacity(s.client_threads);
+    for i in 0..s.client_threads {
+        drivers.push(driver::spawn(i, epoch, t0, bucket)?);
+    }
+    let mut o = Orchestrator {
+        s,
+        engine,
+        rooms,
+        drivers,
+        epoch,
+        next_key: 0,
+        rng,
+        rotation: 0,
+        join_refused: 0,
+        join_errors: Vec::new(),
+        disconnects: 0,
+    };
+    for r in 0..s.rooms {
+        o.apply_speakers(r);
+    }
+
+    let end = t0 + s.duration();
+    // Initial joins, round-robin over rooms.
+    let plan: Vec<(usize, usize)> = (0..s.participants)
+        .flat_map(|p| (0..s.rooms).map(move |r| (r, p)))
+        .collect();
+    let join_interval = if s.join_rate > 0.0 {
+        Duration::from_secs_f64(1.0 / s.join_rate)
+    } else {
+        Duration::ZERO
+    };
+    let mut next_join = 0usize;
+    let mut joins_done: Option<Instant> = None;
+    let mut window_at: Option<Instant> = None;
+    let mut window: Option<(Instant, EngineStats)> = None;
+    let rotation_every = Duration::from_secs_f64(s.speaker_rotation_s);
+    let mut next_rotation = t0 + rotation_every;
+    let mut rejoins: Vec<(Instant, usize, usize)> = Vec::new();
+    let mut samples = vec![sample(&o.engine.stats(), Duration::ZERO)];
+    let mut next_sample = t0 + bucket;
+    let mut next_progress = t0;
+    let mut last_progress = (t0, 0u64);
+    let mut notes = Vec::new();
+    progress.message("joining");
+
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        // Joins due now (a storm joins everyone back to back, checking
+        // the clock in between so the run still ends on time).
+        while next_join < plan.len() && t0 + join_interval * next_join as u32 <= Instant::now() {
+            if Instant::now() >= end {
+                break;
+            }
+            let (r, p) = plan[next_join];
+            o.join(r, p);
+            next_join += 1;
+        }
+        let now = Instant::now();
+        if next_join == plan.len() && joins_done.is_none() {
+            joins_done = Some(now);
+            window_at = Some(now + s.warmup());
+            if s.churn_per_min > 0.0 {
+                let every = Duration::from_secs_f64(60.0 / s.churn_per_min);
+                for (r, room) in o.rooms.iter_mut().enumerate() {
+                    // Stagger rooms over one interval.
+                    room.next_churn =
+                        Some(now + s.warmup() + every.mul_f64((r as f64 + 0.5) / s.rooms as f64));
+                }
+            }
+        }
+        if window.is_none() && window_at.is_some_and(|w| now >= w) {
+            let stats = o.engine.refresh_stats()?;
+            for d in &o.drivers {
+                d.send(Command::StartWindow);
+            }
+            window = Some((Instant::now(), stats));
+        }
+        if now >= next_rotation {
+            next_rotation += rotation_every;
+            o.rotation += 1;
+            for r in 0..s.rooms {
+                o.apply_speakers(r);
+            }
+        }
+        // Churn: one leave per interval per room, and the rejoin later.
+        if s.churn_per_min > 0.0 {
+            let every = Duration::from_secs_f64(60.0 / s.churn_per_min);
+            for r in 0..s.rooms {
+                if o.rooms[r].next_churn.is_some_and(|t| now >= t) {
+                    o.rooms[r].next_churn = Some(now + every);
+                    if let Some(p) = o.leave_random(r) {
+                        rejoins.push((now + Duration::from_secs_f64(s.rejoin_after_s), r, p));
+                    }
+                }
+            }
+        }
+        let mut i = 0;
+        while i < rejoins.len() {
+            if now >= rejoins[i].0 && now < end {
+                let (_, r, p) = rejoins.swap_remove(i);
+                o.join(r, p);
+            } else {
+                i += 1;
+            }
+        }
+        if now >= next_sample {
+            samples.push(sample(&o.engine.stats(), now - t0));
+            next_sample += bucket;
+        }
+        for e in events.try_iter() {
+            if let EngineEvent::ParticipantLeft {
+                reason: LeaveReason::Disconnected,
+                ..
+            } = e
+            {
+                o.disconnects += 1;
+            }
+        }
+        if now >= next_progress {
+            next_progress = now + PROGRESS_INTERVAL;
+            let joined: usize = o
+                .drivers
+                .iter()
+                .map(|d| d.live.connected.load(std::sync::atomic::Ordering::Relaxed))
+                .sum();
+            let packets: u64 = o
+                .drivers
+                .iter()
+                .map(|d| d.live.packets.load(std::sync::atomic::Ordering::Relaxed))
+                .sum();
+            let p99 = o
+                .drivers
+                .iter()
+                .map(|d| {
+                    d.live
+                        .recent_p99_us
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                })
+                .max()
+                .unwrap_or(0);
+            let dt = now.saturating_duration_since(last_progress.0).as_secs_f64();
+            let pps = if dt > 0.0 {
+                packets.saturating_sub(last_progress.1) as f64 / dt
+            } else {
+                0.0
+            };
+            last_progress = (now, packets);
+            progress.update(now - t0, joined, s.total_participants(), pps, p99);
+        }
+        // Sleep until the next thing to do.
+        let mut next = end.min(next_sample).min(next_progress).min(next_rotation);
+        if next_join < plan.len() {
+            next = next.min(t0 + join_interval * next_join as u32);
+        }
+        if let Some(w) = window_at.filter(|_| window.is_none()) {
+            next = next.min(w);
+        }
+        for room in &o.rooms {
+            if let Some(c) = room.next_churn {
+                next = next.min(c);
+            }
+        }
+        for &(t, _, _) in &rejoins {
+            next = next.min(t);
+        }
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep((next - now).min(Duration::from_millis(50)));
+        }
+    }
+
+    progress.message("finishing");
+    let stop = Instant::now();
+    let end_stats = o.engine.refresh_stats()?;
+    samples.push(sample(&end_stats, stop - t0));
+    let (measured, engine_window) = match &window {
+        Some((at, start)) => {
+            let a = sample(start, Duration::ZERO);
+            let b = sample(&end_stats, Duration::ZERO);
+            (
+                stop - *at,
+                EngineWindow {
+                    rtp_in: b.rtp_in.saturating_sub(a.rtp_in),
+                    forwarded: b.forwarded.saturating_sub(a.forwarded),
+                    bytes_out: b.bytes_out.saturating_sub(a.bytes_out),
+                    cpu: b.cpu.saturating_sub(a.cpu),
+                },
+            )
+        }
+        None => {
+            notes.push(format!(
+                "the measurement window never opened: joins took until {:.1} s and warmup is {:.1} s of a {:.1} s run; lengthen --duration",
+                joins_done.map_or(s.duration_s, |j| (j - t0).as_secs_f64()),
+                s.warmup_s,
+                s.duration_s
+            ));
+            (Duration::ZERO, EngineWindow::default())
+        }
+    };
+
+    let mut collector = Collector::new(t0, bucket);
+    let mut totals = MediaTotals::default();
+    let mut participants = Vec::new();
+    let mut loadgen_cpu = thread_cpu_time().saturating_sub(main_cpu_start);
+    let mut client_send_errors = 0;
+    let drivers = std::mem::take(&mut o.drivers);
+    for d in drivers {
+        if let Some(out) = d.stop() {
+            collector.merge(&out.collector);
+            totals.merge(&out.totals);
+            participants.extend(out.participants);
+            loadgen_cpu += out.cpu;
+            client_send_errors += out.send_errors;
+            if out.blocked > 0 {
+                notes.push(format!(
+                    "{} datagrams to non-loopback destinations were not sent",
+                    out.blocked
+                ));
+            }
+        } else {
+            notes.push("a client driver thread panicked; its participants are missing".into());
+        }
+    }
+    let panics = end_stats.shards.iter().map(|s| s.panics).sum();
+    let events_dropped = end_stats.shards.iter().map(|s| s.events_dropped).sum();
+    let engine_send_drops = end_stats
+        .shards
+        .iter()
+        .map(|s| s.socket.send_errors + s.socket.send_would_block)
+        .sum();
+    o.engine.shutdown();
+    for e in events.try_iter() {
+        if let EngineEvent::ParticipantLeft {
+            reason: LeaveReason::Disconnected,
+            ..
+        } = e
+        {
+            o.disconnects += 1;
+        }
+    }
+    participants.sort_by(|a, b| a.join_at_s.total_cmp(&b.join_at_s));
+    Ok(RunOutcome {
+        measured,
+        elapsed: stop - t0,
+        collector,
+        totals,
+        participants,
+        join_refused: o.join_refused,
+        join_errors: o.join_errors,
+        disconnects: o.disconnects,
+        engine: engine_window,
+        engine_samples: samples,
+        shards: s.shards,
+        panics,
+        events_dropped,
+        engine_send_drops,
+        loadgen_cpu,
+        client_send_errors,
+        notes,
+    })
+}
+
+impl Orchestrator<'_> {
+    /// Set who talks in room `r` for the current rotation.
+    fn apply_speakers(&mut self, r: usize) {
+        let n = self.s.participants;
+        let room = &mut self.rooms[r];
+        let mut want = vec![false; n];
+        for j in 0..self.s.speakers {
+            want[room.order[(self.rotation + j) % n]] = true;
+        }
+        for p in 0..n {
+            if want[p] != room.speaking[p] {
+                room.speaking[p] = want[p];
+                if let Some(m) = &room.positions[p] {
+                    self.drivers[m.driver].send(Command::Speaking(m.key, want[p]));
+                }
+            }
+        }
+    }
+
+    /// Join a new participant at position `p` of room `r`.
+    fn join(&mut self, r: usize, p: usize) {
+        match self.try_join(r, p) {
+            Ok(()) => {}
+            Err(e) => {
+                self.join_refused += 1;
+                if self.join_errors.len() < MAX_ERRORS {
+                    self.join_errors.push(e);
+                }
+            }
+        }
+    }
+
+    fn try_join(&mut self, r: usize, p: usize) -> Result<(), String> {
+        let s = self.s;
+        let socket = client_socket().map_err(|e| format!("client socket: {e}"))?;
+        let addr = socket.local_addr().map_err(|e| e.to_string())?;
+        let key = self.next_key;
+        self.next_key += 1;
+        let publisher = key as u32;
+        let mut cfg = ClientConfig::new(publisher);
+        cfg.video_slots = s.video_slots;
+        cfg.audio_slots = s.audio_slots;
+        cfg.fps = s.fps;
+        cfg.keyframe_interval = Duration::from_secs_f64(s.keyframe_interval_s);
+        cfg.record_arrivals = true;
+        cfg.speaking = self.rooms[r].speaking[p];
+        cfg.seed = s.seed.wrapping_mul(0x9e37_79b9).wrapping_add(key);
+        let mut client = SimClient::new(cfg, addr, self.epoch, Instant::now());
+        let present = self.rooms[r].positions.iter().flatten().count();
+        let requested = Instant::now();
+        let joined = self
+            .engine
+            .join(
+                self.rooms[r].id,
+                client.offer(),
+                JoinOptions::new(format!("loadgen-{r}-{publisher}")),
+            )
+            .map_err(|e| e.to_string())?;
+        client.accept_answer(&joined.answer)?;
+        let meter = ParticipantMeter::new(
+            r,
+            publisher,
+            requested,
+            present,
+            s.video_slots,
+            s.audio_slots,
+        );
+        let link =
+            link_config(s).map(|c| Link::new(c, s.seed ^ key.wrapping_mul(0x2545_f491_4f6c_dd1d)));
+        let driver = (key as usize) % self.drivers.len();
+        self.drivers[driver].send(Command::Add(Box::new(NewClient {
+            key,
+            client,
+            socket,
+            meter,
+            link,
+        })));
+        self.rooms[r].positions[p] = Some(Member {
+            key,
+            pid: joined.participant,
+            driver,
+        });
+        Ok(())
+    }
+
+    /// A random present participant of room `r` leaves; returns its position.
+    fn leave_random(&mut self, r: usize) -> Option<usize> {
+        let present: Vec<usize> = (0..self.s.participants)
+            .filter(|&p| self.rooms[r].positions[p].is_some())
+            .collect();
+        if present.is_empty() {
+            return None;
+        }
+        let p = present[self.rng.usize(..present.len())];
+        let m = self.rooms[r].positions[p].take()?;
+        // The engine first (it stops forwarding), then the client.
+        if let Err(e) = self.engine.leave(self.rooms[r].id, m.pid)
+            && self.join_errors.len() < MAX_ERRORS
+        {
+            self.join_errors.push(format!("leave: {e}"));
+        }
+        self.drivers[m.driver].send(Command::Remove(m.key));
+        Some(p)
+    }
+}
+
+/// The receive-path impairment of every client, if any.
+fn link_config(s: &Scenario) -> Option<LinkConfig> {
+    s.impaired().then(|| LinkConfig {
+        delay: Duration::from_secs_f64(s.delay_ms / 1000.0),
+        jitter: Duration::from_secs_f64(s.delay_jitter_ms / 1000.0),
+        loss: s.loss,
+        rate_bps: s.downlink_kbps.map(|k| k * 1000),
+        queue_limit: DOWNLINK_QUEUE,
+    })
+}
+
+/// A client's nonblocking UDP socket on 127.0.0.1 with an OS-chosen port.
+fn client_socket() -> std::io::Result<UdpSocket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: the kernel caps these at rmem_max / wmem_max.
+    let _ = s.set_recv_buffer_size(CLIENT_SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(CLIENT_SOCKET_BUFFER);
+    s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// The engine's counters summed over shards.
+fn sample(stats: &EngineStats, t: Duration) -> EngineSample {
+    let mut x = EngineSample {
+        t,
+        ..Default::default()
+    };
+    for sh in &stats.shards {
+        x.forwarded += sh.core.rtp_forwarded;
+        x.rtp_in += sh.core.rtp_in;
+        x.bytes_out += sh.core.bytes_out;
+        x.cpu += sh.cpu_time;
+    }
+    x
+}

@@ -1,0 +1,81 @@
+//! Running a scenario against a target: the embedded engine over real UDP
+//! ([`embedded`]), the in-process simulator ([`in_process`]), or an external
+//! server (not available yet). Each produces a [`RunOutcome`], the raw
+//! material of the report.
+
+pub mod driver;
+pub mod embedded;
+pub mod in_process;
+pub mod poll;
+pub mod progress;
+
+use std::time::Duration;
+
+use crate::error::LoadgenError;
+use crate::metrics::{Collector, EngineSample, MediaTotals, ParticipantResult};
+use crate::scenario::{Mode, Scenario};
+
+pub use progress::Progress;
+
+/// The engine's counters over the measurement window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineWindow {
+    /// RTP packets received from publishers.
+    pub rtp_in: u64,
+    /// RTP packets forwarded into subscriber slots.
+    pub forwarded: u64,
+    /// Datagram bytes sent.
+    pub bytes_out: u64,
+    /// CPU time of the shard threads (or, in-process, time inside the core).
+    pub cpu: Duration,
+}
+
+/// What a run produced, before it becomes a report.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// Length of the measurement window.
+    pub measured: Duration,
+    /// Length of the whole run.
+    pub elapsed: Duration,
+    /// Latency histogram, packet counts, time series.
+    pub collector: Collector,
+    /// Loss, jitter, freezes, switches.
+    pub totals: MediaTotals,
+    /// Per participant join outcome.
+    pub participants: Vec<ParticipantResult>,
+    /// Joins the engine refused.
+    pub join_refused: usize,
+    /// The first few refusal messages.
+    pub join_errors: Vec<String>,
+    /// Participants the engine reported as disconnected (ICE/DTLS timeout).
+    pub disconnects: u64,
+    /// Engine counters over the window.
+    pub engine: EngineWindow,
+    /// Engine counters sampled at bucket boundaries.
+    pub engine_samples: Vec<EngineSample>,
+    /// Shards.
+    pub shards: usize,
+    /// Panics the shards caught.
+    pub panics: u64,
+    /// Engine events dropped because the channel was full.
+    pub events_dropped: u64,
+    /// Datagrams the shards could not send (socket full or refused).
+    pub engine_send_drops: u64,
+    /// CPU time of the load generator's own threads.
+    pub loadgen_cpu: Duration,
+    /// Datagrams the clients could not send.
+    pub client_send_errors: u64,
+    /// Observations worth a line in the report.
+    pub notes: Vec<String>,
+}
+
+/// Run the scenario against its target.
+pub fn run(scenario: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError> {
+    match scenario.mode {
+        Mode::Embedded => embedded::run(scenario, progress),
+        Mode::InProcess => in_process::run(scenario, progress),
+        Mode::Target => Err(LoadgenError::TargetNotAvailable(
+            scenario.target.clone().unwrap_or_default(),
+        )),
+    }
+}

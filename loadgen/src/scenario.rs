@@ -1,0 +1,288 @@
+//! What a run does: the scenario, from defaults, a TOML file and flags (in
+//! that order of precedence). The same struct is echoed in the JSON report.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::LoadgenError;
+
+/// Where the simulated participants connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// An [`piazza::Engine`] in this process: its own shard threads, real UDP
+    /// on 127.0.0.1.
+    #[default]
+    Embedded,
+    /// The in-process simulator: no sockets, virtual time; measures the
+    /// engine core's pure CPU cost per packet.
+    InProcess,
+    /// An external Piazza server through its HTTP API (`target`).
+    Target,
+}
+
+/// A load test scenario. Every field has a default; see `docs/loadgen.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scenario {
+    /// Where the participants connect.
+    pub mode: Mode,
+    /// Base URL of an external server (mode `target`).
+    pub target: Option<String>,
+    /// Rooms, all running at once.
+    pub rooms: usize,
+    /// Participants per room (each publishes and subscribes).
+    pub participants: usize,
+    /// Length of the whole run, seconds, joins included. The run stops by
+    /// itself at this time.
+    pub duration_s: f64,
+    /// Settling time after the initial joins before the measurement window
+    /// opens (latency, loss, jitter, freezes, packet rates, CPU), seconds.
+    pub warmup_s: f64,
+    /// Engine shards (threads with their own UDP socket).
+    pub shards: usize,
+    /// Threads driving the simulated clients.
+    pub client_threads: usize,
+    /// Participants talking at once in each room.
+    pub speakers: usize,
+    /// Every this many seconds one talker stops and the next starts.
+    pub speaker_rotation_s: f64,
+    /// Receive slots for video per participant.
+    pub video_slots: usize,
+    /// Receive slots for audio per participant.
+    pub audio_slots: usize,
+    /// Initial joins per second over all rooms; 0 joins everyone at once
+    /// (a storm, as fast as the engine answers).
+    pub join_rate: f64,
+    /// Leaves per minute in each room during the run; each leaver rejoins
+    /// as a new participant after `rejoin_after_s`.
+    pub churn_per_min: f64,
+    /// Delay before a churned participant rejoins, seconds.
+    pub rejoin_after_s: f64,
+    /// Per-subscriber downlink cap, kbit/s (applied in the client's receive path).
+    pub downlink_kbps: Option<u64>,
+    /// Random loss on each client's receive path, 0..1.
+    pub loss: f64,
+    /// Extra one-way delay on each client's receive path, milliseconds.
+    pub delay_ms: f64,
+    /// Extra random delay, uniform in 0..this, on top of `delay_ms`.
+    pub delay_jitter_ms: f64,
+    /// Camera frame rate.
+    pub fps: u32,
+    /// Periodic keyframe interval of the publishers (besides PLI), seconds.
+    pub keyframe_interval_s: f64,
+    /// Seed of every random choice (speaker order, churn, impairment).
+    pub seed: u64,
+    /// SLO thresholds (`p99_ms=5,loss=0.001,freezes=0`); see [`crate::slo`].
+    pub slo: Option<String>,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            mode: Mode::Embedded,
+            target: None,
+            rooms: 1,
+            participants: 50,
+            duration_s: 20.0,
+            warmup_s: 2.0,
+            shards: 2,
+            client_threads: 1,
+            speakers: 2,
+            speaker_rotation_s: 2.0,
+            video_slots: 9,
+            audio_slots: 3,
+            join_rate: 0.0,
+            churn_per_min: 0.0,
+            rejoin_after_s: 1.0,
+            downlink_kbps: None,
+            loss: 0.0,
+            delay_ms: 0.0,
+            delay_jitter_ms: 0.0,
+            fps: 30,
+            keyframe_interval_s: 10.0,
+            seed: 1,
+            slo: None,
+        }
+    }
+}
+
+impl Scenario {
+    /// Parse a TOML scenario file's text (keys as in this struct).
+    pub fn from_toml(text: &str) -> Result<Scenario, LoadgenError> {
+        toml::from_str(text).map_err(|e| LoadgenError::InvalidScenario(e.to_string()))
+    }
+
+    /// Check the values; the message says which one is wrong and what fits.
+    pub fn validate(&self) -> Result<(), LoadgenError> {
+        let bad = |m: String| Err(LoadgenError::InvalidScenario(m));
+        if self.rooms == 0 || self.rooms > 64 {
+            return bad(format!("rooms = {}: use 1..=64", self.rooms));
+        }
+        if self.participants < 2 || self.participants > 500 {
+            return bad(format!(
+                "participants = {}: use 2..=500 per room (the engine's default room holds 50)",
+                self.participants
+            ));
+        }
+        if !(self.duration_s.is_finite() && self.duration_s >= 1.0 && self.duration_s <= 3600.0) {
+            return bad(format!(
+                "duration_s = {}: use 1..=3600 seconds",
+                self.duration_s
+            ));
+        }
+        if !(self.warmup_s.is_finite() && self.warmup_s >= 0.0 && self.warmup_s < self.duration_s) {
+            return bad(format!(
+                "warmup_s = {}: use 0 up to less than duration_s ({})",
+                self.warmup_s, self.duration_s
+            ));
+        }
+        if self.shards == 0 || self.shards > 64 {
+            return bad(format!("shards = {}: use 1..=64", self.shards));
+        }
+        if self.client_threads == 0 || self.client_threads > 16 {
+            return bad(format!(
+                "client_threads = {}: use 1..=16",
+                self.client_threads
+            ));
+        }
+        if self.speakers > self.participants {
+            return bad(format!(
+                "speakers = {} exceeds participants = {}",
+                self.speakers, self.participants
+            ));
+        }
+        if !(self.speaker_rotation_s.is_finite() && self.speaker_rotation_s >= 0.1) {
+            return bad(format!(
+                "speaker_rotation_s = {}: use at least 0.1 s",
+                self.speaker_rotation_s
+            ));
+        }
+        if self.video_slots > 49 || self.audio_slots > 8 {
+            return bad(format!(
+                "video_slots = {}, audio_slots = {}: the engine's default room allows up to 49 video and 8 audio slots",
+                self.video_slots, self.audio_slots
+            ));
+        }
+        if !(self.join_rate.is_finite() && self.join_rate >= 0.0) {
+            return bad(format!(
+                "join_rate = {}: use 0 (storm) or a positive rate",
+                self.join_rate
+            ));
+        }
+        if !(self.churn_per_min.is_finite() && self.churn_per_min >= 0.0) {
+            return bad(format!(
+                "churn_per_min = {}: use 0 or more",
+                self.churn_per_min
+            ));
+        }
+        if !(self.rejoin_after_s.is_finite() && self.rejoin_after_s >= 0.0) {
+            return bad(format!(
+                "rejoin_after_s = {}: use 0 or more",
+                self.rejoin_after_s
+            ));
+        }
+        if self.downlink_kbps == Some(0) {
+            return bad("downlink_kbps = 0: omit it for no cap, or give a positive rate".into());
+        }
+        if !(self.loss.is_finite() && (0.0..1.0).contains(&self.loss)) {
+            return bad(format!(
+                "loss = {}: a probability in 0..1 (0.01 is 1 %)",
+                self.loss
+            ));
+        }
+        for (name, v) in [
+            ("delay_ms", self.delay_ms),
+            ("delay_jitter_ms", self.delay_jitter_ms),
+        ] {
+            if !(v.is_finite() && (0.0..=10_000.0).contains(&v)) {
+                return bad(format!("{name} = {v}: use 0..=10000 ms"));
+            }
+        }
+        if self.fps == 0 || self.fps > 120 {
+            return bad(format!("fps = {}: use 1..=120", self.fps));
+        }
+        if !(self.keyframe_interval_s.is_finite() && self.keyframe_interval_s >= 0.1) {
+            return bad(format!(
+                "keyframe_interval_s = {}: use at least 0.1",
+                self.keyframe_interval_s
+            ));
+        }
+        match (self.mode, &self.target) {
+            (Mode::Target, None) => {
+                return bad("mode = \"target\" needs target = \"http://host:port\"".into());
+            }
+            (Mode::Embedded | Mode::InProcess, Some(_)) => {
+                return bad("target is set but mode is not \"target\"".into());
+            }
+            _ => {}
+        }
+        if self.mode == Mode::InProcess && self.churn_per_min > 0.0 {
+            return bad(
+                "churn is not supported with --in-process (the simulator has no rejoin); run it against the embedded engine"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Total participants over all rooms.
+    pub fn total_participants(&self) -> usize {
+        self.rooms * self.participants
+    }
+
+    /// `duration_s` as a [`Duration`].
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration_s)
+    }
+
+    /// `warmup_s` as a [`Duration`].
+    pub fn warmup(&self) -> Duration {
+        Duration::from_secs_f64(self.warmup_s)
+    }
+
+    /// Whether any receive-path impairment is configured.
+    pub fn impaired(&self) -> bool {
+        self.loss > 0.0
+            || self.delay_ms > 0.0
+            || self.delay_jitter_ms > 0.0
+            || self.downlink_kbps.is_some()
+    }
+
+    /// Width of one bucket of the time series: one second, or more for long
+    /// runs so there are at most 300 buckets.
+    pub fn bucket(&self) -> Duration {
+        Duration::from_secs_f64((self.duration_s / 300.0).max(1.0).ceil())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_toml_overrides() {
+        Scenario::default().validate().unwrap();
+        let s = Scenario::from_toml("rooms = 2\nparticipants = 10\nloss = 0.01\n").unwrap();
+        assert_eq!(s.rooms, 2);
+        assert_eq!(s.participants, 10);
+        assert_eq!(s.duration_s, 20.0);
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_toml_key_is_an_error() {
+        let e = Scenario::from_toml("room = 2\n").unwrap_err();
+        assert!(e.to_string().contains("room"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let s = Scenario {
+            loss: 1.5,
+            ..Default::default()
+        };
+        assert!(s.validate().unwrap_err().to_string().contains("loss"));
+    }
+}
