@@ -59,6 +59,8 @@ mod error;
 mod event;
 mod ids;
 mod join;
+#[cfg(feature = "server")]
+pub mod server;
 mod shard;
 #[cfg(feature = "sim")]
 pub mod sim;

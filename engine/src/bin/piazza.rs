@@ -1,0 +1,86 @@
+//! `piazza`: the reference server. Serves the HTTP API, the browser client
+//! and the media engine; configuration from `--config FILE`, `PIAZZA_*`
+//! environment variables and flags (see `piazza --help` and docs/api.md).
+
+use clap::Parser;
+use piazza::server::{Args, Server, ServerConfig};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let filter = EnvFilter::try_from_env("PIAZZA_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+
+    let args = Args::parse();
+    let config = match ServerConfig::load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("piazza-http")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: ServerConfig) -> Result<(), piazza::server::ServerError> {
+    let public_url = config.public_url.clone();
+    let key_required = config.api_key.is_some();
+    let server = Server::bind(config).await?;
+    let addr = server.local_addr();
+    let open = public_url.unwrap_or_else(|| {
+        if addr.ip().is_unspecified() {
+            format!("http://127.0.0.1:{}", addr.port())
+        } else {
+            format!("http://{addr}")
+        }
+    });
+    tracing::info!(
+        http = %addr,
+        media = ?server.media_addrs(),
+        api_key_required = key_required,
+        "piazza is running: open {open}/ in a browser to create a room"
+    );
+    server.run(shutdown_signal()).await
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

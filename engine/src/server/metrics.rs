@@ -1,0 +1,245 @@
+//! `GET /metrics`: the engine's counters in the Prometheus text exposition
+//! format (version 0.0.4), one series per shard.
+
+use std::fmt::Write;
+use std::time::Instant;
+
+use crate::{EngineStats, ShardStats};
+
+/// Counters the HTTP layer keeps itself.
+#[derive(Debug, Default, Clone)]
+pub struct HttpCounters {
+    /// Rooms created.
+    pub rooms_created: u64,
+    /// Rooms closed after their empty-room grace period.
+    pub rooms_expired: u64,
+    /// Successful joins.
+    pub joins: u64,
+    /// Refused joins, by error code.
+    pub join_errors: Vec<(&'static str, u64)>,
+}
+
+impl HttpCounters {
+    /// Count a refused join.
+    pub fn join_error(&mut self, code: &'static str) {
+        match self.join_errors.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, n)) => *n += 1,
+            None => self.join_errors.push((code, 1)),
+        }
+    }
+}
+
+/// Forwarded packets per second per shard, from two samples of the
+/// `rtp_forwarded` counter (the server samples about once a second).
+#[derive(Debug, Default)]
+pub struct RateSampler {
+    last: Option<(Instant, Vec<u64>)>,
+    rates: Vec<f64>,
+}
+
+impl RateSampler {
+    /// Take a sample.
+    pub fn sample(&mut self, now: Instant, stats: &EngineStats) {
+        let counts: Vec<u64> = stats.shards.iter().map(|s| s.core.rtp_forwarded).collect();
+        if let Some((t, prev)) = &self.last {
+            let dt = now.duration_since(*t).as_secs_f64();
+            if dt > 0.0 {
+                self.rates = counts
+                    .iter()
+                    .zip(prev.iter().chain(std::iter::repeat(&0)))
+                    .map(|(c, p)| c.saturating_sub(*p) as f64 / dt)
+                    .collect();
+            }
+        }
+        self.last = Some((now, counts));
+    }
+
+    /// The last computed rate of shard `i` (0 before two samples).
+    pub fn rate(&self, i: usize) -> f64 {
+        self.rates.get(i).copied().unwrap_or(0.0)
+    }
+}
+
+/// Render the exposition text.
+pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    let shards = &stats.shards;
+
+    type Get = fn(&ShardStats) -> f64;
+    let per_shard: [(&str, &str, &str, Get); 15] = [
+        ("piazza_rooms", "gauge", "Rooms on the shard.", |s| {
+            s.rooms as f64
+        }),
+        (
+            "piazza_participants",
+            "gauge",
+            "Participants on the shard.",
+            |s| s.participants as f64,
+        ),
+        (
+            "piazza_datagrams_in_total",
+            "counter",
+            "UDP datagrams received.",
+            |s| s.core.datagrams_in as f64,
+        ),
+        (
+            "piazza_bytes_in_total",
+            "counter",
+            "Bytes of UDP datagrams received.",
+            |s| s.core.bytes_in as f64,
+        ),
+        (
+            "piazza_datagrams_out_total",
+            "counter",
+            "UDP datagrams sent.",
+            |s| s.core.datagrams_out as f64,
+        ),
+        (
+            "piazza_bytes_out_total",
+            "counter",
+            "Bytes of UDP datagrams sent.",
+            |s| s.core.bytes_out as f64,
+        ),
+        (
+            "piazza_rtp_in_total",
+            "counter",
+            "RTP packets received from publishers (after SRTP).",
+            |s| s.core.rtp_in as f64,
+        ),
+        (
+            "piazza_rtp_forwarded_total",
+            "counter",
+            "RTP packets written into subscriber slots.",
+            |s| s.core.rtp_forwarded as f64,
+        ),
+        (
+            "piazza_shard_cpu_seconds_total",
+            "counter",
+            "CPU time (user + system) of the shard thread.",
+            |s| s.cpu_time.as_secs_f64(),
+        ),
+        (
+            "piazza_slot_switches_total",
+            "counter",
+            "Slot publisher or simulcast layer switches, completed on keyframes.",
+            |s| s.core.slot_switches as f64,
+        ),
+        (
+            "piazza_plis_sent_total",
+            "counter",
+            "Keyframe requests (PLI) sent to publishers.",
+            |s| s.core.plis_sent as f64,
+        ),
+        (
+            "piazza_recv_batches_total",
+            "counter",
+            "recvmmsg calls that returned datagrams.",
+            |s| s.socket.recv_batches as f64,
+        ),
+        (
+            "piazza_send_batches_total",
+            "counter",
+            "sendmmsg calls.",
+            |s| s.socket.send_batches as f64,
+        ),
+        (
+            "piazza_events_dropped_total",
+            "counter",
+            "Engine events dropped because the events channel was full.",
+            |s| s.events_dropped as f64,
+        ),
+        (
+            "piazza_panics_total",
+            "counter",
+            "Panics caught in shard core work (each one is a bug).",
+            |s| s.panics as f64,
+        ),
+    ];
+    for (name, kind, help, get) in per_shard {
+        header(&mut out, name, kind, help);
+        for s in shards {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.index, get(s));
+        }
+    }
+
+    header(
+        &mut out,
+        "piazza_forwarded_pps",
+        "gauge",
+        "RTP packets forwarded per second over the last sampling interval (about 1 s).",
+    );
+    for s in shards {
+        let _ = writeln!(
+            out,
+            "piazza_forwarded_pps{{shard=\"{}\"}} {:.1}",
+            s.index,
+            rates.rate(s.index)
+        );
+    }
+
+    header(
+        &mut out,
+        "piazza_drops_total",
+        "counter",
+        "Datagrams dropped, by reason.",
+    );
+    for s in shards {
+        let reasons = [
+            ("malformed", s.core.drops.malformed),
+            ("unknown_source", s.core.drops.unknown_source),
+            ("unknown_ufrag", s.core.drops.unknown_ufrag),
+            ("rejected", s.core.drops.rejected),
+            ("truncated", s.socket.truncated),
+            ("recv_error", s.socket.recv_errors),
+            ("send_error", s.socket.send_errors),
+            ("send_would_block", s.socket.send_would_block),
+        ];
+        for (reason, n) in reasons {
+            let _ = writeln!(
+                out,
+                "piazza_drops_total{{shard=\"{}\",reason=\"{reason}\"}} {n}",
+                s.index
+            );
+        }
+    }
+
+    let server: [(&str, &str, &str, u64); 3] = [
+        (
+            "piazza_http_rooms_created_total",
+            "counter",
+            "Rooms created through the HTTP API.",
+            http.rooms_created,
+        ),
+        (
+            "piazza_http_rooms_expired_total",
+            "counter",
+            "Rooms closed after staying empty for the grace period.",
+            http.rooms_expired,
+        ),
+        (
+            "piazza_http_joins_total",
+            "counter",
+            "Successful joins through the HTTP API.",
+            http.joins,
+        ),
+    ];
+    for (name, kind, help, v) in server {
+        header(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    header(
+        &mut out,
+        "piazza_http_join_errors_total",
+        "counter",
+        "Refused joins, by error code.",
+    );
+    for (code, n) in &http.join_errors {
+        let _ = writeln!(out, "piazza_http_join_errors_total{{error=\"{code}\"}} {n}");
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}

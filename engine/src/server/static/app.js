@@ -1,0 +1,589 @@
+// Piazza browser client. Plain JavaScript, no build step.
+//
+// One RTCPeerConnection per participant, one offer, never renegotiated:
+//   audio sendonly (microphone), video sendonly with simulcast rids l/m/h
+//   (camera), video sendonly (screen share, filled with replaceTrack),
+//   K video + A audio recvonly transceivers (receive slots), and the data
+//   channel "control". The server's `slots` messages say which participant
+//   each receive slot shows; the grid is drawn from them. See docs/api.md.
+'use strict';
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+
+  // Everything the page knows; `window.piazza` exposes it for tests.
+  const state = {
+    phase: 'idle', // idle | lobby | joining | joined | refused | kicked | left | disconnected
+    room: null, // public room id
+    roomInfo: null, // GET /v1/rooms/{room}
+    token: null, // the token from the invite link
+    claims: null,
+    participantToken: null, // X-Piazza-Token
+    me: null, // my participant id
+    owner: false,
+    locked: false,
+    inviteUrl: null,
+    participants: new Map(), // id -> {id, name, audio, video, screen}
+    slots: { video: [], audio: [] },
+    speaker: null,
+    error: null, // {status, code, message} of the last refused request
+    sharing: false,
+  };
+
+  let pc = null;
+  let dc = null;
+  const local = { stream: null, audio: null, video: null, screen: null };
+  const tx = { audio: null, camera: null, screen: null };
+  const slotReceivers = new Map(); // mid -> {kind, track}
+  const tiles = new Map(); // mid -> tile element
+  let selfTile = null;
+
+  // ---- small helpers -------------------------------------------------------
+
+  function notice(text, kind) {
+    const el = $('notice');
+    if (!text) {
+      el.hidden = true;
+      el.textContent = '';
+      return;
+    }
+    el.hidden = false;
+    el.textContent = text;
+    el.className = kind === 'error' ? 'error' : '';
+  }
+
+  function show(section) {
+    for (const id of ['home', 'lobby', 'call']) $(id).hidden = id !== section;
+  }
+
+  function decodeClaims(token) {
+    try {
+      let b64 = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      while (b64.length % 4) b64 += '=';
+      return JSON.parse(atob(b64));
+    } catch (_) {
+      return null;
+    }
+  }
+
+  async function api(method, path, { token, json, sdp } = {}) {
+    const headers = {};
+    if (token) headers.Authorization = `Bearer ${token}`;
+    let body;
+    if (json !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      body = JSON.stringify(json);
+    } else if (sdp !== undefined) {
+      headers['Content-Type'] = 'application/sdp';
+      body = sdp;
+    }
+    let res;
+    try {
+      res = await fetch(path, { method, headers, body });
+    } catch (e) {
+      return { ok: false, status: 0, error: { error: 'network', message: `The server cannot be reached (${e.message}).` } };
+    }
+    const type = res.headers.get('content-type') || '';
+    let data = null;
+    if (type.includes('application/json')) data = await res.json().catch(() => null);
+    else data = await res.text().catch(() => '');
+    const out = { ok: res.ok, status: res.status, headers: res.headers, data };
+    if (!res.ok) out.error = data && data.error ? data : { error: 'http_' + res.status, message: `The server answered ${res.status}.` };
+    return out;
+  }
+
+  function refusal(res) {
+    state.error = { status: res.status, code: res.error.error, message: res.error.message };
+    const friendly = {
+      room_locked: 'This room is locked by its owner. Ask them to unlock it.',
+      room_full: 'This room is full.',
+      not_started: null,
+      unknown_room: 'This room does not exist or has closed.',
+      token_expired: 'This invite link has expired. Ask the owner for a new one.',
+      kicked: 'You were removed from this room by its owner.',
+    }[res.error.error];
+    notice(friendly || res.error.message, 'error');
+  }
+
+  function nameOf(id) {
+    if (!id) return '';
+    const p = state.participants.get(id);
+    return p ? p.name : id;
+  }
+
+  // ---- home: create a room, list public rooms -------------------------------
+
+  async function showHome() {
+    show('home');
+    const info = await api('GET', '/v1/info');
+    if (info.ok && info.data.api_key_required) $('api-key-row').hidden = false;
+    if (info.ok) $('create-max').max = info.data.max_participants;
+    const list = await api('GET', '/v1/rooms');
+    if (list.ok && list.data.rooms.length) {
+      const ul = $('public-rooms');
+      ul.textContent = '';
+      for (const r of list.data.rooms) {
+        const li = document.createElement('li');
+        const a = document.createElement('a');
+        a.href = r.invite_url;
+        a.textContent = r.name || r.room;
+        li.append(a, ` — ${r.participants}/${r.max_participants}${r.locked ? ' (locked)' : ''}`);
+        ul.append(li);
+      }
+    }
+    $('create-form').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const body = { name: $('create-name').value, public: $('create-public').checked };
+      const max = parseInt($('create-max').value, 10);
+      if (max > 0) body.max_participants = max;
+      const res = await api('POST', '/v1/rooms', { token: $('create-key').value || undefined, json: body });
+      if (!res.ok) return refusal(res);
+      location.assign(`/r/${res.data.room}#t=${res.data.owner_token}`);
+    });
+  }
+
+  // ---- lobby -----------------------------------------------------------------
+
+  async function enterRoom(room) {
+    state.room = room;
+    const params = new URLSearchParams(location.hash.slice(1));
+    const fromLink = params.get('t');
+    const key = `piazza:token:${room}`;
+    if (fromLink) {
+      sessionStorage.setItem(key, fromLink);
+      // Keep the token out of the address bar (and of screenshots).
+      history.replaceState(null, '', location.pathname);
+    }
+    state.token = fromLink || sessionStorage.getItem(key);
+    if (!state.token) {
+      notice('This link has no room token. Open the full invite link you were given.', 'error');
+      return;
+    }
+    state.claims = decodeClaims(state.token);
+    state.owner = !!(state.claims && state.claims.grants && state.claims.grants.includes('admin'));
+
+    const res = await api('GET', `/v1/rooms/${room}`, { token: state.token });
+    if (!res.ok) {
+      refusal(res);
+      return;
+    }
+    applyRoomInfo(res.data);
+    state.phase = 'lobby';
+    show('lobby');
+    $('lobby-title').textContent = `Join ${res.data.name || 'the room'}`;
+    const count = res.data.participants.length;
+    let info = `${count} participant${count === 1 ? '' : 's'} inside.`;
+    if (res.data.starts_at && Date.parse(res.data.starts_at) > Date.now()) info += ` Opens at ${new Date(res.data.starts_at).toLocaleString()}.`;
+    if (res.data.locked) info += ' The room is locked.';
+    $('lobby-info').textContent = info;
+    $('name').value = localStorage.getItem('piazza:name') || '';
+    $('join-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const name = $('name').value.trim();
+      localStorage.setItem('piazza:name', name);
+      join(name);
+    });
+  }
+
+  function applyRoomInfo(info) {
+    state.roomInfo = info;
+    state.locked = !!info.locked;
+    if (info.invite_url) state.inviteUrl = info.invite_url;
+    $('room-name').textContent = info.name || info.room;
+    $('lock').textContent = state.locked ? 'Unlock room' : 'Lock room';
+    $('lock').setAttribute('aria-pressed', String(state.locked));
+    if (state.inviteUrl) $('invite-url').value = state.inviteUrl;
+  }
+
+  // ---- joining ---------------------------------------------------------------
+
+  async function getLocalMedia() {
+    const video = { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 15 } };
+    for (const constraints of [{ audio: true, video }, { audio: true }, { video }]) {
+      try {
+        return await navigator.mediaDevices.getUserMedia(constraints);
+      } catch (_) {
+        // try the next, smaller set
+      }
+    }
+    return null;
+  }
+
+  function preferCodecs(transceiver, kind) {
+    if (!transceiver.setCodecPreferences || !window.RTCRtpReceiver || !RTCRtpReceiver.getCapabilities) return;
+    const caps = RTCRtpReceiver.getCapabilities(kind);
+    if (!caps) return;
+    const want = kind === 'video' ? /^video\/(vp8|rtx)$/i : /^audio\/opus$/i;
+    const codecs = caps.codecs.filter((c) => want.test(c.mimeType));
+    try {
+      if (codecs.length) transceiver.setCodecPreferences(codecs);
+    } catch (_) {
+      // The browser refused: the engine still picks VP8/Opus from the full list.
+    }
+  }
+
+  async function join(name) {
+    if (state.phase === 'joining' || state.phase === 'joined') return;
+    state.phase = 'joining';
+    state.error = null;
+    $('join').disabled = true;
+    notice('Joining…');
+
+    const infoRes = await api('GET', '/v1/info');
+    const info = infoRes.ok ? infoRes.data : { client_video_slots: 9, client_audio_slots: 3 };
+    const others = Math.max(1, ((state.roomInfo && state.roomInfo.max_participants) || 50) - 1);
+    const videoSlots = Math.min(info.client_video_slots, others);
+    const audioSlots = Math.min(info.client_audio_slots, others);
+
+    local.stream = await getLocalMedia();
+    local.audio = local.stream ? local.stream.getAudioTracks()[0] || null : null;
+    local.video = local.stream ? local.stream.getVideoTracks()[0] || null : null;
+
+    pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    const streams = local.stream ? [local.stream] : [];
+    tx.audio = pc.addTransceiver(local.audio || 'audio', { direction: 'sendonly', streams });
+    tx.camera = pc.addTransceiver(local.video || 'video', {
+      direction: 'sendonly',
+      streams,
+      sendEncodings: [
+        { rid: 'l', scaleResolutionDownBy: 4, maxBitrate: 150000 },
+        { rid: 'm', scaleResolutionDownBy: 2, maxBitrate: 500000 },
+        { rid: 'h', scaleResolutionDownBy: 1, maxBitrate: 1500000 },
+      ],
+    });
+    tx.screen = pc.addTransceiver('video', { direction: 'sendonly' });
+    const recv = [];
+    for (let i = 0; i < videoSlots; i++) recv.push(pc.addTransceiver('video', { direction: 'recvonly' }));
+    for (let i = 0; i < audioSlots; i++) recv.push(pc.addTransceiver('audio', { direction: 'recvonly' }));
+    for (const t of pc.getTransceivers()) preferCodecs(t, t.receiver.track.kind);
+
+    dc = pc.createDataChannel('control');
+    dc.onmessage = (ev) => onControl(ev.data);
+    dc.onclose = () => {
+      if (state.phase === 'joined') {
+        state.phase = 'disconnected';
+        notice('Disconnected from the room.', 'error');
+      }
+    };
+    pc.onconnectionstatechange = () => {
+      $('conn-state').textContent = pc ? pc.connectionState : '';
+      if (pc && pc.connectionState === 'failed' && state.phase === 'joined') {
+        state.phase = 'disconnected';
+        notice('The media connection failed. Check your network and rejoin.', 'error');
+      }
+    };
+
+    await pc.setLocalDescription(await pc.createOffer());
+    const url = `/v1/rooms/${state.room}/participants?name=${encodeURIComponent(name)}`;
+    const res = await api('POST', url, { token: state.token, sdp: pc.localDescription.sdp });
+    if (res.status !== 201) {
+      teardown();
+      state.phase = 'refused';
+      $('join').disabled = false;
+      refusal(res);
+      return;
+    }
+    state.participantToken = res.headers.get('x-piazza-token');
+    state.me = res.headers.get('x-piazza-participant');
+    await pc.setRemoteDescription({ type: 'answer', sdp: res.data });
+
+    for (const t of recv) {
+      slotReceivers.set(t.mid, { kind: t.receiver.track.kind, track: t.receiver.track });
+    }
+    for (const [mid, r] of slotReceivers) {
+      if (r.kind !== 'audio') continue;
+      const el = document.createElement('audio');
+      el.autoplay = true;
+      el.dataset.mid = mid;
+      el.srcObject = new MediaStream([r.track]);
+      $('audio-sinks').append(el);
+    }
+
+    state.phase = 'joined';
+    notice('');
+    show('call');
+    addSelfTile();
+    $('owner-tools').hidden = !state.owner;
+    if (state.owner) refreshRoom();
+    renderPeople();
+  }
+
+  function addSelfTile() {
+    selfTile = document.createElement('div');
+    selfTile.className = 'tile self';
+    const v = document.createElement('video');
+    v.autoplay = true;
+    v.muted = true;
+    v.playsInline = true;
+    if (local.video) v.srcObject = new MediaStream([local.video]);
+    const label = document.createElement('span');
+    label.className = 'label';
+    label.textContent = 'You';
+    selfTile.append(v, label);
+    $('grid').prepend(selfTile);
+  }
+
+  async function refreshRoom() {
+    const res = await api('GET', `/v1/rooms/${state.room}`, { token: state.participantToken || state.token });
+    if (res.ok) applyRoomInfo(res.data);
+  }
+
+  // ---- control channel -------------------------------------------------------
+
+  function onControl(text) {
+    let msg;
+    try {
+      msg = JSON.parse(text);
+    } catch (_) {
+      return;
+    }
+    switch (msg.type) {
+      case 'welcome':
+        state.me = msg.participant;
+        break;
+      case 'participants':
+        state.participants = new Map(msg.participants.map((p) => [p.id, p]));
+        renderPeople();
+        renderGrid();
+        break;
+      case 'slots':
+        state.slots = { video: msg.video || [], audio: msg.audio || [] };
+        renderGrid();
+        break;
+      case 'active_speaker':
+        state.speaker = msg.participant;
+        renderGrid();
+        renderPeople();
+        break;
+      case 'kicked':
+        state.phase = 'kicked';
+        teardown();
+        notice('You were removed from the room by its owner.', 'error');
+        break;
+      case 'error':
+        console.warn('piazza control error:', msg.message);
+        break;
+      default:
+        break;
+    }
+  }
+
+  function renderGrid() {
+    const grid = $('grid');
+    for (const slot of state.slots.video) {
+      const r = slotReceivers.get(slot.mid);
+      if (!r) continue;
+      let tile = tiles.get(slot.mid);
+      if (!tile) {
+        tile = document.createElement('div');
+        tile.className = 'tile';
+        tile.dataset.mid = slot.mid;
+        const v = document.createElement('video');
+        v.autoplay = true;
+        v.muted = true; // sound comes from the audio slots
+        v.playsInline = true;
+        v.srcObject = new MediaStream([r.track]);
+        const label = document.createElement('span');
+        label.className = 'label';
+        const badge = document.createElement('span');
+        badge.className = 'badge';
+        tile.append(v, label, badge);
+        tiles.set(slot.mid, tile);
+        grid.append(tile);
+      }
+      const who = slot.participant;
+      tile.hidden = !who;
+      tile.dataset.participant = who || '';
+      tile.dataset.source = slot.source || '';
+      tile.classList.toggle('screen', slot.source === 'screen');
+      tile.classList.toggle('paused', !!slot.paused);
+      tile.classList.toggle('speaking', !!who && who === state.speaker && slot.source !== 'screen');
+      tile.querySelector('.label').textContent = who ? `${nameOf(who)}${slot.source === 'screen' ? ' — screen' : ''}` : '';
+      const badge = tile.querySelector('.badge');
+      badge.textContent = slot.paused ? 'paused' : '';
+      badge.hidden = !slot.paused;
+      // Screen shares first, then the slots in offer order.
+      tile.style.order = slot.source === 'screen' ? '-1' : '0';
+    }
+    if (selfTile) {
+      selfTile.style.order = '-2';
+      selfTile.classList.toggle('speaking', !!state.me && state.me === state.speaker);
+    }
+  }
+
+  function renderPeople() {
+    const ul = $('participant-list');
+    ul.textContent = '';
+    const list = [...state.participants.values()];
+    $('people-count').textContent = list.length ? `(${list.length})` : '';
+    for (const p of list) {
+      const li = document.createElement('li');
+      li.dataset.participant = p.id;
+      li.classList.toggle('speaking', p.id === state.speaker);
+      const who = document.createElement('span');
+      who.className = 'who';
+      who.textContent = p.id === state.me ? `${p.name} (you)` : p.name;
+      const flags = document.createElement('span');
+      flags.className = 'flags';
+      flags.textContent = [p.audio && 'mic', p.video && 'cam', p.screen && 'screen'].filter(Boolean).join(' ');
+      li.append(who, flags);
+      if (state.owner && p.id !== state.me) {
+        const b = document.createElement('button');
+        b.type = 'button';
+        b.className = 'small danger remove';
+        b.textContent = 'Remove';
+        b.addEventListener('click', () => kick(p.id));
+        li.append(b);
+      }
+      ul.append(li);
+    }
+  }
+
+  // ---- controls --------------------------------------------------------------
+
+  function toggleTrack(track, button, on, off) {
+    if (!track) {
+      notice('No such device was available when you joined.', 'error');
+      return;
+    }
+    track.enabled = !track.enabled;
+    button.textContent = track.enabled ? on : off;
+    button.setAttribute('aria-pressed', String(!track.enabled));
+  }
+
+  async function shareTrack(track) {
+    if (!tx.screen) throw new Error('not joined');
+    await tx.screen.sender.replaceTrack(track);
+    local.screen = track;
+    state.sharing = true;
+    $('screen').textContent = 'Stop sharing';
+    $('screen').setAttribute('aria-pressed', 'true');
+    track.addEventListener('ended', stopShare);
+  }
+
+  async function startShare() {
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 5 } }, audio: false });
+    } catch (e) {
+      notice(`Screen sharing did not start (${e.message}).`, 'error');
+      return;
+    }
+    await shareTrack(stream.getVideoTracks()[0]);
+  }
+
+  async function stopShare() {
+    if (!state.sharing) return;
+    state.sharing = false;
+    if (tx.screen) await tx.screen.sender.replaceTrack(null).catch(() => {});
+    if (local.screen) local.screen.stop();
+    local.screen = null;
+    $('screen').textContent = 'Share screen';
+    $('screen').setAttribute('aria-pressed', 'false');
+  }
+
+  async function leave() {
+    const me = state.me;
+    const token = state.participantToken;
+    state.phase = 'left';
+    teardown();
+    if (me && token) await api('DELETE', `/v1/rooms/${state.room}/participants/${me}`, { token });
+    notice('You left the room.');
+    show('lobby');
+    $('join').disabled = false;
+  }
+
+  async function setLocked(locked) {
+    const res = await api('PATCH', `/v1/rooms/${state.room}`, { token: state.participantToken, json: { locked } });
+    if (!res.ok) return refusal(res);
+    applyRoomInfo(res.data);
+    notice(locked ? 'The room is locked: nobody else can join.' : 'The room is unlocked.');
+  }
+
+  async function kick(id) {
+    const res = await api('DELETE', `/v1/rooms/${state.room}/participants/${id}`, { token: state.participantToken });
+    if (!res.ok) return refusal(res);
+    notice(`${nameOf(id)} was removed from the room.`);
+  }
+
+  async function copyInvite() {
+    if (!state.inviteUrl) await refreshRoom();
+    const input = $('invite-url');
+    input.value = state.inviteUrl || '';
+    try {
+      await navigator.clipboard.writeText(input.value);
+      notice('Invite link copied.');
+    } catch (_) {
+      input.select();
+      notice('Copy the selected invite link.');
+    }
+  }
+
+  function teardown() {
+    if (dc) dc.onclose = null;
+    if (dc) dc.close();
+    if (pc) pc.close();
+    dc = null;
+    pc = null;
+    for (const t of [local.audio, local.video, local.screen]) if (t) t.stop();
+    local.stream = local.audio = local.video = local.screen = null;
+    tx.audio = tx.camera = tx.screen = null;
+    state.sharing = false;
+    slotReceivers.clear();
+    tiles.clear();
+    selfTile = null;
+    $('grid').textContent = '';
+    $('audio-sinks').textContent = '';
+    $('participant-list').textContent = '';
+    $('conn-state').textContent = '';
+  }
+
+  $('mic').addEventListener('click', () => toggleTrack(local.audio, $('mic'), 'Mute', 'Unmute'));
+  $('cam').addEventListener('click', () => toggleTrack(local.video, $('cam'), 'Stop camera', 'Start camera'));
+  $('screen').addEventListener('click', () => (state.sharing ? stopShare() : startShare()));
+  $('leave').addEventListener('click', leave);
+  $('lock').addEventListener('click', () => setLocked(!state.locked));
+  $('copy-invite').addEventListener('click', copyInvite);
+
+  // ---- test and debugging hook ----------------------------------------------
+
+  window.piazza = {
+    state,
+    shareTrack,
+    stopShare,
+    /** Receive statistics per slot: what the tests assert on. */
+    async inbound() {
+      if (!pc) return [];
+      const stats = await pc.getStats();
+      const out = [];
+      stats.forEach((s) => {
+        if (s.type !== 'inbound-rtp') return;
+        const slot = s.kind === 'video' ? state.slots.video.find((v) => v.mid === s.mid) : state.slots.audio.find((a) => a.mid === s.mid);
+        out.push({
+          mid: s.mid,
+          kind: s.kind,
+          participant: slot ? slot.participant : null,
+          source: slot && slot.source ? slot.source : null,
+          packetsReceived: s.packetsReceived || 0,
+          bytesReceived: s.bytesReceived || 0,
+          framesDecoded: s.framesDecoded || 0,
+          frameWidth: s.frameWidth || 0,
+          frameHeight: s.frameHeight || 0,
+          totalSamplesReceived: s.totalSamplesReceived || 0,
+        });
+      });
+      return out;
+    },
+    /** The video elements' sizes by slot. */
+    videoSizes() {
+      return [...tiles.entries()].map(([mid, t]) => {
+        const v = t.querySelector('video');
+        return { mid, participant: t.dataset.participant, width: v.videoWidth, height: v.videoHeight, hidden: t.hidden };
+      });
+    },
+  };
+
+  const m = location.pathname.match(/^\/r\/([A-Za-z0-9_-]+)\/?$/);
+  if (m) enterRoom(m[1]);
+  else showHome();
+})();
