@@ -3,7 +3,7 @@
 //! str0m work) divided by packets forwarded, over a simulated 50-person
 //! room. Prints each run and the median.
 //!
-//! `cargo run --release -p piazza --example sim_cost [participants] [video_slots] [seconds] [runs]`
+//! `cargo run --release -p piazza --example sim_cost [participants] [video_slots] [seconds] [runs] [bwe 0|1]`
 
 use std::time::Duration;
 
@@ -15,10 +15,12 @@ fn main() {
     let slots = args.next().flatten().unwrap_or(9) as usize;
     let secs = args.next().flatten().unwrap_or(5);
     let runs = args.next().flatten().unwrap_or(3) as usize;
+    let bwe = args.next().flatten().unwrap_or(1) != 0;
     let mut per_packet = Vec::new();
     for run in 0..runs {
         let mut cfg = SimConfig::new(n);
         cfg.seed = run as u64 + 1;
+        cfg.room.bandwidth_estimation = bwe;
         cfg.client = Box::new(move |i| {
             let mut c = ClientConfig::new(i as u32);
             c.video_slots = slots.min(n - 1);
@@ -30,7 +32,7 @@ fn main() {
         let st = sim.core().stats();
         let ns = sim.core_busy().as_nanos() as f64 / st.rtp_forwarded.max(1) as f64;
         println!(
-            "run {run}: {n} participants x {slots} video slots, {secs} s simulated: rtp in {} forwarded {} datagrams out {}, core busy {:?}, {ns:.0} ns per forwarded packet",
+            "run {run}: {n} participants x {slots} video slots, bwe {bwe}, {secs} s simulated: rtp in {} forwarded {} datagrams out {}, core busy {:?}, {ns:.0} ns per forwarded packet",
             st.rtp_in,
             st.rtp_forwarded,
             st.datagrams_out,

@@ -17,10 +17,33 @@ pub struct RoomConfig {
     pub max_video_slots: usize,
     /// Most recvonly audio m-lines (slots) one offer may carry. Default 8.
     pub max_audio_slots: usize,
-    /// The simulcast layer forwarded into every video slot until a layer
-    /// selector decides otherwise, capped by the slot's requested maximum
-    /// resolution. Default [`Layer::LOW`].
-    pub fixed_layer: Layer,
+    /// The highest simulcast layer ever forwarded; the bandwidth allocator
+    /// picks at or below it, capped further by each slot's requested maximum
+    /// resolution. Default [`Layer::HIGH`].
+    pub max_layer: Layer,
+    /// The layer featured slots (screen share, pinned, active speaker) climb
+    /// to before the other slots get their lowest layer. Default
+    /// [`Layer::MEDIUM`].
+    pub featured_layer: Layer,
+    /// Send-side bandwidth estimation (TWCC + GCC in str0m) on every
+    /// participant, driving the per-subscriber allocator. Default on; off
+    /// means every slot gets its cap.
+    pub bandwidth_estimation: bool,
+    /// The estimate a new participant starts from. Default 1 Mbps.
+    pub initial_bitrate_bps: u64,
+    /// Bitrate kept for each audio slot before video is allocated. Default 40 kbps.
+    pub audio_reserve_bps: u64,
+    /// Estimate changes smaller than this fraction are ignored. Default 0.15.
+    pub estimate_hysteresis: f64,
+    /// After a downgrade forced by the estimate, no slot is upgraded for
+    /// this long. Default 4 s.
+    pub upgrade_hold: Duration,
+    /// A forwarded layer that stops arriving for this long is replaced by a
+    /// lower one. Default 500 ms.
+    pub layer_stall: Duration,
+    /// Assumed bitrate of each layer until it has been measured (lowest first).
+    /// Default 150 kbps, 500 kbps, 1.5 Mbps.
+    pub layer_bitrate_hints: Vec<u64>,
     /// Nominal frame heights of the layers (lowest first), used to honour a
     /// subscriber's per-slot maximum resolution. Default 180, 360, 720.
     pub layer_heights: Vec<u32>,
@@ -47,7 +70,15 @@ impl Default for RoomConfig {
             max_participants: 50,
             max_video_slots: 49,
             max_audio_slots: 8,
-            fixed_layer: Layer::LOW,
+            max_layer: Layer::HIGH,
+            featured_layer: Layer::MEDIUM,
+            bandwidth_estimation: true,
+            initial_bitrate_bps: 1_000_000,
+            audio_reserve_bps: 40_000,
+            estimate_hysteresis: 0.15,
+            upgrade_hold: Duration::from_secs(4),
+            layer_stall: Duration::from_millis(500),
+            layer_bitrate_hints: vec![150_000, 500_000, 1_500_000],
             layer_heights: vec![180, 360, 720],
             pli_interval: Duration::from_millis(500),
             speaker_switch_hold: Duration::from_millis(500),
@@ -73,9 +104,9 @@ impl RoomConfig {
         self
     }
 
-    /// Set [`RoomConfig::fixed_layer`].
-    pub fn fixed_layer(mut self, layer: Layer) -> Self {
-        self.fixed_layer = layer;
+    /// Set [`RoomConfig::max_layer`].
+    pub fn max_layer(mut self, layer: Layer) -> Self {
+        self.max_layer = layer;
         self
     }
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::format::Codec;
@@ -128,7 +129,11 @@ pub(crate) fn prepare(
         pass: random_token(24),
     };
 
-    let mut rtc = RtcConfig::new()
+    let mut config = RtcConfig::new();
+    if room_config.bandwidth_estimation {
+        config = config.enable_bwe(Some(Bitrate::bps(room_config.initial_bitrate_bps)));
+    }
+    let mut rtc = config
         .set_crypto_provider(ctx.crypto.clone())
         .set_dtls_cert(ctx.cert.clone())
         .set_local_ice_credentials(creds)

@@ -1,11 +1,23 @@
-//! The engine's behaviour in a simulated 50-person room (virtual time,
-//! seeded network, real str0m peers and SRTP).
+//! The engine's forwarding in a simulated 50-person room (virtual time,
+//! seeded network, real str0m peers and SRTP). These runs fix the layer at
+//! `l` with bandwidth estimation off, so they test slots, rewriting and
+//! NACK/RTX alone; allocation and layer switching have their own tests
+//! (`sim_bandwidth.rs`).
 
 use std::time::{Duration, Instant};
 
+use piazza::Layer;
 use piazza::sim::{ClientConfig, LinkConfig, SimConfig, Simulator};
 
 const N: usize = 50;
+
+/// A 50-person room forwarding the lowest layer, bandwidth estimation off.
+fn fixed_layer_config() -> SimConfig {
+    let mut cfg = SimConfig::new(N);
+    cfg.room.bandwidth_estimation = false;
+    cfg.room.max_layer = Layer::LOW;
+    cfg
+}
 
 /// Rotate the talking participant every `every`, so recent-speaker order
 /// (and with it the video slots) keeps changing.
@@ -40,7 +52,7 @@ fn summary(sim: &Simulator, wall: Duration) {
 #[test]
 fn fifty_person_room_lossless_every_slot_is_one_continuous_stream() {
     let wall = Instant::now();
-    let mut sim = Simulator::new(SimConfig::new(N)).unwrap();
+    let mut sim = Simulator::new(fixed_layer_config()).unwrap();
     run_with_rotating_speakers(
         &mut sim,
         Duration::from_secs(10),
@@ -86,7 +98,9 @@ fn fifty_person_room_lossless_every_slot_is_one_continuous_stream() {
         .iter()
         .flat_map(|p| p.client.stats().slots.iter().map(|s| s.packets))
         .sum();
-    assert_eq!(received, sim.core().stats().rtp_forwarded);
+    // (what is still on the 10 ms downlinks when the run stops is the difference).
+    let forwarded = sim.core().stats().rtp_forwarded;
+    assert!(received <= forwarded && forwarded - received < forwarded / 100);
 }
 
 #[test]
@@ -97,7 +111,7 @@ fn one_percent_loss_on_every_link_freezes_no_slot_beyond_500ms() {
         delay: Duration::from_millis(20),
         ..Default::default()
     };
-    let mut cfg = SimConfig::new(N);
+    let mut cfg = fixed_layer_config();
     cfg.uplink = lossy.clone();
     cfg.downlink = lossy;
     cfg.seed = 7;
@@ -152,7 +166,7 @@ fn one_percent_loss_on_every_link_freezes_no_slot_beyond_500ms() {
 #[test]
 fn join_storm_fifty_in_one_second_all_receive_media_within_two_seconds() {
     let wall = Instant::now();
-    let mut cfg = SimConfig::new(N);
+    let mut cfg = fixed_layer_config();
     cfg.join_spacing = Duration::from_millis(20);
     cfg.client = Box::new(|i| {
         let mut c = ClientConfig::new(i as u32);

@@ -29,8 +29,11 @@ pub struct VideoSlotInfo {
     pub source: Option<crate::ids::VideoSource>,
     /// Simulcast layer forwarded (`l`, `m`, `h`).
     pub layer: Option<String>,
-    /// The subscriber paused this slot (or the engine did).
+    /// No video flows into this slot: the subscriber paused it, or the
+    /// engine did because its downlink cannot carry even the lowest layer.
     pub paused: bool,
+    /// Why it is paused: `client` or `bandwidth` (`null` when not paused).
+    pub paused_reason: Option<String>,
 }
 
 /// What fills one audio receive slot.
@@ -69,6 +72,15 @@ pub enum ServerMessage {
     ActiveSpeaker {
         /// The speaker, `null` when the room is silent.
         participant: Option<String>,
+    },
+    /// Dynacast: which layers of one of the receiver's own video sources
+    /// anybody watches. The client may stop encoding the others until they
+    /// are listed again (then it should start with a keyframe).
+    PublishLayers {
+        /// `camera` or `screen`.
+        source: crate::ids::VideoSource,
+        /// One flag per layer, in the order of the offer's rids (lowest first).
+        active: Vec<bool>,
     },
     /// The owner removed this participant; the session closes next.
     Kicked {

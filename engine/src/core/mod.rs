@@ -17,6 +17,7 @@
 //! Nothing in here reads a clock, opens a socket, spawns a thread or locks.
 
 pub mod control;
+pub(crate) mod allocator;
 pub(crate) mod forwarder;
 pub(crate) mod participant;
 pub(crate) mod room;
@@ -38,7 +39,7 @@ use crate::event::{EngineEvent, LeaveReason};
 use crate::ids::{ParticipantId, RoomId};
 use crate::join::Prepared;
 
-pub use room::RoomStats;
+pub use room::{RoomStats, SlotState, SubscriberStats};
 
 /// Outputs accumulated by the core between polls.
 #[derive(Default)]
@@ -359,6 +360,11 @@ impl ShardCore {
     /// Who is in which slot of one subscriber (the `slots` control message).
     pub fn slots_of(&self, room: RoomId, p: ParticipantId) -> Option<control::ServerMessage> {
         self.rooms.get(&room)?.slots_of(p)
+    }
+
+    /// Bandwidth and layer state of one subscriber.
+    pub fn subscriber_stats(&self, room: RoomId, p: ParticipantId) -> Option<SubscriberStats> {
+        self.rooms.get(&room)?.subscriber_stats(p)
     }
 
     /// The room's dominant speaker.

@@ -46,6 +46,8 @@ pub(crate) struct VideoSlot {
     pub max_height: Option<u32>,
     /// When the slot started waiting for `target`'s keyframe.
     pub pending_since: Option<Instant>,
+    /// The bandwidth allocator paused this slot (not even the lowest layer fits).
+    pub bw_paused: bool,
 }
 
 /// One recvonly audio m-line of the subscriber.
@@ -66,9 +68,39 @@ pub(crate) struct Published {
     pub camera: bool,
     pub screen: bool,
     pub screen_since: Option<Instant>,
-    /// Highest simulcast layer seen on the camera/screen (+1), 0 if none.
-    pub camera_layers: u8,
-    pub screen_layers: u8,
+}
+
+/// Most simulcast layers tracked per video source.
+pub(crate) const MAX_LAYERS: usize = 4;
+
+/// Incoming bitrate of one layer of a publisher's video source.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LayerMeter {
+    /// Bytes since the last tick.
+    pub bytes: u64,
+    /// Smoothed bitrate; `None` until measured.
+    pub rate_bps: Option<u64>,
+    /// Arrival of the last packet.
+    pub last_packet: Option<Instant>,
+    /// When the publisher was (re)asked to send this layer.
+    pub activated_at: Option<Instant>,
+}
+
+/// Downlink bandwidth state of a subscriber.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Downlink {
+    /// Latest estimate from str0m's BWE.
+    pub estimate_bps: Option<u64>,
+    /// The estimate the allocator uses (moves only on changes beyond the hysteresis).
+    pub effective_bps: Option<u64>,
+    /// Last downgrade forced by the estimate.
+    pub last_downgrade: Option<Instant>,
+    /// Bitrate of the layers allocated now.
+    pub allocated_bps: u64,
+    /// Bitrate of every slot at its cap.
+    pub desired_bps: u64,
+    /// Last (minimum, desired) handed to `bwe().set_bitrate`.
+    pub told_bwe: Option<(u64, u64)>,
 }
 
 /// Per-participant counters.
@@ -103,6 +135,20 @@ pub(crate) struct Participant {
     /// Last PLI per (source, layer) sent to this publisher.
     pub last_pli: HashMap<(VideoSource, Layer), Instant>,
     pub stats: ParticipantStats,
+    pub downlink: Downlink,
+    /// Incoming layer meters per source (camera, screen) and layer.
+    pub meters: [[LayerMeter; MAX_LAYERS]; 2],
+    /// Layers of each source this publisher was last told to send (bit per
+    /// layer); `None` until told (it sends everything).
+    pub told_layers: [Option<u8>; 2],
+}
+
+/// Index of a source in per-source arrays.
+pub(crate) fn source_index(s: VideoSource) -> usize {
+    match s {
+        VideoSource::Camera => 0,
+        VideoSource::Screen => 1,
+    }
 }
 
 impl Participant {
@@ -120,6 +166,7 @@ impl Participant {
                 paused: false,
                 max_height: None,
                 pending_since: None,
+                bw_paused: false,
             })
             .collect();
         let audio_slots = p
@@ -152,6 +199,9 @@ impl Participant {
             slots_dirty: true,
             last_pli: HashMap::new(),
             stats: ParticipantStats::default(),
+            downlink: Downlink::default(),
+            meters: [[LayerMeter::default(); MAX_LAYERS]; 2],
+            told_layers: [None; 2],
         }
     }
 

@@ -13,10 +13,10 @@ use std::hint::black_box;
 
 /// Busy-work steps at the 2x level for a datagram in: fixed + per byte / 16.
 const IN_FIXED: u64 = 1_100;
-const IN_PER_16_BYTES: u64 = 3;
+const IN_PER_16_BYTES: u64 = 4;
 /// ... and for a datagram out (str0m's send side costs more per packet).
 const OUT_FIXED: u64 = 1_000;
-const OUT_PER_16_BYTES: u64 = 8;
+const OUT_PER_16_BYTES: u64 = 15;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Slowdown {

@@ -23,7 +23,7 @@
 //! half-updated (and if the panic hit its timer, it stops being driven).
 //! Per-room isolation belongs in the core and is a later issue.
 
-mod poll;
+pub(crate) mod poll;
 mod socket;
 
 use std::collections::HashMap;

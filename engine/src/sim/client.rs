@@ -20,6 +20,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 use crate::core::control::{ClientMessage, ServerMessage};
+use crate::ids::VideoSource;
 use crate::sim::media::{Trailer, opus_payload, vp8_payload};
 
 /// One simulcast layer a simulated publisher sends.
@@ -132,6 +133,8 @@ struct VideoTx {
     last_keyframe: Option<Instant>,
     track: u8,
     layer: u8,
+    /// Dynacast: the engine says somebody watches this layer.
+    enabled: bool,
 }
 
 /// Reception measured in one receive slot.
@@ -224,6 +227,8 @@ pub struct ClientStats {
     pub control_messages: u64,
     /// RTP packets that arrived on an m-line that is not a slot.
     pub unexpected_packets: u64,
+    /// Dynacast messages received (which layers to encode).
+    pub layer_updates: u64,
 }
 
 /// A simulated participant.
@@ -327,6 +332,7 @@ impl SimClient {
                     last_keyframe: None,
                     track: 1,
                     layer: i as u8,
+                    enabled: true,
                 });
             }
         }
@@ -344,6 +350,7 @@ impl SimClient {
                 last_keyframe: None,
                 track: 2,
                 layer: 0,
+                enabled: true,
             });
         }
         let stats = ClientStats {
@@ -573,6 +580,21 @@ impl SimClient {
                             self.active_speaker = participant.clone()
                         }
                         ServerMessage::Kicked { .. } => self.kicked = true,
+                        ServerMessage::PublishLayers { source, active } => {
+                            let track = match source {
+                                VideoSource::Camera => 1,
+                                VideoSource::Screen => 2,
+                            };
+                            for v in self.video.iter_mut().filter(|v| v.track == track) {
+                                let on = active.get(v.layer as usize).copied().unwrap_or(true);
+                                if on && !v.enabled {
+                                    // A decoder joining this layer needs a keyframe.
+                                    v.force_keyframe = true;
+                                }
+                                v.enabled = on;
+                            }
+                            self.stats.layer_updates += 1;
+                        }
                         _ => {}
                     }
                 }
@@ -724,7 +746,11 @@ impl SimClient {
         let epoch = self.epoch;
         let publisher = self.config.publisher;
         let mtu = self.config.mtu_payload.max(200);
-        for v in self.video.iter_mut().filter(|v| v.track == track) {
+        for v in self
+            .video
+            .iter_mut()
+            .filter(|v| v.track == track && v.enabled)
+        {
             let periodic = v
                 .last_keyframe
                 .is_none_or(|k| at.saturating_duration_since(k) >= keyframe_interval);

@@ -5,7 +5,9 @@
 //! Time only moves when the simulator advances it to the next packet arrival
 //! or timer, so ten simulated seconds of a 50-person room take as long as the
 //! CPU work they contain. The only real clock read is the measurement of how
-//! long the core itself worked ([`Simulator::core_busy`]).
+//! much CPU the core itself used ([`Simulator::core_busy`], the thread's CPU
+//! clock around every core call, so other processes on a busy machine do not
+//! inflate it).
 
 pub mod client;
 pub mod media;
@@ -25,6 +27,7 @@ use crate::error::Error;
 use crate::event::{EngineEvent, LeaveReason};
 use crate::ids::{ParticipantId, RoomId};
 use crate::join::{self, JoinContext};
+use crate::shard::poll::thread_cpu_time;
 
 /// A simulated run.
 pub struct SimConfig {
@@ -130,6 +133,8 @@ pub struct Simulator {
     /// Participants whose RTP media is held back for the caller (benchmarks).
     held: Vec<usize>,
     held_media: Vec<(SocketAddr, Vec<u8>)>,
+    /// Participants whose control channel never comes up.
+    no_control: Vec<usize>,
 }
 
 impl Simulator {
@@ -162,6 +167,7 @@ impl Simulator {
             stall: 0,
             held: Vec::new(),
             held_media: Vec::new(),
+            no_control: Vec::new(),
         })
     }
 
@@ -215,7 +221,8 @@ impl Simulator {
         &self.join_failures
     }
 
-    /// Real (wall) time spent inside the core: the engine's cost of the run.
+    /// CPU time (this thread's CPU clock) spent inside the core: the
+    /// engine's cost of the run, including the join preparation it did.
     pub fn core_busy(&self) -> Duration {
         self.core_busy
     }
@@ -229,6 +236,17 @@ impl Simulator {
         self.held.retain(|&h| h != i);
         if hold {
             self.held.push(i);
+        }
+    }
+
+    /// Benchmark hook: participant `i` (joined or not yet) never gets a
+    /// control channel: the engine's DTLS application data (SCTP) to it is
+    /// dropped, as for a client without data channels. It still publishes
+    /// and receives media, and nothing tells it which layers to stop
+    /// sending, so a publisher nobody watches keeps publishing.
+    pub fn cut_control_channel(&mut self, i: usize) {
+        if !self.no_control.contains(&i) {
+            self.no_control.push(i);
         }
     }
 
@@ -264,9 +282,9 @@ impl Simulator {
             .id
             .ok_or(Error::UnknownParticipant(ParticipantId(0)))?;
         let now = self.now;
-        let t = Instant::now();
+        let t = thread_cpu_time();
         let r = self.core.remove(self.room, pid, reason, now);
-        self.core_busy += t.elapsed();
+        self.core_busy += thread_cpu_time().saturating_sub(t);
         self.participants[i].present = false;
         self.pump();
         r
@@ -312,12 +330,12 @@ impl Simulator {
             self.server,
             now,
         );
-        let t = Instant::now();
+        let t = thread_cpu_time();
         let adopted = prepared.and_then(|p| {
             let answer = p.answer.clone();
             self.core.adopt(p, now).map(|_| answer)
         });
-        self.core_busy += t.elapsed();
+        self.core_busy += thread_cpu_time().saturating_sub(t);
         match adopted {
             Ok(answer) => {
                 if let Err(e) = sp.client.accept_answer(&answer) {
@@ -378,9 +396,9 @@ impl Simulator {
             };
             match p.to {
                 Dest::Server => {
-                    let t = Instant::now();
+                    let t = thread_cpu_time();
                     self.core.handle_datagram(now, p.from, &p.data);
-                    self.core_busy += t.elapsed();
+                    self.core_busy += thread_cpu_time().saturating_sub(t);
                     server_input = true;
                 }
                 Dest::Client(i) => self.participants[i]
@@ -388,14 +406,14 @@ impl Simulator {
                     .handle_datagram(now, p.from, &p.data),
             }
         }
-        let t = Instant::now();
+        let t = thread_cpu_time();
         if server_input {
             self.core.flush(now);
         }
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);
         }
-        self.core_busy += t.elapsed();
+        self.core_busy += thread_cpu_time().saturating_sub(t);
         for p in &mut self.participants {
             if (p.present || p.client.is_alive()) && p.client.poll_timeout() <= now {
                 p.client.handle_timeout(now);
@@ -417,6 +435,10 @@ impl Simulator {
             let Some(&i) = self.by_addr.get(&t.destination) else {
                 continue;
             };
+            // DTLS application data (RFC 6347 content type 23) is SCTP.
+            if self.no_control.contains(&i) && t.contents.first() == Some(&23) {
+                continue;
+            }
             let p = &mut self.participants[i];
             if let Some(at) = p.downlink.send(now, t.contents.len()) {
                 self.order += 1;

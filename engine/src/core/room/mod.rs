@@ -12,9 +12,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::BweKind;
 use str0m::net::Receive;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
 use str0m::{Event, IceConnectionState, Input, Output};
+
+mod bandwidth;
+
+pub use bandwidth::{SlotState, SubscriberStats};
 
 use crate::config::RoomConfig;
 use crate::core::CoreOutput;
@@ -22,7 +27,7 @@ use crate::core::control::{
     AudioSlotInfo, ClientMessage, ParticipantInfo, ServerMessage, VideoSlotInfo,
 };
 use crate::core::forwarder::Vp8Fields;
-use crate::core::participant::{Participant, RxTrack, VideoFeed};
+use crate::core::participant::{Participant, RxTrack, VideoFeed, source_index};
 use crate::core::speaker::SpeakerDetector;
 use crate::event::{EngineEvent, LeaveReason, TrackKind};
 use crate::ids::{Layer, ParticipantId, RoomId, VideoSource};
@@ -80,6 +85,8 @@ pub(crate) struct Room {
     speakers: SpeakerDetector,
     next_tick: Option<Instant>,
     to_remove: Vec<(ParticipantId, LeaveReason)>,
+    /// When layer meters were last folded.
+    meters_at: Option<Instant>,
     pub stats: RoomStats,
 }
 
@@ -101,6 +108,7 @@ impl Room {
             speakers: SpeakerDetector::default(),
             next_tick: None,
             to_remove: Vec::new(),
+            meters_at: None,
             stats: RoomStats::default(),
         }
     }
@@ -299,6 +307,8 @@ impl Room {
     pub fn flush(&mut self, now: Instant, out: &mut CoreOutput) {
         if self.needs_reassign && !self.reassign_throttled(now) {
             self.reassign(now);
+            self.allocate_all(now);
+            self.apply_switches(now);
         }
         // Draining can route packets that dirty others: loop until quiet.
         for _round in 0..4 {
@@ -360,7 +370,10 @@ impl Room {
         if self.needs_reassign {
             self.reassign(now);
         }
-        self.retry_keyframes(now);
+        self.update_meters(now);
+        self.allocate_all(now);
+        self.apply_switches(now);
+        self.dynacast(now);
         self.send_coalesced_control();
     }
 
@@ -430,6 +443,9 @@ impl Room {
                 }
             }
             Event::ChannelData(d) => self.on_client_message(i, &d.data),
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                self.on_estimate(i, estimate.as_u64());
+            }
             Event::KeyframeRequest(req) => {
                 // A subscriber lost a picture: ask the publisher of that slot.
                 let Some(p) = self.slab[i].as_ref() else {
@@ -520,11 +536,13 @@ impl Room {
                 self.forward_audio(i, pid, &pkt, now);
             }
             RxTrack::Video(source, layer) => {
-                let layers = &mut match source {
-                    VideoSource::Camera => &mut publisher.published.camera_layers,
-                    VideoSource::Screen => &mut publisher.published.screen_layers,
-                };
-                **layers = (**layers).max(layer.0 + 1);
+                let si = source_index(source);
+                if let Some(m) = publisher.meters[si].get_mut(layer.0 as usize) {
+                    // Payload plus RTP header and SRTP tag, roughly what the
+                    // layer costs a subscriber's downlink.
+                    m.bytes += pkt.payload.len() as u64 + 28;
+                    m.last_packet = Some(now);
+                }
                 let first = match source {
                     VideoSource::Camera => {
                         !std::mem::replace(&mut publisher.published.camera, true)
@@ -536,6 +554,11 @@ impl Room {
                 if first {
                     if source == VideoSource::Screen {
                         publisher.published.screen_since = Some(now);
+                    }
+                    // Declared layers that never arrive stop counting as
+                    // available after the activation grace.
+                    for m in &mut publisher.meters[si] {
+                        m.activated_at = Some(now);
                     }
                     let kind = match source {
                         VideoSource::Camera => TrackKind::Camera,
@@ -591,7 +614,7 @@ impl Room {
                 continue;
             };
             let slot = &mut sub.video_slots[s as usize];
-            if slot.paused {
+            if slot.paused || slot.bw_paused {
                 continue;
             }
             if slot.target == Some(feed) && slot.current != Some(feed) {
@@ -763,32 +786,12 @@ impl Room {
         ranked.into_iter().map(|r| (r.3, r.4)).collect()
     }
 
+    /// Decide which publisher fills which video slot (layers are the
+    /// bandwidth allocator's job: [`Room::allocate_all`]).
     fn reassign(&mut self, now: Instant) {
         self.needs_reassign = false;
         self.last_reassign = Some(now);
         let ranking = self.video_ranking(now);
-        let mut pli: Vec<VideoFeed> = Vec::new();
-        let fixed_layer = self.config.fixed_layer;
-        let heights = self.config.layer_heights.clone();
-        // Layers each publisher offers, by id.
-        let layers: HashMap<(ParticipantId, VideoSource), u8> = self
-            .slab
-            .iter()
-            .flatten()
-            .flat_map(|p| {
-                [
-                    (
-                        (p.id, VideoSource::Camera),
-                        p.declared_layers(VideoSource::Camera),
-                    ),
-                    (
-                        (p.id, VideoSource::Screen),
-                        p.declared_layers(VideoSource::Screen),
-                    ),
-                ]
-            })
-            .collect();
-
         for sub in self.slab.iter_mut().flatten() {
             let k = sub.video_slots.len();
             if k == 0 {
@@ -837,6 +840,7 @@ impl Room {
                     continue;
                 }
                 let Some(si) = free.next() else { break };
+                // Provisional layer; the allocator sets the real one.
                 sub.video_slots[si].target = Some(VideoFeed {
                     publisher: p,
                     source: src,
@@ -852,35 +856,8 @@ impl Room {
                     sub.slots_dirty = true;
                 }
             }
-            // Layer per slot: the fixed layer, capped by what the publisher
-            // sends and by the subscriber's maximum resolution.
-            for slot in &mut sub.video_slots {
-                let Some(mut t) = slot.target else { continue };
-                let offered = layers
-                    .get(&(t.publisher, t.source))
-                    .copied()
-                    .unwrap_or(1)
-                    .max(1);
-                let mut layer = fixed_layer.0.min(offered - 1);
-                if let Some(maxh) = slot.max_height {
-                    while layer > 0 && heights.get(layer as usize).is_some_and(|h| *h > maxh) {
-                        layer -= 1;
-                    }
-                }
-                t.layer = Layer(layer);
-                slot.target = Some(t);
-                if slot.current != Some(t) && !slot.paused {
-                    if slot.pending_since.is_none() {
-                        slot.pending_since = Some(now);
-                    }
-                    pli.push(t);
-                }
-            }
         }
         self.update_audio_slots(now);
-        for f in pli {
-            self.request_keyframe(f, now);
-        }
         self.routes_dirty = true;
     }
 
@@ -958,15 +935,20 @@ impl Room {
         }
     }
 
-    fn retry_keyframes(&mut self, now: Instant) {
+    /// Every slot whose target differs from what it shows waits for the
+    /// target's keyframe: mark it pending and ask the publisher (throttled
+    /// per publisher layer, so many subscribers cause one PLI).
+    fn apply_switches(&mut self, now: Instant) {
         let mut waiting: Vec<VideoFeed> = Vec::new();
-        for sub in self.slab.iter().flatten() {
-            for s in &sub.video_slots {
-                if let (Some(t), Some(_)) = (s.target, s.pending_since)
-                    && s.current != Some(t)
-                    && !s.paused
-                    && !waiting.contains(&t)
-                {
+        for sub in self.slab.iter_mut().flatten() {
+            for s in &mut sub.video_slots {
+                let Some(t) = s.target else { continue };
+                if s.current == Some(t) || s.paused || s.bw_paused {
+                    s.pending_since = None;
+                    continue;
+                }
+                s.pending_since.get_or_insert(now);
+                if !waiting.contains(&t) {
                     waiting.push(t);
                 }
             }
@@ -974,6 +956,7 @@ impl Room {
         for f in waiting {
             self.request_keyframe(f, now);
         }
+        self.routes_dirty = true;
     }
 
     // ------------------------------------------------------- control channel
@@ -1065,7 +1048,14 @@ fn slots_message(p: &Participant) -> ServerMessage {
                 participant: s.current.map(|f| f.publisher.to_string()),
                 source: s.current.map(|f| f.source),
                 layer: s.current.map(|f| f.layer.name()),
-                paused: s.paused,
+                paused: s.paused || s.bw_paused,
+                paused_reason: if s.paused {
+                    Some("client".into())
+                } else if s.bw_paused {
+                    Some("bandwidth".into())
+                } else {
+                    None
+                },
             })
             .collect(),
         audio: p

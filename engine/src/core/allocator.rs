@@ -1,0 +1,196 @@
+//! Per-subscriber bandwidth allocation over its video slots.
+//!
+//! The subscriber's downlink estimate (str0m's send-side BWE: GCC's
+//! delay-based trendline plus loss-based control, fed by TWCC feedback) is
+//! shared among its filled slots by priority, the way mediasoup and Jitsi
+//! Videobridge do it:
+//!
+//! 1. the featured slots (screen share, pinned, active speaker) climb to the
+//!    featured layer (`m`, 360p) first, so the person you are looking at is
+//!    sharp before the grid is filled;
+//! 2. every other slot gets its lowest layer, in priority order; a slot whose
+//!    lowest layer no longer fits is paused (video off, audio stays);
+//! 3. the remaining budget upgrades slots one layer step at a time, in
+//!    priority order, round after round, up to each slot's cap.
+//!
+//! Audio is never starved: its reserve is taken off the estimate before
+//! video is allocated.
+
+/// One video slot as the allocator sees it, in priority order.
+#[derive(Debug, Clone)]
+pub(crate) struct AllocSlot {
+    /// Screen share, pinned or active speaker: climbs first.
+    pub featured: bool,
+    /// Measured bitrate of each layer the publisher sends, lowest first;
+    /// `None` for a layer that is not available.
+    pub layer_bps: Vec<Option<u64>>,
+    /// Highest layer allowed (subscriber's max resolution, room cap).
+    pub max_layer: u8,
+}
+
+/// The outcome for one subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Allocation {
+    /// Layer per slot, `None` when paused for lack of bandwidth.
+    pub layers: Vec<Option<u8>>,
+    /// Bitrate of the chosen layers.
+    pub allocated_bps: u64,
+    /// Bitrate of every slot at its cap: what the subscriber would like.
+    pub desired_bps: u64,
+}
+
+fn rate(slot: &AllocSlot, layer: u8) -> Option<u64> {
+    slot.layer_bps.get(layer as usize).copied().flatten()
+}
+
+fn lowest(slot: &AllocSlot) -> Option<u8> {
+    (0..=slot.max_layer).find(|&l| rate(slot, l).is_some())
+}
+
+/// The next available layer above `layer`, within the cap.
+fn next_up(slot: &AllocSlot, layer: u8) -> Option<u8> {
+    (layer + 1..=slot.max_layer).find(|&l| rate(slot, l).is_some())
+}
+
+fn highest(slot: &AllocSlot) -> Option<u8> {
+    (0..=slot.max_layer)
+        .rev()
+        .find(|&l| rate(slot, l).is_some())
+}
+
+/// Share `budget_bps` (None: unconstrained) among `slots` (priority order).
+pub(crate) fn allocate(
+    budget_bps: Option<u64>,
+    slots: &[AllocSlot],
+    featured_layer: u8,
+) -> Allocation {
+    let desired_bps = slots
+        .iter()
+        .filter_map(|s| highest(s).and_then(|l| rate(s, l)))
+        .sum();
+    let Some(budget) = budget_bps else {
+        let layers: Vec<Option<u8>> = slots.iter().map(highest).collect();
+        return Allocation {
+            allocated_bps: desired_bps,
+            layers,
+            desired_bps,
+        };
+    };
+    let mut left = budget;
+    let mut layers: Vec<Option<u8>> = vec![None; slots.len()];
+
+    // 1. Featured slots up to the featured layer.
+    for (i, s) in slots.iter().enumerate().filter(|(_, s)| s.featured) {
+        let Some(mut l) = lowest(s) else { continue };
+        let Some(r) = rate(s, l).filter(|r| *r <= left) else {
+            continue;
+        };
+        left -= r;
+        while let Some(up) = next_up(s, l).filter(|u| *u <= featured_layer) {
+            let (cur, next) = (rate(s, l).unwrap_or(0), rate(s, up).unwrap_or(0));
+            let extra = next.saturating_sub(cur);
+            if extra > left {
+                break;
+            }
+            left -= extra;
+            l = up;
+        }
+        layers[i] = Some(l);
+    }
+    // 2. Everyone else gets the lowest layer, or is paused.
+    for (i, s) in slots.iter().enumerate() {
+        if layers[i].is_some() {
+            continue;
+        }
+        let Some(l) = lowest(s) else { continue };
+        if let Some(r) = rate(s, l).filter(|r| *r <= left) {
+            left -= r;
+            layers[i] = Some(l);
+        }
+    }
+    // 3. Upgrades, one step per slot per round, in priority order.
+    loop {
+        let mut upgraded = false;
+        for (i, s) in slots.iter().enumerate() {
+            let Some(l) = layers[i] else { continue };
+            let Some(up) = next_up(s, l) else { continue };
+            let extra = rate(s, up)
+                .unwrap_or(0)
+                .saturating_sub(rate(s, l).unwrap_or(0));
+            if extra <= left {
+                left -= extra;
+                layers[i] = Some(up);
+                upgraded = true;
+            }
+        }
+        if !upgraded {
+            break;
+        }
+    }
+    Allocation {
+        allocated_bps: budget - left,
+        layers,
+        desired_bps,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cam(featured: bool) -> AllocSlot {
+        AllocSlot {
+            featured,
+            layer_bps: vec![Some(150_000), Some(500_000), Some(1_500_000)],
+            max_layer: 2,
+        }
+    }
+
+    #[test]
+    fn unconstrained_gives_every_slot_its_cap() {
+        let mut capped = cam(false);
+        capped.max_layer = 1;
+        let a = allocate(None, &[cam(true), capped], 1);
+        assert_eq!(a.layers, vec![Some(2), Some(1)]);
+        assert_eq!(a.desired_bps, 2_000_000);
+    }
+
+    #[test]
+    fn one_megabit_speaker_on_m_others_on_l_or_paused() {
+        // 900 kbps for video: speaker m (500k), then 2 x l (300k), rest paused.
+        let slots: Vec<_> = (0..9).map(|i| cam(i == 0)).collect();
+        let a = allocate(Some(900_000), &slots, 1);
+        assert_eq!(a.layers[0], Some(1));
+        assert_eq!(&a.layers[1..3], &[Some(0), Some(0)]);
+        assert!(a.layers[3..].iter().all(|l| l.is_none()));
+        assert_eq!(a.allocated_bps, 800_000);
+    }
+
+    #[test]
+    fn upgrades_round_robin_in_priority_order() {
+        // 150+150 base, then 350 each to reach m: 1.0 M fits both at m.
+        let a = allocate(Some(1_000_000), &[cam(false), cam(false)], 1);
+        assert_eq!(a.layers, vec![Some(1), Some(1)]);
+        // 1.5 M: the first slot climbs to h only when the step fits.
+        let a = allocate(Some(2_100_000), &[cam(false), cam(false)], 1);
+        assert_eq!(a.layers, vec![Some(2), Some(1)]);
+    }
+
+    #[test]
+    fn unavailable_layers_are_skipped() {
+        let mut s = cam(false);
+        s.layer_bps[1] = None;
+        let a = allocate(Some(2_000_000), &[s], 1);
+        assert_eq!(a.layers, vec![Some(2)]);
+        let mut only_h = cam(false);
+        only_h.layer_bps = vec![None, None, Some(1_500_000)];
+        assert_eq!(allocate(Some(1_000_000), &[only_h], 1).layers, vec![None]);
+    }
+
+    #[test]
+    fn nothing_fits_pauses_everything() {
+        let a = allocate(Some(100_000), &[cam(true), cam(false)], 1);
+        assert_eq!(a.layers, vec![None, None]);
+        assert_eq!(a.allocated_bps, 0);
+    }
+}

@@ -1,0 +1,364 @@
+//! Layer meters, per-subscriber bandwidth allocation, layer fallback and
+//! dynacast for a [`Room`].
+
+use std::time::{Duration, Instant};
+
+use str0m::bwe::Bitrate;
+
+use super::{Room, send_control};
+use crate::core::allocator::{AllocSlot, allocate};
+use crate::core::control::ServerMessage;
+use crate::core::participant::{MAX_LAYERS, Participant, source_index};
+use crate::ids::{Layer, ParticipantId, VideoSource};
+
+/// Smoothing weight of one tick's sample in a layer's bitrate.
+const METER_ALPHA: f64 = 0.2;
+/// A layer the publisher was just asked for counts as available this long
+/// before its first packet.
+const ACTIVATION_GRACE: Duration = Duration::from_secs(2);
+
+/// One subscriber's bandwidth state, for stats.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriberStats {
+    /// The subscriber.
+    pub participant: ParticipantId,
+    /// Latest downlink estimate from BWE (bits/s).
+    pub estimate_bps: Option<u64>,
+    /// Bitrate of the video layers allocated now.
+    pub allocated_bps: u64,
+    /// Bitrate every slot at its cap would need.
+    pub desired_bps: u64,
+    /// Per video slot, in offer order.
+    pub slots: Vec<SlotState>,
+    /// Publisher or layer switches completed in this subscriber's slots.
+    pub slot_switches: u64,
+    /// Slots paused for bandwidth now.
+    pub paused_slots: usize,
+    /// Keyframe requests sent to this participant as a publisher.
+    pub plis_received: u64,
+}
+
+/// One video slot's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotState {
+    /// The slot's m-line.
+    pub mid: String,
+    /// Publisher shown now.
+    pub publisher: Option<ParticipantId>,
+    /// Layer shown now.
+    pub current_layer: Option<Layer>,
+    /// Layer the allocator wants.
+    pub target_layer: Option<Layer>,
+    /// Paused by the subscriber.
+    pub paused: bool,
+    /// Paused for lack of bandwidth.
+    pub bandwidth_paused: bool,
+}
+
+impl Room {
+    /// Fold the bytes seen since the last tick into each layer's bitrate.
+    pub(super) fn update_meters(&mut self, now: Instant) {
+        let dt = self
+            .meters_at
+            .map(|t| now.saturating_duration_since(t))
+            .unwrap_or_default();
+        self.meters_at = Some(now);
+        if dt.is_zero() {
+            return;
+        }
+        for p in self.slab.iter_mut().flatten() {
+            for m in p.meters.iter_mut().flatten() {
+                if m.bytes > 0 {
+                    let sample = m.bytes as f64 * 8.0 / dt.as_secs_f64();
+                    m.rate_bps = Some(match m.rate_bps {
+                        None => sample as u64,
+                        Some(r) => (r as f64 * (1.0 - METER_ALPHA) + sample * METER_ALPHA) as u64,
+                    });
+                    m.bytes = 0;
+                }
+            }
+        }
+    }
+
+    /// Record a subscriber's new downlink estimate (with hysteresis).
+    pub(super) fn on_estimate(&mut self, i: usize, estimate_bps: u64) {
+        let hysteresis = self.config.estimate_hysteresis;
+        let Some(p) = self.slab[i].as_mut() else {
+            return;
+        };
+        p.downlink.estimate_bps = Some(estimate_bps);
+        let moved = match p.downlink.effective_bps {
+            None => true,
+            Some(eff) => (estimate_bps as f64 - eff as f64).abs() > hysteresis * eff as f64,
+        };
+        if moved {
+            p.downlink.effective_bps = Some(estimate_bps);
+        }
+    }
+
+    /// Whether a publisher's layer can be forwarded now: declared, and either
+    /// flowing, just (re)requested, or switched off by dynacast (it resumes
+    /// when asked).
+    fn layer_available(
+        &self,
+        p: &Participant,
+        source: VideoSource,
+        layer: u8,
+        now: Instant,
+    ) -> bool {
+        if layer >= p.declared_layers(source) || layer as usize >= MAX_LAYERS {
+            return false;
+        }
+        let si = source_index(source);
+        if p.told_layers[si].is_some_and(|mask| mask & (1 << layer) == 0) {
+            return true;
+        }
+        let m = &p.meters[si][layer as usize];
+        let flowing = m
+            .last_packet
+            .is_some_and(|t| now.saturating_duration_since(t) < self.config.layer_stall);
+        flowing
+            || m.activated_at
+                .is_some_and(|a| now.saturating_duration_since(a) < ACTIVATION_GRACE)
+    }
+
+    /// Run the allocator for every subscriber and set its slots' target
+    /// layers (or pause them).
+    pub(super) fn allocate_all(&mut self, now: Instant) {
+        let speaker = self.speakers.current();
+        let heights = &self.config.layer_heights;
+        for si in 0..self.slab.len() {
+            let Some(sub) = self.slab[si].as_ref() else {
+                continue;
+            };
+            // Slots in priority order: screen, pinned, speaker, then slot order.
+            let mut order: Vec<(u8, usize)> = sub
+                .video_slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.target.is_some() && !s.paused)
+                .map(|(k, s)| {
+                    let t = s.target.expect("filtered on target");
+                    let class = if t.source == VideoSource::Screen {
+                        0
+                    } else if Some(t.publisher) == sub.pinned {
+                        1
+                    } else if Some(t.publisher) == speaker {
+                        2
+                    } else {
+                        3
+                    };
+                    (class, k)
+                })
+                .collect();
+            order.sort();
+            let mut slots = Vec::with_capacity(order.len());
+            for &(class, k) in &order {
+                let slot = &sub.video_slots[k];
+                let t = slot.target.expect("filtered on target");
+                let publisher = self
+                    .index
+                    .get(&t.publisher)
+                    .and_then(|&pi| self.slab[pi].as_ref());
+                let Some(publisher) = publisher else {
+                    slots.push(AllocSlot {
+                        featured: false,
+                        layer_bps: Vec::new(),
+                        max_layer: 0,
+                    });
+                    continue;
+                };
+                let declared = publisher.declared_layers(t.source).max(1);
+                let mut max_layer = self.config.max_layer.0.min(declared - 1);
+                if let Some(maxh) = slot.max_height {
+                    while max_layer > 0
+                        && heights.get(max_layer as usize).is_some_and(|h| *h > maxh)
+                    {
+                        max_layer -= 1;
+                    }
+                }
+                let si_src = source_index(t.source);
+                let layer_bps = (0..declared)
+                    .map(|l| {
+                        self.layer_available(publisher, t.source, l, now).then(|| {
+                            publisher.meters[si_src][l as usize]
+                                .rate_bps
+                                .unwrap_or_else(|| {
+                                    self.config
+                                        .layer_bitrate_hints
+                                        .get(l as usize)
+                                        .copied()
+                                        .unwrap_or(1_000_000)
+                                })
+                        })
+                    })
+                    .collect();
+                slots.push(AllocSlot {
+                    featured: class < 3,
+                    layer_bps,
+                    max_layer,
+                });
+            }
+            let audio_reserve = self.config.audio_reserve_bps * sub.audio_slots.len() as u64;
+            let budget = self.config.bandwidth_estimation.then(|| {
+                sub.downlink
+                    .effective_bps
+                    .unwrap_or(self.config.initial_bitrate_bps)
+                    .saturating_sub(audio_reserve)
+            });
+            let alloc = allocate(budget, &slots, self.config.featured_layer.0);
+
+            let hold = self.config.upgrade_hold;
+            let bwe = self.config.bandwidth_estimation;
+            let Some(sub) = self.slab[si].as_mut() else {
+                continue;
+            };
+            let holding = sub
+                .downlink
+                .last_downgrade
+                .is_some_and(|t| now.saturating_duration_since(t) < hold);
+            let mut downgraded = false;
+            for (n, &(_, k)) in order.iter().enumerate() {
+                let slot = &mut sub.video_slots[k];
+                let Some(mut target) = slot.target else {
+                    continue;
+                };
+                let old = (!slot.bw_paused).then_some(target.layer.0);
+                let same_source = slot
+                    .current
+                    .is_some_and(|c| c.publisher == target.publisher && c.source == target.source);
+                let new = alloc.layers[n];
+                let up = match (old, new) {
+                    (None, Some(_)) => true,
+                    (Some(o), Some(l)) => l > o,
+                    _ => false,
+                };
+                let down = match (old, new) {
+                    (Some(_), None) => true,
+                    (Some(o), Some(l)) => l < o,
+                    _ => false,
+                };
+                if up && holding && same_source {
+                    continue;
+                }
+                if down && same_source {
+                    downgraded = true;
+                }
+                match new {
+                    None => {
+                        if !slot.bw_paused {
+                            slot.bw_paused = true;
+                            slot.current = None;
+                            slot.pending_since = None;
+                            sub.slots_dirty = true;
+                        }
+                    }
+                    Some(l) => {
+                        if slot.bw_paused {
+                            slot.bw_paused = false;
+                            sub.slots_dirty = true;
+                        }
+                        target.layer = Layer(l);
+                        slot.target = Some(target);
+                    }
+                }
+            }
+            if downgraded {
+                sub.downlink.last_downgrade = Some(now);
+            }
+            sub.downlink.allocated_bps = alloc.allocated_bps;
+            sub.downlink.desired_bps = alloc.desired_bps;
+            if bwe {
+                // Probe toward what the slots want. No sustained minimum: media
+                // fills the allocation, and padding up to it would cost a
+                // packet's worth of SRTP and pacing per padding packet.
+                let min = 0;
+                let desired = alloc.desired_bps + audio_reserve;
+                if sub.downlink.told_bwe != Some((min, desired)) {
+                    sub.downlink.told_bwe = Some((min, desired));
+                    sub.rtc
+                        .bwe()
+                        .set_bitrate(Bitrate::bps(min), Bitrate::bps(desired));
+                    sub.dirty = true;
+                }
+            }
+        }
+    }
+
+    /// Dynacast: tell each publisher which of its layers anybody watches.
+    pub(super) fn dynacast(&mut self, now: Instant) {
+        let mut watched: Vec<(ParticipantId, usize, u8)> = Vec::new();
+        for sub in self.slab.iter().flatten() {
+            for s in &sub.video_slots {
+                if s.paused || s.bw_paused {
+                    continue;
+                }
+                for f in [s.current, s.target].into_iter().flatten() {
+                    let si = source_index(f.source);
+                    match watched.iter_mut().find(|w| w.0 == f.publisher && w.1 == si) {
+                        Some(w) => w.2 |= 1 << f.layer.0,
+                        None => watched.push((f.publisher, si, 1 << f.layer.0)),
+                    }
+                }
+            }
+        }
+        for p in self.slab.iter_mut().flatten() {
+            if p.channel.is_none() {
+                continue;
+            }
+            for source in [VideoSource::Camera, VideoSource::Screen] {
+                let declared = p.declared_layers(source);
+                let published = match source {
+                    VideoSource::Camera => p.published.camera,
+                    VideoSource::Screen => p.published.screen,
+                };
+                if declared == 0 || !published {
+                    continue;
+                }
+                let si = source_index(source);
+                let mask = watched
+                    .iter()
+                    .find(|w| w.0 == p.id && w.1 == si)
+                    .map_or(0, |w| w.2);
+                let before = p.told_layers[si].unwrap_or(u8::MAX);
+                if p.told_layers[si] == Some(mask) {
+                    continue;
+                }
+                for l in 0..declared.min(MAX_LAYERS as u8) {
+                    if mask & (1 << l) != 0 && before & (1 << l) == 0 {
+                        p.meters[si][l as usize].activated_at = Some(now);
+                    }
+                }
+                p.told_layers[si] = Some(mask);
+                let active = (0..declared).map(|l| mask & (1 << l) != 0).collect();
+                send_control(p, &ServerMessage::PublishLayers { source, active });
+            }
+        }
+    }
+
+    /// Bandwidth state of one subscriber.
+    pub fn subscriber_stats(&self, pid: ParticipantId) -> Option<SubscriberStats> {
+        let p = self.slab[*self.index.get(&pid)?].as_ref()?;
+        Some(SubscriberStats {
+            participant: pid,
+            estimate_bps: p.downlink.estimate_bps,
+            allocated_bps: p.downlink.allocated_bps,
+            desired_bps: p.downlink.desired_bps,
+            slots: p
+                .video_slots
+                .iter()
+                .map(|s| SlotState {
+                    mid: s.mid.to_string(),
+                    publisher: s.current.map(|f| f.publisher),
+                    current_layer: s.current.map(|f| f.layer),
+                    target_layer: s.target.filter(|_| !s.bw_paused).map(|f| f.layer),
+                    paused: s.paused,
+                    bandwidth_paused: s.bw_paused,
+                })
+                .collect(),
+            slot_switches: p.stats.slot_switches,
+            paused_slots: p.video_slots.iter().filter(|s| s.bw_paused).count(),
+            plis_received: p.stats.plis_sent,
+        })
+    }
+}
