@@ -33,6 +33,9 @@ pub struct RoomConfig {
     pub initial_bitrate_bps: u64,
     /// Bitrate kept for each audio slot before video is allocated. Default 40 kbps.
     pub audio_reserve_bps: u64,
+    /// Share of the estimate the allocator hands out (the rest absorbs
+    /// keyframe bursts). Default 0.85.
+    pub estimate_utilization: f64,
     /// Estimate changes smaller than this fraction are ignored. Default 0.15.
     pub estimate_hysteresis: f64,
     /// After a downgrade forced by the estimate, no slot is upgraded for
@@ -75,6 +78,7 @@ impl Default for RoomConfig {
             bandwidth_estimation: true,
             initial_bitrate_bps: 1_000_000,
             audio_reserve_bps: 40_000,
+            estimate_utilization: 0.85,
             estimate_hysteresis: 0.15,
             upgrade_hold: Duration::from_secs(4),
             layer_stall: Duration::from_millis(500),

@@ -37,6 +37,9 @@ pub(crate) struct Allocation {
     pub allocated_bps: u64,
     /// Bitrate of every slot at its cap: what the subscriber would like.
     pub desired_bps: u64,
+    /// Extra bitrate the next improvement (an unpause or a layer step, in
+    /// priority order) would need; `None` when every slot is at its cap.
+    pub next_step_bps: Option<u64>,
 }
 
 fn rate(slot: &AllocSlot, layer: u8) -> Option<u64> {
@@ -74,6 +77,7 @@ pub(crate) fn allocate(
             allocated_bps: desired_bps,
             layers,
             desired_bps,
+            next_step_bps: None,
         };
     };
     let mut left = budget;
@@ -127,10 +131,19 @@ pub(crate) fn allocate(
             break;
         }
     }
+    let next_step_bps = slots.iter().zip(&layers).find_map(|(s, l)| match l {
+        None => lowest(s).and_then(|l| rate(s, l)),
+        Some(l) => next_up(s, *l).map(|up| {
+            rate(s, up)
+                .unwrap_or(0)
+                .saturating_sub(rate(s, *l).unwrap_or(0))
+        }),
+    });
     Allocation {
         allocated_bps: budget - left,
         layers,
         desired_bps,
+        next_step_bps,
     }
 }
 
@@ -164,6 +177,11 @@ mod tests {
         assert_eq!(&a.layers[1..3], &[Some(0), Some(0)]);
         assert!(a.layers[3..].iter().all(|l| l.is_none()));
         assert_eq!(a.allocated_bps, 800_000);
+        assert_eq!(
+            a.next_step_bps,
+            Some(1_000_000),
+            "speaker m -> h comes next"
+        );
     }
 
     #[test]

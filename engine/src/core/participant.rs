@@ -101,6 +101,12 @@ pub(crate) struct Downlink {
     pub desired_bps: u64,
     /// Last (minimum, desired) handed to `bwe().set_bitrate`.
     pub told_bwe: Option<(u64, u64)>,
+    /// Last layer upgrade.
+    pub last_upgrade: Option<Instant>,
+    /// The effective estimate the previous allocation used.
+    pub allocated_for: Option<u64>,
+    /// Last time a probe was asked for.
+    pub last_probe: Option<Instant>,
 }
 
 /// Per-participant counters.

@@ -16,6 +16,11 @@ const METER_ALPHA: f64 = 0.2;
 /// A layer the publisher was just asked for counts as available this long
 /// before its first packet.
 const ACTIVATION_GRACE: Duration = Duration::from_secs(2);
+/// Least time between two layer upgrades of one subscriber.
+const UPGRADE_SPACING: Duration = Duration::from_millis(300);
+/// While the estimate is below what the slots want, ask str0m for a probe
+/// this often.
+const REPROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// One subscriber's bandwidth state, for stats.
 #[derive(Debug, Clone, PartialEq)]
@@ -200,10 +205,15 @@ impl Room {
                 });
             }
             let audio_reserve = self.config.audio_reserve_bps * sub.audio_slots.len() as u64;
+            // Keep headroom under the estimate: keyframes are several times a
+            // frame's size, and allocating right up to the estimate makes the
+            // delay-based estimator see overuse and halve it.
             let budget = self.config.bandwidth_estimation.then(|| {
-                sub.downlink
+                let estimate = sub
+                    .downlink
                     .effective_bps
-                    .unwrap_or(self.config.initial_bitrate_bps)
+                    .unwrap_or(self.config.initial_bitrate_bps);
+                ((estimate as f64 * self.config.estimate_utilization) as u64)
                     .saturating_sub(audio_reserve)
             });
             let alloc = allocate(budget, &slots, self.config.featured_layer.0);
@@ -217,7 +227,21 @@ impl Room {
                 .downlink
                 .last_downgrade
                 .is_some_and(|t| now.saturating_duration_since(t) < hold);
+            // One upgrade step at a time: each brings a keyframe burst, and
+            // the estimator should see one settle before the next.
+            let mut may_upgrade = sub
+                .downlink
+                .last_upgrade
+                .is_none_or(|t| now.saturating_duration_since(t) >= UPGRADE_SPACING);
             let mut downgraded = false;
+            // Only a downgrade the estimate forced holds back upgrades; layer
+            // bitrates breathing with keyframes must not.
+            let effective = sub.downlink.effective_bps;
+            let estimate_fell = matches!(
+                (effective, sub.downlink.allocated_for),
+                (Some(now_e), Some(before)) if now_e < before
+            );
+            sub.downlink.allocated_for = effective;
             for (n, &(_, k)) in order.iter().enumerate() {
                 let slot = &mut sub.video_slots[k];
                 let Some(mut target) = slot.target else {
@@ -238,10 +262,14 @@ impl Room {
                     (Some(o), Some(l)) => l < o,
                     _ => false,
                 };
-                if up && holding && same_source {
-                    continue;
+                if up && same_source {
+                    if holding || !may_upgrade {
+                        continue;
+                    }
+                    may_upgrade = false;
+                    sub.downlink.last_upgrade = Some(now);
                 }
-                if down && same_source {
+                if down && same_source && estimate_fell {
                     downgraded = true;
                 }
                 match new {
@@ -266,15 +294,44 @@ impl Room {
             if downgraded {
                 sub.downlink.last_downgrade = Some(now);
             }
-            sub.downlink.allocated_bps = alloc.allocated_bps;
+            // What is allocated now (held-back upgrades excluded).
+            sub.downlink.allocated_bps = order
+                .iter()
+                .zip(&slots)
+                .filter_map(|(&(_, k), a)| {
+                    let s = &sub.video_slots[k];
+                    let l = s.target.filter(|_| !s.bw_paused)?.layer.0;
+                    a.layer_bps.get(l as usize).copied().flatten()
+                })
+                .sum();
             sub.downlink.desired_bps = alloc.desired_bps;
             if bwe {
-                // Probe toward what the slots want. No sustained minimum: media
-                // fills the allocation, and padding up to it would cost a
-                // packet's worth of SRTP and pacing per padding packet.
-                let min = 0;
-                let desired = alloc.desired_bps + audio_reserve;
-                if sub.downlink.told_bwe != Some((min, desired)) {
+                // Probe toward what the slots want. While short of it, sustain
+                // the rate the next improvement needs (str0m pads up to it,
+                // capped by the estimate), so the estimator is not
+                // application-limited and can grow; at the cap, no padding.
+                let min = match alloc.next_step_bps {
+                    Some(step) if alloc.allocated_bps < alloc.desired_bps => {
+                        alloc.allocated_bps + audio_reserve + step
+                    }
+                    _ => 0,
+                };
+                let mut desired = alloc.desired_bps + audio_reserve;
+                // str0m probes when the desired rate rises above the estimate;
+                // while short of what the slots want, ask again now and then
+                // so a collapsed estimate (everything paused, nothing to
+                // measure) can recover.
+                let short = sub.downlink.estimate_bps.is_some_and(|e| e < desired);
+                let reprobe = short
+                    && sub
+                        .downlink
+                        .last_probe
+                        .is_none_or(|t| now.saturating_duration_since(t) >= REPROBE_INTERVAL);
+                if reprobe {
+                    desired += sub.downlink.told_bwe.map_or(0, |(_, d)| d % 2 + 1);
+                    sub.downlink.last_probe = Some(now);
+                }
+                if sub.downlink.told_bwe.map(|(m, d)| (m, d)) != Some((min, desired)) {
                     sub.downlink.told_bwe = Some((min, desired));
                     sub.rtc
                         .bwe()
