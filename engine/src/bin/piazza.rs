@@ -2,6 +2,8 @@
 //! and the media engine; configuration from `--config FILE`, `PIAZZA_*`
 //! environment variables and flags (see `piazza --help` and docs/api.md).
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use piazza::server::{Args, Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
@@ -10,7 +12,11 @@ fn main() -> std::process::ExitCode {
     let filter = EnvFilter::try_from_env("PIAZZA_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour)
+        .init();
 
     let args = Args::parse();
     let config = match ServerConfig::load(&args) {

@@ -517,9 +517,6 @@ async fn join_inner(
     body: Body,
 ) -> Result<Response, ApiError> {
     let claims = verify_for_room(state, bearer(headers)?, slug)?;
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let name = display_name(query.name.as_deref())?;
-
     let (id, replaces) = {
         let mut rooms = state.rooms();
         let room = rooms
@@ -551,6 +548,8 @@ async fn join_inner(
         (room.id, replaces)
     };
     let _pending = PendingJoin { state, slug };
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let name = display_name(query.name.as_deref())?;
 
     let is_sdp = headers
         .get(header::CONTENT_TYPE)

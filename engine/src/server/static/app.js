@@ -37,6 +37,7 @@
   const slotReceivers = new Map(); // mid -> {kind, track}
   const tiles = new Map(); // mid -> tile element
   let selfTile = null;
+  const slotHistory = []; // the last 50 `slots` messages (occupied video slots), for debugging
 
   // ---- small helpers -------------------------------------------------------
 
@@ -348,6 +349,8 @@
         break;
       case 'slots':
         state.slots = { video: msg.video || [], audio: msg.audio || [] };
+        slotHistory.push({ at: Math.round(performance.now()), video: state.slots.video.filter((v) => v.participant) });
+        if (slotHistory.length > 50) slotHistory.shift();
         renderGrid();
         break;
       case 'active_speaker':
@@ -486,8 +489,10 @@
     const me = state.me;
     const token = state.participantToken;
     state.phase = 'left';
-    teardown();
+    // Tell the server first: closing the connection first would make the
+    // engine drop us as disconnected, and the DELETE would find nobody.
     if (me && token) await api('DELETE', `/v1/rooms/${state.room}/participants/${me}`, { token });
+    teardown();
     notice('You left the room.');
     show('lobby');
     $('join').disabled = false;
@@ -549,7 +554,13 @@
 
   window.piazza = {
     state,
+    slotHistory,
     shareTrack,
+    /** Send another microphone track (tests use a loud oscillator). */
+    async replaceAudio(track) {
+      if (!tx.audio) throw new Error('not joined');
+      await tx.audio.sender.replaceTrack(track);
+    },
     stopShare,
     /** Receive statistics per slot: what the tests assert on. */
     async inbound() {

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Browser end-to-end tests: installs Debian's chromium and node (if absent)
+# and the npm packages (playwright-core, from package-lock.json), then runs
+# the ignored Rust tests that start the server and drive headless Chromium.
+# Takes about a minute once chromium is installed. Called by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+missing=()
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "browser/ci.sh: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+npm ci --no-audit --no-fund --loglevel=error
+
+cd ..
+cargo test -p piazza --test server_browser -- --ignored --nocapture --test-threads=1
