@@ -150,7 +150,15 @@ impl Collector {
     /// rates from `samples` (taken at bucket boundaries, in time order).
     pub fn series(&self, end: Duration, samples: &[EngineSample]) -> Series {
         let width = self.bucket.as_secs_f64();
-        let n = (end.as_secs_f64() / width).ceil().max(1.0) as usize;
+        // A last partial bucket shorter than half a bucket is left out (its
+        // rates would rest on too little time).
+        let full = end.as_secs_f64() / width;
+        let n = if full.fract() >= 0.5 {
+            full.ceil()
+        } else {
+            full.floor()
+        }
+        .max(1.0) as usize;
         let mut s = Series {
             bucket_s: width,
             ..Default::default()

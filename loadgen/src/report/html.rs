@@ -10,7 +10,7 @@ const W: f64 = 560.0;
 const H: f64 = 260.0;
 const LEFT: f64 = 62.0;
 const RIGHT: f64 = 16.0;
-const TOP: f64 = 30.0;
+const TOP: f64 = 44.0;
 const BOTTOM: f64 = 42.0;
 const BLUE: &str = "#2563eb";
 const ORANGE: &str = "#ea580c";
@@ -27,7 +27,7 @@ pub fn esc(s: &str) -> String {
 
 /// "Nice" tick values covering `lo..=hi` (steps of 1, 2 or 5 x 10^k).
 pub fn ticks(lo: f64, hi: f64, want: usize) -> Vec<f64> {
-    if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
+    if hi <= lo || !lo.is_finite() || !hi.is_finite() {
         return vec![lo];
     }
     let raw = (hi - lo) / want.max(1) as f64;
@@ -45,6 +45,16 @@ pub fn ticks(lo: f64, hi: f64, want: usize) -> Vec<f64> {
         t += step;
     }
     v
+}
+
+/// The smallest "nice" tick at or above `max` (1 for nothing to show).
+fn nice_top(max: f64) -> f64 {
+    if max <= 0.0 || !max.is_finite() {
+        return 1.0;
+    }
+    let t = ticks(0.0, max, 5);
+    let step = if t.len() >= 2 { t[1] - t[0] } else { max };
+    (max / step).ceil() * step
 }
 
 fn fmt_tick(v: f64) -> String {
@@ -163,18 +173,21 @@ fn legend(out: &mut String, items: &[(&str, &str)]) {
         x -= 12.0 + name.len() as f64 * 6.5 + 16.0;
         let _ = write!(
             out,
-            r#"<rect x="{x:.1}" y="10" width="12" height="8" fill="{color}"/><text x="{tx:.1}" y="18" class="tick">{n}</text>"#,
+            r#"<rect x="{x:.1}" y="26" width="12" height="8" fill="{color}"/><text x="{tx:.1}" y="34" class="tick">{n}</text>"#,
             tx = x + 16.0,
             n = esc(name)
         );
     }
 }
 
+/// One line of a chart: name, colour, points.
+type Line<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
 /// Lines over time, with the measurement window shaded.
 fn line_chart(
     title: &str,
     y_label: &str,
-    lines: &[(&str, &str, Vec<(f64, f64)>)],
+    lines: &[Line<'_>],
     window: (f64, f64),
     x_max: f64,
 ) -> String {
@@ -184,16 +197,11 @@ fn line_chart(
         .iter()
         .flat_map(|l| l.2.iter().map(|p| p.1))
         .fold(0.0f64, f64::max);
-    let y_top = ticks(0.0, if y_max > 0.0 { y_max * 1.1 } else { 1.0 }, 5)
-        .last()
-        .copied()
-        .unwrap_or(1.0)
-        .max(y_max);
     let f = Frame {
         x0: 0.0,
         x1: x_max.max(1.0),
         y0: 0.0,
-        y1: if y_top > 0.0 { y_top } else { 1.0 },
+        y1: nice_top(y_max * 1.05),
         log_x: false,
     };
     if window.1 > window.0 {
@@ -255,11 +263,7 @@ fn histogram_chart(r: &Report) -> String {
         x0,
         x1,
         y0: 0.0,
-        y1: ticks(0.0, max_pct * 1.1, 5)
-            .last()
-            .copied()
-            .unwrap_or(100.0)
-            .max(max_pct),
+        y1: nice_top(max_pct * 1.15),
         log_x: true,
     };
     axes(&mut out, &f, "one-way latency (log scale)", "% of packets");
@@ -278,18 +282,22 @@ fn histogram_chart(r: &Report) -> String {
             u = log_label(hi)
         );
     }
-    for (name, v, color) in [
+    // Labels on staggered rows so close percentiles stay readable.
+    for (row, (name, v, color)) in [
         ("p50", r.latency_us.p50, GREEN),
         ("p99", r.latency_us.p99, ORANGE),
         ("p99.9", r.latency_us.p999, GREY),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let x = f.px((v as f64).max(x0));
         let _ = write!(
             out,
             r#"<line x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{y}" stroke="{color}" stroke-dasharray="4 3" stroke-width="1.5"/><text x="{tx:.1}" y="{ty}" class="tick" fill="{color}">{name}</text>"#,
             y = H - BOTTOM,
             tx = x + 3.0,
-            ty = TOP + 10.0
+            ty = TOP - 12.0 + 11.0 * row as f64
         );
     }
     out.push_str("</svg>");
@@ -319,20 +327,11 @@ fn join_chart(r: &Report) -> String {
         .map(|p| p.join_at_s)
         .fold(0.0, f64::max);
     let y_max = joins.iter().chain(&firsts).map(|p| p.1).fold(0.0, f64::max);
-    let x1 = ticks(0.0, (x_max * 1.05).max(0.5), 6)
-        .last()
-        .copied()
-        .unwrap_or(1.0)
-        .max(x_max);
     let f = Frame {
         x0: 0.0,
-        x1: if x1 > 0.0 { x1 } else { 1.0 },
+        x1: nice_top((x_max * 1.05).max(0.1)),
         y0: 0.0,
-        y1: ticks(0.0, (y_max * 1.1).max(1.0), 5)
-            .last()
-            .copied()
-            .unwrap_or(1.0)
-            .max(y_max),
+        y1: nice_top((y_max * 1.1).max(1.0)),
         log_x: false,
     };
     axes(
@@ -561,6 +560,13 @@ mod tests {
     fn ticks_are_nice() {
         assert_eq!(ticks(0.0, 10.0, 5), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
         assert_eq!(ticks(0.0, 0.9, 3), vec![0.0, 0.5]);
+    }
+
+    #[test]
+    fn nice_tops() {
+        assert_eq!(nice_top(26.0), 30.0);
+        assert_eq!(nice_top(0.0), 1.0);
+        assert_eq!(nice_top(0.42), 0.5);
     }
 
     #[test]

@@ -109,10 +109,21 @@ impl DriverHandle {
         self.bell.ring();
     }
 
-    /// Stop the thread and collect what it measured.
-    pub fn stop(mut self) -> Option<DriverOutput> {
+    /// Stop the thread (if not yet asked to) and collect what it measured;
+    /// `None` if it panicked.
+    pub fn join(mut self) -> Option<DriverOutput> {
         self.send(Command::Stop);
         self.thread.take()?.join().ok()
+    }
+}
+
+impl Drop for DriverHandle {
+    /// A handle dropped without [`DriverHandle::join`] (an error ended the
+    /// run) still stops its thread.
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.send(Command::Stop);
+        }
     }
 }
 

@@ -28,6 +28,8 @@ const CLIENT_SOCKET_BUFFER: usize = 1 << 20;
 const DOWNLINK_QUEUE: Duration = Duration::from_millis(250);
 /// How often the progress line is refreshed.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+/// Churned participants do not rejoin this close to the end of the run.
+const LATE_JOIN_CUTOFF: Duration = Duration::from_secs(2);
 /// Refusal messages kept for the report.
 const MAX_ERRORS: usize = 10;
 
@@ -190,7 +192,9 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
         }
         let mut i = 0;
         while i < rejoins.len() {
-            if now >= rejoins[i].0 && now < end {
+            // No rejoin in the last seconds: it could not finish its join
+            // before the end and would count as a failure.
+            if now >= rejoins[i].0 && now + LATE_JOIN_CUTOFF < end {
                 let (_, r, p) = rejoins.swap_remove(i);
                 o.join(r, p);
             } else {
@@ -264,7 +268,11 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
     }
 
     progress.message("finishing");
+    // The clients stop and the engine's counters are read together.
     let stop = Instant::now();
+    for d in &o.drivers {
+        d.send(Command::Stop);
+    }
     let end_stats = o.engine.refresh_stats()?;
     samples.push(sample(&end_stats, stop - t0));
     let (measured, engine_window) = match &window {
@@ -299,7 +307,7 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
     let mut client_send_errors = 0;
     let drivers = std::mem::take(&mut o.drivers);
     for d in drivers {
-        if let Some(out) = d.stop() {
+        if let Some(out) = d.join() {
             collector.merge(&out.collector);
             totals.merge(&out.totals);
             participants.extend(out.participants);
@@ -363,11 +371,11 @@ impl Orchestrator<'_> {
         for j in 0..self.s.speakers {
             want[room.order[(self.rotation + j) % n]] = true;
         }
-        for p in 0..n {
-            if want[p] != room.speaking[p] {
-                room.speaking[p] = want[p];
+        for (p, &on) in want.iter().enumerate() {
+            if on != room.speaking[p] {
+                room.speaking[p] = on;
                 if let Some(m) = &room.positions[p] {
-                    self.drivers[m.driver].send(Command::Speaking(m.key, want[p]));
+                    self.drivers[m.driver].send(Command::Speaking(m.key, on));
                 }
             }
         }
