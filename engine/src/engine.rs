@@ -14,6 +14,7 @@ use std::time::Instant;
 use crossbeam_channel::Receiver;
 
 use crate::config::{JoinOptions, RoomConfig};
+use crate::core::SubscriberStats;
 use crate::error::Error;
 use crate::event::{EngineEvent, LeaveReason};
 use crate::ids::{ParticipantId, RoomId};
@@ -456,6 +457,22 @@ impl Engine {
     /// one was configured), in shard order.
     pub fn advertised_addrs(&self) -> Vec<SocketAddr> {
         self.shards.iter().map(|s| s.advertised_addr).collect()
+    }
+
+    /// One subscriber's downlink estimate, allocation and per-slot layers
+    /// (asks the room's shard).
+    pub fn subscriber_stats(
+        &self,
+        room: RoomId,
+        participant: ParticipantId,
+    ) -> Result<SubscriberStats, Error> {
+        self.check_open()?;
+        let shard = self.room_shard(room)?;
+        self.shards[shard].request(|reply| Command::SubscriberStats {
+            room,
+            participant,
+            reply,
+        })
     }
 
     /// The shard a room lives on, by index into [`Engine::shard_addrs`].

@@ -66,6 +66,7 @@ mod shard;
 pub mod sim;
 
 pub use config::{JoinOptions, RoomConfig};
+pub use core::{CoreStats, DropStats, SlotState, SubscriberStats};
 pub use engine::{Engine, EngineBuilder, EngineStats, Joined};
 pub use error::Error;
 pub use event::{EngineEvent, LeaveReason, TrackKind};

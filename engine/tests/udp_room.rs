@@ -138,6 +138,12 @@ fn six_clients_two_shards_leave_kick_and_an_unaffected_second_room() {
                 if *participant == pid && *r == reason)
         })
     };
+    // Bandwidth state is exposed per subscriber through the engine.
+    let bw = engine.subscriber_stats(room_a, peers[0].pid).unwrap();
+    assert_eq!(bw.slots.len(), 5);
+    assert!(bw.estimate_bps.is_some_and(|e| e > 0), "{bw:?}");
+    assert_eq!(bw.slots.iter().filter(|s| s.publisher.is_some()).count(), 3);
+    assert!(engine.subscriber_stats(room_a, peers[4].pid).is_err());
     assert!(left(peers[4].pid, LeaveReason::Left));
     assert!(left(peers[5].pid, LeaveReason::Kicked));
     assert_eq!(engine.stats().participants(), 7);

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, bounded};
 
 use crate::config::RoomConfig;
-use crate::core::{CoreStats, ShardCore};
+use crate::core::{CoreStats, ShardCore, SubscriberStats};
 use crate::error::Error;
 use crate::event::{EngineEvent, LeaveReason};
 use crate::ids::{ParticipantId, RoomId};
@@ -89,6 +89,12 @@ pub(crate) enum Command {
     CloseRoom { room: RoomId, reply: Reply<()> },
     /// Fresh counters.
     Stats(Reply<ShardStats>),
+    /// One subscriber's bandwidth and layer state.
+    SubscriberStats {
+        room: RoomId,
+        participant: ParticipantId,
+        reply: Reply<SubscriberStats>,
+    },
     /// Close every room and stop the thread.
     Shutdown,
 }
@@ -399,6 +405,17 @@ impl Shard {
             }
             Command::Stats(reply) => {
                 let _ = reply.send(Ok(self.stats()));
+                return;
+            }
+            Command::SubscriberStats {
+                room,
+                participant,
+                reply,
+            } => {
+                let r = core
+                    .subscriber_stats(room, participant)
+                    .ok_or(Error::UnknownParticipant(participant));
+                let _ = reply.send(r);
                 return;
             }
             Command::Shutdown => return,
