@@ -355,6 +355,8 @@ async fn create_rooms_with_options_and_list_the_public_ones() {
         r#"{"max_participants": 51}"#,
         r#"{"colour": "red"}"#,
         r#"{"starts_at": "next tuesday"}"#,
+        r#"{"starts_at": 18446744073709551615}"#,
+        r#"{"starts_at": "9999-12-31T23:59:59Z"}"#,
     ] {
         let res = s
             .http
@@ -927,4 +929,117 @@ fn the_binary_starts_and_says_where_to_open_the_page() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_requests_get_json_errors_and_the_server_stays_up() {
+    let s = TestServer::start(|_| {}).await;
+    let room = s.create(json!({})).await;
+    let join_path = format!("/v1/rooms/{}/participants", room.id);
+
+    // Broken Authorization headers.
+    for auth in [
+        &b"Bearer"[..],
+        b"Bearer ",
+        b"Basic dXNlcjpwYXNz",
+        b"bearer \xff\xfe",
+        b"Bearer a.b.c.d",
+    ] {
+        let res = s
+            .http
+            .post(s.url(&join_path))
+            .header(
+                "authorization",
+                reqwest::header::HeaderValue::from_bytes(auth).unwrap(),
+            )
+            .header("content-type", "application/sdp")
+            .body("v=0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+        let v: Value = res.json().await.unwrap();
+        assert!(v["message"].is_string());
+    }
+
+    // A bad query string.
+    let res = s
+        .http
+        .post(format!("{}?name=%ZZ&name=x", s.url(&join_path)))
+        .bearer_auth(&room.invite)
+        .header("content-type", "application/sdp")
+        .body("v=0")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_client_error(), "{}", res.status());
+
+    // Random bytes as offers, and random mutations of a real offer.
+    let offer = SimClient::new(
+        ClientConfig::new(1),
+        "127.0.0.1:9".parse().unwrap(),
+        Instant::now(),
+        Instant::now(),
+    )
+    .offer()
+    .to_string();
+    let mut rng = fastrand::Rng::with_seed(6);
+    for i in 0..60 {
+        let body: Vec<u8> = if i % 2 == 0 {
+            (0..rng.usize(0..3000)).map(|_| rng.u8(..)).collect()
+        } else {
+            let mut b = offer.clone().into_bytes();
+            for _ in 0..rng.usize(1..20) {
+                let at = rng.usize(..b.len());
+                b[at] = rng.u8(b' '..=b'~');
+            }
+            b.truncate(rng.usize(b.len() / 2..=b.len()));
+            b
+        };
+        let (status, _, text) = s
+            .join_raw(
+                &room.id,
+                Some(&room.invite),
+                "fuzz",
+                "application/sdp",
+                body,
+            )
+            .await;
+        assert!(
+            status == StatusCode::BAD_REQUEST || status == StatusCode::CREATED,
+            "case {i}: {status} {text}"
+        );
+        if status == StatusCode::BAD_REQUEST {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert!(v["error"].is_string(), "case {i}: {text}");
+        }
+    }
+
+    // Odd paths and bodies elsewhere.
+    let (status, v) = s.get("/v1/rooms/%ff%fe", Some(&room.invite)).await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "bad_request")
+    );
+    let (status, v) = s.get("/v1/rooms/%00", Some(&room.invite)).await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::FORBIDDEN, "wrong_room")
+    );
+    let (status, _) = s
+        .patch(
+            &format!("/v1/rooms/{}", room.id),
+            &room.owner,
+            json!([1, 2, 3]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = s
+        .patch(&format!("/v1/rooms/{}", room.id), &room.owner, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, v) = s.get("/healthz", None).await;
+    assert_eq!((status, &v["status"]), (StatusCode::OK, &json!("ok")));
+    s.stop().await;
 }

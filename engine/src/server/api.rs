@@ -60,7 +60,42 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/rooms/{room}/tokens", post(mint_token))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Turn any error response that is not already JSON (axum's own
+/// rejections, e.g. a path that is not UTF-8) into the documented
+/// `{"error", "message"}` body, keeping the status.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), 4096).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    ApiError::new(status, code, message).into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -149,17 +184,25 @@ enum StartsAt {
     Text(String),
 }
 
+/// How far ahead a room may be scheduled.
+const MAX_SCHEDULE_AHEAD: Duration = Duration::from_secs(366 * 24 * 3600);
+
 impl StartsAt {
     fn time(&self) -> Result<SystemTime, ApiError> {
-        match self {
-            StartsAt::Unix(s) => UNIX_EPOCH
-                .checked_add(Duration::from_secs(*s))
-                .ok_or_else(|| ApiError::bad_request("starts_at is too far in the future")),
-            StartsAt::Text(t) => humantime::parse_rfc3339_weak(t).map_err(|e| {
+        let t = match self {
+            StartsAt::Unix(s) => UNIX_EPOCH.checked_add(Duration::from_secs(*s)),
+            StartsAt::Text(t) => Some(humantime::parse_rfc3339_weak(t).map_err(|e| {
                 ApiError::bad_request(format!(
                     "starts_at {t:?} is not an RFC 3339 UTC time such as \"2030-01-02T10:00:00Z\" ({e})"
                 ))
-            }),
+            })?),
+        };
+        let limit = SystemTime::now() + MAX_SCHEDULE_AHEAD;
+        match t {
+            Some(t) if t <= limit => Ok(t),
+            _ => Err(ApiError::bad_request(
+                "starts_at must be at most a year from now",
+            )),
         }
     }
 }
@@ -929,8 +972,20 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
+/// RFC 3339 UTC text; Unix seconds for times humantime cannot format
+/// (after year 9999), never a panic.
 fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+    use std::fmt::Write;
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let mut out = String::new();
+    match write!(
+        out,
+        "{}",
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs))
+    ) {
+        Ok(()) => out,
+        Err(_) => secs.to_string(),
+    }
 }
 
 /// Ten characters of base62: ~59 bits, not guessable.

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+const TEN_YEARS: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// Everything the reference server can be told. Every field has a default
 /// that serves on loopback; see `docs/api.md` section 4 for the TOML keys.
 #[derive(Debug, Clone)]
@@ -266,8 +268,11 @@ impl ServerConfig {
         if self.max_pending_joins == 0 {
             return Err("max_pending_joins must be at least 1".into());
         }
-        if self.token_ttl.is_zero() {
-            return Err("token_ttl must be longer than zero".into());
+        if self.token_ttl.is_zero() || self.token_ttl > TEN_YEARS {
+            return Err("token_ttl must be longer than zero and at most 10 years".into());
+        }
+        if self.empty_room_grace > TEN_YEARS {
+            return Err("empty_room_grace must be at most 10 years".into());
         }
         if self.client_video_slots == 0 || self.client_video_slots > 49 {
             return Err("client_video_slots must be between 1 and 49".into());

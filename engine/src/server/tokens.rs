@@ -86,7 +86,9 @@ impl Claims {
 
     /// Expiry as a time.
     pub fn expires_at(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.exp)
+        UNIX_EPOCH
+            .checked_add(Duration::from_secs(self.exp))
+            .unwrap_or(UNIX_EPOCH)
     }
 }
 
