@@ -149,7 +149,7 @@ pub struct Args {
         hide_env_values = true
     )]
     pub api_key: Option<String>,
-    /// Base URL of invite links (e.g. https://meet.example.com).
+    /// Base URL of invite links, e.g. `https://meet.example.com`.
     #[arg(long, env = "PIAZZA_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
     /// HMAC secret for tokens [default: random per process].

@@ -18,10 +18,11 @@
 //! # }
 //! ```
 //!
-//! Layout: [`api`](self) holds the route handlers, `tokens` the signed
-//! room tokens, `rooms` the server's room registry (fed by the engine's
-//! events), `metrics` the Prometheus text, `web` the embedded browser
-//! client. Routes, statuses and bodies are documented in `docs/api.md`.
+//! Layout: `api` holds the route handlers, `tokens` the signed room
+//! tokens, `rooms` the server's room registry (fed by the engine's events),
+//! `metrics` the Prometheus text, `config` the TOML/env/flag configuration
+//! and `web` the embedded browser client (`static/`). Routes, statuses and
+//! bodies are documented in `docs/api.md` section 4.
 //!
 //! Threads: the HTTP side runs on tokio; every engine call that waits for a
 //! shard (create, join, leave, kick, lock, close) runs on tokio's blocking
