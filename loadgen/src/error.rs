@@ -16,7 +16,7 @@ pub enum LoadgenError {
     },
     /// `--slo` could not be parsed.
     InvalidSlo(String),
-    /// `--target` needs the reference server, which has not landed yet.
+    /// `--target`: driving an external server is not implemented yet.
     TargetNotAvailable(String),
     /// The embedded engine refused to start or to open a room.
     Engine(piazza::Error),
@@ -37,8 +37,10 @@ impl fmt::Display for LoadgenError {
             ),
             LoadgenError::TargetNotAvailable(url) => write!(
                 f,
-                "--target {url}: not available yet: the reference server has not landed. \
-                 Run against the embedded engine (the default) or the simulator (--in-process)"
+                "--target {url}: not available yet: driving an external server through the \
+                 reference server's HTTP API is not implemented in piazza-loadgen (the server \
+                 landed after it). Run against the embedded engine (the default) or the \
+                 simulator (--in-process)"
             ),
             LoadgenError::Engine(e) => write!(f, "engine: {e}"),
             LoadgenError::Io(m) => write!(f, "{m}"),

@@ -56,6 +56,9 @@ struct Cli {
     /// Audio receive slots per participant.
     #[arg(long)]
     audio_slots: Option<usize>,
+    /// Tallest frame each video slot asks for, pixels (0: no cap).
+    #[arg(long, value_name = "PIXELS")]
+    max_height: Option<u32>,
     /// Initial joins per second (0: everyone at once, a join storm).
     #[arg(long, value_name = "PER_SECOND")]
     join_rate: Option<f64>,
@@ -90,8 +93,8 @@ struct Cli {
     /// engine's pure CPU cost per packet.
     #[arg(long, conflicts_with = "target")]
     in_process: bool,
-    /// An external Piazza server's base URL (needs the reference server,
-    /// which has not landed yet).
+    /// An external Piazza server's base URL (not available yet: driving the
+    /// reference server's HTTP API is not implemented).
     #[arg(long, value_name = "URL")]
     target: Option<String>,
     /// Write the JSON report here.
@@ -148,6 +151,9 @@ fn scenario_from(cli: &Cli) -> Result<Scenario, LoadgenError> {
     set!(fps => fps);
     set!(keyframe_interval => keyframe_interval_s);
     set!(seed => seed);
+    if let Some(h) = cli.max_height {
+        s.max_height = Some(h);
+    }
     if cli.downlink_kbps.is_some() {
         s.downlink_kbps = cli.downlink_kbps;
     }

@@ -52,6 +52,10 @@ pub struct Scenario {
     pub video_slots: usize,
     /// Receive slots for audio per participant.
     pub audio_slots: usize,
+    /// Tallest frame each video slot asks for (the control channel's
+    /// `max_resolution`), pixels; `None` or 0 asks for no cap. The default 360
+    /// is a 3x3 grid's tile: the engine forwards the `m` layer at most.
+    pub max_height: Option<u32>,
     /// Initial joins per second over all rooms; 0 joins everyone at once
     /// (a storm, as fast as the engine answers).
     pub join_rate: f64,
@@ -93,6 +97,7 @@ impl Default for Scenario {
             speaker_rotation_s: 2.0,
             video_slots: 9,
             audio_slots: 3,
+            max_height: Some(360),
             join_rate: 0.0,
             churn_per_min: 0.0,
             rejoin_after_s: 1.0,

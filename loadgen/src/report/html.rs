@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use crate::report::Report;
 
-const W: f64 = 560.0;
+const W: f64 = 540.0;
 const H: f64 = 260.0;
 const LEFT: f64 = 62.0;
 const RIGHT: f64 = 16.0;

@@ -188,7 +188,7 @@ pub fn build(s: &Scenario, o: &RunOutcome) -> Report {
     let mut notes = o.notes.clone();
     if s.downlink_kbps.is_some() {
         notes.push(
-            "downlink cap: applied in the clients' receive path; the engine does not adapt layers to it yet (simulcast allocation has not landed), so capped subscribers see queueing and loss rather than a lower layer".into(),
+            "downlink cap: applied in the clients' receive path; the engine's bandwidth allocator sees it through its estimate and lowers or pauses slots; a paused slot's frame gap counts as a freeze here and delays (or misses) its first frame".into(),
         );
     }
     if s.mode == crate::scenario::Mode::Embedded {

@@ -25,8 +25,11 @@ pub fn render(r: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "  scenario  {} video + {} audio slots, {} speaker(s) rotating every {:.1} s, joins {}{}",
+        "  scenario  {} video slots{} + {} audio slots, {} speaker(s) rotating every {:.1} s, joins {}{}",
         s.video_slots,
+        s.max_height
+            .filter(|h| *h > 0)
+            .map_or(String::new(), |h| format!(" (up to {h}p)")),
         s.audio_slots,
         s.speakers,
         s.speaker_rotation_s,

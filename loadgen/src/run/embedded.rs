@@ -10,6 +10,7 @@
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use piazza::core::control::ClientMessage;
 use piazza::sim::{ClientConfig, Link, LinkConfig, SimClient};
 use piazza::{
     Engine, EngineEvent, EngineStats, JoinOptions, LeaveReason, ParticipantId, RoomConfig, RoomId,
@@ -410,6 +411,10 @@ impl Orchestrator<'_> {
         cfg.speaking = self.rooms[r].speaking[p];
         cfg.seed = s.seed.wrapping_mul(0x9e37_79b9).wrapping_add(key);
         let mut client = SimClient::new(cfg, addr, self.epoch, Instant::now());
+        // Queued until the control channel opens.
+        for m in cap_messages(&client, s) {
+            client.send_control(&m);
+        }
         let present = self.rooms[r].positions.iter().flatten().count();
         let requested = Instant::now();
         let joined = self
@@ -466,6 +471,23 @@ impl Orchestrator<'_> {
         self.drivers[m.driver].send(Command::Remove(m.key));
         Some(p)
     }
+}
+
+/// The `max_resolution` messages that cap every video slot of `client`.
+pub(crate) fn cap_messages(client: &SimClient, s: &Scenario) -> Vec<ClientMessage> {
+    let Some(height) = s.max_height.filter(|h| *h > 0) else {
+        return Vec::new();
+    };
+    client
+        .stats()
+        .slots
+        .iter()
+        .filter(|slot| slot.video)
+        .map(|slot| ClientMessage::MaxResolution {
+            mid: slot.mid.clone(),
+            height: Some(height),
+        })
+        .collect()
 }
 
 /// The receive-path impairment of every client, if any.

@@ -189,7 +189,11 @@ fn run_room(s: &Scenario, room: usize, progress: &Progress) -> Result<RoomRun, L
             }
             meters.push(m);
             let talk = speaking(rotation, i);
-            sim.participant_mut(i).client.set_speaking(talk);
+            let client = &mut sim.participant_mut(i).client;
+            client.set_speaking(talk);
+            for m in crate::run::embedded::cap_messages(client, s) {
+                client.send_control(&m);
+            }
         }
         for (i, m) in meters.iter_mut().enumerate() {
             let c = &mut sim.participant_mut(i).client;
