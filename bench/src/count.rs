@@ -1,0 +1,107 @@
+//! The count mode of the bench executable: run one benchmark a fixed number
+//! of iterations, outside criterion's timing loop, so callgrind can count
+//! its instructions.
+//!
+//! ```text
+//! hot_path --count forward/fanout_49 [--iters N]   # one JSON line
+//! hot_path --count-list                            # the registry, JSON
+//! ```
+//!
+//! Under `valgrind --tool=callgrind --instr-atstart=no` the setup runs
+//! uninstrumented, a few warm-up iterations run uninstrumented too, and
+//! only the measured iterations are counted (see [`crate::callgrind`]).
+
+use std::time::Instant;
+
+use crate::callgrind;
+use crate::workload::{self, Class};
+
+/// One benchmark's listing.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Listed {
+    /// `group/name`.
+    pub id: String,
+    /// What the gate does with it.
+    pub class: Class,
+    /// Default iterations in count mode.
+    pub iters: u64,
+}
+
+/// What a count run prints (one JSON line on stdout).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct CountReport {
+    /// `group/name`.
+    pub id: String,
+    /// Iterations measured.
+    pub iters: u64,
+    /// Work items per iteration (subscribers for `forward/*`).
+    pub items_per_iter: u64,
+    /// Wall time of the measured iterations (meaningless under valgrind).
+    pub wall_ns: u64,
+    /// Whether callgrind counted them.
+    pub under_valgrind: bool,
+}
+
+/// Warm-up iterations before counting: caches, lazily built routes and
+/// str0m's per-stream state exist before the first counted packet.
+const WARM_UP: u64 = 4;
+
+/// Handle `--count` / `--count-list` if present in `args`; returns the
+/// process exit code, or `None` to let criterion run.
+pub fn main_if_requested(args: &[String]) -> Option<i32> {
+    if args.iter().any(|a| a == "--count-list") {
+        let list: Vec<Listed> = workload::all()
+            .into_iter()
+            .map(|s| Listed {
+                id: s.id.to_string(),
+                class: s.class,
+                iters: s.count_iters,
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string(&list).expect("plain data serializes")
+        );
+        return Some(0);
+    }
+    let pos = args.iter().position(|a| a == "--count")?;
+    let Some(id) = args.get(pos + 1) else {
+        eprintln!("--count needs a benchmark id (see --count-list)");
+        return Some(2);
+    };
+    let Some(spec) = workload::find(id) else {
+        eprintln!("unknown benchmark {id:?} (see --count-list)");
+        return Some(2);
+    };
+    let iters = match args.iter().position(|a| a == "--iters") {
+        Some(i) => match args.get(i + 1).and_then(|v| v.parse().ok()) {
+            Some(n) => n,
+            None => {
+                eprintln!("--iters needs a number");
+                return Some(2);
+            }
+        },
+        None => spec.count_iters,
+    };
+    let mut w = (spec.build)();
+    w.prepare(WARM_UP);
+    w.run(WARM_UP);
+    w.prepare(iters);
+    let t = Instant::now();
+    callgrind::start();
+    w.run(iters);
+    callgrind::stop();
+    let wall_ns = t.elapsed().as_nanos() as u64;
+    let report = CountReport {
+        id: spec.id.to_string(),
+        iters,
+        items_per_iter: spec.items,
+        wall_ns,
+        under_valgrind: callgrind::running_on_valgrind(),
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&report).expect("plain data serializes")
+    );
+    Some(0)
+}
