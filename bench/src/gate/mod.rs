@@ -316,16 +316,15 @@ pub fn run(opts: &Options) -> Result<GateReport, String> {
     if opts.tier1 {
         let ids = tier1_ids(&benches);
         let cg = p.work.join("callgrind");
+        // Both sides are counted even when they are the same executable
+        // (an A/A run): the comparison then shows the counts' own spread.
         let mut exes = vec![&cand];
-        if let Some(b) = &base_exe
-            && b.path != cand.path
-        {
+        if let Some(b) = &base_exe {
             exes.push(b);
         }
         let counts = tier1::count_all(&exes, &ids, &cg, opts.jobs, opts.reuse_counts)?;
         let cand_counts = counts.get("candidate").cloned().unwrap_or_default();
         let base_counts = match (&base_exe, &baseline) {
-            (Some(b), _) if b.path == cand.path => cand_counts.clone(),
             (Some(_), _) => counts.get("base").cloned().unwrap_or_default(),
             (None, Some(bl)) => bl.instructions.clone(),
             (None, None) => BTreeMap::new(),
