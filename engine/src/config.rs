@@ -29,7 +29,8 @@ pub struct RoomConfig {
     /// participant, driving the per-subscriber allocator. Default on; off
     /// means every slot gets its cap.
     pub bandwidth_estimation: bool,
-    /// The estimate a new participant starts from. Default 1 Mbps.
+    /// The estimate a new participant starts from (enough for a grid of `l`
+    /// and the speaker on `m`; str0m probes from there). Default 2.5 Mbps.
     pub initial_bitrate_bps: u64,
     /// Bitrate kept for each audio slot before video is allocated. Default 40 kbps.
     pub audio_reserve_bps: u64,
@@ -76,7 +77,7 @@ impl Default for RoomConfig {
             max_layer: Layer::HIGH,
             featured_layer: Layer::MEDIUM,
             bandwidth_estimation: true,
-            initial_bitrate_bps: 1_000_000,
+            initial_bitrate_bps: 2_500_000,
             audio_reserve_bps: 40_000,
             estimate_utilization: 0.85,
             estimate_hysteresis: 0.15,

@@ -307,7 +307,7 @@ impl Engine {
             // shard), and the next placement counts this room.
             self.shards[shard].send(Command::CreateRoom {
                 room,
-                config: config.clone(),
+                config: Box::new(config.clone()),
                 participants: participants.clone(),
                 reply,
             })?;

@@ -904,11 +904,11 @@ fn the_binary_starts_and_says_where_to_open_the_page() {
     let end = Instant::now() + Duration::from_secs(20);
     let mut url = None;
     while Instant::now() < end && url.is_none() {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-            if let Some(i) = line.find("open http://") {
-                let rest = &line[i + 5..];
-                url = rest.split_whitespace().next().map(str::to_string);
-            }
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200))
+            && let Some(i) = line.find("open http://")
+        {
+            let rest = &line[i + 5..];
+            url = rest.split_whitespace().next().map(str::to_string);
         }
     }
     let url = url.expect("startup log names the page to open");

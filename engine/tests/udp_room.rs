@@ -21,7 +21,7 @@ fn join(engine: &Engine, room: RoomId, n: u32, slots: usize, epoch: Instant) -> 
     let mut cfg = ClientConfig::new(n);
     cfg.video_slots = slots;
     cfg.audio_slots = slots.min(3);
-    cfg.speaking = n % 3 == 0;
+    cfg.speaking = n.is_multiple_of(3);
     let mut client = SimClient::new(cfg, socket.local_addr().unwrap(), epoch, Instant::now());
     let joined = engine
         .join(room, client.offer(), JoinOptions::new(format!("peer-{n}")))

@@ -16,8 +16,8 @@
 //!
 //! Nothing in here reads a clock, opens a socket, spawns a thread or locks.
 
-pub mod control;
 pub(crate) mod allocator;
+pub mod control;
 pub(crate) mod forwarder;
 pub(crate) mod participant;
 pub(crate) mod room;
@@ -207,6 +207,7 @@ impl ShardCore {
 
     /// One received datagram. Call [`ShardCore::flush`] after the batch.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, buf: &[u8]) {
+        let srtp = matches!(buf.first(), Some(128..=191));
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += buf.len() as u64;
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.local_addr, buf) else {
@@ -219,7 +220,7 @@ impl ShardCore {
                 self.stats.drops.unknown_source += 1;
                 return;
             };
-            if room.handle_receive(pid, now, receive, &mut self.out) {
+            if room.handle_receive(pid, now, receive, srtp, &mut self.out) {
                 #[cfg(feature = "bench-slowdown")]
                 self.slowdown.burn_in(buf.len());
                 if !self.dirty.contains(&room_id) {
@@ -254,7 +255,7 @@ impl ShardCore {
             return;
         };
         let before = self.out.transmits.len();
-        if !room.handle_receive(pid, now, receive, &mut self.out) {
+        if !room.handle_receive(pid, now, receive, srtp, &mut self.out) {
             self.stats.drops.rejected += 1;
             return;
         }

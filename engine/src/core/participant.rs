@@ -126,6 +126,9 @@ pub(crate) struct Participant {
     /// Join order within the room.
     pub join_seq: u64,
     pub connected: bool,
+    pub connected_at: Option<Instant>,
+    /// The peer has sent SRTP since connecting, so it can decrypt ours.
+    pub media_ready: bool,
     pub channel: Option<ChannelId>,
     pub video_slots: Vec<VideoSlot>,
     pub audio_slots: Vec<AudioSlot>,
@@ -194,6 +197,8 @@ impl Participant {
             layout: p.layout,
             join_seq,
             connected: false,
+            connected_at: None,
+            media_ready: false,
             channel: None,
             video_slots,
             audio_slots,

@@ -66,7 +66,7 @@ pub(crate) enum Command {
     /// the shard keeps equal to the room's size.
     CreateRoom {
         room: RoomId,
-        config: RoomConfig,
+        config: Box<RoomConfig>,
         participants: Arc<AtomicUsize>,
         reply: Reply<()>,
     },
@@ -399,7 +399,7 @@ impl Shard {
                 participants,
                 reply,
             } => {
-                let r = guarded(panics, "create room", || core.create_room(room, config));
+                let r = guarded(panics, "create room", || core.create_room(room, *config));
                 self.counters.insert(room, participants);
                 (reply, r.ok_or_else(|| internal("create room")))
             }

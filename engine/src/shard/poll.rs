@@ -154,7 +154,7 @@ pub(crate) fn timeout_ms(deadline: Option<Instant>, now: Instant) -> libc::c_int
         return 0;
     }
     let wait = deadline - now;
-    let ms = wait.as_millis() + u128::from(wait.subsec_nanos() % 1_000_000 != 0);
+    let ms = wait.as_millis() + u128::from(!wait.subsec_nanos().is_multiple_of(1_000_000));
     ms.min(libc::c_int::MAX as u128) as libc::c_int
 }
 

@@ -604,12 +604,15 @@ impl SimClient {
     }
 
     fn on_rtp(&mut self, p: RtpPacket, now: Instant) {
-        let Some(mid) = self
+        // The first packets of a stream can arrive before str0m registers its
+        // receive stream; they carry the MID extension.
+        let mid = self
             .rtc
             .direct_api()
             .stream_rx(&p.header.ssrc)
             .map(|s| s.mid())
-        else {
+            .or(p.header.ext_vals.mid);
+        let Some(mid) = mid else {
             self.stats.unexpected_packets += 1;
             return;
         };

@@ -331,7 +331,7 @@ impl Room {
                     desired += sub.downlink.told_bwe.map_or(0, |(_, d)| d % 2 + 1);
                     sub.downlink.last_probe = Some(now);
                 }
-                if sub.downlink.told_bwe.map(|(m, d)| (m, d)) != Some((min, desired)) {
+                if sub.downlink.told_bwe != Some((min, desired)) {
                     sub.downlink.told_bwe = Some((min, desired));
                     sub.rtc
                         .bwe()

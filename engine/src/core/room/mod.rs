@@ -39,6 +39,8 @@ const TICK: Duration = Duration::from_millis(100);
 /// Audio slot hysteresis: a challenger must be this much louder (dB) than
 /// the quietest holder to take its slot.
 const AUDIO_SWITCH_MARGIN: f32 = 6.0;
+/// Forward to a connected peer that has sent no SRTP yet after this long.
+const MEDIA_READY_FALLBACK: Duration = Duration::from_millis(300);
 
 /// Where a route delivers: a video or audio slot of one subscriber.
 #[derive(Debug, Clone, Copy)]
@@ -261,6 +263,7 @@ impl Room {
         pid: ParticipantId,
         now: Instant,
         r: Receive,
+        srtp: bool,
         out: &mut CoreOutput,
     ) -> bool {
         let Some(&i) = self.index.get(&pid) else {
@@ -272,6 +275,13 @@ impl Room {
         if let Err(e) = p.rtc.handle_input(Input::Receive(now, r)) {
             tracing::debug!(participant = %pid, "input refused: {e}");
             return false;
+        }
+        if srtp && p.connected && !p.media_ready {
+            // SRTP from the peer: it has its keys, so what we send now is
+            // decrypted (not dropped, as a keyframe sent before the peer's
+            // DTLS completed would be).
+            p.media_ready = true;
+            self.routes_dirty = true;
         }
         self.drain(i, now, out);
         true
@@ -290,10 +300,8 @@ impl Room {
     pub fn handle_timeout(&mut self, now: Instant, out: &mut CoreOutput) {
         for i in 0..self.slab.len() {
             let due = matches!(&self.slab[i], Some(p) if p.next_timeout <= now);
-            if due {
-                if let Some(p) = self.slab[i].as_mut() {
-                    p.dirty = true;
-                }
+            if due && let Some(p) = self.slab[i].as_mut() {
+                p.dirty = true;
             }
         }
         if self.next_tick.is_some_and(|t| t <= now) {
@@ -347,6 +355,17 @@ impl Room {
     }
 
     fn tick(&mut self, now: Instant, out: &mut CoreOutput) {
+        // A peer that sends no media still gets media a moment after it
+        // connected (its DTLS has long completed by then).
+        for p in self.slab.iter_mut().flatten() {
+            let waited = p
+                .connected_at
+                .is_some_and(|t| now.saturating_duration_since(t) >= MEDIA_READY_FALLBACK);
+            if !p.media_ready && waited {
+                p.media_ready = true;
+                self.routes_dirty = true;
+            }
+        }
         if let Some(change) = self.speakers.evaluate(now, self.config.speaker_switch_hold) {
             self.speaker_dirty = true;
             self.needs_reassign = true;
@@ -410,6 +429,7 @@ impl Room {
                     return;
                 };
                 p.connected = true;
+                p.connected_at = Some(now);
                 self.needs_reassign = true;
                 out.events.push_back(EngineEvent::ParticipantConnected {
                     room: self.id,
@@ -614,7 +634,9 @@ impl Room {
                 continue;
             };
             let slot = &mut sub.video_slots[s as usize];
-            if slot.paused || slot.bw_paused {
+            // Nothing (not even a switch) before the subscriber can decrypt:
+            // a consumed keyframe would leave it starting on a delta frame.
+            if slot.paused || slot.bw_paused || !sub.media_ready {
                 continue;
             }
             if slot.target == Some(feed) && slot.current != Some(feed) {
@@ -631,7 +653,7 @@ impl Room {
                 sub.stats.slot_switches += 1;
                 self.stats.slot_switches += 1;
             }
-            if slot.current != Some(feed) || !sub.connected {
+            if slot.current != Some(feed) {
                 continue;
             }
             let Some(rw) = slot.rewriter.rewrite(in_seq, in_ts, vp8, now) else {
@@ -687,7 +709,7 @@ impl Room {
                     .switch_to(in_seq, in_ts, Vp8Fields::default(), now);
                 slot.switch_pending = false;
             }
-            if !sub.connected {
+            if !sub.media_ready {
                 continue;
             }
             let Some(rw) = slot
