@@ -310,10 +310,17 @@ impl Room {
                 // the rate the next improvement needs (str0m pads up to it,
                 // capped by the estimate), so the estimator is not
                 // application-limited and can grow; at the cap, no padding.
+                // Padding costs a packet's worth of pacing and SRTP each, so
+                // only a deficient subscriber (a slot paused, or a featured
+                // slot below the featured layer) pads; otherwise upgrades
+                // rely on str0m's probes toward `desired`.
+                let featured_layer = self.config.featured_layer.0;
+                let deficient = slots.iter().zip(&alloc.layers).any(|(s, l)| match l {
+                    None => !s.layer_bps.is_empty(),
+                    Some(l) => s.featured && *l < featured_layer.min(s.max_layer),
+                });
                 let min = match alloc.next_step_bps {
-                    Some(step) if alloc.allocated_bps < alloc.desired_bps => {
-                        alloc.allocated_bps + audio_reserve + step
-                    }
+                    Some(step) if deficient => alloc.allocated_bps + audio_reserve + step,
                     _ => 0,
                 };
                 let mut desired = alloc.desired_bps + audio_reserve;
