@@ -36,10 +36,7 @@ fn main() {
         let mut state: Option<Box<dyn Workload>> = None;
         group.bench_function(spec.name(), |b| {
             let w = state.get_or_insert_with(spec.build);
-            b.iter_custom(|iters| {
-                w.prepare(iters);
-                w.measure(iters)
-            });
+            b.iter_custom(|iters| workload::measure_batched(w.as_mut(), iters));
         });
         group.finish();
     }

@@ -11,6 +11,7 @@
 /// `VG_USERREQ_TOOL_BASE('C', 'T')` from `callgrind.h`.
 const CALLGRIND_BASE: usize = ((b'C' as usize) << 24) | ((b'T' as usize) << 16);
 const ZERO_STATS: usize = CALLGRIND_BASE + 1;
+const TOGGLE_COLLECT: usize = CALLGRIND_BASE + 2;
 const START_INSTRUMENTATION: usize = CALLGRIND_BASE + 4;
 const STOP_INSTRUMENTATION: usize = CALLGRIND_BASE + 5;
 /// `VG_USERREQ__RUNNING_ON_VALGRIND` from `valgrind.h`.
@@ -53,6 +54,12 @@ pub fn running_on_valgrind() -> bool {
 pub fn start() {
     client_request(0, START_INSTRUMENTATION, 0);
     client_request(0, ZERO_STATS, 0);
+}
+
+/// Switch event collection off or on again (instrumentation stays on, so
+/// this is cheap: callgrind then skips counting what runs in between).
+pub fn toggle_collect() {
+    client_request(0, TOGGLE_COLLECT, 0);
 }
 
 /// Stop counting; callgrind writes the totals when the process exits.

@@ -17,6 +17,14 @@ pub trait Workload {
     /// Run `n` prepared iterations: the measured part.
     fn run(&mut self, n: u64);
 
+    /// The most iterations to prepare at once. The forwarding fixtures hold
+    /// the publisher's media back while preparing; a long hold would look
+    /// like a stalled layer to the engine (`RoomConfig::layer_stall`), so
+    /// they prepare and run in batches of a few tens of milliseconds.
+    fn max_batch(&self) -> u64 {
+        u64::MAX
+    }
+
     /// The time `n` prepared iterations take. Wall time of [`Workload::run`]
     /// unless the workload measures something narrower (the core's share of
     /// a simulated second).
@@ -69,6 +77,20 @@ impl Spec {
     pub fn name(&self) -> &'static str {
         self.id.split_once('/').map_or(self.id, |(_, n)| n)
     }
+}
+
+/// Prepare and measure `n` iterations in batches of at most
+/// [`Workload::max_batch`]: the measured time of all batches.
+pub fn measure_batched(w: &mut dyn Workload, n: u64) -> Duration {
+    let mut left = n;
+    let mut total = Duration::ZERO;
+    while left > 0 {
+        let k = left.min(w.max_batch().max(1));
+        w.prepare(k);
+        total += w.measure(k);
+        left -= k;
+    }
+    total
 }
 
 /// Every benchmark, in report order.
