@@ -20,7 +20,7 @@ pub trait Workload {
     /// The most iterations to prepare at once. The forwarding fixtures hold
     /// the publisher's media back while preparing; a long hold would look
     /// like a stalled layer to the engine (`RoomConfig::layer_stall`), so
-    /// they prepare and run in batches of a few tens of milliseconds.
+    /// they prepare and run in batches of about 100 ms.
     fn max_batch(&self) -> u64 {
         u64::MAX
     }
