@@ -137,6 +137,35 @@ struct VideoTx {
     enabled: bool,
 }
 
+impl VideoTx {
+    /// A layer starting from seeded random sequence, timestamp and picture
+    /// ids (so rewriting is exercised), opening with a keyframe.
+    fn new(
+        mid: Mid,
+        rid: Option<Rid>,
+        spec: LayerSpec,
+        track: u8,
+        layer: u8,
+        rng: &mut fastrand::Rng,
+    ) -> Self {
+        VideoTx {
+            mid,
+            rid,
+            spec,
+            seq: rng.u64(0..30_000),
+            ts: rng.u32(..),
+            picture_id: rng.u16(0..0x7fff),
+            tl0: rng.u8(..),
+            payload_seq: 0,
+            force_keyframe: true,
+            last_keyframe: None,
+            track,
+            layer,
+            enabled: true,
+        }
+    }
+}
+
 /// Reception measured in one receive slot.
 #[derive(Debug, Clone, Default)]
 pub struct SlotStats {
@@ -319,39 +348,12 @@ impl SimClient {
         if let Some(mid) = camera_mid {
             let simulcast = config.camera_layers.len() > 1;
             for (i, spec) in config.camera_layers.iter().enumerate() {
-                video.push(VideoTx {
-                    mid,
-                    rid: simulcast.then(|| Rid::from(spec.rid.as_str())),
-                    spec: spec.clone(),
-                    seq: rng.u64(0..30_000),
-                    ts: rng.u32(..),
-                    picture_id: rng.u16(0..0x7fff),
-                    tl0: rng.u8(..),
-                    payload_seq: 0,
-                    force_keyframe: true,
-                    last_keyframe: None,
-                    track: 1,
-                    layer: i as u8,
-                    enabled: true,
-                });
+                let rid = simulcast.then(|| Rid::from(spec.rid.as_str()));
+                video.push(VideoTx::new(mid, rid, spec.clone(), 1, i as u8, &mut rng));
             }
         }
         if let Some(mid) = screen_mid {
-            video.push(VideoTx {
-                mid,
-                rid: None,
-                spec: SCREEN,
-                seq: rng.u64(0..30_000),
-                ts: rng.u32(..),
-                picture_id: rng.u16(0..0x7fff),
-                tl0: rng.u8(..),
-                payload_seq: 0,
-                force_keyframe: true,
-                last_keyframe: None,
-                track: 2,
-                layer: 0,
-                enabled: true,
-            });
+            video.push(VideoTx::new(mid, None, SCREEN, 2, 0, &mut rng));
         }
         let stats = ClientStats {
             slots: slot_mids

@@ -13,9 +13,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use str0m::bwe::BweKind;
+use str0m::media::Mid;
 use str0m::net::Receive;
+use str0m::rtp::Ssrc;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
-use str0m::{Event, IceConnectionState, Input, Output};
+use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
 mod bandwidth;
 
@@ -659,9 +661,6 @@ impl Room {
             let Some(rw) = slot.rewriter.rewrite(in_seq, in_ts, vp8, now) else {
                 continue;
             };
-            let Some(ssrc) = Participant::slot_ssrc(&mut sub.rtc, &mut slot.ssrc, slot.mid) else {
-                continue;
-            };
             let mut w = RtpWrite::new(pt, rw.seq.into(), rw.ts, pkt.timestamp, pkt.payload.clone())
                 .marker(pkt.header.marker)
                 .nackable(true);
@@ -677,14 +676,11 @@ impl Room {
                     w = w.vp8_patch(patch);
                 }
             }
-            let mut api = sub.rtc.direct_api();
-            let Some(stream) = api.stream_tx(&ssrc) else {
-                continue;
-            };
-            stream.write_rtp(w);
-            sub.dirty = true;
-            sub.stats.rtp_forwarded += 1;
-            self.stats.rtp_forwarded += 1;
+            if write_slot(&mut sub.rtc, &mut slot.ssrc, slot.mid, w) {
+                sub.dirty = true;
+                sub.stats.rtp_forwarded += 1;
+                self.stats.rtp_forwarded += 1;
+            }
         }
     }
 
@@ -701,7 +697,9 @@ impl Room {
                 continue;
             };
             let slot = &mut sub.audio_slots[s as usize];
-            if slot.holder != Some(pid) {
+            // As for video: no switch before the subscriber can decrypt, or
+            // the stream would start with a sequence gap.
+            if slot.holder != Some(pid) || !sub.media_ready {
                 continue;
             }
             if slot.switch_pending {
@@ -709,16 +707,10 @@ impl Room {
                     .switch_to(in_seq, in_ts, Vp8Fields::default(), now);
                 slot.switch_pending = false;
             }
-            if !sub.media_ready {
-                continue;
-            }
             let Some(rw) = slot
                 .rewriter
                 .rewrite(in_seq, in_ts, Vp8Fields::default(), now)
             else {
-                continue;
-            };
-            let Some(ssrc) = Participant::slot_ssrc(&mut sub.rtc, &mut slot.ssrc, slot.mid) else {
                 continue;
             };
             let exts = ExtensionValues {
@@ -729,14 +721,11 @@ impl Room {
             let w = RtpWrite::new(pt, rw.seq.into(), rw.ts, pkt.timestamp, pkt.payload.clone())
                 .marker(pkt.header.marker)
                 .ext_vals(exts);
-            let mut api = sub.rtc.direct_api();
-            let Some(stream) = api.stream_tx(&ssrc) else {
-                continue;
-            };
-            stream.write_rtp(w);
-            sub.dirty = true;
-            sub.stats.rtp_forwarded += 1;
-            self.stats.rtp_forwarded += 1;
+            if write_slot(&mut sub.rtc, &mut slot.ssrc, slot.mid, w) {
+                sub.dirty = true;
+                sub.stats.rtp_forwarded += 1;
+                self.stats.rtp_forwarded += 1;
+            }
         }
     }
 
@@ -1100,6 +1089,20 @@ fn send_control(p: &mut Participant, msg: &ServerMessage) {
         }
         p.dirty = true;
     }
+}
+
+/// Queue a rewritten packet on a subscriber's slot stream (its SSRC looked
+/// up once by mid, then by hash). False if the slot has no send stream.
+fn write_slot(rtc: &mut Rtc, cached: &mut Option<Ssrc>, mid: Mid, w: RtpWrite) -> bool {
+    let Some(ssrc) = Participant::slot_ssrc(rtc, cached, mid) else {
+        return false;
+    };
+    let mut api = rtc.direct_api();
+    let Some(stream) = api.stream_tx(&ssrc) else {
+        return false;
+    };
+    stream.write_rtp(w);
+    true
 }
 
 /// Move a participant's time to `now` and queue whatever it has to send,
