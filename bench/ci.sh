@@ -14,8 +14,10 @@ if ! command -v valgrind >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq valgrind
 fi
 
-step "cargo test -p piazza-bench --benches (every benchmark once, plus the gate's unit tests)"
-cargo test -p piazza-bench --benches
+# The smoke run uses the bench (release) profile, so the gate below reuses
+# its build; the gate's unit tests run in `cargo test --workspace`.
+step "cargo bench -p piazza-bench --bench hot_path -- --test (every benchmark once)"
+cargo bench -p piazza-bench --bench hot_path -- --test
 
 step "bench-gate (tier 1: callgrind instructions, tier 2: paired criterion rounds)"
 cargo run --release -q -p piazza-bench --bin bench-gate -- --json target/bench-gate/report.json
