@@ -32,12 +32,15 @@ pub struct RoomConfig {
     /// The estimate a new participant starts from (enough for a grid of `l`
     /// and the speaker on `m`; str0m probes from there). Default 2.5 Mbps.
     pub initial_bitrate_bps: u64,
-    /// Bitrate kept for each audio slot before video is allocated. Default 40 kbps.
+    /// Bitrate kept for each audio slot before video is allocated: what its
+    /// holder measurably sends, and at least this. Default 40 kbps.
     pub audio_reserve_bps: u64,
     /// Share of the estimate the allocator hands out (the rest absorbs
     /// keyframe bursts). Default 0.85.
     pub estimate_utilization: f64,
-    /// Estimate changes smaller than this fraction are ignored. Default 0.15.
+    /// Estimate rises smaller than this fraction are ignored (falls always
+    /// count: the allocator's discount on layers a slot already has keeps
+    /// small falls from flipping layers). Default 0.15.
     pub estimate_hysteresis: f64,
     /// After a downgrade forced by the estimate, no slot is upgraded for
     /// this long. Default 4 s.

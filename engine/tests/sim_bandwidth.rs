@@ -3,10 +3,11 @@
 //!
 //! Where the current engine falls short of the allocation issue's targets,
 //! the assertion holds the behaviour measured today and the comment names
-//! the target: str0m's GCC needs 1.5-3.5 s to notice a 10x capacity drop
+//! the target: str0m's GCC needs 2-3.5 s to notice a 10x capacity drop
 //! into a full 500 ms tail-drop queue (delay stops rising once the queue is
 //! full, so only the slower loss-based path reacts), and the estimate then
-//! undershoots the link.
+//! undershoots the link (at 500 kbps it sometimes collapses to ~120 kbps,
+//! below one `l` plus audio, for the rest of the step).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -47,12 +48,15 @@ fn timeline_line(sim: &Simulator, i: usize) -> String {
 }
 
 /// The allocation issue's first target, asserted as the issue states it.
-/// It does not hold reliably yet (seed- and timing-dependent: the estimate
-/// oscillates around 1 Mbps, the bottleneck queue reaches its 500 ms limit
-/// now and then, and a few subscribers keep the speaker on `l`), so it is
-/// ignored until the allocator is stabilised; run it with `--ignored`.
+/// It holds in most runs but not all (str0m draws random SSRCs and ICE
+/// credentials, so runs differ despite the seed): in 3 of 5 runs at the
+/// last change everything held (worst queueing delay 170-215 ms, worst gap
+/// of an unpaused slot under 420 ms, 49 of 49 see the speaker on `m`); the
+/// others had 4 subscribers whose estimate stayed too low for `m`, or one
+/// slot with a ~1 s gap. Ignored until it holds every time; run it with
+/// `--ignored`.
 #[test]
-#[ignore = "allocation target not met yet (queue overruns, speaker sometimes on l); see the doc comment"]
+#[ignore = "allocation target holds in most runs, not all; see the doc comment"]
 fn fifty_people_on_one_megabit_downlinks_speaker_at_m_rest_low_or_paused() {
     const N: usize = 50;
     let mut cfg = SimConfig::new(N);
@@ -147,9 +151,10 @@ fn fifty_people_on_one_megabit_downlinks_speaker_at_m_rest_low_or_paused() {
                 worst_gap = worst_gap.max(slot.max_frame_gap);
                 assert!(
                     slot.max_frame_gap <= Duration::from_millis(500),
-                    "subscriber {i} slot {} froze {:?}",
+                    "subscriber {i} slot {} froze {:?}, until t={:?}",
                     slot.mid,
-                    slot.max_frame_gap
+                    slot.max_frame_gap,
+                    slot.max_frame_gap_end.map(|t| t - sim.start()),
                 );
             }
         }
@@ -227,7 +232,7 @@ fn capacity_steps_five_megabit_to_500k_and_back() {
         low <= 500_000,
         "the constrained allocation fits 500 kbps: {low}"
     );
-    // Target: down within 2 s of the drop. Measured: 1.5-4 s (see the module docs).
+    // Target: down within 2 s of the drop. Measured: 2-3.5 s (see the module docs).
     assert!(
         down_by.is_some_and(|d| d <= 4.5),
         "allocation went down: {down_by:?}"

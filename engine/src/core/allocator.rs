@@ -15,6 +15,16 @@
 //!
 //! Audio is never starved: its reserve is taken off the estimate before
 //! video is allocated.
+//!
+//! A slot keeps what it has more easily than it gains: the layer it is on
+//! (and those below) are charged at [`KEEP_DISCOUNT`] of their measured
+//! rate, so a layer's bitrate breathing with keyframes, or an estimate
+//! wobbling by a few percent, does not flip a subscriber between "speaker on
+//! `m`, grid paused" and "speaker on `l`, grid on `l`" every few seconds.
+
+/// What a slot's current layer (and the layers below it) cost, as a share
+/// of their measured rate.
+pub(crate) const KEEP_DISCOUNT: f64 = 0.9;
 
 /// One video slot as the allocator sees it, in priority order.
 #[derive(Debug, Clone)]
@@ -26,6 +36,8 @@ pub(crate) struct AllocSlot {
     pub layer_bps: Vec<Option<u64>>,
     /// Highest layer allowed (subscriber's max resolution, room cap).
     pub max_layer: u8,
+    /// The layer the slot is allocated now (`None`: paused or new).
+    pub current: Option<u8>,
 }
 
 /// The outcome for one subscriber.
@@ -44,6 +56,17 @@ pub(crate) struct Allocation {
 
 fn rate(slot: &AllocSlot, layer: u8) -> Option<u64> {
     slot.layer_bps.get(layer as usize).copied().flatten()
+}
+
+/// What `layer` costs this slot: its rate, discounted if the slot already
+/// has it or more.
+fn cost(slot: &AllocSlot, layer: u8) -> Option<u64> {
+    let r = rate(slot, layer)?;
+    Some(if slot.current.is_some_and(|c| layer <= c) {
+        (r as f64 * KEEP_DISCOUNT) as u64
+    } else {
+        r
+    })
 }
 
 fn lowest(slot: &AllocSlot) -> Option<u8> {
@@ -86,12 +109,12 @@ pub(crate) fn allocate(
     // 1. Featured slots up to the featured layer.
     for (i, s) in slots.iter().enumerate().filter(|(_, s)| s.featured) {
         let Some(mut l) = lowest(s) else { continue };
-        let Some(r) = rate(s, l).filter(|r| *r <= left) else {
+        let Some(r) = cost(s, l).filter(|r| *r <= left) else {
             continue;
         };
         left -= r;
         while let Some(up) = next_up(s, l).filter(|u| *u <= featured_layer) {
-            let (cur, next) = (rate(s, l).unwrap_or(0), rate(s, up).unwrap_or(0));
+            let (cur, next) = (cost(s, l).unwrap_or(0), cost(s, up).unwrap_or(0));
             let extra = next.saturating_sub(cur);
             if extra > left {
                 break;
@@ -107,7 +130,7 @@ pub(crate) fn allocate(
             continue;
         }
         let Some(l) = lowest(s) else { continue };
-        if let Some(r) = rate(s, l).filter(|r| *r <= left) {
+        if let Some(r) = cost(s, l).filter(|r| *r <= left) {
             left -= r;
             layers[i] = Some(l);
         }
@@ -118,9 +141,9 @@ pub(crate) fn allocate(
         for (i, s) in slots.iter().enumerate() {
             let Some(l) = layers[i] else { continue };
             let Some(up) = next_up(s, l) else { continue };
-            let extra = rate(s, up)
+            let extra = cost(s, up)
                 .unwrap_or(0)
-                .saturating_sub(rate(s, l).unwrap_or(0));
+                .saturating_sub(cost(s, l).unwrap_or(0));
             if extra <= left {
                 left -= extra;
                 layers[i] = Some(up);
@@ -139,8 +162,13 @@ pub(crate) fn allocate(
                 .saturating_sub(rate(s, *l).unwrap_or(0))
         }),
     });
+    let allocated_bps = slots
+        .iter()
+        .zip(&layers)
+        .filter_map(|(s, l)| l.and_then(|l| rate(s, l)))
+        .sum();
     Allocation {
-        allocated_bps: budget - left,
+        allocated_bps,
         layers,
         desired_bps,
         next_step_bps,
@@ -156,6 +184,7 @@ mod tests {
             featured,
             layer_bps: vec![Some(150_000), Some(500_000), Some(1_500_000)],
             max_layer: 2,
+            current: None,
         }
     }
 
@@ -203,6 +232,28 @@ mod tests {
         let mut only_h = cam(false);
         only_h.layer_bps = vec![None, None, Some(1_500_000)];
         assert_eq!(allocate(Some(1_000_000), &[only_h], 1).layers, vec![None]);
+    }
+
+    #[test]
+    fn a_slot_keeps_its_layer_through_a_small_shortfall() {
+        // 650 kbps: the speaker's m (550k measured) plus a grid l (150k) do
+        // not fit from scratch, so a newcomer gets speaker m, grid paused ...
+        let mut slots: Vec<_> = (0..3).map(|i| cam(i == 0)).collect();
+        slots[0].layer_bps[1] = Some(550_000);
+        let fresh = allocate(Some(650_000), &slots, 1);
+        assert_eq!(fresh.layers, vec![Some(1), None, None]);
+        // ... and a subscriber that has speaker m and one grid l keeps both
+        // when the budget dips 10 % below their rate (charged at 85 %) ...
+        slots[0].current = Some(1);
+        slots[1].current = Some(0);
+        let kept = allocate(Some(630_000), &slots, 1);
+        assert_eq!(kept.layers, vec![Some(1), Some(0), None]);
+        assert_eq!(kept.allocated_bps, 700_000, "reported at the real rates");
+        // ... but not when it falls 20 % short: the grid slot goes first.
+        let cut = allocate(Some(560_000), &slots, 1);
+        assert_eq!(cut.layers, vec![Some(1), None, None]);
+        // Gaining a layer is charged in full: the third slot stays paused.
+        assert_eq!(allocate(Some(740_000), &slots, 1).layers[2], None);
     }
 
     #[test]

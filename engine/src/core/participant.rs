@@ -147,6 +147,9 @@ pub(crate) struct Participant {
     pub downlink: Downlink,
     /// Incoming layer meters per source (camera, screen) and layer.
     pub meters: [[LayerMeter; MAX_LAYERS]; 2],
+    /// Incoming audio meter (what one audio slot holding this participant
+    /// costs a subscriber).
+    pub audio_meter: LayerMeter,
     /// Layers of each source this publisher was last told to send (bit per
     /// layer); `None` until told (it sends everything).
     pub told_layers: [Option<u8>; 2],
@@ -212,6 +215,7 @@ impl Participant {
             stats: ParticipantStats::default(),
             downlink: Downlink::default(),
             meters: [[LayerMeter::default(); MAX_LAYERS]; 2],
+            audio_meter: LayerMeter::default(),
             told_layers: [None; 2],
         }
     }

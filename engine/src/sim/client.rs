@@ -195,6 +195,11 @@ pub struct SlotStats {
     pub last_frame_at: Option<Instant>,
     /// Longest gap between completed frames after `measure_from`.
     pub max_frame_gap: Duration,
+    /// When that longest gap ended (the frame that closed it completed).
+    pub max_frame_gap_end: Option<Instant>,
+    /// `slots` messages that said this slot is paused; the gap across a
+    /// pause is neither a frame gap nor a freeze.
+    pub pauses: u64,
     /// Freezes per W3C webrtc-stats (gap >= max(3 x mean, mean + 150 ms)).
     pub freezes: u64,
     /// Total duration of those freezes.
@@ -576,7 +581,20 @@ impl SimClient {
                 self.stats.control_messages += 1;
                 if let Ok(msg) = serde_json::from_slice::<ServerMessage>(&d.data) {
                     match &msg {
-                        ServerMessage::Slots { .. } => self.last_slots = Some(msg),
+                        ServerMessage::Slots { video, .. } => {
+                            // A slot the engine paused shows no video on
+                            // purpose: the gap until it resumes is not a
+                            // freeze (the W3C rule judges rendered video).
+                            for info in video.iter().filter(|v| v.paused) {
+                                if let Some(s) =
+                                    self.stats.slots.iter_mut().find(|s| s.mid == info.mid)
+                                {
+                                    s.last_frame_at = None;
+                                    s.pauses += 1;
+                                }
+                            }
+                            self.last_slots = Some(msg)
+                        }
                         ServerMessage::Participants { .. } => self.last_participants = Some(msg),
                         ServerMessage::ActiveSpeaker { participant } => {
                             self.active_speaker = participant.clone()
@@ -677,7 +695,10 @@ impl SimClient {
             if let Some(last) = s.last_frame_at {
                 let gap = now.saturating_duration_since(last);
                 if measuring {
-                    s.max_frame_gap = s.max_frame_gap.max(gap);
+                    if gap > s.max_frame_gap {
+                        s.max_frame_gap = gap;
+                        s.max_frame_gap_end = Some(now);
+                    }
                     if s.gap_count >= 10 {
                         let mean = s.gap_sum / s.gap_count as u32;
                         let threshold = (mean * 3).max(mean + Duration::from_millis(150));

@@ -41,6 +41,9 @@ pub struct LinkStats {
     pub queue_drops: u64,
     /// Longest queueing delay seen.
     pub max_queue_delay: Duration,
+    /// Bytes delivered (neither lost nor dropped), with 28 bytes of IP and
+    /// UDP header each.
+    pub bytes: u64,
 }
 
 /// The state of one link direction.
@@ -88,6 +91,7 @@ impl Link {
             depart = start + tx;
             self.busy_until = Some(depart);
         }
+        self.stats.bytes += size as u64 + 28;
         let jitter = if self.config.jitter.is_zero() {
             Duration::ZERO
         } else {

@@ -72,7 +72,16 @@ impl Room {
             return;
         }
         for p in self.slab.iter_mut().flatten() {
-            for m in p.meters.iter_mut().flatten() {
+            let Participant {
+                meters,
+                audio_meter,
+                ..
+            } = p;
+            for m in meters
+                .iter_mut()
+                .flatten()
+                .chain(std::iter::once(audio_meter))
+            {
                 if m.bytes > 0 {
                     let sample = m.bytes as f64 * 8.0 / dt.as_secs_f64();
                     m.rate_bps = Some(match m.rate_bps {
@@ -85,7 +94,7 @@ impl Room {
         }
     }
 
-    /// Record a subscriber's new downlink estimate (with hysteresis).
+    /// Record a subscriber's new downlink estimate (with hysteresis on rises).
     pub(super) fn on_estimate(&mut self, i: usize, estimate_bps: u64) {
         let hysteresis = self.config.estimate_hysteresis;
         let Some(p) = self.slab[i].as_mut() else {
@@ -94,7 +103,9 @@ impl Room {
         p.downlink.estimate_bps = Some(estimate_bps);
         let moved = match p.downlink.effective_bps {
             None => true,
-            Some(eff) => (estimate_bps as f64 - eff as f64).abs() > hysteresis * eff as f64,
+            Some(eff) => {
+                estimate_bps < eff || estimate_bps as f64 - eff as f64 > hysteresis * eff as f64
+            }
         };
         if moved {
             p.downlink.effective_bps = Some(estimate_bps);
@@ -170,6 +181,7 @@ impl Room {
                         featured: false,
                         layer_bps: Vec::new(),
                         max_layer: 0,
+                        current: None,
                     });
                     continue;
                 };
@@ -202,9 +214,24 @@ impl Room {
                     featured: class < 3,
                     layer_bps,
                     max_layer,
+                    current: (!slot.bw_paused).then_some(t.layer.0),
                 });
             }
-            let audio_reserve = self.config.audio_reserve_bps * sub.audio_slots.len() as u64;
+            // Audio is never starved: each audio slot keeps what its holder
+            // measurably sends, and at least the configured reserve.
+            let audio_reserve: u64 = sub
+                .audio_slots
+                .iter()
+                .map(|a| {
+                    let measured = a
+                        .holder
+                        .and_then(|h| self.index.get(&h))
+                        .and_then(|&hi| self.slab[hi].as_ref())
+                        .and_then(|h| h.audio_meter.rate_bps)
+                        .unwrap_or(0);
+                    measured.max(self.config.audio_reserve_bps)
+                })
+                .sum();
             // Keep headroom under the estimate: keyframes are several times a
             // frame's size, and allocating right up to the estimate makes the
             // delay-based estimator see overuse and halve it.
@@ -306,18 +333,23 @@ impl Room {
                 .sum();
             sub.downlink.desired_bps = alloc.desired_bps;
             if bwe {
-                // Probe toward what the slots want. While short of it, sustain
-                // the rate the next improvement needs (str0m pads up to it,
-                // capped by the estimate), so the estimator is not
-                // application-limited and can grow; at the cap, no padding.
-                // Padding costs a packet's worth of pacing and SRTP each, so
-                // only a deficient subscriber (a slot paused, or a featured
-                // slot below the featured layer) pads; otherwise upgrades
-                // rely on str0m's probes toward `desired`.
+                // Probe toward what the slots want. While a featured slot
+                // (screen, pinned, speaker) is below the featured layer or
+                // paused, or every slot is paused, sustain the rate its next step needs: str0m pads up
+                // to it (capped by the estimate), so the estimator is not
+                // application-limited and can grow. Otherwise no padding:
+                // str0m's pacer pads into every gap between frames, which on
+                // a link near the estimate builds a standing queue that a
+                // delay-gradient estimator never sees; upgrades beyond the
+                // featured layer rely on str0m's probes toward `desired`.
                 let featured_layer = self.config.featured_layer.0;
-                let deficient = slots.iter().zip(&alloc.layers).any(|(s, l)| match l {
-                    None => !s.layer_bps.is_empty(),
-                    Some(l) => s.featured && *l < featured_layer.min(s.max_layer),
+                let nothing_fits = alloc.allocated_bps == 0;
+                let deficient = slots.iter().zip(&alloc.layers).any(|(s, l)| {
+                    (s.featured || nothing_fits)
+                        && match l {
+                            None => !s.layer_bps.is_empty(),
+                            Some(l) => *l < featured_layer.min(s.max_layer),
+                        }
                 });
                 let min = match alloc.next_step_bps {
                     Some(step) if deficient => alloc.allocated_bps + audio_reserve + step,

@@ -548,6 +548,10 @@ impl Room {
         match track {
             RxTrack::Ignored => {}
             RxTrack::Audio => {
+                // As for video: payload, RTP header with the audio-level
+                // extension, and the SRTP tag.
+                publisher.audio_meter.bytes += pkt.payload.len() as u64 + 36;
+                publisher.audio_meter.last_packet = Some(now);
                 if !publisher.published.audio {
                     publisher.published.audio = true;
                     self.published(room, pid, TrackKind::Audio, out);
