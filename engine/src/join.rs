@@ -5,7 +5,7 @@
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
@@ -129,9 +129,14 @@ pub(crate) fn prepare(
         pass: random_token(24),
     };
 
+    const STATS_INTERVAL: Duration = Duration::from_millis(200);
     let mut config = RtcConfig::new();
     if room_config.bandwidth_estimation {
-        config = config.enable_bwe(Some(Bitrate::bps(room_config.initial_bitrate_bps)));
+        config = config
+            .enable_bwe(Some(Bitrate::bps(room_config.initial_bitrate_bps)))
+            // Receiver reports reach the allocator through egress stats
+            // (a heavily lossy one caps the estimate at once).
+            .set_stats_interval(Some(STATS_INTERVAL));
     }
     let mut rtc = config
         .set_crypto_provider(ctx.crypto.clone())

@@ -3,11 +3,15 @@
 //!
 //! Where the current engine falls short of the allocation issue's targets,
 //! the assertion holds the behaviour measured today and the comment names
-//! the target: str0m's GCC needs 2-3.5 s to notice a 10x capacity drop
+//! the target. str0m's GCC needs 2-3.5 s to notice a 10x capacity drop
 //! into a full 500 ms tail-drop queue (delay stops rising once the queue is
-//! full, so only the slower loss-based path reacts), and the estimate then
-//! undershoots the link (at 500 kbps it sometimes collapses to ~120 kbps,
-//! below one `l` plus audio, for the rest of the step).
+//! full, so only the slower loss-based path reacts); the engine's loss cap
+//! (a receiver report with >= 10 % loss caps the estimate at what the link
+//! delivered) brings the allocation down 1.5 s after the drop. What the
+//! engine cannot fix: str0m's pacer keeps sending its backlog for 1-2 s
+//! after the allocation falls, and str0m's estimate then undershoots the
+//! link (at 500 kbps it often sinks to 130-250 kbps, below one `l` plus
+//! three audio streams, for most of the step).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -48,15 +52,16 @@ fn timeline_line(sim: &Simulator, i: usize) -> String {
 }
 
 /// The allocation issue's first target, asserted as the issue states it.
-/// It holds in most runs but not all (str0m draws random SSRCs and ICE
-/// credentials, so runs differ despite the seed): in 3 of 5 runs at the
-/// last change everything held (worst queueing delay 170-215 ms, worst gap
-/// of an unpaused slot under 420 ms, 49 of 49 see the speaker on `m`); the
-/// others had 4 subscribers whose estimate stayed too low for `m`, or one
-/// slot with a ~1 s gap. Ignored until it holds every time; run it with
-/// `--ignored`.
+/// It holds in some runs, not all (str0m draws random SSRCs and ICE
+/// credentials, so runs differ despite the seed). At the last change, over
+/// 3 runs: worst queueing delay after convergence 75-255 ms (under 300 ms
+/// in all three), worst gap of an unpaused slot 77-142 ms (all under
+/// 500 ms), and 49, 48, 48 of 49 subscribers see the speaker on `m`: the
+/// misses are one subscriber whose estimate stays below the ~790 kbps that
+/// `m` plus three audio streams need. Ignored until it holds every time;
+/// run it with `--ignored`.
 #[test]
-#[ignore = "allocation target holds in most runs, not all; see the doc comment"]
+#[ignore = "allocation target holds in some runs, not all; see the doc comment"]
 fn fifty_people_on_one_megabit_downlinks_speaker_at_m_rest_low_or_paused() {
     const N: usize = 50;
     let mut cfg = SimConfig::new(N);
@@ -199,7 +204,14 @@ fn capacity_steps_five_megabit_to_500k_and_back() {
     let step = |sim: &mut Simulator, until: u64, timeline: &mut Vec<(f64, u64)>| {
         while sim.elapsed() < Duration::from_secs(until) {
             sim.run_for(Duration::from_millis(500));
-            println!("{}", timeline_line(sim, 0));
+            let l = sim.participants()[0].downlink.stats;
+            println!(
+                "{} link drops {} max queue {:?}",
+                timeline_line(sim, 0),
+                l.queue_drops,
+                l.max_queue_delay
+            );
+            sim.participant_mut(0).downlink.stats.max_queue_delay = Duration::ZERO;
             timeline.push((sim.elapsed().as_secs_f64(), allocated(sim)));
         }
     };
@@ -232,9 +244,10 @@ fn capacity_steps_five_megabit_to_500k_and_back() {
         low <= 500_000,
         "the constrained allocation fits 500 kbps: {low}"
     );
-    // Target: down within 2 s of the drop. Measured: 2-3.5 s (see the module docs).
+    // Target: down within 2 s of the drop (the loss cap: 1.5 s in every
+    // run seen; the bound leaves room for one more receiver report).
     assert!(
-        down_by.is_some_and(|d| d <= 4.5),
+        down_by.is_some_and(|d| d <= 3.0),
         "allocation went down: {down_by:?}"
     );
     assert!(

@@ -1,7 +1,7 @@
 //! One participant: its `Rtc`, what it publishes and its receive slots.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::Rtc;
 use str0m::channel::ChannelId;
@@ -86,6 +86,10 @@ pub(crate) struct LayerMeter {
     pub activated_at: Option<Instant>,
 }
 
+/// Ticks of sent-media history per subscriber: a receiver report covers
+/// about the last second.
+pub(crate) const SENT_TICKS: usize = 10;
+
 /// Downlink bandwidth state of a subscriber.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Downlink {
@@ -107,6 +111,15 @@ pub(crate) struct Downlink {
     pub allocated_for: Option<u64>,
     /// Last time a probe was asked for.
     pub last_probe: Option<Instant>,
+    /// Media bytes written into this subscriber's slots since the last tick.
+    pub sent_bytes: u64,
+    /// Media bytes sent in each of the last ticks (ring, `sent_at` next).
+    pub sent_ticks: [(u64, Duration); SENT_TICKS],
+    /// Next slot of `sent_ticks`.
+    pub sent_at: usize,
+    /// Cap on the estimate from the subscriber's loss reports, and when it
+    /// was set (see `Room::on_egress_stats`).
+    pub loss_cap: Option<(u64, Instant)>,
 }
 
 /// Per-participant counters.

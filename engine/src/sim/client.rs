@@ -457,9 +457,17 @@ impl SimClient {
         self.config.speaking = speaking;
     }
 
-    /// Count freezes and frame gaps only from this time on (skip join-up).
+    /// Count freezes, frame gaps and latencies only from this time on (skip
+    /// join-up): what was counted before is cleared.
     pub fn measure_from(&mut self, t: Instant) {
         self.measure_from = Some(t);
+        self.stats.latencies_us.clear();
+        for s in &mut self.stats.slots {
+            s.max_frame_gap = Duration::ZERO;
+            s.max_frame_gap_end = None;
+            s.freezes = 0;
+            s.freeze_time = Duration::ZERO;
+        }
     }
 
     /// Send a control message to the engine.

@@ -4,11 +4,12 @@
 use std::time::{Duration, Instant};
 
 use str0m::bwe::Bitrate;
+use str0m::stats::MediaEgressStats;
 
 use super::{Room, send_control};
 use crate::core::allocator::{AllocSlot, allocate};
 use crate::core::control::ServerMessage;
-use crate::core::participant::{MAX_LAYERS, Participant, source_index};
+use crate::core::participant::{MAX_LAYERS, Participant, SENT_TICKS, source_index};
 use crate::ids::{Layer, ParticipantId, VideoSource};
 
 /// Smoothing weight of one tick's sample in a layer's bitrate.
@@ -21,6 +22,12 @@ const UPGRADE_SPACING: Duration = Duration::from_millis(300);
 /// While the estimate is below what the slots want, ask str0m for a probe
 /// this often.
 const REPROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// A receiver report with at least this fraction lost means the downlink
+/// is overrun.
+const LOSS_CAP_THRESHOLD: f32 = 0.1;
+/// A loss cap holds the estimate down this long unless str0m's own
+/// estimate falls below it first.
+const LOSS_CAP_HOLD: Duration = Duration::from_secs(3);
 
 /// One subscriber's bandwidth state, for stats.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +79,18 @@ impl Room {
             return;
         }
         for p in self.slab.iter_mut().flatten() {
+            let d = &mut p.downlink;
+            d.sent_ticks[d.sent_at] = (d.sent_bytes, dt);
+            d.sent_at = (d.sent_at + 1) % SENT_TICKS;
+            d.sent_bytes = 0;
+            if d.loss_cap
+                .is_some_and(|(_, at)| now.saturating_duration_since(at) >= LOSS_CAP_HOLD)
+            {
+                d.loss_cap = None;
+                if let Some(e) = d.estimate_bps {
+                    d.effective_bps = Some(e);
+                }
+            }
             let Participant {
                 meters,
                 audio_meter,
@@ -101,6 +120,13 @@ impl Room {
             return;
         };
         p.downlink.estimate_bps = Some(estimate_bps);
+        if let Some((cap, _)) = p.downlink.loss_cap {
+            if estimate_bps >= cap {
+                // str0m has not caught up with the loss yet: the cap holds.
+                return;
+            }
+            p.downlink.loss_cap = None;
+        }
         let moved = match p.downlink.effective_bps {
             None => true,
             Some(eff) => {
@@ -109,6 +135,57 @@ impl Room {
         };
         if moved {
             p.downlink.effective_bps = Some(estimate_bps);
+        }
+    }
+
+    /// A subscriber's receiver report for one of its video slots (str0m's
+    /// egress stats). GCC's loss-based control cuts the estimate in steps of
+    /// at most half per round trip, and its delay-based side goes blind once
+    /// a bottleneck queue is full, so a sudden capacity drop takes it
+    /// seconds to follow. A report with heavy loss says at once what the
+    /// link carried over the second it covers: what was sent in that second,
+    /// times the share that arrived. Cap the effective estimate there (the
+    /// downgrade hold then applies) until str0m's estimate falls below the
+    /// cap or the hold ends.
+    pub(super) fn on_egress_stats(&mut self, i: usize, s: &MediaEgressStats, now: Instant) {
+        let Some(p) = self.slab[i].as_mut() else {
+            return;
+        };
+        // Audio reports cover 5 s; video ones about the last second.
+        if !p.layout.video_slots.contains(&s.mid) {
+            return;
+        }
+        let Some(loss) = s.loss.filter(|l| *l >= LOSS_CAP_THRESHOLD) else {
+            return;
+        };
+        let d = &mut p.downlink;
+        let (bytes, span) = d
+            .sent_ticks
+            .iter()
+            .fold((0u64, Duration::ZERO), |(b, t), (tb, tt)| (b + tb, t + *tt));
+        let Some(effective) = d.effective_bps.filter(|_| !span.is_zero()) else {
+            return;
+        };
+        let sent = bytes as f64 * 8.0 / span.as_secs_f64();
+        let delivered = (sent * (1.0 - loss.min(1.0) as f64)) as u64;
+        if delivered < effective {
+            let fresh = d.loss_cap.is_none();
+            d.effective_bps = Some(delivered);
+            d.loss_cap = Some((delivered, now));
+            if fresh {
+                self.stats.loss_caps += 1;
+                // Retransmitting what the overrun lost would only overrun
+                // the link again (a loss storm): forget the resend history.
+                for m in &p.layout.video_slots {
+                    if let Some(stream) = p.rtc.direct_api().stream_tx_by_mid(*m, None) {
+                        stream.set_rtx_cache(
+                            self.config.rtx_cache_packets,
+                            self.config.rtx_cache_age,
+                            Some(0.15),
+                        );
+                    }
+                }
+            }
         }
     }
 
@@ -351,8 +428,12 @@ impl Room {
                             Some(l) => *l < featured_layer.min(s.max_layer),
                         }
                 });
+                // No padding while a loss report says the link is overrun.
+                let congested = sub.downlink.loss_cap.is_some();
                 let min = match alloc.next_step_bps {
-                    Some(step) if deficient => alloc.allocated_bps + audio_reserve + step,
+                    Some(step) if deficient && !congested => {
+                        alloc.allocated_bps + audio_reserve + step
+                    }
                     _ => 0,
                 };
                 let mut desired = alloc.desired_bps + audio_reserve;

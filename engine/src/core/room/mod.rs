@@ -70,6 +70,8 @@ pub struct RoomStats {
     pub slot_switches: u64,
     /// Packets dropped because their slot was waiting for a keyframe.
     pub dropped_waiting_keyframe: u64,
+    /// Times a subscriber's loss report capped its estimate below str0m's.
+    pub loss_caps: u64,
 }
 
 pub(crate) struct Room {
@@ -468,6 +470,7 @@ impl Room {
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                 self.on_estimate(i, estimate.as_u64());
             }
+            Event::MediaEgressStats(s) => self.on_egress_stats(i, &s, now),
             Event::KeyframeRequest(req) => {
                 // A subscriber lost a picture: ask the publisher of that slot.
                 let Some(p) = self.slab[i].as_ref() else {
@@ -619,6 +622,8 @@ impl Room {
     }
 
     fn forward_video(&mut self, i: usize, feed: VideoFeed, pkt: &RtpPacket, now: Instant) {
+        // What one copy costs a downlink, as the layer meters count it.
+        let len = pkt.payload.len() as u64 + 28;
         let desc = Vp8Descriptor::parse(&pkt.payload).ok();
         let keyframe = desc.is_some_and(|d| d.starts_keyframe(&pkt.payload));
         let vp8 = desc
@@ -683,12 +688,14 @@ impl Room {
             if write_slot(&mut sub.rtc, &mut slot.ssrc, slot.mid, w) {
                 sub.dirty = true;
                 sub.stats.rtp_forwarded += 1;
+                sub.downlink.sent_bytes += len;
                 self.stats.rtp_forwarded += 1;
             }
         }
     }
 
     fn forward_audio(&mut self, i: usize, pid: ParticipantId, pkt: &RtpPacket, now: Instant) {
+        let len = pkt.payload.len() as u64 + 36;
         let in_seq: u64 = *pkt.seq_no;
         let in_ts = pkt.header.timestamp;
         let routes = &self.routes[i];
@@ -728,6 +735,7 @@ impl Room {
             if write_slot(&mut sub.rtc, &mut slot.ssrc, slot.mid, w) {
                 sub.dirty = true;
                 sub.stats.rtp_forwarded += 1;
+                sub.downlink.sent_bytes += len;
                 self.stats.rtp_forwarded += 1;
             }
         }
