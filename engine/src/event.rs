@@ -13,6 +13,12 @@ pub enum LeaveReason {
     Disconnected,
     /// The room closed.
     RoomClosed,
+    /// Nothing valid arrived from the peer for
+    /// [`RoomConfig::inactivity_timeout`](crate::RoomConfig::inactivity_timeout)
+    /// (it vanished: network gone, tab killed, machine asleep).
+    Timeout,
+    /// The engine is shutting down ([`Engine::shutdown_within`](crate::Engine::shutdown_within)).
+    Shutdown,
 }
 
 /// A published track kind.

@@ -87,6 +87,36 @@ pub struct CoreStats {
     pub drops: DropStats,
 }
 
+/// What a shard core holds, counted: the sizes a leak would grow. Compare
+/// them before and after participants go (see [`ShardCore::footprint`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// Rooms.
+    pub rooms: usize,
+    /// Live participants (each owns one str0m `Rtc`).
+    pub participants: usize,
+    /// Entries of the rooms' participant-id indexes.
+    pub participant_index: usize,
+    /// Publisher-to-slot routes.
+    pub routes: usize,
+    /// Receive video slots of the live participants.
+    pub video_slots: usize,
+    /// Receive audio slots of the live participants.
+    pub audio_slots: usize,
+    /// Slots currently showing (or holding) a publisher.
+    pub slots_showing: usize,
+    /// Classified incoming RTP streams.
+    pub rx_tracks: usize,
+    /// Removals queued but not yet done.
+    pub pending_removals: usize,
+    /// Source addresses in the demultiplexing map.
+    pub demux_addrs: usize,
+    /// ICE ufrags in the demultiplexing map.
+    pub demux_ufrags: usize,
+    /// Rooms with a scheduled deadline.
+    pub deadlines: usize,
+}
+
 /// One shard's rooms, demultiplexing maps and timers.
 pub struct ShardCore {
     local_addr: SocketAddr,
@@ -356,6 +386,19 @@ impl ShardCore {
     /// Participants on this shard.
     pub fn participant_count(&self) -> usize {
         self.rooms.values().map(|r| r.len()).sum()
+    }
+
+    /// What the core holds, counted: rooms, participants, routes, slots,
+    /// demultiplexing entries, timers.
+    pub fn footprint(&self) -> Footprint {
+        let mut f = Footprint::default();
+        for r in self.rooms.values() {
+            r.footprint(&mut f);
+        }
+        f.demux_addrs = self.by_addr.len();
+        f.demux_ufrags = self.by_ufrag.len();
+        f.deadlines = self.deadlines.len();
+        f
     }
 
     /// Who is in which slot of one subscriber (the `slots` control message).

@@ -278,6 +278,7 @@ impl Room {
             tracing::debug!(participant = %pid, "input refused: {e}");
             return false;
         }
+        p.last_ingress = now;
         if srtp && p.connected && !p.media_ready {
             // SRTP from the peer: it has its keys, so what we send now is
             // decrypted (not dropped, as a keyframe sent before the peer's
@@ -357,6 +358,19 @@ impl Room {
     }
 
     fn tick(&mut self, now: Instant, out: &mut CoreOutput) {
+        // Vanished peers. str0m's ICE-lite agent forgets a pair only after
+        // 15 s without a binding request, and only while something else
+        // drives its timers; a peer that never completed ICE has no pair to
+        // forget. The room's own clock on accepted ingress covers both.
+        let limit = self.config.inactivity_timeout;
+        for p in self.slab.iter().flatten() {
+            if now.saturating_duration_since(p.last_ingress) >= limit
+                && !self.to_remove.iter().any(|(id, _)| *id == p.id)
+            {
+                tracing::debug!(participant = %p.id, "no ingress for {limit:?}: removing");
+                self.to_remove.push((p.id, LeaveReason::Timeout));
+            }
+        }
         // A peer that sends no media still gets media a moment after it
         // connected (its DTLS has long completed by then).
         for p in self.slab.iter_mut().flatten() {
@@ -1033,6 +1047,22 @@ impl Room {
     /// The current dominant speaker.
     pub fn active_speaker(&self) -> Option<ParticipantId> {
         self.speakers.current()
+    }
+
+    /// What the room holds, counted (see [`crate::core::Footprint`]).
+    pub fn footprint(&self, f: &mut crate::core::Footprint) {
+        f.rooms += 1;
+        f.participants += self.slab.iter().flatten().count();
+        f.participant_index += self.index.len();
+        f.routes += self.routes.iter().map(Vec::len).sum::<usize>();
+        for p in self.slab.iter().flatten() {
+            f.video_slots += p.video_slots.len();
+            f.audio_slots += p.audio_slots.len();
+            f.slots_showing += p.video_slots.iter().filter(|s| s.current.is_some()).count()
+                + p.audio_slots.iter().filter(|s| s.holder.is_some()).count();
+            f.rx_tracks += p.rx_tracks.len();
+        }
+        f.pending_removals += self.to_remove.len();
     }
 
     /// Per-participant forwarding counters: (id, rtp in, rtp forwarded to it).
