@@ -82,4 +82,15 @@ pub enum EngineEvent {
         /// Room.
         room: RoomId,
     },
+    /// A bug (a panic) in the room's processing closed it: its participants
+    /// were told as for a closing room (best effort) and removed, its id is
+    /// unknown from now on. The shard's other rooms are unaffected. Counted
+    /// in [`CoreStats::rooms_failed`](crate::CoreStats::rooms_failed); the
+    /// logs have the details, please report it.
+    RoomFailed {
+        /// Room.
+        room: RoomId,
+        /// The panic message.
+        reason: String,
+    },
 }

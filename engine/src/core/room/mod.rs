@@ -92,6 +92,9 @@ pub(crate) struct Room {
     /// When layer meters were last folded.
     meters_at: Option<Instant>,
     pub stats: RoomStats,
+    /// Fault injection: panic on the next datagram or timer.
+    #[cfg(feature = "fault-injection")]
+    pub panic_armed: bool,
 }
 
 impl Room {
@@ -114,6 +117,8 @@ impl Room {
             to_remove: Vec::new(),
             meters_at: None,
             stats: RoomStats::default(),
+            #[cfg(feature = "fault-injection")]
+            panic_armed: false,
         }
     }
 
@@ -182,14 +187,21 @@ impl Room {
             return false;
         };
         if let Some(p) = self.slab[i].as_mut() {
-            if reason == LeaveReason::Kicked {
-                // Put the notice on the wire before the DTLS close_notify.
-                send_control(
-                    p,
-                    &ServerMessage::Kicked {
-                        reason: "removed by the room owner".into(),
-                    },
-                );
+            // Put the notice on the wire before the DTLS close_notify.
+            let notice = match reason {
+                LeaveReason::Kicked => Some(ServerMessage::Kicked {
+                    reason: "removed by the room owner".into(),
+                }),
+                LeaveReason::RoomClosed => Some(ServerMessage::Closing {
+                    reason: "the room was closed".into(),
+                }),
+                LeaveReason::Shutdown => Some(ServerMessage::Closing {
+                    reason: "the server is shutting down; try again in a moment".into(),
+                }),
+                LeaveReason::Left | LeaveReason::Disconnected | LeaveReason::Timeout => None,
+            };
+            if let Some(notice) = notice {
+                send_control(p, &notice);
                 flush_transmits(p, now, out);
             }
             // close(): RTCP BYE, SCTP shutdown and DTLS close_notify, so the
@@ -248,10 +260,10 @@ impl Room {
     }
 
     /// Remove everyone (room closing).
-    pub fn close(&mut self, now: Instant, out: &mut CoreOutput) {
+    pub fn close(&mut self, reason: LeaveReason, now: Instant, out: &mut CoreOutput) {
         let ids: Vec<_> = self.index.keys().copied().collect();
         for p in ids {
-            self.remove(p, LeaveReason::RoomClosed, now, out);
+            self.remove(p, reason, now, out);
         }
     }
 
@@ -268,6 +280,10 @@ impl Room {
         srtp: bool,
         out: &mut CoreOutput,
     ) -> bool {
+        #[cfg(feature = "fault-injection")]
+        if self.panic_armed {
+            panic!("injected fault: room {} panics on a datagram", self.id);
+        }
         let Some(&i) = self.index.get(&pid) else {
             return false;
         };
@@ -301,6 +317,10 @@ impl Room {
 
     /// Drive the participants whose timers are due, and the room's own tick.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut CoreOutput) {
+        #[cfg(feature = "fault-injection")]
+        if self.panic_armed {
+            panic!("injected fault: room {} panics on a timer", self.id);
+        }
         for i in 0..self.slab.len() {
             let due = matches!(&self.slab[i], Some(p) if p.next_timeout <= now);
             if due && let Some(p) = self.slab[i].as_mut() {
