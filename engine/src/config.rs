@@ -68,6 +68,14 @@ pub struct RoomConfig {
     pub rtx_cache_packets: usize,
     /// See [`RoomConfig::rtx_cache_packets`].
     pub rtx_cache_age: Duration,
+    /// A participant from whom no datagram its session accepts (STUN
+    /// consent check, DTLS, SRTP, SRTCP) has arrived for this long is
+    /// removed with [`LeaveReason::Timeout`](crate::LeaveReason::Timeout),
+    /// exactly as if it had left. Counted from the join until the first
+    /// datagram. Browsers send a consent check at least every 5 s (RFC 7675)
+    /// and RTCP every second, so a live peer is never this quiet.
+    /// Default 10 s.
+    pub inactivity_timeout: Duration,
 }
 
 impl Default for RoomConfig {
@@ -93,6 +101,7 @@ impl Default for RoomConfig {
             reassign_interval: Duration::from_millis(250),
             rtx_cache_packets: 512,
             rtx_cache_age: Duration::from_millis(1500),
+            inactivity_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -109,6 +118,12 @@ impl RoomConfig {
     /// Set [`RoomConfig::max_participants`].
     pub fn max_participants(mut self, n: usize) -> Self {
         self.max_participants = n;
+        self
+    }
+
+    /// Set [`RoomConfig::inactivity_timeout`].
+    pub fn inactivity_timeout(mut self, d: Duration) -> Self {
+        self.inactivity_timeout = d;
         self
     }
 

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
@@ -25,6 +25,9 @@ use crate::shard::{Command, ShardConfig, ShardHandle, ShardStats};
 const DEFAULT_EVENTS_CAPACITY: usize = 4096;
 /// Default capacity of each shard's command queue.
 const DEFAULT_COMMAND_CAPACITY: usize = 256;
+/// How long [`Engine::shutdown`] (and dropping the engine) waits for the
+/// shard threads.
+pub const DEFAULT_SHUTDOWN_BOUND: Duration = Duration::from_secs(5);
 
 /// Configures and starts an [`Engine`]. Get one from [`Engine::builder`].
 #[derive(Debug, Clone)]
@@ -35,6 +38,7 @@ pub struct EngineBuilder {
     public_ip: Option<IpAddr>,
     events_capacity: usize,
     command_capacity: usize,
+    max_participants_per_shard: Option<usize>,
 }
 
 impl Default for EngineBuilder {
@@ -46,6 +50,7 @@ impl Default for EngineBuilder {
             public_ip: None,
             events_capacity: DEFAULT_EVENTS_CAPACITY,
             command_capacity: DEFAULT_COMMAND_CAPACITY,
+            max_participants_per_shard: None,
         }
     }
 }
@@ -95,6 +100,21 @@ impl EngineBuilder {
         self
     }
 
+    /// Admission control: a shard that hosts this many participants (over
+    /// all its rooms) refuses further joins with [`Error::Overloaded`], so
+    /// the calls already running keep their quality; room creation places
+    /// new rooms on the shard with the most headroom and fails with
+    /// [`Error::AtCapacity`] when every shard is at its budget. Default: no
+    /// budget (rooms are limited only by their own `max_participants`).
+    ///
+    /// Size it from measurements (docs/operations.md): a 50-person room of
+    /// clients with 9 video and 3 audio slots costs about 0.55-0.65 of a
+    /// core on the reference machine, so ~64 keeps a shard near 80 %.
+    pub fn max_participants_per_shard(mut self, n: usize) -> Self {
+        self.max_participants_per_shard = Some(n);
+        self
+    }
+
     /// Bind the sockets, start the shard threads and return the engine.
     pub fn build(self) -> Result<Engine, Error> {
         let shard_count = match self.shards {
@@ -116,6 +136,11 @@ impl EngineBuilder {
         if *self.port_range.start() == 0 && *self.port_range.end() != 0 {
             return Err(Error::InvalidConfig(
                 "port range must be 0..=0 (OS-assigned) or start above 0".into(),
+            ));
+        }
+        if self.max_participants_per_shard == Some(0) {
+            return Err(Error::InvalidConfig(
+                "max_participants_per_shard must be at least 1".into(),
             ));
         }
         if self.events_capacity == 0 || self.command_capacity == 0 {
@@ -149,6 +174,7 @@ impl EngineBuilder {
                 port_range: self.port_range.clone(),
                 advertise_ip,
                 command_capacity: self.command_capacity,
+                admission_budget: self.max_participants_per_shard,
             };
             match ShardHandle::spawn(config, events_tx.clone()) {
                 Ok(s) => shards.push(s),
@@ -174,6 +200,7 @@ impl EngineBuilder {
             advertise_ip,
             events: events_rx,
             closed: AtomicBool::new(false),
+            budget: self.max_participants_per_shard,
         })
     }
 }
@@ -231,8 +258,10 @@ struct RoomEntry {
 /// malformed offer, an unknown room, a full or locked room each have their
 /// own variant.
 ///
-/// Dropping the engine (or calling [`Engine::shutdown`]) closes every room,
-/// stops the shards and joins their threads.
+/// Dropping the engine (or calling [`Engine::shutdown`] or
+/// [`Engine::shutdown_within`]) refuses new calls, closes every room
+/// (telling each participant), stops the shards and joins their threads
+/// within a bound.
 ///
 /// # Example
 ///
@@ -269,6 +298,7 @@ pub struct Engine {
     advertise_ip: IpAddr,
     events: Receiver<EngineEvent>,
     closed: AtomicBool,
+    budget: Option<usize>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -288,7 +318,9 @@ impl Engine {
     }
 
     /// Open a room on the least-loaded shard (fewest participants, then
-    /// fewest rooms). The room stays on that shard until it closes.
+    /// fewest rooms). The room stays on that shard until it closes. With an
+    /// admission budget ([`EngineBuilder::max_participants_per_shard`]) and
+    /// every shard at it, fails with [`Error::AtCapacity`].
     pub fn create_room(&self, config: RoomConfig) -> Result<RoomId, Error> {
         self.check_open()?;
         if config.max_participants == 0 {
@@ -301,7 +333,10 @@ impl Engine {
         let (reply, answer) = crossbeam_channel::bounded(1);
         let shard = {
             let mut registry = self.registry();
-            let shard = self.least_loaded(&registry);
+            let (shard, load) = self.least_loaded(&registry);
+            if self.budget.is_some_and(|b| load >= b) {
+                return Err(Error::AtCapacity);
+            }
             // Queued while the registry is locked, so a join that finds the
             // room in the registry finds it on the shard too (one FIFO per
             // shard), and the next placement counts this room.
@@ -340,6 +375,11 @@ impl Engine {
     /// The offer should carry sendonly Opus audio and VP8 video (camera, then
     /// an optional screen share), recvonly m-lines as receive slots, and a
     /// data channel for control messages.
+    ///
+    /// With an admission budget ([`EngineBuilder::max_participants_per_shard`])
+    /// a join to a room whose shard is at it fails with
+    /// [`Error::Overloaded`] before any work is done (the shard checks again
+    /// on adoption, so concurrent joins cannot overshoot it).
     pub fn join(&self, room: RoomId, offer: &str, options: JoinOptions) -> Result<Joined, Error> {
         self.check_open()?;
         let (shard, config) = {
@@ -354,6 +394,16 @@ impl Engine {
                     room,
                     max_participants: max,
                 });
+            }
+            if let Some(budget) = self.budget {
+                let participants = self.shard_load(&registry, entry.shard);
+                if participants >= budget {
+                    self.shards[entry.shard].count_refused();
+                    return Err(Error::Overloaded {
+                        participants,
+                        budget,
+                    });
+                }
             }
             (entry.shard, entry.config.clone())
         };
@@ -373,7 +423,8 @@ impl Engine {
         )?;
         let answer = std::mem::take(&mut prepared.answer);
         // The shard re-checks lock and size: they may have changed meanwhile.
-        self.shards[shard].request(|reply| Command::Adopt(Box::new(prepared), reply))?;
+        let adopted = self.shards[shard].request(|reply| Command::Adopt(Box::new(prepared), reply));
+        self.forget_if_gone(room, adopted)?;
         Ok(Joined {
             participant,
             answer,
@@ -401,11 +452,12 @@ impl Engine {
             entry.locked = locked;
             entry.shard
         };
-        self.shards[shard].request(|reply| Command::Lock {
+        let r = self.shards[shard].request(|reply| Command::Lock {
             room,
             locked,
             reply,
-        })
+        });
+        self.forget_if_gone(room, r)
     }
 
     /// Close a room: everyone in it is removed ([`LeaveReason::RoomClosed`])
@@ -443,7 +495,7 @@ impl Engine {
         let shards = self
             .shards
             .iter()
-            .map(|s| s.request(Command::Stats))
+            .map(|s| s.fresh_stats())
             .collect::<Result<_, _>>()?;
         Ok(EngineStats { shards })
     }
@@ -483,19 +535,61 @@ impl Engine {
             .ok_or(Error::UnknownRoom(room))
     }
 
-    /// Close every room, stop the shards and wait for their threads.
-    /// Idempotent; later calls on the engine fail with
-    /// [`Error::EngineClosed`]. The events of the closing (participants
-    /// leaving, rooms closing) are still delivered to [`Engine::events`].
+    /// [`Engine::shutdown_within`] with [`DEFAULT_SHUTDOWN_BOUND`] (5 s).
     pub fn shutdown(&self) {
+        self.shutdown_within(DEFAULT_SHUTDOWN_BOUND);
+    }
+
+    /// Graceful shutdown, bounded by `bound`:
+    ///
+    /// 1. From now on every call fails with [`Error::EngineClosed`] (joins
+    ///    are refused).
+    /// 2. Each shard closes its rooms: every participant gets a `closing`
+    ///    control message, an RTCP BYE and a DTLS close_notify, and is
+    ///    reported as [`LeaveReason::Shutdown`], then each room as
+    ///    [`EngineEvent::RoomClosed`] (to [`Engine::events`], while it has
+    ///    room).
+    /// 3. The shards send what that produced and their threads end; this
+    ///    waits for them until `bound` has passed.
+    ///
+    /// Returns true when every shard thread ended in time; a shard still
+    /// busy at the bound is left detached (logged) and ends on its own.
+    /// Idempotent.
+    pub fn shutdown_within(&self, bound: Duration) -> bool {
+        let deadline = Instant::now() + bound;
         self.closed.store(true, Ordering::SeqCst);
         for s in &self.shards {
             s.begin_shutdown();
         }
+        let mut all = true;
         for s in &self.shards {
-            s.join();
+            all &= s.join_within(deadline);
         }
         self.registry().clear();
+        all
+    }
+
+    /// Fault injection (feature `fault-injection`, for tests; never enable
+    /// it in production): the room panics the next time it handles a
+    /// datagram or a timer, as a bug in its processing would. The shard
+    /// fails that room ([`EngineEvent::RoomFailed`]) and keeps the others
+    /// running.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_panic(&self, room: RoomId) -> Result<(), Error> {
+        self.check_open()?;
+        let shard = self.room_shard(room)?;
+        self.shards[shard].request(|reply| Command::InjectPanic { room, reply })
+    }
+
+    /// A room its shard no longer knows (it failed, see
+    /// [`EngineEvent::RoomFailed`]) leaves the registry too.
+    fn forget_if_gone<T>(&self, room: RoomId, r: Result<T, Error>) -> Result<T, Error> {
+        if let Err(Error::UnknownRoom(r)) = &r
+            && *r == room
+        {
+            self.registry().remove(&room);
+        }
+        r
     }
 
     fn remove(
@@ -506,12 +600,13 @@ impl Engine {
     ) -> Result<(), Error> {
         self.check_open()?;
         let shard = self.room_shard(room)?;
-        self.shards[shard].request(|reply| Command::Remove {
+        let r = self.shards[shard].request(|reply| Command::Remove {
             room,
             participant,
             reason,
             reply,
-        })
+        });
+        self.forget_if_gone(room, r)
     }
 
     fn check_open(&self) -> Result<(), Error> {
@@ -528,15 +623,27 @@ impl Engine {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn least_loaded(&self, registry: &HashMap<RoomId, RoomEntry>) -> usize {
+    /// The shard with the fewest participants (then rooms), and its
+    /// participants.
+    fn least_loaded(&self, registry: &HashMap<RoomId, RoomEntry>) -> (usize, usize) {
         let mut load = vec![(0usize, 0usize); self.shards.len()];
         for e in registry.values() {
             load[e.shard].0 += e.participants.load(Ordering::Relaxed);
             load[e.shard].1 += 1;
         }
-        (0..self.shards.len())
+        let best = (0..self.shards.len())
             .min_by_key(|&i| (load[i], i))
-            .unwrap_or(0)
+            .unwrap_or(0);
+        (best, load[best].0)
+    }
+
+    /// Participants on one shard, from the registry's counters.
+    fn shard_load(&self, registry: &HashMap<RoomId, RoomEntry>, shard: usize) -> usize {
+        registry
+            .values()
+            .filter(|e| e.shard == shard)
+            .map(|e| e.participants.load(Ordering::Relaxed))
+            .sum()
     }
 }
 

@@ -37,8 +37,17 @@ pub enum Error {
     },
     /// The room's owner locked it.
     RoomLocked(RoomId),
-    /// Every shard is past its admission budget.
+    /// Every shard is past its admission budget: no room can be created.
     AtCapacity,
+    /// The shard hosting the room is at its admission budget
+    /// ([`EngineBuilder::max_participants_per_shard`](crate::EngineBuilder::max_participants_per_shard)):
+    /// the join is refused rather than degrade the calls already running.
+    Overloaded {
+        /// Participants on the shard.
+        participants: usize,
+        /// Its budget.
+        budget: usize,
+    },
     /// The engine is shutting down or has shut down.
     EngineClosed,
     /// The engine configuration is unusable.
@@ -79,6 +88,14 @@ impl fmt::Display for Error {
             ),
             Error::RoomLocked(r) => write!(f, "room {r} is locked by its owner"),
             Error::AtCapacity => write!(f, "the engine is at capacity; try again later"),
+            Error::Overloaded {
+                participants,
+                budget,
+            } => write!(
+                f,
+                "the media server hosting this room is at its admission budget \
+                 ({participants} of {budget} participants); try again later"
+            ),
             Error::EngineClosed => write!(f, "the engine has shut down"),
             Error::InvalidConfig(e) => write!(f, "invalid engine configuration: {e}"),
             Error::Io(e) => write!(f, "operating system error: {e}"),

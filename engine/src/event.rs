@@ -13,6 +13,12 @@ pub enum LeaveReason {
     Disconnected,
     /// The room closed.
     RoomClosed,
+    /// Nothing valid arrived from the peer for
+    /// [`RoomConfig::inactivity_timeout`](crate::RoomConfig::inactivity_timeout)
+    /// (it vanished: network gone, tab killed, machine asleep).
+    Timeout,
+    /// The engine is shutting down ([`Engine::shutdown_within`](crate::Engine::shutdown_within)).
+    Shutdown,
 }
 
 /// A published track kind.
@@ -75,5 +81,16 @@ pub enum EngineEvent {
     RoomClosed {
         /// Room.
         room: RoomId,
+    },
+    /// A bug (a panic) in the room's processing closed it: its participants
+    /// were told as for a closing room (best effort) and removed, its id is
+    /// unknown from now on. The shard's other rooms are unaffected. Counted
+    /// in [`CoreStats::rooms_failed`](crate::CoreStats::rooms_failed); the
+    /// logs have the details, please report it.
+    RoomFailed {
+        /// Room.
+        room: RoomId,
+        /// The panic message.
+        reason: String,
     },
 }

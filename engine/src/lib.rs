@@ -67,7 +67,7 @@ pub mod sim;
 
 pub use config::{JoinOptions, RoomConfig};
 pub use core::{CoreStats, DropStats, SlotState, SubscriberStats};
-pub use engine::{Engine, EngineBuilder, EngineStats, Joined};
+pub use engine::{DEFAULT_SHUTDOWN_BOUND, Engine, EngineBuilder, EngineStats, Joined};
 pub use error::Error;
 pub use event::{EngineEvent, LeaveReason, TrackKind};
 pub use ids::{Layer, ParticipantId, RoomId, VideoSource};

@@ -225,12 +225,12 @@ fn closed_engine_refuses_everything() {
     assert_eq!(engine.close_room(room), Err(Error::EngineClosed));
     assert!(engine.refresh_stats().is_err());
 
-    // Shutting down closed the room: its participant left.
+    // Shutting down closed the room: its participant left, told why.
     let got: Vec<EngineEvent> = events.try_iter().collect();
     assert!(got.contains(&EngineEvent::ParticipantLeft {
         room,
         participant: joined.participant,
-        reason: LeaveReason::RoomClosed
+        reason: LeaveReason::Shutdown
     }));
     assert!(got.contains(&EngineEvent::RoomClosed { room }));
 }

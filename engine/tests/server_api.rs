@@ -1043,3 +1043,155 @@ async fn garbage_requests_get_json_errors_and_the_server_stays_up() {
     assert_eq!((status, &v["status"]), (StatusCode::OK, &json!("ok")));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_past_the_shard_budget_get_503_overloaded_with_retry_after() {
+    let s = TestServer::start(|c| c.max_participants_per_shard = 2).await;
+    let room = s.create(json!({})).await;
+    let a = s.join(&room.id, &room.invite, "A", 1).await.unwrap();
+    let b = s.join(&room.id, &room.invite, "B", 2).await.unwrap();
+    let offer = SimClient::new(
+        ClientConfig::new(3),
+        "127.0.0.1:9".parse().unwrap(),
+        Instant::now(),
+        Instant::now(),
+    )
+    .offer()
+    .to_string();
+    let (status, headers, body) = s
+        .join_raw(&room.id, Some(&room.invite), "C", "application/sdp", offer)
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(headers["retry-after"], "5");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error_code(&v), "overloaded");
+    assert!(
+        v["message"].as_str().unwrap().contains("try again later"),
+        "{v}"
+    );
+
+    // Every shard is at its budget: no new room either.
+    let res = s
+        .http
+        .post(s.url("/v1/rooms"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["retry-after"], "5");
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(error_code(&v), "at_capacity");
+
+    let res = s.http.get(s.url("/metrics")).send().await.unwrap();
+    let metrics = res.text().await.unwrap();
+    assert_eq!(
+        metric(&metrics, "piazza_joins_refused_overload_total{shard=\"0\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&metrics, "piazza_rooms_failed_total{shard=\"0\"}"),
+        0.0
+    );
+    drop((a, b));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_server_tells_every_participant_it_is_shutting_down() {
+    let s = TestServer::start(|c| c.shutdown_timeout = Duration::from_secs(3)).await;
+    let room = s.create(json!({})).await;
+    let a = s.join(&room.id, &room.invite, "A", 1).await.unwrap();
+    let b = s.join(&room.id, &room.invite, "B", 2).await.unwrap();
+    let peers = drive_async(vec![a, b], Duration::from_secs(2)).await;
+    assert!(peers.iter().all(|p| p.client.is_alive()));
+    let engine = s.engine.clone();
+    // The same path as SIGTERM: the shutdown future completes.
+    s.stop().await;
+    assert!(matches!(
+        engine.create_room(piazza::RoomConfig::default()),
+        Err(piazza::Error::EngineClosed)
+    ));
+    let mut peers = peers;
+    for _ in 0..100 {
+        if peers
+            .iter()
+            .all(|p| p.client.closing.is_some() && !p.client.is_alive())
+        {
+            break;
+        }
+        peers = drive_async(peers, Duration::from_millis(50)).await;
+    }
+    for p in &peers {
+        assert!(
+            p.client
+                .closing
+                .as_deref()
+                .is_some_and(|r| r.contains("shutting down")),
+            "{:?}",
+            p.client.closing
+        );
+        assert!(!p.client.is_alive(), "no DTLS close reached the peer");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn the_binary_shuts_down_gracefully_on_sigterm() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_piazza"))
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+            "--shutdown-timeout",
+            "3s",
+        ])
+        .env("PIAZZA_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the piazza binary runs");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str| {
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(200))
+                && line.contains(needle)
+            {
+                return true;
+            }
+        }
+        false
+    };
+    assert!(wait_for("piazza is running"), "the server did not start");
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert!(
+        wait_for("engine stopped"),
+        "no graceful engine shutdown logged"
+    );
+    let end = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < end, "the server did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}

@@ -50,6 +50,9 @@ fn main() -> std::process::ExitCode {
 async fn serve(config: ServerConfig) -> Result<(), piazza::server::ServerError> {
     let public_url = config.public_url.clone();
     let key_required = config.api_key.is_some();
+    // Listen for the signals before saying we run: a SIGTERM right after
+    // startup must shut down gracefully, not kill the process.
+    let shutdown = shutdown_signal();
     let server = Server::bind(config).await?;
     let addr = server.local_addr();
     let open = public_url.unwrap_or_else(|| {
@@ -65,28 +68,41 @@ async fn serve(config: ServerConfig) -> Result<(), piazza::server::ServerError> 
         api_key_required = key_required,
         "piazza is running: open {open}/ in a browser to create a room"
     );
-    server.run(shutdown_signal()).await
+    server.run(shutdown).await
 }
 
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Ctrl-C or SIGTERM. The handlers are installed when this is called (not
+/// when the future is first polled).
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let int = signal(SignalKind::interrupt());
+    let term = signal(SignalKind::terminate());
+    async move {
+        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::warn!("cannot listen for a shutdown signal: {e}");
+                    std::future::pending::<()>().await
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            _ = wait(int) => {},
+            _ = wait(term) => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
+}
+
+/// Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    }
 }

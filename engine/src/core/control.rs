@@ -87,6 +87,12 @@ pub enum ServerMessage {
         /// Human-readable reason.
         reason: String,
     },
+    /// The room closed or the server is shutting down; the session closes
+    /// next (DTLS close_notify). Rejoining later may work.
+    Closing {
+        /// Human-readable reason.
+        reason: String,
+    },
     /// A client message was not understood.
     Error {
         /// What was wrong.

@@ -15,6 +15,15 @@
 //!   after every input.
 //!
 //! Nothing in here reads a clock, opens a socket, spawns a thread or locks.
+//!
+//! # Containment
+//!
+//! Every piece of work done for one room (its datagrams, its timers, the
+//! control calls aimed at it) runs under `catch_unwind`. A panic there is a
+//! bug: the room is failed (its participants get a best-effort close, the
+//! room is dropped, its addresses and ufrags leave the demultiplexing maps),
+//! [`EngineEvent::RoomFailed`] is emitted, [`CoreStats::rooms_failed`]
+//! counts it, and the shard's other rooms carry on untouched.
 
 pub(crate) mod allocator;
 pub mod control;
@@ -28,6 +37,7 @@ pub(crate) mod speaker;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
 use str0m::ice::StunMessage;
@@ -85,6 +95,45 @@ pub struct CoreStats {
     pub slot_switches: u64,
     /// Dropped datagrams by reason.
     pub drops: DropStats,
+    /// Rooms failed by a panic in their processing (each one is a bug;
+    /// see the logs and [`EngineEvent::RoomFailed`]).
+    pub rooms_failed: u64,
+    /// Joins refused because the shard was at its admission budget
+    /// ([`Error::Overloaded`]).
+    pub joins_refused_overload: u64,
+    /// Participants removed after the inactivity timeout
+    /// ([`LeaveReason::Timeout`]).
+    pub participants_timed_out: u64,
+}
+
+/// What a shard core holds, counted: the sizes a leak would grow. Compare
+/// them before and after participants go (see [`ShardCore::footprint`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// Rooms.
+    pub rooms: usize,
+    /// Live participants (each owns one str0m `Rtc`).
+    pub participants: usize,
+    /// Entries of the rooms' participant-id indexes.
+    pub participant_index: usize,
+    /// Publisher-to-slot routes.
+    pub routes: usize,
+    /// Receive video slots of the live participants.
+    pub video_slots: usize,
+    /// Receive audio slots of the live participants.
+    pub audio_slots: usize,
+    /// Slots currently showing (or holding) a publisher.
+    pub slots_showing: usize,
+    /// Classified incoming RTP streams.
+    pub rx_tracks: usize,
+    /// Removals queued but not yet done.
+    pub pending_removals: usize,
+    /// Source addresses in the demultiplexing map.
+    pub demux_addrs: usize,
+    /// ICE ufrags in the demultiplexing map.
+    pub demux_ufrags: usize,
+    /// Rooms with a scheduled deadline.
+    pub deadlines: usize,
 }
 
 /// One shard's rooms, demultiplexing maps and timers.
@@ -100,6 +149,10 @@ pub struct ShardCore {
     dirty: Vec<RoomId>,
     out: CoreOutput,
     stats: CoreStats,
+    /// Most participants on this core; joins beyond are refused.
+    admission_budget: Option<usize>,
+    /// The latest `now` of an adopt, flush or timeout.
+    last_now: Option<Instant>,
     #[cfg(feature = "bench-slowdown")]
     slowdown: slowdown::Slowdown,
 }
@@ -118,6 +171,8 @@ impl ShardCore {
             dirty: Vec::new(),
             out: CoreOutput::default(),
             stats: CoreStats::default(),
+            admission_budget: None,
+            last_now: None,
             #[cfg(feature = "bench-slowdown")]
             slowdown: slowdown::Slowdown::from_env(),
         }
@@ -133,10 +188,43 @@ impl ShardCore {
         self.rooms.insert(id, room::Room::new(id, config));
     }
 
-    /// Close a room: everyone is removed, the room forgotten.
+    /// Refuse joins ([`Error::Overloaded`]) once the core holds this many
+    /// participants, over all its rooms; `None` admits up to the rooms' own
+    /// limits.
+    pub fn set_admission_budget(&mut self, max_participants: Option<usize>) {
+        self.admission_budget = max_participants;
+    }
+
+    /// Close a room: everyone is removed, the room forgotten. A room that
+    /// panics while closing is failed instead ([`EngineEvent::RoomFailed`]),
+    /// and is gone all the same.
     pub fn close_room(&mut self, id: RoomId, now: Instant) -> Result<(), Error> {
-        let mut room = self.rooms.remove(&id).ok_or(Error::UnknownRoom(id))?;
-        room.close(now, &mut self.out);
+        self.close_room_because(id, LeaveReason::RoomClosed, now)
+    }
+
+    /// Close every room, telling each participant the server is shutting
+    /// down ([`LeaveReason::Shutdown`]).
+    pub fn shutdown(&mut self, now: Instant) {
+        let rooms: Vec<RoomId> = self.rooms.keys().copied().collect();
+        for room in rooms {
+            // A room that fails while closing is reported as failed.
+            let _ = self.close_room_because(room, LeaveReason::Shutdown, now);
+        }
+    }
+
+    fn close_room_because(
+        &mut self,
+        id: RoomId,
+        reason: LeaveReason,
+        now: Instant,
+    ) -> Result<(), Error> {
+        match self.in_room(id, now, |room, out| room.close(reason, now, out)) {
+            Err(Error::UnknownRoom(r)) => return Err(Error::UnknownRoom(r)),
+            Err(_) => return Ok(()),
+            Ok(()) => {}
+        }
+        self.rooms.remove(&id);
+        self.collect_stats_and_leavers();
         self.forget_room_routes(id);
         self.deadlines.remove(&id);
         self.out
@@ -176,10 +264,23 @@ impl ShardCore {
                 max_participants: room.config.max_participants,
             });
         }
+        if let Some(budget) = self.admission_budget {
+            let participants = self.participant_count();
+            if participants >= budget {
+                self.stats.joins_refused_overload += 1;
+                return Err(Error::Overloaded {
+                    participants,
+                    budget,
+                });
+            }
+        }
         let (ufrag, id) = (p.ufrag.clone(), p.id);
-        room.add(p, now, &mut self.out);
+        self.last_now = Some(now);
+        self.in_room(room_id, now, |room, out| {
+            room.add(p, now, out);
+            room.flush(now, out);
+        })?;
         self.by_ufrag.insert(ufrag, (room_id, id));
-        room.flush(now, &mut self.out);
         self.reschedule(room_id);
         Ok(())
     }
@@ -192,14 +293,16 @@ impl ShardCore {
         reason: LeaveReason,
         now: Instant,
     ) -> Result<(), Error> {
-        let room = self
-            .rooms
-            .get_mut(&room_id)
-            .ok_or(Error::UnknownRoom(room_id))?;
-        if !room.remove(pid, reason, now, &mut self.out) {
+        let removed = self.in_room(room_id, now, |room, out| {
+            let removed = room.remove(pid, reason, now, out);
+            if removed {
+                room.flush(now, out);
+            }
+            removed
+        })?;
+        if !removed {
             return Err(Error::UnknownParticipant(pid));
         }
-        room.flush(now, &mut self.out);
         self.collect_stats_and_leavers();
         self.reschedule(room_id);
         Ok(())
@@ -215,19 +318,24 @@ impl ShardCore {
             return;
         };
         if let Some(&(room_id, pid)) = self.by_addr.get(&source) {
-            let Some(room) = self.rooms.get_mut(&room_id) else {
+            if !self.rooms.contains_key(&room_id) {
                 self.by_addr.remove(&source);
                 self.stats.drops.unknown_source += 1;
                 return;
-            };
-            if room.handle_receive(pid, now, receive, srtp, &mut self.out) {
-                #[cfg(feature = "bench-slowdown")]
-                self.slowdown.burn_in(buf.len());
-                if !self.dirty.contains(&room_id) {
-                    self.dirty.push(room_id);
+            }
+            match self.in_room(room_id, now, |room, out| {
+                room.handle_receive(pid, now, receive, srtp, out)
+            }) {
+                Ok(true) => {
+                    #[cfg(feature = "bench-slowdown")]
+                    self.slowdown.burn_in(buf.len());
+                    if !self.dirty.contains(&room_id) {
+                        self.dirty.push(room_id);
+                    }
                 }
-            } else {
-                self.stats.drops.rejected += 1;
+                Ok(false) => self.stats.drops.rejected += 1,
+                // The room failed on it (reported as such).
+                Err(_) => {}
             }
             return;
         }
@@ -250,14 +358,20 @@ impl ShardCore {
             self.stats.drops.unknown_ufrag += 1;
             return;
         };
-        let Some(room) = self.rooms.get_mut(&room_id) else {
+        if !self.rooms.contains_key(&room_id) {
             self.stats.drops.unknown_ufrag += 1;
             return;
-        };
+        }
         let before = self.out.transmits.len();
-        if !room.handle_receive(pid, now, receive, srtp, &mut self.out) {
-            self.stats.drops.rejected += 1;
-            return;
+        match self.in_room(room_id, now, |room, out| {
+            room.handle_receive(pid, now, receive, srtp, out)
+        }) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.stats.drops.rejected += 1;
+                return;
+            }
+            Err(_) => return,
         }
         // The participant's ICE agent answers only requests whose message
         // integrity it verified: an answer to `source` validates it.
@@ -277,9 +391,12 @@ impl ShardCore {
 
     /// Flush the rooms touched since the last flush: writes become datagrams.
     pub fn flush(&mut self, now: Instant) {
+        self.last_now = Some(now);
         while let Some(room_id) = self.dirty.pop() {
-            if let Some(room) = self.rooms.get_mut(&room_id) {
-                room.flush(now, &mut self.out);
+            if self
+                .in_room(room_id, now, |room, out| room.flush(now, out))
+                .is_ok()
+            {
                 self.reschedule(room_id);
             }
         }
@@ -299,6 +416,7 @@ impl ShardCore {
 
     /// Drive every room whose deadline has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
         while let Some(Reverse((t, room_id))) = self.timers.peek().copied() {
             if t > now {
                 break;
@@ -308,8 +426,10 @@ impl ShardCore {
                 continue;
             }
             self.deadlines.remove(&room_id);
-            if let Some(room) = self.rooms.get_mut(&room_id) {
-                room.handle_timeout(now, &mut self.out);
+            if self
+                .in_room(room_id, now, |room, out| room.handle_timeout(now, out))
+                .is_ok()
+            {
                 self.reschedule(room_id);
             }
         }
@@ -333,7 +453,15 @@ impl ShardCore {
 
     /// Next event for the embedder.
     pub fn poll_event(&mut self) -> Option<EngineEvent> {
-        self.out.events.pop_front()
+        let e = self.out.events.pop_front()?;
+        if let EngineEvent::ParticipantLeft {
+            reason: LeaveReason::Timeout,
+            ..
+        } = e
+        {
+            self.stats.participants_timed_out += 1;
+        }
+        Some(e)
     }
 
     /// Counters (room counters summed).
@@ -356,6 +484,19 @@ impl ShardCore {
     /// Participants on this shard.
     pub fn participant_count(&self) -> usize {
         self.rooms.values().map(|r| r.len()).sum()
+    }
+
+    /// What the core holds, counted: rooms, participants, routes, slots,
+    /// demultiplexing entries, timers.
+    pub fn footprint(&self) -> Footprint {
+        let mut f = Footprint::default();
+        for r in self.rooms.values() {
+            r.footprint(&mut f);
+        }
+        f.demux_addrs = self.by_addr.len();
+        f.demux_ufrags = self.by_ufrag.len();
+        f.deadlines = self.deadlines.len();
+        f
     }
 
     /// Who is in which slot of one subscriber (the `slots` control message).
@@ -384,12 +525,30 @@ impl ShardCore {
     /// Deliver a control-channel message as if the participant had sent it.
     #[cfg(any(test, feature = "sim"))]
     pub fn inject_client_message(&mut self, room: RoomId, p: ParticipantId, data: &[u8]) {
-        if let Some(r) = self.rooms.get_mut(&room) {
-            r.inject_client_message(p, data);
-            if !self.dirty.contains(&room) {
-                self.dirty.push(room);
-            }
+        // The time is only used if the room fails on the message. With no
+        // time seen yet nobody was ever adopted: there is no one to deliver to.
+        let Some(now) = self.last_now else {
+            return;
+        };
+        if self
+            .in_room(room, now, |r, _| r.inject_client_message(p, data))
+            .is_ok()
+            && !self.dirty.contains(&room)
+        {
+            self.dirty.push(room);
         }
+    }
+
+    /// Fault injection (feature `fault-injection`, tests only): the room
+    /// panics the next time it handles a datagram or a timer, as a bug in
+    /// its processing would.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_panic(&mut self, room: RoomId) -> Result<(), Error> {
+        self.rooms
+            .get_mut(&room)
+            .ok_or(Error::UnknownRoom(room))?
+            .panic_armed = true;
+        Ok(())
     }
 
     /// Benchmark hook: route datagrams from `addr` (when given) and STUN
@@ -411,6 +570,50 @@ impl ShardCore {
         if let Some(u) = ufrag {
             self.by_ufrag.insert(u, (room, participant));
         }
+    }
+
+    /// Run `f` on room `id` under `catch_unwind`. A panic fails the room
+    /// (see [`ShardCore::fail_room`]) and comes back as [`Error::Internal`].
+    fn in_room<R>(
+        &mut self,
+        id: RoomId,
+        now: Instant,
+        f: impl FnOnce(&mut room::Room, &mut CoreOutput) -> R,
+    ) -> Result<R, Error> {
+        let room = self.rooms.get_mut(&id).ok_or(Error::UnknownRoom(id))?;
+        let out = &mut self.out;
+        match catch_unwind(AssertUnwindSafe(|| f(room, out))) {
+            Ok(r) => Ok(r),
+            Err(payload) => {
+                let reason = panic_message(payload.as_ref());
+                self.fail_room(id, now, reason.clone());
+                Err(Error::Internal(format!("room {id} failed: {reason}")))
+            }
+        }
+    }
+
+    /// A room panicked: its state can no longer be trusted. Tell its
+    /// participants (best effort: the same close as a room closing, which a
+    /// room broken enough to panic again skips), drop it, forget its
+    /// demultiplexing entries and timers, report it.
+    fn fail_room(&mut self, id: RoomId, now: Instant, reason: String) {
+        tracing::error!(room = %id, "panic in room processing; the room is closed, the shard's other rooms continue: {reason}");
+        self.stats.rooms_failed += 1;
+        if let Some(mut room) = self.rooms.remove(&id) {
+            let out = &mut self.out;
+            let closing = || room.close(LeaveReason::RoomClosed, now, out);
+            if catch_unwind(AssertUnwindSafe(closing)).is_err() {
+                tracing::error!(room = %id, "the failed room panicked again while closing");
+            }
+            drop(room);
+        }
+        self.collect_stats_and_leavers();
+        self.forget_room_routes(id);
+        self.deadlines.remove(&id);
+        self.dirty.retain(|r| *r != id);
+        self.out
+            .events
+            .push_back(EngineEvent::RoomFailed { room: id, reason });
     }
 
     fn reschedule(&mut self, room_id: RoomId) {
@@ -455,4 +658,13 @@ impl ShardCore {
         self.by_addr.retain(|_, v| v.0 != room);
         self.by_ufrag.retain(|_, v| v.0 != room);
     }
+}
+
+/// The message of a panic payload (`panic!` gives a `&str` or a `String`).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
 }

@@ -140,6 +140,11 @@ pub(crate) struct Participant {
     pub join_seq: u64,
     pub connected: bool,
     pub connected_at: Option<Instant>,
+    /// When the peer last sent a datagram its `Rtc` accepted (join time
+    /// until then): the room removes it after
+    /// [`RoomConfig::inactivity_timeout`](crate::RoomConfig::inactivity_timeout)
+    /// of silence.
+    pub last_ingress: Instant,
     /// The peer has sent SRTP since connecting, so it can decrypt ours.
     pub media_ready: bool,
     pub channel: Option<ChannelId>,
@@ -214,6 +219,7 @@ impl Participant {
             join_seq,
             connected: false,
             connected_at: None,
+            last_ingress: now,
             media_ready: false,
             channel: None,
             video_slots,

@@ -53,6 +53,14 @@ pub struct ServerConfig {
     pub client_video_slots: usize,
     /// Audio receive slots the browser client offers. Default 3.
     pub client_audio_slots: usize,
+    /// Admission control: participants one shard hosts before it refuses
+    /// joins with 503 `overloaded` (and room creation, when every shard is
+    /// there, with 503 `at_capacity`); 0 means no budget. Default 64 (a
+    /// 50-person room costs 0.55-0.65 of a core; see docs/operations.md).
+    pub max_participants_per_shard: usize,
+    /// On SIGTERM or Ctrl-C: how long the engine gets to tell every
+    /// participant and stop its shards. Default 5 s.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +82,8 @@ impl Default for ServerConfig {
             max_pending_joins: 8,
             client_video_slots: 9,
             client_audio_slots: 3,
+            max_participants_per_shard: 64,
+            shutdown_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -114,6 +124,8 @@ struct FileConfig {
     max_pending_joins: Option<usize>,
     client_video_slots: Option<usize>,
     client_audio_slots: Option<usize>,
+    max_participants_per_shard: Option<usize>,
+    shutdown_timeout: Option<DurationValue>,
 }
 
 /// Command-line flags; each also reads an environment variable. Flags win
@@ -169,6 +181,12 @@ pub struct Args {
     /// Most rooms at once.
     #[arg(long, env = "PIAZZA_MAX_ROOMS", value_name = "N")]
     pub max_rooms: Option<usize>,
+    /// Participants per shard before joins get 503 (0: no budget) [default: 64].
+    #[arg(long, env = "PIAZZA_MAX_PARTICIPANTS_PER_SHARD", value_name = "N")]
+    pub max_participants_per_shard: Option<usize>,
+    /// Bound on the graceful shutdown, e.g. 5s [default: 5s].
+    #[arg(long, env = "PIAZZA_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
+    pub shutdown_timeout: Option<String>,
 }
 
 impl ServerConfig {
@@ -212,6 +230,9 @@ impl ServerConfig {
         if let Some(v) = &file.empty_room_grace {
             self.empty_room_grace = v.get("empty_room_grace")?;
         }
+        if let Some(v) = &file.shutdown_timeout {
+            self.shutdown_timeout = v.get("shutdown_timeout")?;
+        }
         let sizes = [
             (&mut self.max_rooms, file.max_rooms),
             (&mut self.max_participants, file.max_participants),
@@ -219,6 +240,10 @@ impl ServerConfig {
             (&mut self.max_pending_joins, file.max_pending_joins),
             (&mut self.client_video_slots, file.client_video_slots),
             (&mut self.client_audio_slots, file.client_audio_slots),
+            (
+                &mut self.max_participants_per_shard,
+                file.max_participants_per_shard,
+            ),
         ];
         for (field, value) in sizes {
             if let Some(v) = value {
@@ -254,6 +279,13 @@ impl ServerConfig {
         if let Some(v) = args.max_rooms {
             self.max_rooms = v;
         }
+        if let Some(v) = args.max_participants_per_shard {
+            self.max_participants_per_shard = v;
+        }
+        if let Some(v) = &args.shutdown_timeout {
+            self.shutdown_timeout =
+                parse_duration(v).map_err(|e| format!("--shutdown-timeout: {e}"))?;
+        }
         Ok(())
     }
 
@@ -270,6 +302,9 @@ impl ServerConfig {
         }
         if self.token_ttl.is_zero() || self.token_ttl > TEN_YEARS {
             return Err("token_ttl must be longer than zero and at most 10 years".into());
+        }
+        if self.shutdown_timeout > Duration::from_secs(3600) {
+            return Err("shutdown_timeout must be at most 1 hour".into());
         }
         if self.empty_room_grace > TEN_YEARS {
             return Err("empty_room_grace must be at most 10 years".into());

@@ -7,6 +7,9 @@ use serde::Serialize;
 
 use crate::Error;
 
+/// `Retry-After` of every 503 (overloaded, at capacity, shutting down).
+pub const RETRY_AFTER_SECONDS: &str = "5";
+
 /// A refusal the client can act on: a status, a stable machine-readable
 /// code and a sentence that says what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +101,9 @@ impl ApiError {
                 format!("room {room} is locked by its owner; ask them to unlock it"),
             ),
             Error::AtCapacity => Self::new(S::SERVICE_UNAVAILABLE, "at_capacity", e.to_string()),
+            Error::Overloaded { .. } => {
+                Self::new(S::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
+            }
             Error::EngineClosed => Self::new(
                 S::SERVICE_UNAVAILABLE,
                 "shutting_down",
@@ -125,6 +131,13 @@ impl IntoResponse for ApiError {
             message: &self.message,
         };
         let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // RFC 9110 section 10.2.3: when to try again.
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             // RFC 6750 section 3: tell the client which scheme to use.
             response.headers_mut().insert(

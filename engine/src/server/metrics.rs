@@ -66,7 +66,7 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
     let shards = &stats.shards;
 
     type Get = fn(&ShardStats) -> f64;
-    let per_shard: [(&str, &str, &str, Get); 15] = [
+    let per_shard: [(&str, &str, &str, Get); 18] = [
         ("piazza_rooms", "gauge", "Rooms on the shard.", |s| {
             s.rooms as f64
         }),
@@ -153,6 +153,24 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
             "counter",
             "Panics caught in shard core work (each one is a bug).",
             |s| s.panics as f64,
+        ),
+        (
+            "piazza_rooms_failed_total",
+            "counter",
+            "Rooms closed because a panic in their processing (a bug) failed them.",
+            |s| s.core.rooms_failed as f64,
+        ),
+        (
+            "piazza_joins_refused_overload_total",
+            "counter",
+            "Joins refused because the shard was at its admission budget.",
+            |s| s.core.joins_refused_overload as f64,
+        ),
+        (
+            "piazza_participants_timed_out_total",
+            "counter",
+            "Participants removed after the inactivity timeout (vanished peers).",
+            |s| s.core.participants_timed_out as f64,
         ),
     ];
     for (name, kind, help, get) in per_shard {

@@ -135,6 +135,9 @@ impl Server {
         if let Some(n) = config.shards {
             builder = builder.shards(n);
         }
+        if config.max_participants_per_shard > 0 {
+            builder = builder.max_participants_per_shard(config.max_participants_per_shard);
+        }
         if let Some(port) = config.udp_port {
             builder = builder.port_range(port..=port.saturating_add(255));
         }
@@ -192,8 +195,11 @@ impl Server {
         self.state.engine.advertised_addrs()
     }
 
-    /// Serve until `shutdown` completes, then close every room and stop the
-    /// engine.
+    /// Serve until `shutdown` completes, then shut down gracefully: stop
+    /// accepting HTTP connections (requests in flight finish), then
+    /// [`Engine::shutdown_within`] the configured `shutdown_timeout`: joins
+    /// are refused, every participant is told (`closing` control message,
+    /// DTLS close_notify), the shards stop.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -210,7 +216,12 @@ impl Server {
 
         janitor.abort();
         let engine = state.engine.clone();
-        let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
+        let bound = state.config.shutdown_timeout;
+        match tokio::task::spawn_blocking(move || engine.shutdown_within(bound)).await {
+            Ok(true) => tracing::info!("engine stopped: every participant was told"),
+            Ok(false) => tracing::warn!("engine shutdown exceeded {bound:?}; exiting anyway"),
+            Err(e) => tracing::error!("engine shutdown panicked: {e}"),
+        }
         stop.store(true, Ordering::SeqCst);
         let _ = tokio::task::spawn_blocking(move || pump.join()).await;
         tracing::info!("server stopped");

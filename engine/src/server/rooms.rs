@@ -203,7 +203,7 @@ impl RoomRegistry {
                     }
                 }
             }
-            EngineEvent::RoomClosed { room } => {
+            EngineEvent::RoomClosed { room } | EngineEvent::RoomFailed { room, .. } => {
                 if let Some(slug) = self.slugs.get(room).cloned() {
                     self.remove(&slug);
                 }

@@ -17,11 +17,17 @@
 //!    batches and [`ShardCore::poll_event`] into the engine's bounded events
 //!    channel (a full channel drops the event and counts it).
 //!
-//! Every piece of core work runs under `catch_unwind`: a panic (a bug) is
-//! logged and counted in [`ShardStats::panics`] and the shard keeps serving.
-//! This is shard-level containment only: the room that panicked may be left
-//! half-updated (and if the panic hit its timer, it stops being driven).
-//! Per-room isolation belongs in the core and is a later issue.
+//! Containment is two-level. The core runs each room's work under
+//! `catch_unwind` and fails just that room ([`EngineEvent::RoomFailed`],
+//! [`CoreStats::rooms_failed`]); the shard additionally runs every core call
+//! under `catch_unwind`, so a panic outside any room's work (a bug in the
+//! core's own bookkeeping) is logged and counted in [`ShardStats::panics`]
+//! and the shard keeps serving.
+//!
+//! Shutdown ([`Command::Shutdown`]): every room is closed with
+//! [`LeaveReason::Shutdown`] (a `closing` control message, RTCP BYE, DTLS
+//! close_notify per participant), the resulting datagrams are sent, and the
+//! thread ends; [`ShardHandle::join_within`] bounds the wait for it.
 
 pub(crate) mod poll;
 mod socket;
@@ -31,7 +37,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -39,7 +45,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, bounded};
 
 use crate::config::RoomConfig;
-use crate::core::{CoreStats, ShardCore, SubscriberStats};
+use crate::core::{CoreStats, Footprint, ShardCore, SubscriberStats};
 use crate::error::Error;
 use crate::event::{EngineEvent, LeaveReason};
 use crate::ids::{ParticipantId, RoomId};
@@ -97,6 +103,9 @@ pub(crate) enum Command {
     },
     /// Close every room and stop the thread.
     Shutdown,
+    /// Fault injection: the room panics on its next datagram or timer.
+    #[cfg(feature = "fault-injection")]
+    InjectPanic { room: RoomId, reply: Reply<()> },
 }
 
 /// Counters and gauges of one shard.
@@ -119,8 +128,14 @@ pub struct ShardStats {
     pub socket: SocketStats,
     /// Events dropped because the engine's events channel was full.
     pub events_dropped: u64,
-    /// Panics caught in core work (each one is a bug; see the logs).
+    /// Panics caught in core work outside any room's processing (each one
+    /// is a bug; see the logs). Panics inside a room fail that room and
+    /// are counted in [`CoreStats::rooms_failed`].
     pub panics: u64,
+    /// What the shard's core holds: participants, routes, slots,
+    /// demultiplexing entries (compare before and after leaves to see
+    /// resources come back).
+    pub footprint: Footprint,
 }
 
 impl ShardStats {
@@ -135,6 +150,7 @@ impl ShardStats {
             socket: SocketStats::default(),
             events_dropped: 0,
             panics: 0,
+            footprint: Footprint::default(),
         }
     }
 }
@@ -148,6 +164,8 @@ pub(crate) struct ShardConfig {
     /// address, which str0m matches against the candidate).
     pub advertise_ip: IpAddr,
     pub command_capacity: usize,
+    /// Most participants on the shard (admission control).
+    pub admission_budget: Option<usize>,
 }
 
 /// The engine's side of a shard: its command queue, doorbell, stats
@@ -162,6 +180,11 @@ pub(crate) struct ShardHandle {
     doorbell: Arc<Doorbell>,
     snapshot: Arc<Mutex<ShardStats>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Disconnected when the thread ends (its sender is dropped then).
+    done: Receiver<()>,
+    /// Joins the engine refused for this shard's budget before they reached
+    /// it (added to the shard's own count in snapshots).
+    refused_early: AtomicU64,
 }
 
 impl ShardHandle {
@@ -176,12 +199,15 @@ impl ShardHandle {
         let poller = Poller::new(socket.as_raw_fd(), doorbell.as_raw_fd())?;
         let (tx, rx) = bounded(config.command_capacity.max(1));
         let snapshot = Arc::new(Mutex::new(ShardStats::new(index, local_addr)));
+        let mut core = ShardCore::new(advertised_addr);
+        core.set_admission_budget(config.admission_budget);
+        let (done_tx, done) = bounded::<()>(1);
         let shard = Shard {
             index,
             socket,
             poller,
             doorbell: doorbell.clone(),
-            core: ShardCore::new(advertised_addr),
+            core,
             commands: rx,
             events,
             counters: HashMap::new(),
@@ -193,7 +219,11 @@ impl ShardHandle {
         };
         let thread = std::thread::Builder::new()
             .name(format!("piazza-shard-{index}"))
-            .spawn(move || shard.run())?;
+            .spawn(move || {
+                // Dropped when the thread ends, however it ends.
+                let _done = done_tx;
+                shard.run();
+            })?;
         Ok(ShardHandle {
             index,
             local_addr,
@@ -202,6 +232,8 @@ impl ShardHandle {
             doorbell,
             snapshot,
             thread: Mutex::new(Some(thread)),
+            done,
+            refused_early: AtomicU64::new(0),
         })
     }
 
@@ -224,10 +256,25 @@ impl ShardHandle {
 
     /// The last published stats (at most ~100 ms old while the shard is busy).
     pub fn snapshot(&self) -> ShardStats {
-        self.snapshot
+        let mut s = self
+            .snapshot
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .clone();
+        s.core.joins_refused_overload += self.refused_early.load(Ordering::Relaxed);
+        s
+    }
+
+    /// Fresh counters from the shard thread (one round trip).
+    pub fn fresh_stats(&self) -> Result<ShardStats, Error> {
+        let mut s = self.request(Command::Stats)?;
+        s.core.joins_refused_overload += self.refused_early.load(Ordering::Relaxed);
+        Ok(s)
+    }
+
+    /// Count a join refused for this shard's budget before it was sent here.
+    pub fn count_refused(&self) {
+        self.refused_early.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Ask the shard to stop (it closes its rooms first), without waiting.
@@ -235,6 +282,27 @@ impl ShardHandle {
         // A stopped shard has dropped its receiver: nothing to do then.
         if self.commands.send(Command::Shutdown).is_ok() {
             self.doorbell.ring();
+        }
+    }
+
+    /// Wait until `deadline` for the thread to end, then reap it. False when
+    /// it is still running at the deadline: it is left detached (it ends on
+    /// its own once its current work is done, and holds nothing the engine
+    /// needs).
+    pub fn join_within(&self, deadline: Instant) -> bool {
+        match self.done.recv_deadline(deadline) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                tracing::warn!(
+                    shard = self.index,
+                    "shard thread did not stop in time; leaving it detached"
+                );
+                false
+            }
+            // Nothing is ever sent: disconnected means the thread ended.
+            Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                self.join();
+                true
+            }
         }
     }
 
@@ -419,6 +487,8 @@ impl Shard {
                 return;
             }
             Command::Shutdown => return,
+            #[cfg(feature = "fault-injection")]
+            Command::InjectPanic { room, reply } => (reply, core.inject_panic(room)),
             Command::Adopt(prepared, reply) => {
                 let r = guarded(panics, "adopt", || core.adopt(*prepared, now));
                 (reply, r.unwrap_or_else(|| Err(internal("adopt"))))
@@ -457,16 +527,12 @@ impl Shard {
         let _ = reply.send(result);
     }
 
-    /// Close every room (participants get a DTLS close_notify) before stopping.
+    /// Close every room (participants get a `closing` control message and
+    /// a DTLS close_notify) and send what that produced, before stopping.
     fn close_all(&mut self, send: &mut SendBatch) {
         let now = Instant::now();
-        let rooms: Vec<RoomId> = self.core.room_ids().collect();
-        for room in rooms {
-            let core = &mut self.core;
-            let _ = guarded(&mut self.panics, "close room", || {
-                core.close_room(room, now)
-            });
-        }
+        let core = &mut self.core;
+        let _ = guarded(&mut self.panics, "shutdown", || core.shutdown(now));
         self.drain(send);
         for c in self.counters.values() {
             c.store(0, Ordering::Relaxed);
@@ -491,7 +557,7 @@ impl Shard {
                         c.store(self.core.room_len(*room).unwrap_or(0), Ordering::Relaxed);
                     }
                 }
-                EngineEvent::RoomClosed { room } => {
+                EngineEvent::RoomClosed { room } | EngineEvent::RoomFailed { room, .. } => {
                     if let Some(c) = self.counters.remove(room) {
                         c.store(0, Ordering::Relaxed);
                     }
@@ -518,6 +584,7 @@ impl Shard {
             socket: self.socket.stats,
             events_dropped: self.events_dropped,
             panics: self.panics,
+            footprint: self.core.footprint(),
         }
     }
 
@@ -535,11 +602,7 @@ fn guarded<R>(panics: &mut u64, what: &str, f: impl FnOnce() -> R) -> Option<R> 
         Ok(r) => Some(r),
         Err(payload) => {
             *panics += 1;
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".into());
+            let msg = crate::core::panic_message(payload.as_ref());
             tracing::error!("panic in shard core ({what}), shard continues: {msg}");
             None
         }

@@ -299,6 +299,8 @@ pub struct SimClient {
     pub active_speaker: Option<String>,
     /// Whether a `kicked` message arrived.
     pub kicked: bool,
+    /// The reason of a `closing` message (room closed, server shutting down).
+    pub closing: Option<String>,
     timeout: Instant,
 }
 
@@ -405,6 +407,7 @@ impl SimClient {
             last_participants: None,
             active_speaker: None,
             kicked: false,
+            closing: None,
             timeout: now,
         }
     }
@@ -608,6 +611,7 @@ impl SimClient {
                             self.active_speaker = participant.clone()
                         }
                         ServerMessage::Kicked { .. } => self.kicked = true,
+                        ServerMessage::Closing { reason } => self.closing = Some(reason.clone()),
                         ServerMessage::PublishLayers { source, active } => {
                             let track = match source {
                                 VideoSource::Camera => 1,

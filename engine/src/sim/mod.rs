@@ -135,6 +135,8 @@ pub struct Simulator {
     held_media: Vec<(SocketAddr, Vec<u8>)>,
     /// Participants whose control channel never comes up.
     no_control: Vec<usize>,
+    /// Participants that vanished: nothing from or to them moves.
+    vanished: Vec<usize>,
 }
 
 impl Simulator {
@@ -168,6 +170,7 @@ impl Simulator {
             held: Vec::new(),
             held_media: Vec::new(),
             no_control: Vec::new(),
+            vanished: Vec::new(),
         })
     }
 
@@ -248,6 +251,18 @@ impl Simulator {
         if !self.no_control.contains(&i) {
             self.no_control.push(i);
         }
+    }
+
+    /// Participant `i` vanishes without leaving, as when its machine
+    /// sleeps or its network goes: from now on nothing it sends reaches the
+    /// engine (datagrams already on the wire still arrive), nothing the
+    /// engine sends reaches it, and its peer is no longer driven. The
+    /// engine has to notice the silence by itself.
+    pub fn vanish(&mut self, i: usize) {
+        if !self.vanished.contains(&i) {
+            self.vanished.push(i);
+        }
+        self.participants[i].present = false;
     }
 
     /// The media datagrams held back so far, oldest first: (source, bytes).
@@ -362,8 +377,8 @@ impl Simulator {
         };
         consider(self.core.poll_timeout());
         consider(self.join_due());
-        for p in &self.participants {
-            if p.present || p.client.is_alive() {
+        for (i, p) in self.participants.iter().enumerate() {
+            if (p.present || p.client.is_alive()) && !self.vanished.contains(&i) {
                 consider(Some(p.client.poll_timeout()));
             }
         }
@@ -401,6 +416,7 @@ impl Simulator {
                     self.core_busy += thread_cpu_time().saturating_sub(t);
                     server_input = true;
                 }
+                Dest::Client(i) if self.vanished.contains(&i) => {}
                 Dest::Client(i) => self.participants[i]
                     .client
                     .handle_datagram(now, p.from, &p.data),
@@ -414,7 +430,10 @@ impl Simulator {
             self.core.handle_timeout(now);
         }
         self.core_busy += thread_cpu_time().saturating_sub(t);
-        for p in &mut self.participants {
+        for (i, p) in self.participants.iter_mut().enumerate() {
+            if self.vanished.contains(&i) {
+                continue;
+            }
             if (p.present || p.client.is_alive()) && p.client.poll_timeout() <= now {
                 p.client.handle_timeout(now);
             }
@@ -435,6 +454,9 @@ impl Simulator {
             let Some(&i) = self.by_addr.get(&t.destination) else {
                 continue;
             };
+            if self.vanished.contains(&i) {
+                continue;
+            }
             // DTLS application data (RFC 6347 content type 23) is SCTP.
             if self.no_control.contains(&i) && t.contents.first() == Some(&23) {
                 continue;
@@ -452,6 +474,9 @@ impl Simulator {
             }
         }
         for (i, p) in self.participants.iter_mut().enumerate() {
+            if self.vanished.contains(&i) {
+                continue;
+            }
             while let Some(t) = p.client.poll_transmit() {
                 if self.held.contains(&i) && is_rtp_media(&t.contents) {
                     self.held_media.push((p.client.addr(), t.contents.into()));

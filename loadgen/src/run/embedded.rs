@@ -208,7 +208,7 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
         }
         for e in events.try_iter() {
             if let EngineEvent::ParticipantLeft {
-                reason: LeaveReason::Disconnected,
+                reason: LeaveReason::Disconnected | LeaveReason::Timeout,
                 ..
             } = e
             {
@@ -334,7 +334,7 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
     o.engine.shutdown();
     for e in events.try_iter() {
         if let EngineEvent::ParticipantLeft {
-            reason: LeaveReason::Disconnected,
+            reason: LeaveReason::Disconnected | LeaveReason::Timeout,
             ..
         } = e
         {

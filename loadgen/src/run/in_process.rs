@@ -282,7 +282,7 @@ fn run_room(s: &Scenario, room: usize, progress: &Progress) -> Result<RoomRun, L
             matches!(
                 e,
                 EngineEvent::ParticipantLeft {
-                    reason: LeaveReason::Disconnected,
+                    reason: LeaveReason::Disconnected | LeaveReason::Timeout,
                     ..
                 }
             )

@@ -94,6 +94,9 @@ pub(crate) struct Room {
     /// When layer meters were last folded.
     meters_at: Option<Instant>,
     pub stats: RoomStats,
+    /// Fault injection: panic on the next datagram or timer.
+    #[cfg(feature = "fault-injection")]
+    pub panic_armed: bool,
 }
 
 impl Room {
@@ -116,6 +119,8 @@ impl Room {
             to_remove: Vec::new(),
             meters_at: None,
             stats: RoomStats::default(),
+            #[cfg(feature = "fault-injection")]
+            panic_armed: false,
         }
     }
 
@@ -184,14 +189,21 @@ impl Room {
             return false;
         };
         if let Some(p) = self.slab[i].as_mut() {
-            if reason == LeaveReason::Kicked {
-                // Put the notice on the wire before the DTLS close_notify.
-                send_control(
-                    p,
-                    &ServerMessage::Kicked {
-                        reason: "removed by the room owner".into(),
-                    },
-                );
+            // Put the notice on the wire before the DTLS close_notify.
+            let notice = match reason {
+                LeaveReason::Kicked => Some(ServerMessage::Kicked {
+                    reason: "removed by the room owner".into(),
+                }),
+                LeaveReason::RoomClosed => Some(ServerMessage::Closing {
+                    reason: "the room was closed".into(),
+                }),
+                LeaveReason::Shutdown => Some(ServerMessage::Closing {
+                    reason: "the server is shutting down; try again in a moment".into(),
+                }),
+                LeaveReason::Left | LeaveReason::Disconnected | LeaveReason::Timeout => None,
+            };
+            if let Some(notice) = notice {
+                send_control(p, &notice);
                 flush_transmits(p, now, out);
             }
             // close(): RTCP BYE, SCTP shutdown and DTLS close_notify, so the
@@ -250,10 +262,10 @@ impl Room {
     }
 
     /// Remove everyone (room closing).
-    pub fn close(&mut self, now: Instant, out: &mut CoreOutput) {
+    pub fn close(&mut self, reason: LeaveReason, now: Instant, out: &mut CoreOutput) {
         let ids: Vec<_> = self.index.keys().copied().collect();
         for p in ids {
-            self.remove(p, LeaveReason::RoomClosed, now, out);
+            self.remove(p, reason, now, out);
         }
     }
 
@@ -270,6 +282,10 @@ impl Room {
         srtp: bool,
         out: &mut CoreOutput,
     ) -> bool {
+        #[cfg(feature = "fault-injection")]
+        if self.panic_armed {
+            panic!("injected fault: room {} panics on a datagram", self.id);
+        }
         let Some(&i) = self.index.get(&pid) else {
             return false;
         };
@@ -280,6 +296,7 @@ impl Room {
             tracing::debug!(participant = %pid, "input refused: {e}");
             return false;
         }
+        p.last_ingress = now;
         if srtp && p.connected && !p.media_ready {
             // SRTP from the peer: it has its keys, so what we send now is
             // decrypted (not dropped, as a keyframe sent before the peer's
@@ -302,6 +319,10 @@ impl Room {
 
     /// Drive the participants whose timers are due, and the room's own tick.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut CoreOutput) {
+        #[cfg(feature = "fault-injection")]
+        if self.panic_armed {
+            panic!("injected fault: room {} panics on a timer", self.id);
+        }
         for i in 0..self.slab.len() {
             let due = matches!(&self.slab[i], Some(p) if p.next_timeout <= now);
             if due && let Some(p) = self.slab[i].as_mut() {
@@ -359,6 +380,19 @@ impl Room {
     }
 
     fn tick(&mut self, now: Instant, out: &mut CoreOutput) {
+        // Vanished peers. str0m's ICE-lite agent forgets a pair only after
+        // 15 s without a binding request, and only while something else
+        // drives its timers; a peer that never completed ICE has no pair to
+        // forget. The room's own clock on accepted ingress covers both.
+        let limit = self.config.inactivity_timeout;
+        for p in self.slab.iter().flatten() {
+            if now.saturating_duration_since(p.last_ingress) >= limit
+                && !self.to_remove.iter().any(|(id, _)| *id == p.id)
+            {
+                tracing::debug!(participant = %p.id, "no ingress for {limit:?}: removing");
+                self.to_remove.push((p.id, LeaveReason::Timeout));
+            }
+        }
         // A peer that sends no media still gets media a moment after it
         // connected (its DTLS has long completed by then).
         for p in self.slab.iter_mut().flatten() {
@@ -1041,6 +1075,22 @@ impl Room {
     /// The current dominant speaker.
     pub fn active_speaker(&self) -> Option<ParticipantId> {
         self.speakers.current()
+    }
+
+    /// What the room holds, counted (see [`crate::core::Footprint`]).
+    pub fn footprint(&self, f: &mut crate::core::Footprint) {
+        f.rooms += 1;
+        f.participants += self.slab.iter().flatten().count();
+        f.participant_index += self.index.len();
+        f.routes += self.routes.iter().map(Vec::len).sum::<usize>();
+        for p in self.slab.iter().flatten() {
+            f.video_slots += p.video_slots.len();
+            f.audio_slots += p.audio_slots.len();
+            f.slots_showing += p.video_slots.iter().filter(|s| s.current.is_some()).count()
+                + p.audio_slots.iter().filter(|s| s.holder.is_some()).count();
+            f.rx_tracks += p.rx_tracks.len();
+        }
+        f.pending_removals += self.to_remove.len();
     }
 
     /// Per-participant forwarding counters: (id, rtp in, rtp forwarded to it).

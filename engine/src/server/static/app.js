@@ -363,6 +363,12 @@
         teardown();
         notice('You were removed from the room by its owner.', 'error');
         break;
+      case 'closing':
+        // The room closed or the server is stopping; the session ends next.
+        state.phase = 'disconnected';
+        teardown();
+        notice(`The call ended: ${msg.reason || 'the room closed'}.`, 'error');
+        break;
       case 'error':
         console.warn('piazza control error:', msg.message);
         break;
