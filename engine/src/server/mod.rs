@@ -190,6 +190,15 @@ impl Server {
         self.state.engine.clone()
     }
 
+    /// The HTTP API as a router (what [`Server::run`] serves), to serve on
+    /// a listener of one's own or to drive in-process with
+    /// `tower::ServiceExt::oneshot` (the fuzz harness does). Without
+    /// [`Server::run`] nothing feeds the engine's events into the room
+    /// registry and empty rooms stay open.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.state.clone())
+    }
+
     /// The UDP addresses clients are told to send media to.
     pub fn media_addrs(&self) -> Vec<SocketAddr> {
         self.state.engine.advertised_addrs()

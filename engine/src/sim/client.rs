@@ -273,6 +273,8 @@ pub struct SimClient {
     epoch: Instant,
     pending: Option<SdpPendingOffer>,
     offer: String,
+    /// The engine's ICE ufrag and password, from its answer.
+    remote_ice: Option<(String, String)>,
     connected_at: Option<Instant>,
     channel: Option<ChannelId>,
     control_out: VecDeque<Vec<u8>>,
@@ -387,6 +389,7 @@ impl SimClient {
             epoch,
             pending: Some(pending),
             offer: offer.to_sdp_string(),
+            remote_ice: None,
             connected_at: None,
             channel: None,
             control_out: VecDeque::new(),
@@ -424,6 +427,7 @@ impl SimClient {
 
     /// Apply the engine's answer.
     pub fn accept_answer(&mut self, answer: &str) -> Result<(), String> {
+        self.remote_ice = sdp_attr(answer, "ice-ufrag").zip(sdp_attr(answer, "ice-pwd"));
         let answer = SdpAnswer::from_sdp_string(answer).map_err(|e| e.to_string())?;
         let pending = self.pending.take().ok_or("answer already applied")?;
         self.rtc
@@ -443,6 +447,68 @@ impl SimClient {
             .find(|p| p.spec().codec == Codec::Opus)
             .map(|p| p.pt());
         Ok(())
+    }
+
+    /// ICE credentials of the session once the answer is applied: the
+    /// engine's ufrag and password, and this client's ufrag. What a STUN
+    /// binding request to the engine must carry (USERNAME
+    /// `engine_ufrag:client_ufrag`, MESSAGE-INTEGRITY keyed with the
+    /// engine's password); the fuzz harness signs its requests with them.
+    pub fn ice_credentials(&self) -> Option<(String, String, String)> {
+        let (ufrag, pwd) = self.remote_ice.clone()?;
+        Some((ufrag, pwd, sdp_attr(&self.offer, "ice-ufrag")?))
+    }
+
+    /// Send one RTP packet with these header fields and this payload on one
+    /// of the client's published streams (0 is the audio stream when it
+    /// publishes audio, then the camera layers lowest first, then the
+    /// screen share), through its session (SRTP, pacing) like its own
+    /// media. Its sequence number is `seq_offset` from the stream's next
+    /// own one (the client's counters do not move), so the engine's SRTP
+    /// rollover guess and replay window accept it as a real sender's
+    /// packet. False when there is no such stream or the session cannot
+    /// send yet. The fuzz harness uses it to put arbitrary payloads and
+    /// header values behind valid SRTP.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_rtp(
+        &mut self,
+        now: Instant,
+        stream: usize,
+        seq_offset: i16,
+        timestamp: u32,
+        marker: bool,
+        audio_level: Option<i8>,
+        payload: Vec<u8>,
+    ) -> bool {
+        let audio = usize::from(self.audio_mid.is_some());
+        let (mid, rid, pt, next) = if stream < audio {
+            (self.audio_mid, None, self.pt_opus, self.audio_seq)
+        } else {
+            match self.video.get(stream - audio) {
+                Some(v) => (Some(v.mid), v.rid, self.pt_vp8, v.seq),
+                None => return false,
+            }
+        };
+        let seq = next.saturating_add_signed(seq_offset as i64);
+        let (Some(mid), Some(pt)) = (mid, pt) else {
+            return false;
+        };
+        let exts = ExtensionValues {
+            audio_level,
+            voice_activity: audio_level.map(|l| l > -127),
+            ..Default::default()
+        };
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(mid, rid) else {
+            return false;
+        };
+        stream.write_rtp(
+            RtpWrite::new(pt, seq.into(), timestamp, now, payload)
+                .marker(marker)
+                .ext_vals(exts),
+        );
+        self.drive(now);
+        true
     }
 
     /// ICE and DTLS completed at this time.
@@ -840,4 +906,15 @@ impl SimClient {
             }
         }
     }
+}
+
+/// The value of the first `a=name:value` line of an SDP.
+fn sdp_attr(sdp: &str, name: &str) -> Option<String> {
+    sdp.lines().find_map(|l| {
+        l.trim_end()
+            .strip_prefix("a=")?
+            .strip_prefix(name)?
+            .strip_prefix(':')
+            .map(str::to_string)
+    })
 }

@@ -270,6 +270,36 @@ impl Simulator {
         std::mem::take(&mut self.held_media)
     }
 
+    /// The address the participants send to (the core's).
+    pub fn server_addr(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// Hand the core one datagram from `source` now, as if it had just
+    /// arrived (from anywhere: a participant's address or one nobody
+    /// uses), then [`Simulator::settle`]. Fuzzing and attack tests use it.
+    pub fn deliver(&mut self, source: SocketAddr, bytes: &[u8]) {
+        let now = self.now;
+        let t = thread_cpu_time();
+        self.core.handle_datagram(now, source, bytes);
+        self.core_busy += thread_cpu_time().saturating_sub(t);
+        self.settle();
+    }
+
+    /// Flush the core, run its due timers and put everything the core and
+    /// the clients have to send on the links, without moving time (after
+    /// calls on [`Simulator::core_mut`] or a client).
+    pub fn settle(&mut self) {
+        let now = self.now;
+        let t = thread_cpu_time();
+        self.core.flush(now);
+        if self.core.poll_timeout().is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now);
+        }
+        self.core_busy += thread_cpu_time().saturating_sub(t);
+        self.pump();
+    }
+
     /// Run until `d` of virtual time has passed since the start.
     pub fn run_until(&mut self, t: Duration) {
         let until = self.start + t;
