@@ -57,6 +57,9 @@ pub mod core;
 mod engine;
 mod error;
 mod event;
+#[cfg(feature = "sim")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod ids;
 mod join;
 #[cfg(feature = "server")]
