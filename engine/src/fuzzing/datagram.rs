@@ -94,7 +94,7 @@ pub enum Op {
         /// Payload.
         payload: Vec<u8>,
     },
-    /// Let virtual time pass (the whole input at most [`TIME_BUDGET`]).
+    /// Let virtual time pass (the whole input at most 500 ms).
     Advance {
         /// Milliseconds.
         millis: u16,
@@ -448,7 +448,7 @@ thread_local! {
 }
 
 /// Run one input on the rig kept between inputs (rebuilt when a participant
-/// dropped out or after [`MAX_RUNS`] inputs): the fuzz target.
+/// dropped out or after 20 000 inputs): the fuzz target.
 pub fn run(data: &[u8]) {
     with_rig(|rig| rig.run(data));
 }

@@ -1,5 +1,5 @@
 //! The `sdp` target: an SDP offer given to join preparation
-//! ([`crate::join::prepare`]: parse, build the `Rtc`, accept the offer,
+//! (`join::prepare`: parse, build the `Rtc`, accept the offer,
 //! classify the m-lines), then, when it is accepted, the shard core
 //! adopting the participant into a room (slots, routes, the first flush)
 //! and removing it.
