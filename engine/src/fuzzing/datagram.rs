@@ -29,7 +29,6 @@ use std::time::Duration;
 use str0m::ice::{StunMessage, TransId};
 
 use super::{Reader, Writer};
-use crate::config::RoomConfig;
 use crate::core::control::ServerMessage;
 use crate::ids::ParticipantId;
 use crate::sim::{ClientConfig, SimConfig, Simulator};
@@ -250,7 +249,6 @@ impl Rig {
     /// virtual time. Participant 0 also shares a screen.
     pub fn new() -> Rig {
         let mut config = SimConfig::new(PARTICIPANTS);
-        config.room = RoomConfig::default();
         config.client = Box::new(|i| {
             let mut c = ClientConfig::new(i as u32);
             c.video_slots = 2;
