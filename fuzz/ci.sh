@@ -37,9 +37,10 @@ run() {
     local t=$1
     mkdir -p "artifacts/$t" "corpus/$t"
     # -rss_limit_mb: the engine never needs near this; a leak shows.
-    # -timeout: one input taking 10 s is a hang worth a failure.
+    # -timeout: one input taking 25 s of wall time is a hang worth a
+    # failure (inputs take milliseconds; see docs/fuzzing.md on load).
     "$bin/$t" "corpus/$t" "seeds/$t" \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+        -max_total_time="$seconds" -timeout=25 -rss_limit_mb=2048 \
         -print_final_stats=1 \
         -artifact_prefix="artifacts/$t/" >"logs/$t.log" 2>&1
 }
