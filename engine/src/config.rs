@@ -147,3 +147,85 @@ impl JoinOptions {
         JoinOptions { name: name.into() }
     }
 }
+
+/// Limits on what one shard accepts from its UDP socket. Every shard gets
+/// its own copy; see `docs/operations-ingress.md` for what each limit
+/// protects and the drop counter it feeds.
+///
+/// Datagrams from addresses no participant has validated are accepted only
+/// as STUN binding requests carrying a known ufrag, and at most
+/// [`IngressConfig::stun_rate_per_source`] per second from one source (an
+/// IPv4 address or an IPv6 /64). Each validated address may send at most
+/// [`IngressConfig::max_bitrate_bps`] and [`IngressConfig::max_packet_rate`];
+/// the excess is dropped before any decryption.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngressConfig {
+    /// STUN binding requests per second accepted from one unvalidated
+    /// source. Default 50 (a client's connectivity checks need a few).
+    pub stun_rate_per_source: u32,
+    /// Requests one unvalidated source may send at once before
+    /// [`IngressConfig::stun_rate_per_source`] applies. Default 100: a
+    /// NAT with a few dozen clients joining together.
+    pub stun_burst_per_source: u32,
+    /// Unvalidated sources whose rate is tracked, per shard. The table is
+    /// allocated once at this size and never grows: when it is full the
+    /// least recently refilled source in the same bucket is forgotten.
+    /// Default 4096 (about 160 KiB per shard).
+    pub source_table_capacity: usize,
+    /// Bitrate one validated address may send. Default 20 Mbps: several
+    /// times a 3-layer simulcast publisher with a screen share and audio
+    /// (about 2.3 Mbps + 1.5 Mbps + 40 kbps), keyframe bursts included.
+    pub max_bitrate_bps: u64,
+    /// Datagrams per second one validated address may send. Default 5000
+    /// (a publisher at 4 Mbps sends about 400).
+    pub max_packet_rate: u32,
+    /// How much of [`IngressConfig::max_bitrate_bps`] and
+    /// [`IngressConfig::max_packet_rate`] may arrive at once: the depth of
+    /// both token buckets, in time at the full rate. Default 1 s.
+    pub burst: std::time::Duration,
+    /// Addresses one participant may validate over its life (ICE learns
+    /// another one when a client's network changes). Binding requests from
+    /// further addresses are dropped before the participant's ICE agent
+    /// sees them, so replays of a captured request from many sources cost
+    /// no HMAC and grow no state. Default 4.
+    pub max_addresses_per_participant: usize,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        IngressConfig {
+            stun_rate_per_source: 50,
+            stun_burst_per_source: 100,
+            source_table_capacity: 4096,
+            max_bitrate_bps: 20_000_000,
+            max_packet_rate: 5000,
+            burst: std::time::Duration::from_secs(1),
+            max_addresses_per_participant: 4,
+        }
+    }
+}
+
+impl IngressConfig {
+    /// Check the limits; the message says which one is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.stun_rate_per_source == 0 || self.stun_burst_per_source == 0 {
+            return Err("ingress: stun_rate_per_source and stun_burst_per_source must be at least 1 (nobody could join)".into());
+        }
+        if self.source_table_capacity == 0 {
+            return Err("ingress: source_table_capacity must be at least 1".into());
+        }
+        if self.max_bitrate_bps < 100_000 || self.max_packet_rate < 50 {
+            return Err(
+                "ingress: max_bitrate_bps must be at least 100000 and max_packet_rate at least 50 (audio alone needs that)"
+                    .into(),
+            );
+        }
+        if self.burst < std::time::Duration::from_millis(10) {
+            return Err("ingress: burst must be at least 10 ms".into());
+        }
+        if self.max_addresses_per_participant == 0 {
+            return Err("ingress: max_addresses_per_participant must be at least 1".into());
+        }
+        Ok(())
+    }
+}

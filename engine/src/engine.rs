@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use crate::config::{JoinOptions, RoomConfig};
+use crate::config::{IngressConfig, JoinOptions, RoomConfig};
 use crate::core::SubscriberStats;
 use crate::error::Error;
 use crate::event::{EngineEvent, LeaveReason};
@@ -39,6 +39,7 @@ pub struct EngineBuilder {
     events_capacity: usize,
     command_capacity: usize,
     max_participants_per_shard: Option<usize>,
+    ingress: IngressConfig,
 }
 
 impl Default for EngineBuilder {
@@ -51,6 +52,7 @@ impl Default for EngineBuilder {
             events_capacity: DEFAULT_EVENTS_CAPACITY,
             command_capacity: DEFAULT_COMMAND_CAPACITY,
             max_participants_per_shard: None,
+            ingress: IngressConfig::default(),
         }
     }
 }
@@ -115,6 +117,14 @@ impl EngineBuilder {
         self
     }
 
+    /// Socket protection limits of every shard: per-source STUN rate of
+    /// unvalidated addresses, per-address ingress bitrate and packet rate.
+    /// Default [`IngressConfig::default`].
+    pub fn ingress(mut self, config: IngressConfig) -> Self {
+        self.ingress = config;
+        self
+    }
+
     /// Bind the sockets, start the shard threads and return the engine.
     pub fn build(self) -> Result<Engine, Error> {
         let shard_count = match self.shards {
@@ -148,6 +158,7 @@ impl EngineBuilder {
                 "events and command capacities must be at least 1".into(),
             ));
         }
+        self.ingress.validate().map_err(Error::InvalidConfig)?;
         let advertise_ip = match self.public_ip {
             Some(ip) if ip.is_unspecified() => {
                 return Err(Error::InvalidConfig(format!(
@@ -175,6 +186,7 @@ impl EngineBuilder {
                 advertise_ip,
                 command_capacity: self.command_capacity,
                 admission_budget: self.max_participants_per_shard,
+                ingress: self.ingress.clone(),
             };
             match ShardHandle::spawn(config, events_tx.clone()) {
                 Ok(s) => shards.push(s),

@@ -68,8 +68,8 @@ mod shard;
 #[cfg(feature = "sim")]
 pub mod sim;
 
-pub use config::{JoinOptions, RoomConfig};
-pub use core::{CoreStats, DropStats, SlotState, SubscriberStats};
+pub use config::{IngressConfig, JoinOptions, RoomConfig};
+pub use core::{CoreStats, DropStats, IngressStats, SlotState, SubscriberStats};
 pub use engine::{DEFAULT_SHUTDOWN_BOUND, Engine, EngineBuilder, EngineStats, Joined};
 pub use error::Error;
 pub use event::{EngineEvent, LeaveReason, TrackKind};

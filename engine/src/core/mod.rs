@@ -28,6 +28,7 @@
 pub(crate) mod allocator;
 pub mod control;
 pub(crate) mod forwarder;
+pub(crate) mod ingress;
 pub(crate) mod participant;
 pub(crate) mod room;
 #[cfg(feature = "bench-slowdown")]
@@ -40,10 +41,9 @@ use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
-use str0m::ice::StunMessage;
 use str0m::net::{Protocol, Receive, Transmit};
 
-use crate::config::RoomConfig;
+use crate::config::{IngressConfig, RoomConfig};
 use crate::error::Error;
 use crate::event::{EngineEvent, LeaveReason};
 use crate::ids::{ParticipantId, RoomId};
@@ -60,18 +60,63 @@ pub(crate) struct CoreOutput {
     pub left: Vec<ParticipantId>,
 }
 
-/// Why a datagram was dropped, counted per shard.
+/// Why a datagram was dropped, counted per shard. Each datagram is counted
+/// under one reason, the first check it fails, in the order of the fields.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DropStats {
-    /// Not STUN, DTLS, RTP or RTCP.
-    pub malformed: u64,
     /// From an address no participant has validated, and not a STUN binding
-    /// request carrying a known ufrag.
+    /// request (by its header: type, magic cookie, length).
     pub unknown_source: u64,
-    /// STUN with a ufrag no participant owns.
+    /// A STUN binding request from an unvalidated source that has sent more
+    /// than [`IngressConfig::stun_rate_per_source`] allows.
+    pub rate_limited: u64,
+    /// A STUN binding request from an unvalidated source whose USERNAME is
+    /// missing or names a ufrag no participant owns.
     pub unknown_ufrag: u64,
-    /// The participant's `Rtc` refused the datagram (bad SRTP, replay, ...).
+    /// A STUN binding request with a known ufrag from a new address, for a
+    /// participant that already has
+    /// [`IngressConfig::max_addresses_per_participant`] validated addresses.
+    pub address_limit: u64,
+    /// From a validated address sending more than
+    /// [`IngressConfig::max_bitrate_bps`] or [`IngressConfig::max_packet_rate`].
+    pub throttled: u64,
+    /// From a validated address (or a binding request with a known ufrag),
+    /// but not STUN, DTLS, RTP or RTCP.
+    pub malformed: u64,
+    /// The participant's `Rtc` refused the datagram (bad SRTP, ...), or,
+    /// from an unvalidated address, did not answer it (a binding request
+    /// whose message integrity failed).
     pub rejected: u64,
+}
+
+impl DropStats {
+    /// All dropped datagrams.
+    pub fn total(&self) -> u64 {
+        self.unknown_source
+            + self.rate_limited
+            + self.unknown_ufrag
+            + self.address_limit
+            + self.throttled
+            + self.malformed
+            + self.rejected
+    }
+}
+
+/// Gauges and counters of the socket protection of one shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IngressStats {
+    /// Unvalidated sources whose STUN rate is tracked now.
+    pub tracked_sources: usize,
+    /// The fixed size of that table ([`IngressConfig::source_table_capacity`]
+    /// rounded up to a power of two times 4).
+    pub source_table_capacity: usize,
+    /// Sources forgotten to make room for new ones (a high rate means many
+    /// distinct sources: a spoofed flood, or a table too small).
+    pub source_evictions: u64,
+    /// Validated addresses (participants' routes).
+    pub validated_addresses: usize,
 }
 
 /// Counters of one shard core.
@@ -104,6 +149,22 @@ pub struct CoreStats {
     /// Participants removed after the inactivity timeout
     /// ([`LeaveReason::Timeout`]).
     pub participants_timed_out: u64,
+    /// The socket protection's table sizes and counters.
+    pub ingress: IngressStats,
+}
+
+/// Whose ufrag it is, and how many addresses that participant has validated.
+struct UfragRoute {
+    room: RoomId,
+    participant: ParticipantId,
+    addresses: usize,
+}
+
+/// Where datagrams from a validated address go, and its ingress throttle.
+struct Route {
+    room: RoomId,
+    participant: ParticipantId,
+    throttle: ingress::Throttle,
 }
 
 /// What a shard core holds, counted: the sizes a leak would grow. Compare
@@ -140,8 +201,11 @@ pub struct Footprint {
 pub struct ShardCore {
     local_addr: SocketAddr,
     rooms: HashMap<RoomId, room::Room>,
-    by_addr: HashMap<SocketAddr, (RoomId, ParticipantId)>,
-    by_ufrag: HashMap<String, (RoomId, ParticipantId)>,
+    by_addr: HashMap<SocketAddr, Route>,
+    by_ufrag: HashMap<String, UfragRoute>,
+    sources: ingress::SourceLimiter,
+    throttle: ingress::ThrottleLimits,
+    max_addresses: usize,
     /// Earliest deadline per room; the heap may hold stale entries, which
     /// are skipped when they no longer match this map.
     deadlines: HashMap<RoomId, Instant>,
@@ -159,13 +223,23 @@ pub struct ShardCore {
 
 impl ShardCore {
     /// A core whose participants are reached at `local_addr` (the shard's
-    /// socket, or the simulated server address).
+    /// socket, or the simulated server address), with the default
+    /// [`IngressConfig`].
     pub fn new(local_addr: SocketAddr) -> Self {
+        Self::with_ingress(local_addr, &IngressConfig::default())
+    }
+
+    /// A core with the given socket protection limits (see
+    /// [`IngressConfig::validate`]; invalid limits are used as given).
+    pub fn with_ingress(local_addr: SocketAddr, ingress: &IngressConfig) -> Self {
         ShardCore {
             local_addr,
             rooms: HashMap::new(),
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
+            sources: ingress::SourceLimiter::new(ingress),
+            throttle: ingress::ThrottleLimits::new(ingress),
+            max_addresses: ingress.max_addresses_per_participant.max(1),
             deadlines: HashMap::new(),
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
@@ -280,7 +354,14 @@ impl ShardCore {
             room.add(p, now, out);
             room.flush(now, out);
         })?;
-        self.by_ufrag.insert(ufrag, (room_id, id));
+        self.by_ufrag.insert(
+            ufrag,
+            UfragRoute {
+                room: room_id,
+                participant: id,
+                addresses: 0,
+            },
+        );
         self.reschedule(room_id);
         Ok(())
     }
@@ -309,15 +390,27 @@ impl ShardCore {
     }
 
     /// One received datagram. Call [`ShardCore::flush`] after the batch.
+    ///
+    /// A datagram from a validated address passes its address's throttle
+    /// and goes to the participant's `Rtc`. From any other address only a
+    /// STUN binding request is considered, checked in order of cost: its
+    /// header, the source's rate, its USERNAME's ufrag (both without
+    /// allocating), and only then the full parse and the participant's ICE
+    /// agent (message integrity). Nothing on the drop paths allocates.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, buf: &[u8]) {
         let srtp = matches!(buf.first(), Some(128..=191));
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += buf.len() as u64;
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.local_addr, buf) else {
-            self.stats.drops.malformed += 1;
-            return;
-        };
-        if let Some(&(room_id, pid)) = self.by_addr.get(&source) {
+        if let Some(route) = self.by_addr.get_mut(&source) {
+            if !self.throttle.admit(&mut route.throttle, now, buf.len()) {
+                self.stats.drops.throttled += 1;
+                return;
+            }
+            let (room_id, pid) = (route.room, route.participant);
+            let Ok(receive) = Receive::new(Protocol::Udp, source, self.local_addr, buf) else {
+                self.stats.drops.malformed += 1;
+                return;
+            };
             if !self.rooms.contains_key(&room_id) {
                 self.by_addr.remove(&source);
                 self.stats.drops.unknown_source += 1;
@@ -341,27 +434,37 @@ impl ShardCore {
         }
         // Unknown source: only a STUN binding request with one of our ufrags
         // may introduce a new address.
-        let is_stun = buf.len() >= 20 && buf[0] < 2;
-        let Some(msg) = is_stun.then(|| StunMessage::parse(buf).ok()).flatten() else {
-            self.stats.drops.unknown_source += 1;
-            return;
-        };
-        if !msg.is_binding_request() {
+        if !ingress::is_binding_request(buf) {
             self.stats.drops.unknown_source += 1;
             return;
         }
-        let Some((local, _remote)) = msg.split_username() else {
+        if !self.sources.admit(source.ip(), now) {
+            self.stats.drops.rate_limited += 1;
+            return;
+        }
+        let Some(ufrag) = ingress::binding_request_ufrag(buf) else {
             self.stats.drops.unknown_ufrag += 1;
             return;
         };
-        let Some(&(room_id, pid)) = self.by_ufrag.get(local) else {
+        let Some(route) = self.by_ufrag.get(ufrag) else {
             self.stats.drops.unknown_ufrag += 1;
             return;
         };
+        // A participant at its address limit learns no more: its ICE agent
+        // is not even asked (no HMAC, no new candidate pair).
+        if route.addresses >= self.max_addresses {
+            self.stats.drops.address_limit += 1;
+            return;
+        }
+        let (room_id, pid) = (route.room, route.participant);
         if !self.rooms.contains_key(&room_id) {
             self.stats.drops.unknown_ufrag += 1;
             return;
         }
+        let Ok(receive) = Receive::new(Protocol::Udp, source, self.local_addr, buf) else {
+            self.stats.drops.malformed += 1;
+            return;
+        };
         let before = self.out.transmits.len();
         match self.in_room(room_id, now, |room, out| {
             room.handle_receive(pid, now, receive, srtp, out)
@@ -382,7 +485,20 @@ impl ShardCore {
             .skip(before)
             .any(|t| t.destination == source)
         {
-            self.by_addr.insert(source, (room_id, pid));
+            if let Some(route) = self.by_ufrag.get_mut(ufrag) {
+                route.addresses += 1;
+            }
+            self.by_addr.insert(
+                source,
+                Route {
+                    room: room_id,
+                    participant: pid,
+                    throttle: ingress::Throttle::FULL,
+                },
+            );
+        } else {
+            // Unanswered: its message integrity did not verify.
+            self.stats.drops.rejected += 1;
         }
         if !self.dirty.contains(&room_id) {
             self.dirty.push(room_id);
@@ -467,6 +583,10 @@ impl ShardCore {
     /// Counters (room counters summed).
     pub fn stats(&self) -> CoreStats {
         let mut s = self.stats;
+        s.ingress.tracked_sources = self.sources.len();
+        s.ingress.source_table_capacity = self.sources.capacity();
+        s.ingress.source_evictions = self.sources.evictions();
+        s.ingress.validated_addresses = self.by_addr.len();
         for r in self.rooms.values() {
             s.rtp_in += r.stats.rtp_in;
             s.rtp_forwarded += r.stats.rtp_forwarded;
@@ -565,10 +685,24 @@ impl ShardCore {
         ufrag: Option<String>,
     ) {
         if let Some(a) = addr {
-            self.by_addr.insert(a, (room, participant));
+            self.by_addr.insert(
+                a,
+                Route {
+                    room,
+                    participant,
+                    throttle: ingress::Throttle::FULL,
+                },
+            );
         }
         if let Some(u) = ufrag {
-            self.by_ufrag.insert(u, (room, participant));
+            self.by_ufrag.insert(
+                u,
+                UfragRoute {
+                    room,
+                    participant,
+                    addresses: 0,
+                },
+            );
         }
     }
 
@@ -650,13 +784,13 @@ impl ShardCore {
     }
 
     fn forget_participant_routes(&mut self, pid: ParticipantId) {
-        self.by_addr.retain(|_, v| v.1 != pid);
-        self.by_ufrag.retain(|_, v| v.1 != pid);
+        self.by_addr.retain(|_, v| v.participant != pid);
+        self.by_ufrag.retain(|_, v| v.participant != pid);
     }
 
     fn forget_room_routes(&mut self, room: RoomId) {
-        self.by_addr.retain(|_, v| v.0 != room);
-        self.by_ufrag.retain(|_, v| v.0 != room);
+        self.by_addr.retain(|_, v| v.room != room);
+        self.by_ufrag.retain(|_, v| v.room != room);
     }
 }
 

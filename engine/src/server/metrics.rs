@@ -206,6 +206,9 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
             ("malformed", s.core.drops.malformed),
             ("unknown_source", s.core.drops.unknown_source),
             ("unknown_ufrag", s.core.drops.unknown_ufrag),
+            ("rate_limited", s.core.drops.rate_limited),
+            ("address_limit", s.core.drops.address_limit),
+            ("throttled", s.core.drops.throttled),
             ("rejected", s.core.drops.rejected),
             ("truncated", s.socket.truncated),
             ("recv_error", s.socket.recv_errors),
@@ -218,6 +221,34 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
                 "piazza_drops_total{{shard=\"{}\",reason=\"{reason}\"}} {n}",
                 s.index
             );
+        }
+    }
+
+    // Socket protection: the unvalidated-source table and learned addresses.
+    let ingress: [(&str, &str, &str, fn(&ShardStats) -> u64); 3] = [
+        (
+            "piazza_ingress_tracked_sources",
+            "gauge",
+            "Unvalidated sources whose STUN rate is tracked (bounded by the table size).",
+            |s| s.core.ingress.tracked_sources as u64,
+        ),
+        (
+            "piazza_ingress_source_evictions_total",
+            "counter",
+            "Unvalidated sources forgotten to make room in the fixed-size rate table.",
+            |s| s.core.ingress.source_evictions,
+        ),
+        (
+            "piazza_ingress_validated_addresses",
+            "gauge",
+            "Addresses validated by ICE (participants' routes).",
+            |s| s.core.ingress.validated_addresses as u64,
+        ),
+    ];
+    for (name, kind, help, get) in ingress {
+        header(&mut out, name, kind, help);
+        for s in shards {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.index, get(s));
         }
     }
 

@@ -166,6 +166,8 @@ pub(crate) struct ShardConfig {
     pub command_capacity: usize,
     /// Most participants on the shard (admission control).
     pub admission_budget: Option<usize>,
+    /// Socket protection limits of the core.
+    pub ingress: crate::config::IngressConfig,
 }
 
 /// The engine's side of a shard: its command queue, doorbell, stats
@@ -199,7 +201,7 @@ impl ShardHandle {
         let poller = Poller::new(socket.as_raw_fd(), doorbell.as_raw_fd())?;
         let (tx, rx) = bounded(config.command_capacity.max(1));
         let snapshot = Arc::new(Mutex::new(ShardStats::new(index, local_addr)));
-        let mut core = ShardCore::new(advertised_addr);
+        let mut core = ShardCore::with_ingress(advertised_addr, &config.ingress);
         core.set_admission_budget(config.admission_budget);
         let (done_tx, done) = bounded::<()>(1);
         let shard = Shard {
