@@ -106,6 +106,13 @@ struct Cli {
     /// Thresholds, e.g. p99_ms=5,loss=0.001,freezes=0: exit code 3 when violated.
     #[arg(long, value_name = "SPEC")]
     slo: Option<String>,
+    /// Flood the shard ports with this many hostile datagrams per second
+    /// (garbage, truncated RTP, bad STUN, replays) during the window.
+    #[arg(long, value_name = "PER_SECOND")]
+    flood_pps: Option<u64>,
+    /// How long the flood lasts, seconds (default 10).
+    #[arg(long, value_name = "SECONDS")]
+    flood_duration: Option<f64>,
     /// No progress line.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -151,6 +158,8 @@ fn scenario_from(cli: &Cli) -> Result<Scenario, LoadgenError> {
     set!(fps => fps);
     set!(keyframe_interval => keyframe_interval_s);
     set!(seed => seed);
+    set!(flood_pps => flood_pps);
+    set!(flood_duration => flood_s);
     if let Some(h) = cli.max_height {
         s.max_height = Some(h);
     }

@@ -80,6 +80,12 @@ pub struct Scenario {
     pub seed: u64,
     /// SLO thresholds (`p99_ms=5,loss=0.001,freezes=0`); see [`crate::slo`].
     pub slo: Option<String>,
+    /// Hostile datagrams per second sent at the shard ports while the room
+    /// runs (0: none); see `run::flood`. Embedded target only.
+    pub flood_pps: u64,
+    /// How long the flood lasts from the start of the measurement window,
+    /// seconds.
+    pub flood_s: f64,
 }
 
 impl Default for Scenario {
@@ -109,6 +115,8 @@ impl Default for Scenario {
             keyframe_interval_s: 10.0,
             seed: 1,
             slo: None,
+            flood_pps: 0,
+            flood_s: 10.0,
         }
     }
 }
@@ -222,6 +230,17 @@ impl Scenario {
                 return bad("target is set but mode is not \"target\"".into());
             }
             _ => {}
+        }
+        if self.flood_pps > 200_000 || !(self.flood_s.is_finite() && self.flood_s > 0.0) {
+            return bad(format!(
+                "flood_pps = {}, flood_s = {}: use 0..=200000 datagrams per second for more than 0 s",
+                self.flood_pps, self.flood_s
+            ));
+        }
+        if self.flood_pps > 0 && self.mode != Mode::Embedded {
+            return bad(
+                "flood_pps needs the embedded engine (the flood aims at its shard ports)".into(),
+            );
         }
         if self.mode == Mode::InProcess && self.churn_per_min > 0.0 {
             return bad(

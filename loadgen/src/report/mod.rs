@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::metrics::{ParticipantResult, Percentiles, Series};
 use crate::run::RunOutcome;
+use crate::run::flood::FloodReport;
 use crate::scenario::Scenario;
 use crate::slo::SloReport;
 
@@ -50,6 +51,9 @@ pub struct Report {
     pub notes: Vec<String>,
     /// SLO outcome.
     pub slo: SloReport,
+    /// The flood and the engine's drop counters, when one ran (`--flood-pps`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flood: Option<FloodReport>,
 }
 
 /// Packet rates and quality.
@@ -198,6 +202,7 @@ pub fn build(s: &Scenario, o: &RunOutcome) -> Report {
     }
 
     Report {
+        flood: o.flood.clone(),
         version: VERSION,
         scenario: s.clone(),
         rooms: s.rooms,

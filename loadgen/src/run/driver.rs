@@ -473,6 +473,7 @@ impl Driver {
                 self.blocked += 1;
                 continue;
             }
+            crate::run::flood::TAP.offer(&t.contents);
             if e.socket.send_to(&t.contents, t.destination).is_err() {
                 self.send_errors += 1;
             }

@@ -20,7 +20,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::error::LoadgenError;
 use crate::metrics::{Collector, EngineSample, MediaTotals, ParticipantMeter};
 use crate::run::driver::{self, Command, DriverHandle, NewClient, thread_cpu_time};
-use crate::run::{EngineWindow, Progress, RunOutcome};
+use crate::run::{EngineWindow, Progress, RunOutcome, flood};
 use crate::scenario::Scenario;
 
 /// Socket buffers of each client: a few keyframe bursts deep.
@@ -73,6 +73,13 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
         .bind(Ipv4Addr::LOCALHOST.into())
         .build()?;
     let events = engine.events();
+    if s.flood_pps > 0 {
+        // Capture the clients' first datagrams (their STUN included) for
+        // the flood's replays.
+        flood::TAP.enable();
+    }
+    let mut flooding: Option<flood::Flood> = None;
+    let mut flood_report: Option<flood::FloodReport> = None;
     let mut rng = fastrand::Rng::with_seed(s.seed);
     let mut rooms = Vec::with_capacity(s.rooms);
     for i in 0..s.rooms {
@@ -170,7 +177,25 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
             for d in &o.drivers {
                 d.send(Command::StartWindow);
             }
+            if s.flood_pps > 0 {
+                flood_report = Some(flood::FloodReport {
+                    pps: s.flood_pps,
+                    drops_before_total: flood::EngineDrops::of(&stats).total(),
+                    rss_mb_at_start: flood::rss_mb(),
+                    ..Default::default()
+                });
+                let targets = o.engine.shard_addrs();
+                let d = Duration::from_secs_f64(s.flood_s);
+                flooding = Some(flood::Flood::start(targets, s.flood_pps, d, s.seed)?);
+            }
             window = Some((Instant::now(), stats));
+        }
+        if let (Some(f), Some(r)) = (&flooding, &mut flood_report)
+            && f.is_done()
+            && let Some(f) = flooding.take()
+        {
+            r.sent = f.finish();
+            r.rss_mb_at_stop = flood::rss_mb();
         }
         if now >= next_rotation {
             next_rotation += rotation_every;
@@ -269,12 +294,20 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
     }
 
     progress.message("finishing");
+    if let (Some(f), Some(r)) = (flooding.take(), &mut flood_report) {
+        r.sent = f.finish();
+        r.rss_mb_at_stop = flood::rss_mb();
+    }
     // The clients stop and the engine's counters are read together.
     let stop = Instant::now();
     for d in &o.drivers {
         d.send(Command::Stop);
     }
     let end_stats = o.engine.refresh_stats()?;
+    if let Some(r) = &mut flood_report {
+        r.engine_drops = flood::EngineDrops::of(&end_stats);
+        r.rss_mb_at_end = flood::rss_mb();
+    }
     samples.push(sample(&end_stats, stop - t0));
     let (measured, engine_window) = match &window {
         Some((at, start)) => {
@@ -360,6 +393,7 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
         loadgen_cpu,
         client_send_errors,
         notes,
+        flood: flood_report,
     })
 }
 

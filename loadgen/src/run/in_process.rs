@@ -79,6 +79,7 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
         notes: vec![
             "in-process: virtual time; latency is the simulated link delay only; engine cpu_s is the real time spent inside the shard core".into(),
         ],
+        flood: None,
     })
 }
 

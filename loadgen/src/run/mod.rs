@@ -5,6 +5,7 @@
 
 pub mod driver;
 pub mod embedded;
+pub mod flood;
 pub mod in_process;
 pub mod poll;
 pub mod progress;
@@ -67,6 +68,8 @@ pub struct RunOutcome {
     pub client_send_errors: u64,
     /// Observations worth a line in the report.
     pub notes: Vec<String>,
+    /// The flood's numbers, when one ran (`--flood-pps`).
+    pub flood: Option<flood::FloodReport>,
 }
 
 /// Run the scenario against its target.
