@@ -96,7 +96,7 @@ fn stun_request(rng: &mut fastrand::Rng, username: &str) -> Vec<u8> {
     attrs.extend_from_slice(&[0x00, 0x06]);
     attrs.extend_from_slice(&(username.len() as u16).to_be_bytes());
     attrs.extend_from_slice(username.as_bytes());
-    while attrs.len() % 4 != 0 {
+    while !attrs.len().is_multiple_of(4) {
         attrs.push(0);
     }
     // PRIORITY, which a binding request must carry (RFC 8445 7.1.1).

@@ -264,7 +264,7 @@ mod tests {
         attrs.extend_from_slice(&ATTR_USERNAME.to_be_bytes());
         attrs.extend_from_slice(&(username.len() as u16).to_be_bytes());
         attrs.extend_from_slice(username);
-        while attrs.len() % 4 != 0 {
+        while !attrs.len().is_multiple_of(4) {
             attrs.push(0);
         }
         // A PRIORITY attribute after it, as browsers send.
@@ -341,7 +341,7 @@ mod tests {
         };
         let mut l = SourceLimiter::new(&c);
         let cap = l.capacity();
-        assert!(cap >= 64 && cap <= 128, "capacity {cap}");
+        assert!((64..=128).contains(&cap), "capacity {cap}");
         let t = Instant::now();
         for i in 0..10_000u32 {
             l.admit(IpAddr::V4(Ipv4Addr::from(i)), t);

@@ -225,7 +225,13 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
     }
 
     // Socket protection: the unvalidated-source table and learned addresses.
-    let ingress: [(&str, &str, &str, fn(&ShardStats) -> u64); 3] = [
+    type Gauge = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&ShardStats) -> u64,
+    );
+    let ingress: [Gauge; 3] = [
         (
             "piazza_ingress_tracked_sources",
             "gauge",

@@ -118,7 +118,7 @@ fn stun_request(rng: &mut fastrand::Rng, username: &str, m: &mut Vec<u8>) {
     m.extend_from_slice(&[0x00, 0x06]);
     m.extend_from_slice(&(username.len() as u16).to_be_bytes());
     m.extend_from_slice(username.as_bytes());
-    while m.len() % 4 != 0 {
+    while !m.len().is_multiple_of(4) {
         m.push(0);
     }
     m.extend_from_slice(&[0x00, 0x24, 0x00, 0x04, 0x6e, 0x7f, 0x1e, 0xff]);
