@@ -149,7 +149,7 @@ impl JoinOptions {
 }
 
 /// Limits on what one shard accepts from its UDP socket. Every shard gets
-/// its own copy; see `docs/operations-ingress.md` for what each limit
+/// its own copy; see `docs/operations.md` (section 6) for what each limit
 /// protects and the drop counter it feeds.
 ///
 /// Datagrams from addresses no participant has validated are accepted only
