@@ -59,6 +59,11 @@ fn short_run_writes_every_report_key_with_plausible_latency() {
         "/media/freezes",
         "/media/freeze_ms_total",
         "/media/layer_switches",
+        "/media/paused_slots",
+        "/media/pauses",
+        "/media/paused_ms_total",
+        "/media/layers/share",
+        "/media/frame_gaps",
         "/join/p50_ms",
         "/join/p99_ms",
         "/join/first_frame_p99_ms",
@@ -87,6 +92,10 @@ fn short_run_writes_every_report_key_with_plausible_latency() {
     assert!(r["media"]["egress_pps"].as_f64().unwrap() > 0.0);
     assert!(r["engine"]["egress_pps_per_core"].as_f64().unwrap() > 0.0);
     assert!(r["engine"]["peak_rss_mb"].as_f64().unwrap() > 0.0);
+    // Two slots capped at 360p: the camera frames arrive on `l` or `m`.
+    let layers = &r["media"]["layers"];
+    assert!(layers["l"].as_u64().unwrap() + layers["m"].as_u64().unwrap() > 0);
+    assert_eq!(layers["h"], 0);
 
     let page = std::fs::read_to_string(&html).expect("HTML report written");
     assert!(

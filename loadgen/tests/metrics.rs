@@ -250,7 +250,7 @@ fn participant_meter_latency_loss_switches_and_first_frame() {
     assert!((r.join_at_s - 0.1).abs() < 1e-9);
 
     let mut totals = MediaTotals::default();
-    m.add_totals(&mut totals);
+    m.add_totals(t0 + ms(700), &mut totals);
     assert_eq!((totals.expected_window, totals.lost_window), (5, 1));
     assert_eq!(totals.publisher_switches, 1);
     assert_eq!(totals.layer_switches, 0);
@@ -258,6 +258,96 @@ fn participant_meter_latency_loss_switches_and_first_frame() {
     let p = c.latency.percentiles();
     assert_eq!((p.samples, p.p50, p.max), (4, 2000, 2000));
     assert_eq!(c.packets, 4);
+}
+
+/// One complete camera frame of `publisher` on `layer` in slot 0.
+fn frame(
+    m: &mut ParticipantMeter,
+    c: &mut Collector,
+    epoch: Instant,
+    n: u64,
+    publisher: u32,
+    layer: u8,
+) {
+    let at = ms(n * 33);
+    let mut t = trailer(publisher, n, at, true, n == 0);
+    t.layer = layer;
+    let a = Arrival {
+        slot: 0,
+        seq: n,
+        rtp_time: (n as u32) * 3000,
+        at: epoch + at,
+        payload_len: 500,
+        trailer: Some(t),
+    };
+    m.on_arrival(&a, epoch, c);
+}
+
+#[test]
+fn an_engine_paused_slot_is_a_pause_not_a_freeze() {
+    let epoch = Instant::now();
+    let mut m = ParticipantMeter::new(0, 9, epoch, 1, 1, 0);
+    let mut c = Collector::new(epoch, Duration::from_secs(1));
+    m.start_window(epoch);
+    // Frames 0..=10 every 33 ms on `l` (the last at 330 ms); the engine
+    // pauses the slot at 340 ms and resumes it at 2000 ms; frame 61 comes
+    // at 2013 ms on `m`.
+    for n in 0..=10 {
+        frame(&mut m, &mut c, epoch, n, 4, 0);
+    }
+    m.on_slot_paused(0, true, epoch + ms(340));
+    m.on_slot_paused(0, false, epoch + ms(2000));
+    frame(&mut m, &mut c, epoch, 61, 4, 1);
+    frame(&mut m, &mut c, epoch, 62, 4, 1);
+    let mut t = MediaTotals::default();
+    m.add_totals(epoch + ms(2100), &mut t);
+    assert_eq!(t.freezes, 0, "a pause is not a freeze");
+    assert_eq!((t.pauses, t.paused_slots), (1, 1));
+    assert_eq!(t.paused_time, ms(1660));
+    assert_eq!(t.max_frame_delay, ms(33), "the pause is not a frame gap");
+    assert_eq!(t.layer_frames, [11, 2, 0]);
+    let r = m.result(None, epoch);
+    assert_eq!(r.layer_frames, [11, 2, 0]);
+    // The gap is logged with both sides, as a pause.
+    assert_eq!(c.gaps.len(), 1);
+    let g = &c.gaps[0];
+    assert!(g.paused && !g.freeze);
+    assert_eq!(
+        (g.gap_ms.round(), g.from.clone(), g.to.clone()),
+        (1683.0, (4, "l".to_string()), (4, "m".to_string()))
+    );
+}
+
+#[test]
+fn the_same_gap_without_a_pause_is_a_freeze_and_logged() {
+    let epoch = Instant::now();
+    let mut m = ParticipantMeter::new(0, 9, epoch, 1, 1, 0);
+    let mut c = Collector::new(epoch, Duration::from_secs(1));
+    m.start_window(epoch);
+    for n in 0..=10 {
+        frame(&mut m, &mut c, epoch, n, 4, 0);
+    }
+    frame(&mut m, &mut c, epoch, 61, 5, 0);
+    let mut t = MediaTotals::default();
+    m.add_totals(epoch + ms(2100), &mut t);
+    assert_eq!((t.freezes, t.pauses, t.paused_slots), (1, 0, 0));
+    assert_eq!(t.freeze_time, ms(1683));
+    let g = &c.gaps[0];
+    assert!(g.freeze && !g.paused);
+    assert_eq!((g.from.0, g.to.0), (4, 5), "a publisher switch");
+}
+
+#[test]
+fn a_slot_paused_before_its_first_frame_is_not_expected() {
+    let t0 = Instant::now();
+    // Two videos expected at join; the engine pauses slot 1 at once.
+    let mut m = ParticipantMeter::new(0, 1, t0, 2, 2, 0);
+    let mut c = Collector::new(t0, Duration::from_secs(1));
+    m.on_slot_paused(1, true, t0 + ms(5));
+    frame(&mut m, &mut c, t0, 0, 3, 0);
+    let r = m.result(Some(t0 + ms(10)), t0);
+    assert!(!r.first_frame_missing);
+    assert_eq!(r.first_frame_ms, Some(0.0));
 }
 
 #[test]

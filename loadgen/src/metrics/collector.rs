@@ -33,6 +33,41 @@ pub struct Collector {
     recent: LatencyHistogram,
     /// Packets since the progress line last looked.
     recent_packets: u64,
+    /// The longest inter-frame gaps of the window, longest first.
+    pub gaps: Vec<FrameGap>,
+}
+
+/// Longest gaps kept for the report.
+pub const MAX_GAPS: usize = 20;
+
+/// Gaps shorter than this are not kept (a 30 fps stream's frames are 33 ms
+/// apart; a keyframe burst or a scheduling hiccup stays well below).
+pub const GAP_LOG_MIN: Duration = Duration::from_millis(300);
+
+/// One long gap between two frames of a video slot, with what the slot
+/// carried on either side: enough to tell a publisher switch, a layer
+/// switch, an engine pause and a stall of one stream apart.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FrameGap {
+    /// When the frame ending the gap arrived, seconds since the run started.
+    pub at_s: f64,
+    /// The gap, ms.
+    pub gap_ms: f64,
+    /// Counted as a W3C freeze.
+    pub freeze: bool,
+    /// The engine paused the slot during the gap (not a freeze).
+    pub paused: bool,
+    /// Room index.
+    pub room: usize,
+    /// The subscriber (its trailer number).
+    pub subscriber: u32,
+    /// Video slot index in the subscriber's offer.
+    pub slot: usize,
+    /// Publisher and layer (`l`, `m`, `h`; `s` for a screen share) of the
+    /// frame before the gap.
+    pub from: (u32, String),
+    /// Publisher and layer of the frame after the gap.
+    pub to: (u32, String),
 }
 
 /// A snapshot of the engine's counters, taken by the orchestrator.
@@ -81,7 +116,24 @@ impl Collector {
             buckets: Vec::new(),
             recent: LatencyHistogram::with_precision(2),
             recent_packets: 0,
+            gaps: Vec::new(),
         }
+    }
+
+    /// Seconds from the run's start to `at`.
+    pub fn since_start(&self, at: Instant) -> f64 {
+        at.saturating_duration_since(self.t0).as_secs_f64()
+    }
+
+    /// Keep `gap` if it is among the longest.
+    pub fn record_gap(&mut self, gap: FrameGap) {
+        self.gaps.push(gap);
+        self.trim_gaps();
+    }
+
+    fn trim_gaps(&mut self) {
+        self.gaps.sort_by(|a, b| b.gap_ms.total_cmp(&a.gap_ms));
+        self.gaps.truncate(MAX_GAPS);
     }
 
     fn bucket_mut(&mut self, at: Instant) -> &mut Bucket {
@@ -132,6 +184,8 @@ impl Collector {
         self.latency.merge(&o.latency);
         self.packets += o.packets;
         self.bytes += o.bytes;
+        self.gaps.extend(o.gaps.iter().cloned());
+        self.trim_gaps();
         if self.buckets.len() < o.buckets.len() {
             self.buckets.resize_with(o.buckets.len(), Bucket::default);
         }

@@ -8,6 +8,10 @@
 //!   `max(3 x average, average + 150 ms)` is a freeze of that duration;
 //! - every delay, freezes included, then joins the average.
 //!
+//! - a delay that spans a pause (the SFU stopped the stream on purpose and
+//!   said so) is not a freeze and does not join the average, as libwebrtc
+//!   counts it in `pauseCount` / `totalPausesDuration` instead.
+//!
 //! A frame here is complete when the packet marked end-of-frame arrives
 //! (the load generator has no decoder); its arrival time stands for the
 //! render time.
@@ -66,5 +70,16 @@ impl FreezeDetector {
             self.sum -= old;
         }
         froze
+    }
+
+    /// When the last frame completed.
+    pub fn last_frame(&self) -> Option<Instant> {
+        self.last_frame
+    }
+
+    /// A frame completed at `at` after a pause: no delay is measured
+    /// across the pause and the average is left as it was.
+    pub fn resume(&mut self, at: Instant) {
+        self.last_frame = Some(at);
     }
 }

@@ -4,10 +4,12 @@
 
 use std::time::{Duration, Instant};
 
+use piazza::core::control::ServerMessage;
+use piazza::sim::SimClient;
 use piazza::sim::client::Arrival;
 use serde::Serialize;
 
-use crate::metrics::collector::Collector;
+use crate::metrics::collector::{Collector, FrameGap, GAP_LOG_MIN};
 use crate::metrics::freeze::FreezeDetector;
 use crate::metrics::jitter::Jitter;
 use crate::metrics::loss::{LossCounter, LossSnapshot};
@@ -32,6 +34,23 @@ pub struct SlotMeter {
     layer_switches: u64,
     frames: u64,
     first_frame: Option<Instant>,
+    /// (publisher, track, layer) of the last complete frame.
+    last_frame_key: Option<(u32, u8, u8)>,
+    /// The engine says the slot is paused (its `slots` message).
+    paused: bool,
+    /// When the current pause began.
+    paused_at: Option<Instant>,
+    /// A pause began since the last complete frame: the next frame's delay
+    /// spans it.
+    pause_pending: bool,
+    /// The slot was paused before its first complete keyframe.
+    paused_before_first_frame: bool,
+    /// Pauses that began in the window.
+    pauses: u64,
+    /// Paused time inside the window.
+    paused_time: Duration,
+    /// Complete camera frames in the window per layer (l, m, h).
+    layer_frames: [u64; 3],
 }
 
 impl SlotMeter {
@@ -48,7 +67,35 @@ impl SlotMeter {
             layer_switches: 0,
             frames: 0,
             first_frame: None,
+            last_frame_key: None,
+            paused: false,
+            paused_at: None,
+            pause_pending: false,
+            paused_before_first_frame: false,
+            pauses: 0,
+            paused_time: Duration::ZERO,
+            layer_frames: [0; 3],
         }
+    }
+
+    /// Paused time from `at` (or the window's start) until `until`.
+    fn close_pause(&mut self, until: Instant, window: Option<Instant>) {
+        if let (Some(from), Some(w)) = (self.paused_at.take(), window) {
+            let from = from.max(w);
+            self.paused_time += until.saturating_duration_since(from);
+        }
+    }
+}
+
+/// The name of a layer in reports: `l`, `m`, `h` for camera layers 0..2,
+/// `s` for the screen share.
+fn layer_name(track: u8, layer: u8) -> String {
+    match (track, layer) {
+        (2, _) => "s".into(),
+        (_, 0) => "l".into(),
+        (_, 1) => "m".into(),
+        (_, 2) => "h".into(),
+        (_, n) => n.to_string(),
     }
 }
 
@@ -81,6 +128,14 @@ pub struct MediaTotals {
     pub layer_switches: u64,
     /// Video frames completed (whole run).
     pub frames: u64,
+    /// Video slots the engine paused at some time in the window.
+    pub paused_slots: u64,
+    /// Pauses that began in the window.
+    pub pauses: u64,
+    /// Paused slot time in the window.
+    pub paused_time: Duration,
+    /// Complete camera frames received in the window per layer (l, m, h).
+    pub layer_frames: [u64; 3],
 }
 
 impl MediaTotals {
@@ -99,6 +154,12 @@ impl MediaTotals {
         self.publisher_switches += o.publisher_switches;
         self.layer_switches += o.layer_switches;
         self.frames += o.frames;
+        self.paused_slots += o.paused_slots;
+        self.pauses += o.pauses;
+        self.paused_time += o.paused_time;
+        for (a, b) in self.layer_frames.iter_mut().zip(o.layer_frames) {
+            *a += b;
+        }
     }
 
     /// Lost / expected in the window (0 when nothing was expected).
@@ -144,6 +205,9 @@ pub struct ParticipantResult {
     pub expected_videos: usize,
     /// Some expected video never delivered a complete keyframe.
     pub first_frame_missing: bool,
+    /// Complete camera frames it received in the window per layer
+    /// (l, m, h): which layers the engine gave this subscriber.
+    pub layer_frames: [u64; 3],
 }
 
 /// Everything measured for one participant.
@@ -188,6 +252,37 @@ impl ParticipantMeter {
         self.window_start = Some(at);
         for s in &mut self.slots {
             s.window_start = Some(s.loss.snapshot());
+            if s.paused {
+                s.pauses += 1;
+            }
+        }
+    }
+
+    /// The engine said (its `slots` control message, at `at`) whether video
+    /// slot `slot` is paused. A pause is the engine's decision (the
+    /// subscriber's downlink cannot carry the slot), not a freeze: the gap
+    /// it causes is counted as paused time, and the freeze detector starts
+    /// afresh with the first frame after it.
+    pub fn on_slot_paused(&mut self, slot: usize, paused: bool, at: Instant) {
+        let window = self.window_start;
+        let Some(s) = self.slots.get_mut(slot).filter(|s| s.video) else {
+            return;
+        };
+        if paused == s.paused {
+            return;
+        }
+        s.paused = paused;
+        if paused {
+            s.paused_at = Some(at);
+            s.pause_pending = true;
+            if s.first_frame.is_none() {
+                s.paused_before_first_frame = true;
+            }
+            if window.is_some_and(|w| at >= w) {
+                s.pauses += 1;
+            }
+        } else {
+            s.close_pause(at, window);
         }
     }
 
@@ -217,7 +312,37 @@ impl ParticipantMeter {
             sink.record_latency(a.at, latency_us, in_window);
             if slot.video && t.end_of_frame {
                 slot.frames += 1;
-                slot.freeze.on_frame(a.at, in_window);
+                if in_window && t.track == 1 && t.layer < 3 {
+                    slot.layer_frames[t.layer as usize] += 1;
+                }
+                let before = slot.last_frame_key.replace(key);
+                let last = slot.freeze.last_frame();
+                let across_pause = slot.pause_pending;
+                let froze = if across_pause {
+                    slot.freeze.resume(a.at);
+                    // Frames still in flight when the pause began do not
+                    // end it; the first frame after the resume does.
+                    slot.pause_pending = slot.paused;
+                    false
+                } else {
+                    slot.freeze.on_frame(a.at, in_window)
+                };
+                if let (Some(last), Some(before), true) = (last, before, in_window) {
+                    let gap = a.at.saturating_duration_since(last);
+                    if gap >= GAP_LOG_MIN {
+                        sink.record_gap(FrameGap {
+                            at_s: sink.since_start(a.at),
+                            gap_ms: gap.as_secs_f64() * 1000.0,
+                            freeze: froze,
+                            paused: across_pause,
+                            room: self.room,
+                            subscriber: self.publisher,
+                            slot: a.slot as usize,
+                            from: (before.0, layer_name(before.1, before.2)),
+                            to: (key.0, layer_name(key.1, key.2)),
+                        });
+                    }
+                }
                 if t.keyframe && slot.first_frame.is_none() {
                     slot.first_frame = Some(a.at);
                 }
@@ -240,7 +365,14 @@ impl ParticipantMeter {
             .filter_map(|s| s.first_frame)
             .collect();
         firsts.sort();
-        let (first_frame_ms, missing) = match self.expected_videos {
+        // A slot the engine paused before its first frame had nothing to
+        // show: it is not expected.
+        let paused_early = self
+            .slots
+            .iter()
+            .filter(|s| s.video && s.paused_before_first_frame && s.first_frame.is_none())
+            .count();
+        let (first_frame_ms, missing) = match self.expected_videos.saturating_sub(paused_early) {
             0 => (None, false),
             n => match firsts.get(n - 1) {
                 Some(t) => (
@@ -261,12 +393,31 @@ impl ParticipantMeter {
             first_frame_ms,
             expected_videos: self.expected_videos,
             first_frame_missing: missing,
+            layer_frames: self.slots.iter().fold([0; 3], |mut acc, s| {
+                for (a, b) in acc.iter_mut().zip(s.layer_frames) {
+                    *a += b;
+                }
+                acc
+            }),
         }
     }
 
-    /// Add this participant's media counters to `totals`.
-    pub fn add_totals(&self, totals: &mut MediaTotals) {
-        for s in &self.slots {
+    /// Add this participant's media counters to `totals`; `end` closes
+    /// pauses still running.
+    pub fn add_totals(&mut self, end: Instant, totals: &mut MediaTotals) {
+        let window = self.window_start;
+        for s in &mut self.slots {
+            if s.paused {
+                s.close_pause(end, window);
+            }
+            if s.pauses > 0 {
+                totals.paused_slots += 1;
+            }
+            totals.pauses += s.pauses;
+            totals.paused_time += s.paused_time;
+            for (a, b) in totals.layer_frames.iter_mut().zip(s.layer_frames) {
+                *a += b;
+            }
             let now = s.loss.snapshot();
             totals.expected_total += now.expected;
             totals.lost_total += now.lost();
@@ -288,6 +439,34 @@ impl ParticipantMeter {
             totals.publisher_switches += s.publisher_switches;
             totals.layer_switches += s.layer_switches;
             totals.frames += s.frames;
+        }
+    }
+}
+
+/// Follows a simulated client's `slots` control messages and tells its
+/// meter when the engine pauses or resumes a video slot.
+#[derive(Debug, Clone, Default)]
+pub struct PauseWatch {
+    seen: u64,
+}
+
+impl PauseWatch {
+    /// Look at `client`'s latest `slots` message if a control message
+    /// arrived since the last call; `at` is when it was handled.
+    pub fn update(&mut self, client: &SimClient, meter: &mut ParticipantMeter, at: Instant) {
+        let n = client.stats().control_messages;
+        if n == self.seen {
+            return;
+        }
+        self.seen = n;
+        let Some(ServerMessage::Slots { video, .. }) = &client.last_slots else {
+            return;
+        };
+        let slots = &client.stats().slots;
+        for v in video {
+            if let Some(i) = slots.iter().position(|s| s.mid == v.mid) {
+                meter.on_slot_paused(i, v.paused, at);
+            }
         }
     }
 }

@@ -9,9 +9,9 @@ pub mod latency;
 pub mod loss;
 pub mod meter;
 
-pub use collector::{Collector, EngineSample, Series};
+pub use collector::{Collector, EngineSample, FrameGap, Series};
 pub use freeze::FreezeDetector;
 pub use jitter::Jitter;
 pub use latency::{LatencyHistogram, Percentiles};
 pub use loss::{LossCounter, LossSnapshot};
-pub use meter::{MediaTotals, ParticipantMeter, ParticipantResult};
+pub use meter::{MediaTotals, ParticipantMeter, ParticipantResult, PauseWatch};

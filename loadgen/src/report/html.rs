@@ -474,6 +474,17 @@ pub fn render(r: &Report) -> String {
             ),
         ),
         (
+            "Video",
+            format!(
+                "layers l {:.1} % / m {:.1} % / h {:.1} % of frames; {} slot(s) paused by the engine ({:.0} ms)",
+                r.media.layers.share[0] * 100.0,
+                r.media.layers.share[1] * 100.0,
+                r.media.layers.share[2] * 100.0,
+                r.media.paused_slots,
+                r.media.paused_ms_total
+            ),
+        ),
+        (
             "Engine",
             format!(
                 "{:.2} CPU-s ({:.2} cores), {:.0} egress pps per core, peak RSS {:.0} MiB",

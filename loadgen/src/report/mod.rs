@@ -7,7 +7,7 @@ pub mod summary;
 
 use serde::Serialize;
 
-use crate::metrics::{ParticipantResult, Percentiles, Series};
+use crate::metrics::{FrameGap, ParticipantResult, Percentiles, Series};
 use crate::run::RunOutcome;
 use crate::run::flood::FloodReport;
 use crate::scenario::Scenario;
@@ -89,6 +89,44 @@ pub struct MediaReport {
     pub layer_switches: u64,
     /// Changes of publisher seen in slots.
     pub publisher_switches: u64,
+    /// Video slots the engine paused (bandwidth) at some time in the window.
+    pub paused_slots: u64,
+    /// Pauses that began in the window (or were running when it opened).
+    pub pauses: u64,
+    /// Paused slot time in the window, ms (not freezes).
+    pub paused_ms_total: f64,
+    /// Which simulcast layers the subscribers received.
+    pub layers: LayerShare,
+    /// The longest gaps between two frames of a slot in the window, with
+    /// what the slot carried on either side, longest first.
+    pub frame_gaps: Vec<FrameGap>,
+}
+
+/// Complete camera frames received in the window per simulcast layer.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct LayerShare {
+    /// Frames of the `l` layer.
+    pub l: u64,
+    /// Frames of the `m` layer.
+    pub m: u64,
+    /// Frames of the `h` layer.
+    pub h: u64,
+    /// Their shares of all three, 0..1 (0 when none).
+    pub share: [f64; 3],
+}
+
+impl LayerShare {
+    /// From counts per layer.
+    pub fn new(frames: [u64; 3]) -> Self {
+        let sum: u64 = frames.iter().sum();
+        let share = frames.map(|f| if sum == 0 { 0.0 } else { f as f64 / sum as f64 });
+        LayerShare {
+            l: frames[0],
+            m: frames[1],
+            h: frames[2],
+            share,
+        }
+    }
 }
 
 /// Joins and first frames.
@@ -192,7 +230,7 @@ pub fn build(s: &Scenario, o: &RunOutcome) -> Report {
     let mut notes = o.notes.clone();
     if s.downlink_kbps.is_some() {
         notes.push(
-            "downlink cap: applied in the clients' receive path; the engine's bandwidth allocator sees it through its estimate and lowers or pauses slots; a paused slot's frame gap counts as a freeze here and delays (or misses) its first frame".into(),
+            "downlink cap: applied in the clients' receive path; the engine's bandwidth allocator sees it through its estimate and lowers or pauses slots; a slot the engine paused counts in paused_slots and paused_ms_total, not as a freeze".into(),
         );
     }
     if s.mode == crate::scenario::Mode::Embedded {
@@ -230,6 +268,11 @@ pub fn build(s: &Scenario, o: &RunOutcome) -> Report {
             max_frame_gap_ms: o.totals.max_frame_delay.as_secs_f64() * 1000.0,
             layer_switches: o.totals.layer_switches,
             publisher_switches: o.totals.publisher_switches,
+            paused_slots: o.totals.paused_slots,
+            pauses: o.totals.pauses,
+            paused_ms_total: o.totals.paused_time.as_secs_f64() * 1000.0,
+            layers: LayerShare::new(o.totals.layer_frames),
+            frame_gaps: o.collector.gaps.clone(),
         },
         join: JoinReport {
             attempted,

@@ -99,6 +99,18 @@ pub fn render(r: &Report) -> String {
             ),
         ),
         (
+            "video",
+            format!(
+                "layers l {:.1} % / m {:.1} % / h {:.1} % of frames; paused slots {} ({} pauses, {:.0} ms)",
+                r.media.layers.share[0] * 100.0,
+                r.media.layers.share[1] * 100.0,
+                r.media.layers.share[2] * 100.0,
+                r.media.paused_slots,
+                r.media.pauses,
+                r.media.paused_ms_total
+            ),
+        ),
+        (
             "switches",
             format!(
                 "publisher {}, layer {}",
@@ -126,6 +138,13 @@ pub fn render(r: &Report) -> String {
     ];
     for (k, v) in rows {
         let _ = writeln!(out, "  {k:<11} {v}");
+    }
+    for g in r.media.frame_gaps.iter().filter(|g| g.freeze).take(5) {
+        let _ = writeln!(
+            out,
+            "  freeze      {:.0} ms at {:.1} s: room {} subscriber {} slot {}, {}/{} -> {}/{}",
+            g.gap_ms, g.at_s, g.room, g.subscriber, g.slot, g.from.0, g.from.1, g.to.0, g.to.1
+        );
     }
     for e in &r.join.errors {
         let _ = writeln!(out, "  join error  {e}");

@@ -26,7 +26,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use piazza::sim::client::Arrival;
 use piazza::sim::{Link, SimClient};
 
-use crate::metrics::{Collector, MediaTotals, ParticipantMeter, ParticipantResult};
+use crate::metrics::{Collector, MediaTotals, ParticipantMeter, ParticipantResult, PauseWatch};
 use crate::run::poll::{Doorbell, Poller};
 
 /// Datagrams read from one socket per wakeup before the others get a turn.
@@ -176,6 +176,7 @@ struct Entry {
     client: SimClient,
     socket: UdpSocket,
     meter: ParticipantMeter,
+    watch: PauseWatch,
     link: Option<Link>,
     scheduled: Instant,
 }
@@ -318,6 +319,7 @@ impl Driver {
             client: c.client,
             socket: c.socket,
             meter: c.meter,
+            watch: PauseWatch::default(),
             link: c.link,
             scheduled: now,
         };
@@ -352,9 +354,11 @@ impl Driver {
         for a in self.arrivals.drain(..) {
             e.meter.on_arrival(&a, self.epoch, &mut self.collector);
         }
+        let now = Instant::now();
+        e.watch.update(&e.client, &mut e.meter, now);
         self.results
             .push(e.meter.result(e.client.connected_at(), self.t0));
-        e.meter.add_totals(&mut self.totals);
+        e.meter.add_totals(now, &mut self.totals);
     }
 
     fn read_socket(&mut self, index: usize, buf: &mut [u8]) {
@@ -455,6 +459,7 @@ impl Driver {
         for a in self.arrivals.drain(..) {
             e.meter.on_arrival(&a, self.epoch, &mut self.collector);
         }
+        e.watch.update(&e.client, &mut e.meter, now);
         let mut t = e.client.poll_timeout();
         if was_timeout && t <= now {
             t = now + MIN_REARM;

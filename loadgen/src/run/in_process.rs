@@ -13,7 +13,7 @@ use piazza::sim::{ClientConfig, LinkConfig, SimConfig, Simulator};
 use piazza::{EngineEvent, LeaveReason};
 
 use crate::error::LoadgenError;
-use crate::metrics::{Collector, EngineSample, MediaTotals, ParticipantMeter};
+use crate::metrics::{Collector, EngineSample, MediaTotals, ParticipantMeter, PauseWatch};
 use crate::run::driver::thread_cpu_time;
 use crate::run::{EngineWindow, Progress, RunOutcome};
 use crate::scenario::Scenario;
@@ -163,6 +163,7 @@ fn run_room(s: &Scenario, room: usize, progress: &Progress) -> Result<RoomRun, L
     let bucket = s.bucket();
     let mut collector = Collector::new(t0, bucket);
     let mut meters: Vec<ParticipantMeter> = Vec::with_capacity(n);
+    let mut watches: Vec<PauseWatch> = Vec::with_capacity(n);
     let mut arrivals = Vec::new();
     let mut order: Vec<usize> = (0..n).collect();
     fastrand::Rng::with_seed(s.seed.wrapping_add(room as u64)).shuffle(&mut order);
@@ -189,6 +190,7 @@ fn run_room(s: &Scenario, room: usize, progress: &Progress) -> Result<RoomRun, L
                 m.start_window(at);
             }
             meters.push(m);
+            watches.push(PauseWatch::default());
             let talk = speaking(rotation, i);
             let client = &mut sim.participant_mut(i).client;
             client.set_speaking(talk);
@@ -196,13 +198,15 @@ fn run_room(s: &Scenario, room: usize, progress: &Progress) -> Result<RoomRun, L
                 client.send_control(&m);
             }
         }
-        for (i, m) in meters.iter_mut().enumerate() {
+        let now = sim.now();
+        for (i, (m, w)) in meters.iter_mut().zip(&mut watches).enumerate() {
             let c = &mut sim.participant_mut(i).client;
             c.take_arrivals(&mut arrivals);
             drop(c.take_latencies());
             for a in arrivals.drain(..) {
                 m.on_arrival(&a, t0, &mut collector);
             }
+            w.update(c, m, now);
         }
         let elapsed = sim.elapsed();
         if window.is_none() && elapsed >= window_at {
@@ -272,8 +276,9 @@ fn run_room(s: &Scenario, room: usize, progress: &Progress) -> Result<RoomRun, L
     };
     let mut totals = MediaTotals::default();
     let mut participants = Vec::with_capacity(meters.len());
-    for (i, m) in meters.iter().enumerate() {
-        m.add_totals(&mut totals);
+    let end = sim.now();
+    for (i, m) in meters.iter_mut().enumerate() {
+        m.add_totals(end, &mut totals);
         participants.push(m.result(sim.participants()[i].client.connected_at(), t0));
     }
     let disconnects = sim
