@@ -448,7 +448,13 @@ impl Room {
                         .last_probe
                         .is_none_or(|t| now.saturating_duration_since(t) >= REPROBE_INTERVAL);
                 if reprobe {
-                    desired += sub.downlink.told_bwe.map_or(0, |(_, d)| d % 2 + 1);
+                    // str0m probes for an allocation only when the desired
+                    // rate rises above the one it saw last. The measured layer
+                    // rates (and so `desired`) often decay tick by tick (after
+                    // a keyframe storm), so nudging this tick's value would
+                    // still be a decrease: rise above the last one told.
+                    let told = sub.downlink.told_bwe.map_or(0, |(_, d)| d);
+                    desired = desired.max(told) + 1;
                     sub.downlink.last_probe = Some(now);
                 }
                 if sub.downlink.told_bwe != Some((min, desired)) {
