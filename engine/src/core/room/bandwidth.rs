@@ -437,6 +437,15 @@ impl Room {
                     _ => 0,
                 };
                 let mut desired = alloc.desired_bps + audio_reserve;
+                // str0m's initial probe fires once, when the subscriber's
+                // media starts, and is capped at twice the desired rate. In
+                // an empty room nothing fills the slots yet, and a probe
+                // capped by the audio reserve would leave the estimate
+                // far below the link until the next allocation probe: aim
+                // it at the configured initial bitrate instead.
+                if slots.is_empty() {
+                    desired = desired.max(self.config.initial_bitrate_bps);
+                }
                 // str0m probes when the desired rate rises above the estimate;
                 // while short of what the slots want, ask again now and then
                 // so a collapsed estimate (everything paused, nothing to
