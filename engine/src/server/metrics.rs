@@ -291,7 +291,29 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
     for (code, n) in &http.join_errors {
         let _ = writeln!(out, "piazza_http_join_errors_total{{error=\"{code}\"}} {n}");
     }
+    if let Some(bytes) = peak_resident_bytes() {
+        header(
+            &mut out,
+            "piazza_process_peak_resident_bytes",
+            "gauge",
+            "Peak resident set size of the server process (VmHWM).",
+        );
+        let _ = writeln!(out, "piazza_process_peak_resident_bytes {bytes}");
+    }
     out
+}
+
+/// `VmHWM` of `/proc/self/status` in bytes; `None` where there is no procfs.
+fn peak_resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
