@@ -345,6 +345,18 @@ fn a_slot_paused_before_its_first_frame_is_not_expected() {
     let mut c = Collector::new(t0, Duration::from_secs(1));
     m.on_slot_paused(1, true, t0 + ms(5));
     frame(&mut m, &mut c, t0, 0, 3, 0);
+    // The engine fills slot 1 five seconds later: still not a first frame
+    // the participant waited for.
+    m.on_slot_paused(1, false, t0 + ms(5000));
+    let late = Arrival {
+        slot: 1,
+        seq: 1,
+        rtp_time: 0,
+        at: t0 + ms(5010),
+        payload_len: 500,
+        trailer: Some(trailer(8, 0, ms(5008), true, true)),
+    };
+    m.on_arrival(&late, t0, &mut c);
     let r = m.result(Some(t0 + ms(10)), t0);
     assert!(!r.first_frame_missing);
     assert_eq!(r.first_frame_ms, Some(0.0));

@@ -33,7 +33,8 @@ pub struct Collector {
     recent: LatencyHistogram,
     /// Packets since the progress line last looked.
     recent_packets: u64,
-    /// The longest inter-frame gaps of the window, longest first.
+    /// The longest inter-frame gaps of the window: freezes first, then
+    /// other gaps, then pauses; longest first in each.
     pub gaps: Vec<FrameGap>,
 }
 
@@ -131,8 +132,11 @@ impl Collector {
         self.trim_gaps();
     }
 
+    /// Freezes first, then other gaps, then pauses; longest first in each.
     fn trim_gaps(&mut self) {
-        self.gaps.sort_by(|a, b| b.gap_ms.total_cmp(&a.gap_ms));
+        let rank = |g: &FrameGap| (g.freeze, !g.paused);
+        self.gaps
+            .sort_by(|a, b| rank(b).cmp(&rank(a)).then(b.gap_ms.total_cmp(&a.gap_ms)));
         self.gaps.truncate(MAX_GAPS);
     }
 

@@ -358,19 +358,20 @@ impl ParticipantMeter {
     /// `t0` the start of the run.
     pub fn result(&self, connected_at: Option<Instant>, t0: Instant) -> ParticipantResult {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        // A slot the engine paused before its first frame shows "paused",
+        // not "loading": it is not an expected video, even if the engine
+        // fills it later.
         let mut firsts: Vec<Instant> = self
             .slots
             .iter()
-            .filter(|s| s.video)
+            .filter(|s| s.video && !s.paused_before_first_frame)
             .filter_map(|s| s.first_frame)
             .collect();
         firsts.sort();
-        // A slot the engine paused before its first frame had nothing to
-        // show: it is not expected.
         let paused_early = self
             .slots
             .iter()
-            .filter(|s| s.video && s.paused_before_first_frame && s.first_frame.is_none())
+            .filter(|s| s.video && s.paused_before_first_frame)
             .count();
         let (first_frame_ms, missing) = match self.expected_videos.saturating_sub(paused_early) {
             0 => (None, false),
