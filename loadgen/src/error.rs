@@ -16,8 +16,9 @@ pub enum LoadgenError {
     },
     /// `--slo` could not be parsed.
     InvalidSlo(String),
-    /// `--target`: driving an external server is not implemented yet.
-    TargetNotAvailable(String),
+    /// `--target`: the external server could not be reached, refused a
+    /// request, or answered something the load generator cannot use.
+    Target(String),
     /// The embedded engine refused to start or to open a room.
     Engine(piazza::Error),
     /// The operating system refused a socket, a thread or a file.
@@ -35,13 +36,7 @@ impl fmt::Display for LoadgenError {
                 f,
                 "invalid --slo: {m} (example: --slo p99_ms=5,loss=0.001,freezes=0)"
             ),
-            LoadgenError::TargetNotAvailable(url) => write!(
-                f,
-                "--target {url}: not available yet: driving an external server through the \
-                 reference server's HTTP API is not implemented in piazza-loadgen (the server \
-                 landed after it). Run against the embedded engine (the default) or the \
-                 simulator (--in-process)"
-            ),
+            LoadgenError::Target(m) => write!(f, "target server: {m}"),
             LoadgenError::Engine(e) => write!(f, "engine: {e}"),
             LoadgenError::Io(m) => write!(f, "{m}"),
         }

@@ -9,7 +9,7 @@
 //!
 //! - [`scenario`]: what to run (flags and TOML).
 //! - [`run`]: the targets: an embedded engine over real UDP (default), the
-//!   in-process simulator, an external server (not available yet).
+//!   in-process simulator, an external server through its HTTP API.
 //! - [`metrics`]: the measurements.
 //! - [`report`]: JSON, HTML and the terminal summary; [`slo`]: thresholds.
 //!

@@ -93,8 +93,8 @@ struct Cli {
     /// engine's pure CPU cost per packet.
     #[arg(long, conflicts_with = "target")]
     in_process: bool,
-    /// An external Piazza server's base URL (not available yet: driving the
-    /// reference server's HTTP API is not implemented).
+    /// An external Piazza server on this machine, by its HTTP base URL
+    /// (http://127.0.0.1:8080): rooms, joins and metrics through its API.
     #[arg(long, value_name = "URL")]
     target: Option<String>,
     /// Write the JSON report here.
@@ -211,10 +211,7 @@ fn main() -> ExitCode {
         Err(e) => {
             progress.finish();
             eprintln!("error: {e}");
-            return ExitCode::from(match e {
-                LoadgenError::TargetNotAvailable(_) => 2,
-                _ => 1,
-            });
+            return ExitCode::from(1);
         }
     };
     progress.finish();

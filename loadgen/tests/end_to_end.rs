@@ -129,17 +129,6 @@ fn violated_slo_exits_non_zero_and_names_the_threshold() {
 }
 
 #[test]
-fn target_says_it_is_not_available_yet() {
-    let out = bin()
-        .args(["--target", "http://127.0.0.1:8080", "--quiet"])
-        .output()
-        .expect("run the load generator");
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("not available yet"), "{stderr}");
-}
-
-#[test]
 fn bad_flags_say_what_is_wrong() {
     let out = bin().args(["--loss", "2"]).output().expect("run");
     assert_eq!(out.status.code(), Some(2));

@@ -98,7 +98,8 @@ pub struct MediaReport {
     /// Which simulcast layers the subscribers received.
     pub layers: LayerShare,
     /// The longest gaps between two frames of a slot in the window, with
-    /// what the slot carried on either side, longest first.
+    /// what the slot carried on either side: freezes first, then other
+    /// gaps, then pauses; longest first in each.
     pub frame_gaps: Vec<FrameGap>,
 }
 
@@ -153,7 +154,8 @@ pub struct JoinReport {
     /// Participants missing a first frame on some expected video.
     pub first_frame_missing: usize,
     /// Participants the engine dropped for silence (ICE/DTLS timeout).
-    pub disconnects: u64,
+    /// (`null` against an external server: its HTTP API does not say.)
+    pub disconnects: Option<u64>,
     /// The first refusal messages.
     pub errors: Vec<String>,
 }
@@ -238,6 +240,11 @@ pub fn build(s: &Scenario, o: &RunOutcome) -> Report {
             "peak_rss_mb is the whole process: the embedded engine and the load generator's clients together".into(),
         );
     }
+    if s.mode == crate::scenario::Mode::Target {
+        notes.push(
+            "external server: engine counters, CPU and peak_rss_mb come from its /metrics (the whole server, other rooms included, snapshots up to ~100 ms old); disconnects are not observable through its HTTP API".into(),
+        );
+    }
 
     Report {
         flood: o.flood.clone(),
@@ -302,7 +309,7 @@ pub fn build(s: &Scenario, o: &RunOutcome) -> Report {
             } else {
                 0.0
             },
-            peak_rss_mb: peak_rss_mb(),
+            peak_rss_mb: o.engine_peak_rss_mb.unwrap_or_else(peak_rss_mb),
             send_drops: o.engine_send_drops,
             panics: o.panics,
             events_dropped: o.events_dropped,

@@ -6,10 +6,15 @@
 //! join preparation runs here, as it would on a signalling thread), rotates
 //! speakers, churns, samples the engine's counters, opens the measurement
 //! window and draws the progress line. Media never passes through it.
+//!
+//! The orchestrator drives a [`Backend`]: the embedded engine here, or an
+//! external server through its HTTP API ([`crate::run::target`]); the
+//! clients, the meters and the report are the same for both.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Receiver;
 use piazza::core::control::ClientMessage;
 use piazza::sim::{ClientConfig, Link, LinkConfig, SimClient};
 use piazza::{
@@ -34,14 +39,141 @@ const LATE_JOIN_CUTOFF: Duration = Duration::from_secs(2);
 /// Refusal messages kept for the report.
 const MAX_ERRORS: usize = 10;
 
+/// Who a joined participant is to the backend.
+pub(crate) enum MemberId {
+    /// A participant of the embedded engine.
+    Engine(ParticipantId),
+    /// A participant of an external server: its id and participant token.
+    Server {
+        /// The participant id (`p12`).
+        id: String,
+        /// Its participant token (to leave).
+        token: String,
+    },
+}
+
+/// The engine's counters, summed over shards.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Counters {
+    /// Forwarded, received, bytes out and shard CPU time.
+    pub sample: EngineSample,
+    /// Panics the shards caught.
+    pub panics: u64,
+    /// Engine events dropped on a full channel.
+    pub events_dropped: u64,
+    /// Datagrams the shards could not send.
+    pub send_drops: u64,
+}
+
+/// What the orchestrator drives: the embedded engine or an external server.
+pub(crate) trait Backend {
+    /// Shard threads of the engine.
+    fn shards(&self) -> usize;
+    /// Open room `index` (rooms are opened in index order) for `participants`.
+    fn create_room(&mut self, index: usize, participants: usize) -> Result<(), LoadgenError>;
+    /// Join room `room` with `offer`; the SDP answer and who joined.
+    fn join(&mut self, room: usize, offer: &str, name: &str) -> Result<(String, MemberId), String>;
+    /// `member` leaves room `room`.
+    fn leave(&mut self, room: usize, member: &MemberId) -> Result<(), String>;
+    /// The counters now; `fresh` asks for a reading taken now rather than
+    /// the latest periodic snapshot (at the window's edges).
+    fn counters(&mut self, fresh: bool) -> Result<Counters, LoadgenError>;
+    /// Participants the engine removed for silence since the last call;
+    /// `None` when the backend cannot tell.
+    fn disconnects(&mut self) -> Option<u64>;
+    /// Peak resident set of the engine's process, MiB, when it is not this
+    /// process.
+    fn peak_rss_mb(&mut self) -> Option<f64>;
+    /// Close the rooms and stop (the embedded engine shuts down).
+    fn close(&mut self);
+    /// The engine, when it runs in this process (`--flood-pps` needs it).
+    fn engine(&self) -> Option<&Engine> {
+        None
+    }
+}
+
+/// The embedded engine.
+struct Embedded {
+    engine: Engine,
+    events: Receiver<EngineEvent>,
+    rooms: Vec<RoomId>,
+}
+
+impl Backend for Embedded {
+    fn shards(&self) -> usize {
+        self.engine.stats().shards.len()
+    }
+
+    fn create_room(&mut self, index: usize, participants: usize) -> Result<(), LoadgenError> {
+        let config = RoomConfig::named(format!("loadgen-{index}")).max_participants(participants);
+        self.rooms.push(self.engine.create_room(config)?);
+        Ok(())
+    }
+
+    fn join(&mut self, room: usize, offer: &str, name: &str) -> Result<(String, MemberId), String> {
+        let joined = self
+            .engine
+            .join(self.rooms[room], offer, JoinOptions::new(name))
+            .map_err(|e| e.to_string())?;
+        Ok((joined.answer, MemberId::Engine(joined.participant)))
+    }
+
+    fn leave(&mut self, room: usize, member: &MemberId) -> Result<(), String> {
+        match member {
+            MemberId::Engine(pid) => self
+                .engine
+                .leave(self.rooms[room], *pid)
+                .map_err(|e| e.to_string()),
+            MemberId::Server { id, .. } => Err(format!("{id} is not a participant of this engine")),
+        }
+    }
+
+    fn counters(&mut self, fresh: bool) -> Result<Counters, LoadgenError> {
+        let stats = if fresh {
+            self.engine.refresh_stats()?
+        } else {
+            self.engine.stats()
+        };
+        Ok(counters(&stats))
+    }
+
+    fn disconnects(&mut self) -> Option<u64> {
+        Some(
+            self.events
+                .try_iter()
+                .filter(|e| {
+                    matches!(
+                        e,
+                        EngineEvent::ParticipantLeft {
+                            reason: LeaveReason::Disconnected | LeaveReason::Timeout,
+                            ..
+                        }
+                    )
+                })
+                .count() as u64,
+        )
+    }
+
+    fn peak_rss_mb(&mut self) -> Option<f64> {
+        None
+    }
+
+    fn close(&mut self) {
+        self.engine.shutdown();
+    }
+
+    fn engine(&self) -> Option<&Engine> {
+        Some(&self.engine)
+    }
+}
+
 struct Member {
     key: u64,
-    pid: ParticipantId,
+    id: MemberId,
     driver: usize,
 }
 
 struct RoomState {
-    id: RoomId,
     /// Participant positions; a churned position is refilled by a newcomer.
     positions: Vec<Option<Member>>,
     /// Speaking order of the positions (a seeded permutation).
@@ -53,7 +185,7 @@ struct RoomState {
 /// Everything the orchestrator keeps.
 struct Orchestrator<'a> {
     s: &'a Scenario,
-    engine: Engine,
+    backend: &'a mut dyn Backend,
     rooms: Vec<RoomState>,
     drivers: Vec<DriverHandle>,
     epoch: Instant,
@@ -62,7 +194,7 @@ struct Orchestrator<'a> {
     rotation: usize,
     join_refused: usize,
     join_errors: Vec<String>,
-    disconnects: u64,
+    disconnects: Option<u64>,
 }
 
 /// Run the scenario against an embedded engine.
@@ -72,8 +204,28 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
         .shards(s.shards)
         .bind(Ipv4Addr::LOCALHOST.into())
         .build()?;
-    let events = engine.events();
+    let mut backend = Embedded {
+        events: engine.events(),
+        engine,
+        rooms: Vec::new(),
+    };
+    drive(s, progress, &mut backend, main_cpu_start)
+}
+
+/// Run the scenario against `backend`; `main_cpu_start` is this thread's
+/// CPU time when the run began.
+pub(crate) fn drive(
+    s: &Scenario,
+    progress: &Progress,
+    backend: &mut dyn Backend,
+    main_cpu_start: Duration,
+) -> Result<RunOutcome, LoadgenError> {
     if s.flood_pps > 0 {
+        if backend.engine().is_none() {
+            return Err(LoadgenError::InvalidScenario(
+                "--flood-pps needs the embedded engine (it floods the shards' ports from 64 loopback addresses)".into(),
+            ));
+        }
         // Capture the clients' first datagrams (their STUN included) for
         // the flood's replays.
         flood::TAP.enable();
@@ -83,12 +235,10 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
     let mut rng = fastrand::Rng::with_seed(s.seed);
     let mut rooms = Vec::with_capacity(s.rooms);
     for i in 0..s.rooms {
-        let config = RoomConfig::named(format!("loadgen-{i}")).max_participants(s.participants);
-        let id = engine.create_room(config)?;
+        backend.create_room(i, s.participants)?;
         let mut order: Vec<usize> = (0..s.participants).collect();
         rng.shuffle(&mut order);
         rooms.push(RoomState {
-            id,
             positions: (0..s.participants).map(|_| None).collect(),
             order,
             speaking: vec![false; s.participants],
@@ -103,9 +253,10 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
     for i in 0..s.client_threads {
         drivers.push(driver::spawn(i, epoch, t0, bucket)?);
     }
+    let disconnects = backend.disconnects();
     let mut o = Orchestrator {
         s,
-        engine,
+        backend,
         rooms,
         drivers,
         epoch,
@@ -114,7 +265,7 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
         rotation: 0,
         join_refused: 0,
         join_errors: Vec::new(),
-        disconnects: 0,
+        disconnects,
     };
     for r in 0..s.rooms {
         o.apply_speakers(r);
@@ -133,11 +284,11 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
     let mut next_join = 0usize;
     let mut joins_done: Option<Instant> = None;
     let mut window_at: Option<Instant> = None;
-    let mut window: Option<(Instant, EngineStats)> = None;
+    let mut window: Option<(Instant, Counters)> = None;
     let rotation_every = Duration::from_secs_f64(s.speaker_rotation_s);
     let mut next_rotation = t0 + rotation_every;
     let mut rejoins: Vec<(Instant, usize, usize)> = Vec::new();
-    let mut samples = vec![sample(&o.engine.stats(), Duration::ZERO)];
+    let mut samples = vec![o.backend.counters(false)?.sample];
     let mut next_sample = t0 + bucket;
     let mut next_progress = t0;
     let mut last_progress = (t0, 0u64);
@@ -173,18 +324,20 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
             }
         }
         if window.is_none() && window_at.is_some_and(|w| now >= w) {
-            let stats = o.engine.refresh_stats()?;
+            let stats = o.backend.counters(true)?;
             for d in &o.drivers {
                 d.send(Command::StartWindow);
             }
-            if s.flood_pps > 0 {
+            if s.flood_pps > 0
+                && let Some(engine) = o.backend.engine()
+            {
                 flood_report = Some(flood::FloodReport {
                     pps: s.flood_pps,
-                    drops_before_total: flood::EngineDrops::of(&stats).total(),
+                    drops_before_total: flood::EngineDrops::of(&engine.refresh_stats()?).total(),
                     rss_mb_at_start: flood::rss_mb(),
                     ..Default::default()
                 });
-                let targets = o.engine.shard_addrs();
+                let targets = engine.shard_addrs();
                 let d = Duration::from_secs_f64(s.flood_s);
                 flooding = Some(flood::Flood::start(targets, s.flood_pps, d, s.seed)?);
             }
@@ -228,18 +381,12 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
             }
         }
         if now >= next_sample {
-            samples.push(sample(&o.engine.stats(), now - t0));
+            let mut c = o.backend.counters(false)?.sample;
+            c.t = now - t0;
+            samples.push(c);
             next_sample += bucket;
         }
-        for e in events.try_iter() {
-            if let EngineEvent::ParticipantLeft {
-                reason: LeaveReason::Disconnected | LeaveReason::Timeout,
-                ..
-            } = e
-            {
-                o.disconnects += 1;
-            }
-        }
+        o.count_disconnects();
         if now >= next_progress {
             next_progress = now + PROGRESS_INTERVAL;
             let joined: usize = o
@@ -303,16 +450,20 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
     for d in &o.drivers {
         d.send(Command::Stop);
     }
-    let end_stats = o.engine.refresh_stats()?;
-    if let Some(r) = &mut flood_report {
-        r.engine_drops = flood::EngineDrops::of(&end_stats);
+    let end_stats = o.backend.counters(true)?;
+    if let Some(r) = &mut flood_report
+        && let Some(engine) = o.backend.engine()
+    {
+        r.engine_drops = flood::EngineDrops::of(&engine.refresh_stats()?);
         r.rss_mb_at_end = flood::rss_mb();
     }
-    samples.push(sample(&end_stats, stop - t0));
+    let mut last = end_stats.sample;
+    last.t = stop - t0;
+    samples.push(last);
     let (measured, engine_window) = match &window {
         Some((at, start)) => {
-            let a = sample(start, Duration::ZERO);
-            let b = sample(&end_stats, Duration::ZERO);
+            let a = start.sample;
+            let b = end_stats.sample;
             (
                 stop - *at,
                 EngineWindow {
@@ -357,23 +508,10 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
             notes.push("a client driver thread panicked; its participants are missing".into());
         }
     }
-    let panics = end_stats.shards.iter().map(|s| s.panics).sum();
-    let events_dropped = end_stats.shards.iter().map(|s| s.events_dropped).sum();
-    let engine_send_drops = end_stats
-        .shards
-        .iter()
-        .map(|s| s.socket.send_errors + s.socket.send_would_block)
-        .sum();
-    o.engine.shutdown();
-    for e in events.try_iter() {
-        if let EngineEvent::ParticipantLeft {
-            reason: LeaveReason::Disconnected | LeaveReason::Timeout,
-            ..
-        } = e
-        {
-            o.disconnects += 1;
-        }
-    }
+    let peak_rss_mb = o.backend.peak_rss_mb();
+    o.backend.close();
+    o.count_disconnects();
+    let shards = o.backend.shards();
     participants.sort_by(|a, b| a.join_at_s.total_cmp(&b.join_at_s));
     Ok(RunOutcome {
         measured,
@@ -386,18 +524,25 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
         disconnects: o.disconnects,
         engine: engine_window,
         engine_samples: samples,
-        shards: s.shards,
-        panics,
-        events_dropped,
-        engine_send_drops,
+        shards,
+        panics: end_stats.panics,
+        events_dropped: end_stats.events_dropped,
+        engine_send_drops: end_stats.send_drops,
+        engine_peak_rss_mb: peak_rss_mb,
+        flood: flood_report,
         loadgen_cpu,
         client_send_errors,
         notes,
-        flood: flood_report,
     })
 }
 
 impl Orchestrator<'_> {
+    fn count_disconnects(&mut self) {
+        if let (Some(total), Some(new)) = (self.disconnects.as_mut(), self.backend.disconnects()) {
+            *total += new;
+        }
+    }
+
     /// Set who talks in room `r` for the current rotation.
     fn apply_speakers(&mut self, r: usize) {
         let n = self.s.participants;
@@ -451,15 +596,10 @@ impl Orchestrator<'_> {
         }
         let present = self.rooms[r].positions.iter().flatten().count();
         let requested = Instant::now();
-        let joined = self
-            .engine
-            .join(
-                self.rooms[r].id,
-                client.offer(),
-                JoinOptions::new(format!("loadgen-{r}-{publisher}")),
-            )
-            .map_err(|e| e.to_string())?;
-        client.accept_answer(&joined.answer)?;
+        let (answer, id) =
+            self.backend
+                .join(r, client.offer(), &format!("loadgen-{r}-{publisher}"))?;
+        client.accept_answer(&answer)?;
         let meter = ParticipantMeter::new(
             r,
             publisher,
@@ -478,11 +618,7 @@ impl Orchestrator<'_> {
             meter,
             link,
         })));
-        self.rooms[r].positions[p] = Some(Member {
-            key,
-            pid: joined.participant,
-            driver,
-        });
+        self.rooms[r].positions[p] = Some(Member { key, id, driver });
         Ok(())
     }
 
@@ -497,7 +633,7 @@ impl Orchestrator<'_> {
         let p = present[self.rng.usize(..present.len())];
         let m = self.rooms[r].positions[p].take()?;
         // The engine first (it stops forwarding), then the client.
-        if let Err(e) = self.engine.leave(self.rooms[r].id, m.pid)
+        if let Err(e) = self.backend.leave(r, &m.id)
             && self.join_errors.len() < MAX_ERRORS
         {
             self.join_errors.push(format!("leave: {e}"));
@@ -547,16 +683,16 @@ fn client_socket() -> std::io::Result<UdpSocket> {
 }
 
 /// The engine's counters summed over shards.
-fn sample(stats: &EngineStats, t: Duration) -> EngineSample {
-    let mut x = EngineSample {
-        t,
-        ..Default::default()
-    };
+fn counters(stats: &EngineStats) -> Counters {
+    let mut x = Counters::default();
     for sh in &stats.shards {
-        x.forwarded += sh.core.rtp_forwarded;
-        x.rtp_in += sh.core.rtp_in;
-        x.bytes_out += sh.core.bytes_out;
-        x.cpu += sh.cpu_time;
+        x.sample.forwarded += sh.core.rtp_forwarded;
+        x.sample.rtp_in += sh.core.rtp_in;
+        x.sample.bytes_out += sh.core.bytes_out;
+        x.sample.cpu += sh.cpu_time;
+        x.panics += sh.panics;
+        x.events_dropped += sh.events_dropped;
+        x.send_drops += sh.socket.send_errors + sh.socket.send_would_block;
     }
     x
 }

@@ -1,6 +1,6 @@
 //! Running a scenario against a target: the embedded engine over real UDP
 //! ([`embedded`]), the in-process simulator ([`in_process`]), or an external
-//! server (not available yet). Each produces a [`RunOutcome`], the raw
+//! server through its HTTP API ([`target`]). Each produces a [`RunOutcome`], the raw
 //! material of the report.
 
 pub mod driver;
@@ -9,6 +9,7 @@ pub mod flood;
 pub mod in_process;
 pub mod poll;
 pub mod progress;
+pub mod target;
 
 use std::time::Duration;
 
@@ -48,8 +49,9 @@ pub struct RunOutcome {
     pub join_refused: usize,
     /// The first few refusal messages.
     pub join_errors: Vec<String>,
-    /// Participants the engine reported as disconnected (ICE/DTLS timeout).
-    pub disconnects: u64,
+    /// Participants the engine reported as disconnected (ICE/DTLS timeout);
+    /// `None` when the target cannot tell (an external server).
+    pub disconnects: Option<u64>,
     /// Engine counters over the window.
     pub engine: EngineWindow,
     /// Engine counters sampled at bucket boundaries.
@@ -62,6 +64,9 @@ pub struct RunOutcome {
     pub events_dropped: u64,
     /// Datagrams the shards could not send (socket full or refused).
     pub engine_send_drops: u64,
+    /// Peak resident set of the engine's process, MiB, when that is not
+    /// this process (an external server); `None`: this process.
+    pub engine_peak_rss_mb: Option<f64>,
     /// CPU time of the load generator's own threads.
     pub loadgen_cpu: Duration,
     /// Datagrams the clients could not send.
@@ -77,8 +82,11 @@ pub fn run(scenario: &Scenario, progress: &Progress) -> Result<RunOutcome, Loadg
     match scenario.mode {
         Mode::Embedded => embedded::run(scenario, progress),
         Mode::InProcess => in_process::run(scenario, progress),
-        Mode::Target => Err(LoadgenError::TargetNotAvailable(
-            scenario.target.clone().unwrap_or_default(),
-        )),
+        Mode::Target => match scenario.target.as_deref() {
+            Some(url) => target::run(scenario, url, progress),
+            None => Err(LoadgenError::InvalidScenario(
+                "mode = \"target\" needs `target`, the server's base URL".into(),
+            )),
+        },
     }
 }
