@@ -338,6 +338,22 @@ fn the_same_gap_without_a_pause_is_a_freeze_and_logged() {
 }
 
 #[test]
+fn a_short_freeze_is_logged_too() {
+    let epoch = Instant::now();
+    let mut m = ParticipantMeter::new(0, 9, epoch, 1, 1, 0);
+    let mut c = Collector::new(epoch, Duration::from_secs(1));
+    m.start_window(epoch);
+    for n in 0..=10 {
+        frame(&mut m, &mut c, epoch, n, 4, 0);
+    }
+    // 231 ms after frame 10: above max(3 x 33, 33 + 150) ms, below 300 ms.
+    frame(&mut m, &mut c, epoch, 17, 4, 0);
+    assert_eq!(c.gaps.len(), 1);
+    assert!(c.gaps[0].freeze);
+    assert_eq!(c.gaps[0].gap_ms.round(), 231.0);
+}
+
+#[test]
 fn a_slot_paused_before_its_first_frame_is_not_expected() {
     let t0 = Instant::now();
     // Two videos expected at join; the engine pauses slot 1 at once.

@@ -41,8 +41,9 @@ pub struct Collector {
 /// Longest gaps kept for the report.
 pub const MAX_GAPS: usize = 20;
 
-/// Gaps shorter than this are not kept (a 30 fps stream's frames are 33 ms
-/// apart; a keyframe burst or a scheduling hiccup stays well below).
+/// Gaps shorter than this are not kept unless they are freezes (a 30 fps
+/// stream's frames are 33 ms apart; a keyframe burst or a scheduling hiccup
+/// stays well below).
 pub const GAP_LOG_MIN: Duration = Duration::from_millis(300);
 
 /// One long gap between two frames of a video slot, with what the slot

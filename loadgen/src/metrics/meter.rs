@@ -329,7 +329,7 @@ impl ParticipantMeter {
                 };
                 if let (Some(last), Some(before), true) = (last, before, in_window) {
                     let gap = a.at.saturating_duration_since(last);
-                    if gap >= GAP_LOG_MIN {
+                    if froze || gap >= GAP_LOG_MIN {
                         sink.record_gap(FrameGap {
                             at_s: sink.since_start(a.at),
                             gap_ms: gap.as_secs_f64() * 1000.0,
