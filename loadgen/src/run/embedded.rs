@@ -7,7 +7,7 @@
 //! speakers, churns, samples the engine's counters, opens the measurement
 //! window and draws the progress line. Media never passes through it.
 //!
-//! The orchestrator drives a [`Backend`]: the embedded engine here, or an
+//! The orchestrator drives a `Backend`: the embedded engine here, or an
 //! external server through its HTTP API ([`crate::run::target`]); the
 //! clients, the meters and the report are the same for both.
 
