@@ -6,34 +6,15 @@
 //! cargo run --release -p piazza --example drop_cost
 //! ```
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use piazza::core::ShardCore;
-use piazza::sim::{FloodKind, FloodMix};
+use piazza::sim::{CountingAlloc, FloodKind, FloodMix};
 use piazza::{IngressConfig, ParticipantId, RoomConfig, RoomId};
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 const N: usize = 200_000;
 
@@ -80,7 +61,7 @@ fn main() {
         // Sources spread over many IPs, so the rate limit lets STUN through
         // to the ufrag check (one source's burst would be used up at once).
         let before = core.stats().drops;
-        let a0 = ALLOCATIONS.load(Ordering::Relaxed);
+        let a0 = CountingAlloc::allocations();
         let t0 = Instant::now();
         for i in 0..N {
             source_ip = source_ip.wrapping_add(1);
@@ -88,7 +69,7 @@ fn main() {
             core.handle_datagram(now, src, &datagrams[i % datagrams.len()]);
         }
         let ns = t0.elapsed().as_nanos() as f64 / N as f64;
-        let allocs = (ALLOCATIONS.load(Ordering::Relaxed) - a0) as f64 / N as f64;
+        let allocs = (CountingAlloc::allocations() - a0) as f64 / N as f64;
         let d = core.stats().drops;
         println!(
             "{:<25} {ns:>11.1}  {allocs:>20.3}  {}",
@@ -106,13 +87,13 @@ fn main() {
         .1;
     let src: SocketAddr = "11.1.1.1:9".parse().expect("a literal address");
     let before = core.stats().drops;
-    let a0 = ALLOCATIONS.load(Ordering::Relaxed);
+    let a0 = CountingAlloc::allocations();
     let t0 = Instant::now();
     for i in 0..N {
         core.handle_datagram(now, src, &stun[i % stun.len()]);
     }
     let ns = t0.elapsed().as_nanos() as f64 / N as f64;
-    let allocs = (ALLOCATIONS.load(Ordering::Relaxed) - a0) as f64 / N as f64;
+    let allocs = (CountingAlloc::allocations() - a0) as f64 / N as f64;
     let d = core.stats().drops;
     println!(
         "{:<25} {ns:>11.1}  {allocs:>20.3}  {}",
@@ -123,13 +104,13 @@ fn main() {
     // A validated address far over its ingress rate: throttled.
     let rtp = vec![0x80u8; 1200];
     let before = core.stats().drops;
-    let a0 = ALLOCATIONS.load(Ordering::Relaxed);
+    let a0 = CountingAlloc::allocations();
     let t0 = Instant::now();
     for _ in 0..N {
         core.handle_datagram(now, validated, &rtp);
     }
     let ns = t0.elapsed().as_nanos() as f64 / N as f64;
-    let allocs = (ALLOCATIONS.load(Ordering::Relaxed) - a0) as f64 / N as f64;
+    let allocs = (CountingAlloc::allocations() - a0) as f64 / N as f64;
     let d = core.stats().drops;
     println!(
         "{:<25} {ns:>11.1}  {allocs:>20.3}  {}",

@@ -5,37 +5,13 @@
 //!
 //! `cargo run --release -p piazza --example memory [participants] [seconds]`
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use piazza::core::ShardCore;
-use piazza::sim::{SimConfig, Simulator};
-
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged, only counting bytes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
+use piazza::sim::{CountingAlloc, SimConfig, Simulator};
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: CountingAlloc = CountingAlloc;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -44,11 +20,11 @@ fn main() {
     let mut sim = Simulator::new(SimConfig::new(n)).expect("simulator");
     sim.run_until(Duration::from_secs(secs));
     let addr = sim.core().local_addr();
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = CountingAlloc::live_bytes();
     let core = std::mem::replace(sim.core_mut(), ShardCore::new(addr));
     let forwarded = core.stats().rtp_forwarded;
     drop(core);
-    let after = LIVE.load(Ordering::Relaxed);
+    let after = CountingAlloc::live_bytes();
     let freed = (before - after).max(0) as f64;
     println!(
         "participants {n}, simulated {secs} s, forwarded {forwarded} packets: engine heap {:.1} MiB = {:.0} KiB per participant",

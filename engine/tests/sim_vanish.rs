@@ -5,39 +5,15 @@
 //! One test per file: the counting allocator below sees every thread of the
 //! test binary.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use piazza::core::control::ServerMessage;
 use piazza::core::{Footprint, ShardCore};
-use piazza::sim::{SimConfig, Simulator};
+use piazza::sim::{CountingAlloc, SimConfig, Simulator};
 use piazza::{EngineEvent, LeaveReason, ParticipantId};
 
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged, only counting bytes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
 #[global_allocator]
-static A: Counting = Counting;
+static A: CountingAlloc = CountingAlloc;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 const VANISH_AT: Duration = Duration::from_secs(3);
@@ -55,10 +31,10 @@ fn sim(n: usize) -> Simulator {
 /// Heap the core holds: dropping it frees exactly that.
 fn engine_heap(sim: &mut Simulator) -> isize {
     let addr = sim.core().local_addr();
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = CountingAlloc::live_bytes();
     let core = std::mem::replace(sim.core_mut(), ShardCore::new(addr));
     drop(core);
-    before - LIVE.load(Ordering::Relaxed)
+    before - CountingAlloc::live_bytes()
 }
 
 fn footprint_at_end(n: usize, vanish: &[usize]) -> (Simulator, Footprint, isize) {

@@ -62,7 +62,8 @@ pub(crate) struct CoreOutput {
 
 /// Why a datagram was dropped, counted per shard. Each datagram is counted
 /// under one reason, the first check it fails, in the order of the fields.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Serializes as an object with one key per reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct DropStats {
     /// From an address no participant has validated, and not a STUN binding
@@ -88,6 +89,19 @@ pub struct DropStats {
     /// from an unvalidated address, did not answer it (a binding request
     /// whose message integrity failed).
     pub rejected: u64,
+}
+
+impl std::ops::AddAssign for DropStats {
+    /// Sum two shards' counters.
+    fn add_assign(&mut self, o: DropStats) {
+        self.unknown_source += o.unknown_source;
+        self.rate_limited += o.rate_limited;
+        self.unknown_ufrag += o.unknown_ufrag;
+        self.address_limit += o.address_limit;
+        self.throttled += o.throttled;
+        self.malformed += o.malformed;
+        self.rejected += o.rejected;
+    }
 }
 
 impl DropStats {

@@ -182,6 +182,22 @@ pub(crate) fn source_index(s: VideoSource) -> usize {
 }
 
 impl Participant {
+    /// Give each video slot a fresh resend cache of `packets` over `age`
+    /// (it answers the subscriber's NACKs; a fresh one forgets what was
+    /// sent before) and turn resends off for audio slots.
+    pub(crate) fn reset_rtx_caches(&mut self, packets: usize, age: Duration) {
+        for s in &self.layout.video_slots {
+            if let Some(stream) = self.rtc.direct_api().stream_tx_by_mid(*s, None) {
+                stream.set_rtx_cache(packets, age, Some(0.15));
+            }
+        }
+        for s in &self.layout.audio_slots {
+            if let Some(stream) = self.rtc.direct_api().stream_tx_by_mid(*s, None) {
+                stream.set_rtx_cache(0, Duration::ZERO, None);
+            }
+        }
+    }
+
     pub fn new(p: Prepared, join_seq: u64, now: Instant) -> Self {
         let video_slots = p
             .layout

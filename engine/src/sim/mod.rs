@@ -10,6 +10,7 @@
 //! inflate it).
 
 pub mod client;
+mod counting;
 pub mod flood;
 pub mod media;
 pub mod net;
@@ -20,6 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 pub use client::{ClientConfig, ClientStats, LayerSpec, SimClient, SlotStats, default_layers};
+pub use counting::CountingAlloc;
 pub use flood::{FloodKind, FloodMix};
 pub use net::{Link, LinkConfig, LinkStats};
 

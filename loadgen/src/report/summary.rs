@@ -150,14 +150,14 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(out, "  join error  {e}");
     }
     if let Some(f) = &r.flood {
-        let d = &f.engine_drops;
+        let d = &f.engine_drops.drops;
         let _ = writeln!(
             out,
             "  flood       {} datagrams in {:.1} s ({} pps target); engine drops {} (unknown_source {}, rate_limited {}, unknown_ufrag {}, address_limit {}, throttled {}, malformed {}, rejected {}); RSS {:.0} / {:.0} / {:.0} MiB at flood start / stop / end",
             f.sent.datagrams,
             f.sent.seconds,
             f.pps,
-            d.total().saturating_sub(f.drops_before_total),
+            f.engine_drops.total().saturating_sub(f.drops_before_total),
             d.unknown_source,
             d.rate_limited,
             d.unknown_ufrag,

@@ -216,20 +216,9 @@ fn username(m: &[u8]) -> Option<&str> {
 /// The engine's drop counters and ingress gauges, summed over shards.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct EngineDrops {
-    /// See [`piazza::DropStats`].
-    pub unknown_source: u64,
-    /// See [`piazza::DropStats`].
-    pub rate_limited: u64,
-    /// See [`piazza::DropStats`].
-    pub unknown_ufrag: u64,
-    /// See [`piazza::DropStats`].
-    pub address_limit: u64,
-    /// See [`piazza::DropStats`].
-    pub throttled: u64,
-    /// See [`piazza::DropStats`].
-    pub malformed: u64,
-    /// See [`piazza::DropStats`].
-    pub rejected: u64,
+    /// Drops by reason (one key each, see [`piazza::DropStats`]).
+    #[serde(flatten)]
+    pub drops: piazza::DropStats,
     /// Unvalidated sources tracked by the rate limiter (all shards).
     pub tracked_sources: usize,
     /// Sources the fixed-size table forgot for new ones.
@@ -243,14 +232,7 @@ impl EngineDrops {
     pub fn of(stats: &piazza::EngineStats) -> Self {
         let mut e = EngineDrops::default();
         for s in &stats.shards {
-            let d = s.core.drops;
-            e.unknown_source += d.unknown_source;
-            e.rate_limited += d.rate_limited;
-            e.unknown_ufrag += d.unknown_ufrag;
-            e.address_limit += d.address_limit;
-            e.throttled += d.throttled;
-            e.malformed += d.malformed;
-            e.rejected += d.rejected;
+            e.drops += s.core.drops;
             e.tracked_sources += s.core.ingress.tracked_sources;
             e.source_evictions += s.core.ingress.source_evictions;
             e.validated_addresses += s.core.ingress.validated_addresses;
@@ -260,13 +242,7 @@ impl EngineDrops {
 
     /// All dropped datagrams.
     pub fn total(&self) -> u64 {
-        self.unknown_source
-            + self.rate_limited
-            + self.unknown_ufrag
-            + self.address_limit
-            + self.throttled
-            + self.malformed
-            + self.rejected
+        self.drops.total()
     }
 }
 

@@ -176,15 +176,7 @@ impl Room {
                 self.stats.loss_caps += 1;
                 // Retransmitting what the overrun lost would only overrun
                 // the link again (a loss storm): forget the resend history.
-                for m in &p.layout.video_slots {
-                    if let Some(stream) = p.rtc.direct_api().stream_tx_by_mid(*m, None) {
-                        stream.set_rtx_cache(
-                            self.config.rtx_cache_packets,
-                            self.config.rtx_cache_age,
-                            Some(0.15),
-                        );
-                    }
-                }
+                p.reset_rtx_caches(self.config.rtx_cache_packets, self.config.rtx_cache_age);
             }
         }
     }

@@ -137,21 +137,7 @@ impl Room {
         let mut p = Participant::new(prepared, self.join_seq, now);
         // Size each slot's RTX cache: it answers subscriber NACKs, and with
         // the default 2000 packets x 3 s it dominates memory.
-        for s in &p.layout.video_slots {
-            if let Some(stream) = p.rtc.direct_api().stream_tx_by_mid(*s, None) {
-                stream.set_rtx_cache(
-                    self.config.rtx_cache_packets,
-                    self.config.rtx_cache_age,
-                    Some(0.15),
-                );
-            }
-        }
-        for s in &p.layout.audio_slots {
-            if let Some(stream) = p.rtc.direct_api().stream_tx_by_mid(*s, None) {
-                // Audio is not retransmitted.
-                stream.set_rtx_cache(0, Duration::ZERO, None);
-            }
-        }
+        p.reset_rtx_caches(self.config.rtx_cache_packets, self.config.rtx_cache_age);
         let slot = match self.slab.iter().position(Option::is_none) {
             Some(i) => {
                 self.slab[i] = Some(p);
