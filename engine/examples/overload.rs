@@ -42,16 +42,7 @@ fn join(engine: &Engine, room: RoomId, n: u32, epoch: Instant) -> Result<Peer, E
 
 fn step(peers: &mut [Peer], buf: &mut [u8]) {
     for p in peers.iter_mut() {
-        while let Ok((n, from)) = p.socket.recv_from(buf) {
-            p.client.handle_datagram(Instant::now(), from, &buf[..n]);
-        }
-        let now = Instant::now();
-        if p.client.poll_timeout() <= now {
-            p.client.handle_timeout(now);
-        }
-        while let Some(t) = p.client.poll_transmit() {
-            let _ = p.socket.send_to(&t.contents, t.destination);
-        }
+        p.client.step_udp(&p.socket, buf, |_| {});
     }
 }
 

@@ -65,25 +65,17 @@ fn drive(peers: &mut [Peer], d: Duration, capture: &Mutex<Captured>) {
     let mut buf = vec![0u8; 2000];
     while Instant::now() < end {
         for (i, p) in peers.iter_mut().enumerate() {
-            while let Ok((n, from)) = p.socket.recv_from(&mut buf) {
-                p.client.handle_datagram(Instant::now(), from, &buf[..n]);
-            }
-            let now = Instant::now();
-            if p.client.poll_timeout() <= now {
-                p.client.handle_timeout(now);
-            }
-            while let Some(t) = p.client.poll_transmit() {
+            p.client.step_udp(&p.socket, &mut buf, |d| {
                 if i == 0 {
                     let mut c = capture.lock().unwrap();
-                    let first = t.contents.first().copied().unwrap_or(0);
+                    let first = d.first().copied().unwrap_or(0);
                     if (128..=191).contains(&first) && c.srtp.len() < 64 {
-                        c.srtp.push(t.contents.to_vec());
+                        c.srtp.push(d.to_vec());
                     } else if first < 2 && c.stun.len() < 8 {
-                        c.stun.push(t.contents.to_vec());
+                        c.stun.push(d.to_vec());
                     }
                 }
-                let _ = p.socket.send_to(&t.contents, t.destination);
-            }
+            });
         }
         std::thread::sleep(Duration::from_micros(500));
     }

@@ -63,16 +63,7 @@ fn drive(peers: &mut [Peer], d: Duration) {
     while Instant::now() < end {
         for p in peers.iter_mut() {
             let Some(socket) = &p.socket else { continue };
-            while let Ok((n, from)) = socket.recv_from(&mut buf) {
-                p.client.handle_datagram(Instant::now(), from, &buf[..n]);
-            }
-            let now = Instant::now();
-            if p.client.is_alive() && p.client.poll_timeout() <= now {
-                p.client.handle_timeout(now);
-            }
-            while let Some(t) = p.client.poll_transmit() {
-                let _ = socket.send_to(&t.contents, t.destination);
-            }
+            p.client.step_udp(socket, &mut buf, |_| {});
         }
         std::thread::sleep(Duration::from_micros(500));
     }

@@ -43,16 +43,7 @@ fn drive(peers: &mut [Peer], d: Duration) {
     let mut buf = vec![0u8; 2000];
     while Instant::now() < end {
         for p in peers.iter_mut().filter(|p| p.active) {
-            while let Ok((n, from)) = p.socket.recv_from(&mut buf) {
-                p.client.handle_datagram(Instant::now(), from, &buf[..n]);
-            }
-            let now = Instant::now();
-            if p.client.poll_timeout() <= now {
-                p.client.handle_timeout(now);
-            }
-            while let Some(t) = p.client.poll_transmit() {
-                let _ = p.socket.send_to(&t.contents, t.destination);
-            }
+            p.client.step_udp(&p.socket, &mut buf, |_| {});
         }
         std::thread::sleep(Duration::from_micros(500));
     }

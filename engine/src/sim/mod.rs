@@ -14,6 +14,7 @@ mod counting;
 pub mod flood;
 pub mod media;
 pub mod net;
+mod udp;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};

@@ -1,0 +1,27 @@
+//! Driving a [`SimClient`] over a real UDP socket (loopback tests, examples
+//! and tools that talk to an engine through the network).
+
+use std::net::UdpSocket;
+use std::time::Instant;
+
+use super::SimClient;
+
+impl SimClient {
+    /// One round on a non-blocking `socket` with the real clock: take in
+    /// every datagram waiting, run the client's timers if due, and send
+    /// what it has queued (`tap` sees each outgoing datagram first).
+    /// `buf` must hold the largest datagram (2000 bytes will do).
+    pub fn step_udp(&mut self, socket: &UdpSocket, buf: &mut [u8], mut tap: impl FnMut(&[u8])) {
+        while let Ok((n, from)) = socket.recv_from(buf) {
+            self.handle_datagram(Instant::now(), from, &buf[..n]);
+        }
+        let now = Instant::now();
+        if self.is_alive() && self.poll_timeout() <= now {
+            self.handle_timeout(now);
+        }
+        while let Some(t) = self.poll_transmit() {
+            tap(&t.contents);
+            let _ = socket.send_to(&t.contents, t.destination);
+        }
+    }
+}
