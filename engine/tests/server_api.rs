@@ -869,11 +869,12 @@ where
     panic!("condition not met within {limit:?}");
 }
 
-#[test]
-fn the_binary_starts_and_says_where_to_open_the_page() {
+/// Start the `piazza` binary with `args`; its stdout lines arrive on the
+/// receiver.
+fn spawn_binary(args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_piazza"))
-        .args(["--http", "127.0.0.1:0", "--shards", "1"])
+        .args(args)
         .env("PIAZZA_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::piped())
@@ -892,6 +893,12 @@ fn the_binary_starts_and_says_where_to_open_the_page() {
             }
         }
     });
+    (child, rx)
+}
+
+#[test]
+fn the_binary_starts_and_says_where_to_open_the_page() {
+    let (mut child, rx) = spawn_binary(&["--http", "127.0.0.1:0", "--shards", "1"]);
     let end = Instant::now() + Duration::from_secs(20);
     let mut url = None;
     while Instant::now() < end && url.is_none() {
@@ -1129,34 +1136,14 @@ async fn stopping_the_server_tells_every_participant_it_is_shutting_down() {
 #[cfg(unix)]
 #[test]
 fn the_binary_shuts_down_gracefully_on_sigterm() {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_piazza"))
-        .args([
-            "--http",
-            "127.0.0.1:0",
-            "--shards",
-            "1",
-            "--shutdown-timeout",
-            "3s",
-        ])
-        .env("PIAZZA_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("the piazza binary runs");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, rx) = spawn_binary(&[
+        "--http",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--shutdown-timeout",
+        "3s",
+    ]);
     let wait_for = |needle: &str| {
         let end = Instant::now() + Duration::from_secs(20);
         while Instant::now() < end {
