@@ -117,9 +117,9 @@ pub(crate) struct Downlink {
     pub sent_ticks: [(u64, Duration); SENT_TICKS],
     /// Next slot of `sent_ticks`.
     pub sent_at: usize,
-    /// Cap on the estimate from the subscriber's loss reports, and when it
-    /// was set (see `Room::on_egress_stats`).
-    pub loss_cap: Option<(u64, Instant)>,
+    /// When a loss report capped the estimate (see `Room::on_egress_stats`);
+    /// while set, `effective_bps` is the cap.
+    pub loss_capped_at: Option<Instant>,
 }
 
 /// Per-participant counters.

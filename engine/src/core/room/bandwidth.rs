@@ -83,10 +83,10 @@ impl Room {
             d.sent_ticks[d.sent_at] = (d.sent_bytes, dt);
             d.sent_at = (d.sent_at + 1) % SENT_TICKS;
             d.sent_bytes = 0;
-            if d.loss_cap
-                .is_some_and(|(_, at)| now.saturating_duration_since(at) >= LOSS_CAP_HOLD)
+            if d.loss_capped_at
+                .is_some_and(|at| now.saturating_duration_since(at) >= LOSS_CAP_HOLD)
             {
-                d.loss_cap = None;
+                d.loss_capped_at = None;
                 if let Some(e) = d.estimate_bps {
                     d.effective_bps = Some(e);
                 }
@@ -120,12 +120,15 @@ impl Room {
             return;
         };
         p.downlink.estimate_bps = Some(estimate_bps);
-        if let Some((cap, _)) = p.downlink.loss_cap {
-            if estimate_bps >= cap {
+        if p.downlink.loss_capped_at.is_some() {
+            if p.downlink
+                .effective_bps
+                .is_some_and(|cap| estimate_bps >= cap)
+            {
                 // str0m has not caught up with the loss yet: the cap holds.
                 return;
             }
-            p.downlink.loss_cap = None;
+            p.downlink.loss_capped_at = None;
         }
         let moved = match p.downlink.effective_bps {
             None => true,
@@ -169,9 +172,9 @@ impl Room {
         let sent = bytes as f64 * 8.0 / span.as_secs_f64();
         let delivered = (sent * (1.0 - loss.min(1.0) as f64)) as u64;
         if delivered < effective {
-            let fresh = d.loss_cap.is_none();
+            let fresh = d.loss_capped_at.is_none();
             d.effective_bps = Some(delivered);
-            d.loss_cap = Some((delivered, now));
+            d.loss_capped_at = Some(now);
             if fresh {
                 self.stats.loss_caps += 1;
                 // Retransmitting what the overrun lost would only overrun
@@ -421,7 +424,7 @@ impl Room {
                         }
                 });
                 // No padding while a loss report says the link is overrun.
-                let congested = sub.downlink.loss_cap.is_some();
+                let congested = sub.downlink.loss_capped_at.is_some();
                 let min = match alloc.next_step_bps {
                     Some(step) if deficient && !congested => {
                         alloc.allocated_bps + audio_reserve + step
