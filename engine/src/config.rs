@@ -35,12 +35,15 @@ pub struct RoomConfig {
     /// Bitrate kept for each audio slot before video is allocated: what its
     /// holder measurably sends, and at least this. Default 40 kbps.
     pub audio_reserve_bps: u64,
-    /// Share of the estimate the allocator hands out (the rest absorbs
-    /// keyframe bursts). Default 0.85.
+    /// Share of the estimate the allocator hands out to every slot. The
+    /// rest absorbs keyframe bursts, and only featured slots (screen,
+    /// pinned, speaker) may spend it, on reaching the featured layer.
+    /// Default 0.85.
     pub estimate_utilization: f64,
-    /// Estimate rises smaller than this fraction are ignored (falls always
-    /// count: the allocator's discount on layers a slot already has keeps
-    /// small falls from flipping layers). Default 0.15.
+    /// Estimate rises smaller than this fraction count only once they have
+    /// lasted 1 s (falls always count: the allocator's discount on layers a
+    /// slot already has keeps small falls from flipping layers). Default
+    /// 0.15.
     pub estimate_hysteresis: f64,
     /// After a downgrade forced by the estimate, no slot is upgraded for
     /// this long. Default 4 s.

@@ -6,12 +6,11 @@
 //! the target. str0m's GCC needs 2-3.5 s to notice a 10x capacity drop
 //! into a full 500 ms tail-drop queue (delay stops rising once the queue is
 //! full, so only the slower loss-based path reacts); the engine's loss cap
-//! (a receiver report with >= 10 % loss caps the estimate at what the link
-//! delivered) brings the allocation down 1.5 s after the drop. What the
-//! engine cannot fix: str0m's pacer keeps sending its backlog for 1-2 s
-//! after the allocation falls, and str0m's estimate then undershoots the
-//! link (at 500 kbps it often sinks to 130-250 kbps, below one `l` plus
-//! three audio streams, for most of the step).
+//! (str0m's TWCC transport loss >= 10 % caps the estimate at what the link
+//! delivered) brings the allocation down 1 s after the drop. What the
+//! engine cannot fix: str0m's estimate then undershoots the link (at
+//! 500 kbps it sinks to 190-410 kbps), so for a few seconds nothing fits
+//! and later only one `l` does.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -52,16 +51,15 @@ fn timeline_line(sim: &Simulator, i: usize) -> String {
 }
 
 /// The allocation issue's first target, asserted as the issue states it.
-/// It holds in some runs, not all (str0m draws random SSRCs and ICE
-/// credentials, so runs differ despite the seed). At the last change, over
-/// 3 runs: worst queueing delay after convergence 75-255 ms (under 300 ms
-/// in all three), worst gap of an unpaused slot 77-142 ms (all under
-/// 500 ms), and 49, 48, 48 of 49 subscribers see the speaker on `m`: the
-/// misses are one subscriber whose estimate stays below the ~790 kbps that
-/// `m` plus three audio streams need. Ignored until it holds every time;
-/// run it with `--ignored`.
+/// It holds in most runs, not all (str0m draws random SSRCs and ICE
+/// credentials, so runs differ despite the seed): 19 of 20 consecutive
+/// runs at the last change. A failing run has one subscriber (of 49) whose
+/// GCC estimate collapsed (to 300-650 kbps, with no packet lost and under
+/// 60 ms of queue) in the last few seconds, so its speaker is on `l` at
+/// the instant the test judges. Ignored until it holds every time; run it
+/// with `--ignored`.
 #[test]
-#[ignore = "allocation target holds in some runs, not all; see the doc comment"]
+#[ignore = "allocation target holds in about 19 runs of 20, not all; see the doc comment"]
 fn fifty_people_on_one_megabit_downlinks_speaker_at_m_rest_low_or_paused() {
     const N: usize = 50;
     let mut cfg = SimConfig::new(N);
@@ -244,10 +242,10 @@ fn capacity_steps_five_megabit_to_500k_and_back() {
         low <= 500_000,
         "the constrained allocation fits 500 kbps: {low}"
     );
-    // Target: down within 2 s of the drop (the loss cap: 1.5 s in every
-    // run seen; the bound leaves room for one more receiver report).
+    // Target: down within 2 s of the drop (the loss cap: 1.0 s in every
+    // run seen, sampled every 500 ms).
     assert!(
-        down_by.is_some_and(|d| d <= 3.0),
+        down_by.is_some_and(|d| d <= 2.0),
         "allocation went down: {down_by:?}"
     );
     assert!(

@@ -16,6 +16,14 @@
 //! Audio is never starved: its reserve is taken off the estimate before
 //! video is allocated.
 //!
+//! Part of the estimate is held back as headroom for keyframe bursts and
+//! the estimator's own wobble ([`Budget::headroom_bps`]). The featured
+//! slots may spend it on their climb to the featured layer, the grid never:
+//! GCC's estimate already sits below the link (it backs off to 85 % of the
+//! measured rate on every overuse), and on a 1 Mbps downlink the speaker's
+//! `m` plus three audio streams need about 70 % of it, which the headroom
+//! alone would deny.
+//!
 //! A slot keeps what it has more easily than it gains: the layer it is on
 //! (and those below) are charged at [`KEEP_DISCOUNT`] of their measured
 //! rate, so a layer's bitrate breathing with keyframes, or an estimate
@@ -38,6 +46,16 @@ pub(crate) struct AllocSlot {
     pub max_layer: u8,
     /// The layer the slot is allocated now (`None`: paused or new).
     pub current: Option<u8>,
+}
+
+/// What the allocator may hand out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Budget {
+    /// For every slot.
+    pub bps: u64,
+    /// On top of `bps`, only for the featured slots' climb to the featured
+    /// layer.
+    pub headroom_bps: u64,
 }
 
 /// The outcome for one subscriber.
@@ -84,9 +102,9 @@ fn highest(slot: &AllocSlot) -> Option<u8> {
         .find(|&l| rate(slot, l).is_some())
 }
 
-/// Share `budget_bps` (None: unconstrained) among `slots` (priority order).
+/// Share `budget` (None: unconstrained) among `slots` (priority order).
 pub(crate) fn allocate(
-    budget_bps: Option<u64>,
+    budget: Option<Budget>,
     slots: &[AllocSlot],
     featured_layer: u8,
 ) -> Allocation {
@@ -94,7 +112,7 @@ pub(crate) fn allocate(
         .iter()
         .filter_map(|s| highest(s).and_then(|l| rate(s, l)))
         .sum();
-    let Some(budget) = budget_bps else {
+    let Some(budget) = budget else {
         let layers: Vec<Option<u8>> = slots.iter().map(highest).collect();
         return Allocation {
             allocated_bps: desired_bps,
@@ -103,7 +121,7 @@ pub(crate) fn allocate(
             next_step_bps: None,
         };
     };
-    let mut left = budget;
+    let mut left = budget.bps + budget.headroom_bps;
     let mut layers: Vec<Option<u8>> = vec![None; slots.len()];
 
     // 1. Featured slots up to the featured layer.
@@ -124,6 +142,8 @@ pub(crate) fn allocate(
         }
         layers[i] = Some(l);
     }
+    // The headroom is the featured slots' only.
+    left = left.saturating_sub(budget.headroom_bps);
     // 2. Everyone else gets the lowest layer, or is paused.
     for (i, s) in slots.iter().enumerate() {
         if layers[i].is_some() {
@@ -179,6 +199,13 @@ pub(crate) fn allocate(
 mod tests {
     use super::*;
 
+    fn b(bps: u64) -> Option<Budget> {
+        Some(Budget {
+            bps,
+            headroom_bps: 0,
+        })
+    }
+
     fn cam(featured: bool) -> AllocSlot {
         AllocSlot {
             featured,
@@ -201,7 +228,7 @@ mod tests {
     fn one_megabit_speaker_on_m_others_on_l_or_paused() {
         // 900 kbps for video: speaker m (500k), then 2 x l (300k), rest paused.
         let slots: Vec<_> = (0..9).map(|i| cam(i == 0)).collect();
-        let a = allocate(Some(900_000), &slots, 1);
+        let a = allocate(b(900_000), &slots, 1);
         assert_eq!(a.layers[0], Some(1));
         assert_eq!(&a.layers[1..3], &[Some(0), Some(0)]);
         assert!(a.layers[3..].iter().all(|l| l.is_none()));
@@ -216,10 +243,10 @@ mod tests {
     #[test]
     fn upgrades_round_robin_in_priority_order() {
         // 150+150 base, then 350 each to reach m: 1.0 M fits both at m.
-        let a = allocate(Some(1_000_000), &[cam(false), cam(false)], 1);
+        let a = allocate(b(1_000_000), &[cam(false), cam(false)], 1);
         assert_eq!(a.layers, vec![Some(1), Some(1)]);
         // 1.5 M: the first slot climbs to h only when the step fits.
-        let a = allocate(Some(2_100_000), &[cam(false), cam(false)], 1);
+        let a = allocate(b(2_100_000), &[cam(false), cam(false)], 1);
         assert_eq!(a.layers, vec![Some(2), Some(1)]);
     }
 
@@ -227,11 +254,11 @@ mod tests {
     fn unavailable_layers_are_skipped() {
         let mut s = cam(false);
         s.layer_bps[1] = None;
-        let a = allocate(Some(2_000_000), &[s], 1);
+        let a = allocate(b(2_000_000), &[s], 1);
         assert_eq!(a.layers, vec![Some(2)]);
         let mut only_h = cam(false);
         only_h.layer_bps = vec![None, None, Some(1_500_000)];
-        assert_eq!(allocate(Some(1_000_000), &[only_h], 1).layers, vec![None]);
+        assert_eq!(allocate(b(1_000_000), &[only_h], 1).layers, vec![None]);
     }
 
     #[test]
@@ -240,26 +267,52 @@ mod tests {
         // not fit from scratch, so a newcomer gets speaker m, grid paused ...
         let mut slots: Vec<_> = (0..3).map(|i| cam(i == 0)).collect();
         slots[0].layer_bps[1] = Some(550_000);
-        let fresh = allocate(Some(650_000), &slots, 1);
+        let fresh = allocate(b(650_000), &slots, 1);
         assert_eq!(fresh.layers, vec![Some(1), None, None]);
         // ... and a subscriber that has speaker m and one grid l keeps both
         // when the budget dips 10 % below their rate (charged at 85 %) ...
         slots[0].current = Some(1);
         slots[1].current = Some(0);
-        let kept = allocate(Some(630_000), &slots, 1);
+        let kept = allocate(b(630_000), &slots, 1);
         assert_eq!(kept.layers, vec![Some(1), Some(0), None]);
         assert_eq!(kept.allocated_bps, 700_000, "reported at the real rates");
         // ... but not when it falls 20 % short: the grid slot goes first.
-        let cut = allocate(Some(560_000), &slots, 1);
+        let cut = allocate(b(560_000), &slots, 1);
         assert_eq!(cut.layers, vec![Some(1), None, None]);
         // Gaining a layer is charged in full: the third slot stays paused.
-        assert_eq!(allocate(Some(740_000), &slots, 1).layers[2], None);
+        assert_eq!(allocate(b(740_000), &slots, 1).layers[2], None);
     }
 
     #[test]
     fn nothing_fits_pauses_everything() {
-        let a = allocate(Some(100_000), &[cam(true), cam(false)], 1);
+        let a = allocate(b(100_000), &[cam(true), cam(false)], 1);
         assert_eq!(a.layers, vec![None, None]);
         assert_eq!(a.allocated_bps, 0);
+    }
+
+    #[test]
+    fn headroom_lifts_the_featured_slot_only() {
+        // 520 kbps for everyone plus 120 kbps of headroom: the speaker's m
+        // (550k) fits only with the headroom, the grid gets none of it.
+        let mut slots: Vec<_> = (0..3).map(|i| cam(i == 0)).collect();
+        slots[0].layer_bps[1] = Some(550_000);
+        let budget = Budget {
+            bps: 520_000,
+            headroom_bps: 120_000,
+        };
+        let a = allocate(Some(budget), &slots, 1);
+        assert_eq!(a.layers, vec![Some(1), None, None]);
+        // Without the headroom the speaker falls to l and two grid slots
+        // take what is left.
+        let a = allocate(b(520_000), &slots, 1);
+        assert_eq!(a.layers, vec![Some(0), Some(0), Some(0)]);
+        // A headroom the speaker does not need stays unspent: the grid gets
+        // 700k - 550k = 150k, one l.
+        let budget = Budget {
+            bps: 700_000,
+            headroom_bps: 300_000,
+        };
+        let a = allocate(Some(budget), &slots, 1);
+        assert_eq!(a.layers, vec![Some(1), Some(0), None]);
     }
 }

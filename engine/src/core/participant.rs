@@ -120,6 +120,9 @@ pub(crate) struct Downlink {
     /// When a loss report capped the estimate (see `Room::on_egress_stats`);
     /// while set, `effective_bps` is the cap.
     pub loss_capped_at: Option<Instant>,
+    /// Since when every estimate has been above `effective_bps`, and the
+    /// lowest of them (a sustained rise; see `Room::on_estimate`).
+    pub rising: Option<(Instant, u64)>,
 }
 
 /// Per-participant counters.

@@ -773,16 +773,20 @@ impl SimClient {
             if let Some(last) = s.last_frame_at {
                 let gap = now.saturating_duration_since(last);
                 if measuring {
-                    if gap > s.max_frame_gap {
-                        s.max_frame_gap = gap;
+                    // Only the part of a gap after `measure_from` counts.
+                    let seen = self
+                        .measure_from
+                        .map_or(gap, |m| now.saturating_duration_since(last.max(m)));
+                    if seen > s.max_frame_gap {
+                        s.max_frame_gap = seen;
                         s.max_frame_gap_end = Some(now);
                     }
                     if s.gap_count >= 10 {
                         let mean = s.gap_sum / s.gap_count as u32;
                         let threshold = (mean * 3).max(mean + Duration::from_millis(150));
-                        if gap >= threshold {
+                        if seen >= threshold {
                             s.freezes += 1;
-                            s.freeze_time += gap;
+                            s.freeze_time += seen;
                         }
                     }
                 }

@@ -488,9 +488,9 @@ impl Room {
             }
             Event::ChannelData(d) => self.on_client_message(i, &d.data),
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
-                self.on_estimate(i, estimate.as_u64());
+                self.on_estimate(i, estimate.as_u64(), now);
             }
-            Event::MediaEgressStats(s) => self.on_egress_stats(i, &s, now),
+            Event::PeerStats(s) => self.on_peer_stats(i, &s, now),
             Event::KeyframeRequest(req) => {
                 // A subscriber lost a picture: ask the publisher of that slot.
                 let Some(p) = self.slab[i].as_ref() else {
