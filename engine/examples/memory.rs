@@ -3,7 +3,7 @@
 //! Runs the simulator for a few seconds (so RTX caches and send buffers
 //! fill), then drops the shard core and measures how much heap that freed.
 //!
-//! `cargo run --release -p piazza --example memory [participants] [seconds]`
+//! `cargo run --release -p piazza --example memory [participants] [seconds] [rtx_cache_age_ms]`
 
 use std::time::Duration;
 
@@ -17,7 +17,12 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(50);
     let secs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
-    let mut sim = Simulator::new(SimConfig::new(n)).expect("simulator");
+    let mut config = SimConfig::new(n);
+    // Optional: the resend cache's age in ms (default 1500), to see its share.
+    if let Some(ms) = args.next().and_then(|a| a.parse().ok()) {
+        config.room.rtx_cache_age = Duration::from_millis(ms);
+    }
+    let mut sim = Simulator::new(config).expect("simulator");
     sim.run_until(Duration::from_secs(secs));
     let addr = sim.core().local_addr();
     let before = CountingAlloc::live_bytes();

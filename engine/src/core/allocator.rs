@@ -18,7 +18,8 @@
 //!
 //! Part of the estimate is held back as headroom for keyframe bursts and
 //! the estimator's own wobble ([`Budget::headroom_bps`]). The featured
-//! slots may spend it on their climb to the featured layer, the grid never:
+//! slots may spend it on the featured layer (all of it to keep a layer,
+//! half of it to gain one), the grid never:
 //! GCC's estimate already sits below the link (it backs off to 85 % of the
 //! measured rate on every overuse), and on a 1 Mbps downlink the speaker's
 //! `m` plus three audio streams need about 70 % of it, which the headroom
@@ -127,14 +128,23 @@ pub(crate) fn allocate(
     // 1. Featured slots up to the featured layer.
     for (i, s) in slots.iter().enumerate().filter(|(_, s)| s.featured) {
         let Some(mut l) = lowest(s) else { continue };
-        let Some(r) = cost(s, l).filter(|r| *r <= left) else {
+        // A layer the slot already has may use all of the headroom; one it
+        // would gain, half: keeping is easier than climbing.
+        let room = |layer: u8, left: u64| {
+            if s.current.is_some_and(|c| layer <= c) {
+                left
+            } else {
+                left.saturating_sub(budget.headroom_bps / 2)
+            }
+        };
+        let Some(r) = cost(s, l).filter(|r| *r <= room(l, left)) else {
             continue;
         };
         left -= r;
         while let Some(up) = next_up(s, l).filter(|u| *u <= featured_layer) {
             let (cur, next) = (cost(s, l).unwrap_or(0), cost(s, up).unwrap_or(0));
             let extra = next.saturating_sub(cur);
-            if extra > left {
+            if extra > room(up, left) {
                 break;
             }
             left -= extra;
