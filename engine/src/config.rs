@@ -29,8 +29,10 @@ pub struct RoomConfig {
     /// participant, driving the per-subscriber allocator. Default on; off
     /// means every slot gets its cap.
     pub bandwidth_estimation: bool,
-    /// The estimate a new participant starts from (enough for a grid of `l`
-    /// and the speaker on `m`; str0m probes from there). Default 2.5 Mbps.
+    /// The estimate a new participant starts from (the speaker on `m` and a
+    /// few `l`; str0m probes up from there within a second on a fast link).
+    /// Default 1 Mbps: starting higher overruns slow downlinks for seconds
+    /// (at 800 kbps, 2.5 Mbps gave 2 s of queueing delay at join).
     pub initial_bitrate_bps: u64,
     /// Bitrate kept for each audio slot before video is allocated: what its
     /// holder measurably sends, and at least this. Default 40 kbps.
@@ -91,7 +93,7 @@ impl Default for RoomConfig {
             max_layer: Layer::HIGH,
             featured_layer: Layer::MEDIUM,
             bandwidth_estimation: true,
-            initial_bitrate_bps: 2_500_000,
+            initial_bitrate_bps: 1_000_000,
             audio_reserve_bps: 40_000,
             estimate_utilization: 0.85,
             estimate_hysteresis: 0.15,
