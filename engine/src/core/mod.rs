@@ -31,6 +31,7 @@ pub(crate) mod forwarder;
 pub(crate) mod ingress;
 pub(crate) mod participant;
 pub(crate) mod room;
+pub(crate) mod selector;
 #[cfg(feature = "bench-slowdown")]
 mod slowdown;
 pub(crate) mod speaker;

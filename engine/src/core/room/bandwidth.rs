@@ -10,6 +10,7 @@ use super::{Room, send_control};
 use crate::core::allocator::{AllocSlot, Budget, allocate};
 use crate::core::control::ServerMessage;
 use crate::core::participant::{MAX_LAYERS, Participant, SENT_TICKS, source_index};
+use crate::core::selector::{self, LayerState};
 use crate::ids::{Layer, ParticipantId, VideoSource};
 
 /// Smoothing weight of one tick's sample in a layer's bitrate.
@@ -211,9 +212,8 @@ impl Room {
         }
     }
 
-    /// Whether a publisher's layer can be forwarded now: declared, and either
-    /// flowing, just (re)requested, or switched off by dynacast (it resumes
-    /// when asked).
+    /// Whether a publisher's layer can be forwarded now (see
+    /// [`selector::layer_available`]).
     fn layer_available(
         &self,
         p: &Participant,
@@ -221,20 +221,18 @@ impl Room {
         layer: u8,
         now: Instant,
     ) -> bool {
-        if layer >= p.declared_layers(source) || layer as usize >= MAX_LAYERS {
+        if layer as usize >= MAX_LAYERS {
             return false;
         }
         let si = source_index(source);
-        if p.told_layers[si].is_some_and(|mask| mask & (1 << layer) == 0) {
-            return true;
-        }
         let m = &p.meters[si][layer as usize];
-        let flowing = m
-            .last_packet
-            .is_some_and(|t| now.saturating_duration_since(t) < self.config.layer_stall);
-        flowing
-            || m.activated_at
-                .is_some_and(|a| now.saturating_duration_since(a) < ACTIVATION_GRACE)
+        let state = LayerState {
+            declared: layer < p.declared_layers(source),
+            switched_off: p.told_layers[si].is_some_and(|mask| mask & (1 << layer) == 0),
+            since_packet: m.last_packet.map(|t| now.saturating_duration_since(t)),
+            since_activated: m.activated_at.map(|t| now.saturating_duration_since(t)),
+        };
+        selector::layer_available(state, self.config.layer_stall, ACTIVATION_GRACE)
     }
 
     /// Run the allocator for every subscriber and set its slots' target
@@ -285,14 +283,12 @@ impl Room {
                     continue;
                 };
                 let declared = publisher.declared_layers(t.source).max(1);
-                let mut max_layer = self.config.max_layer.0.min(declared - 1);
-                if let Some(maxh) = slot.max_height {
-                    while max_layer > 0
-                        && heights.get(max_layer as usize).is_some_and(|h| *h > maxh)
-                    {
-                        max_layer -= 1;
-                    }
-                }
+                let max_layer = selector::max_layer(
+                    self.config.max_layer.0,
+                    declared,
+                    slot.max_height,
+                    heights,
+                );
                 let si_src = source_index(t.source);
                 let layer_bps = (0..declared)
                     .map(|l| {

@@ -30,6 +30,7 @@ use crate::core::control::{
 };
 use crate::core::forwarder::Vp8Fields;
 use crate::core::participant::{Participant, RxTrack, VideoFeed, source_index};
+use crate::core::selector::{self, OnPacket};
 use crate::core::speaker::SpeakerDetector;
 use crate::event::{EngineEvent, LeaveReason, TrackKind};
 use crate::ids::{Layer, ParticipantId, RoomId, VideoSource};
@@ -670,22 +671,22 @@ impl Room {
             if slot.paused || slot.bw_paused || !sub.media_ready {
                 continue;
             }
-            if slot.target == Some(feed) && slot.current != Some(feed) {
-                if !keyframe {
-                    if slot.current.is_none() {
+            match selector::on_packet(slot.current, slot.target, feed, keyframe) {
+                OnPacket::Drop => {
+                    if slot.current.is_none() && slot.target == Some(feed) {
                         self.stats.dropped_waiting_keyframe += 1;
                     }
                     continue;
                 }
-                slot.rewriter.switch_to(in_seq, in_ts, vp8, now);
-                slot.current = Some(feed);
-                slot.pending_since = None;
-                sub.slots_dirty = true;
-                sub.stats.slot_switches += 1;
-                self.stats.slot_switches += 1;
-            }
-            if slot.current != Some(feed) {
-                continue;
+                OnPacket::Switch => {
+                    slot.rewriter.switch_to(in_seq, in_ts, vp8, now);
+                    slot.current = Some(feed);
+                    slot.pending_since = None;
+                    sub.slots_dirty = true;
+                    sub.stats.slot_switches += 1;
+                    self.stats.slot_switches += 1;
+                }
+                OnPacket::Forward => {}
             }
             let Some(rw) = slot.rewriter.rewrite(in_seq, in_ts, vp8, now) else {
                 continue;
