@@ -660,6 +660,11 @@ async fn join_inner(
     let pid = joined.participant;
 
     if let Some(room) = state.rooms().get_mut(slug) {
+        // The engine has removed the old session already; its
+        // `ParticipantLeft` event may reach the room list later.
+        if let Some(old) = replaces {
+            room.depart(old, SystemTime::now());
+        }
         room.admit(pid, name.clone());
     }
     // The participant token carries the grants of the token it joined with.
@@ -731,8 +736,14 @@ async fn remove_participant(
     })
     .await?
     .map_err(|e| ApiError::from_engine(e, &slug))?;
-    if kick && let Some(room) = state.rooms().get_mut(&slug) {
-        room.kicked.insert(pid);
+    if let Some(room) = state.rooms().get_mut(&slug) {
+        // Gone from the room's view now, not when the engine's
+        // `ParticipantLeft` event comes through the event pump: a GET right
+        // after the 204 must not list it.
+        room.depart(pid, SystemTime::now());
+        if kick {
+            room.kicked.insert(pid);
+        }
     }
     tracing::info!(room = %slug, participant = %pid, kick, "participant removed");
     Ok(StatusCode::NO_CONTENT)

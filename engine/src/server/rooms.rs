@@ -88,7 +88,8 @@ impl RoomState {
         self.empty_since = None;
     }
 
-    fn depart(&mut self, id: ParticipantId, now: SystemTime) {
+    /// Record a participant gone (idempotent).
+    pub fn depart(&mut self, id: ParticipantId, now: SystemTime) {
         self.members.remove(&id);
         self.gone.insert(id);
         if self.members.is_empty() && self.empty_since.is_none() {
