@@ -60,22 +60,11 @@ fn main() {
     for (kind, datagrams) in &per_kind {
         // Sources spread over many IPs, so the rate limit lets STUN through
         // to the ufrag check (one source's burst would be used up at once).
-        let before = core.stats().drops;
-        let a0 = CountingAlloc::allocations();
-        let t0 = Instant::now();
-        for i in 0..N {
+        measure(&mut core, kind.name(), |core, i| {
             source_ip = source_ip.wrapping_add(1);
             let src = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(source_ip | 0x0b00_0000)), 9);
             core.handle_datagram(now, src, &datagrams[i % datagrams.len()]);
-        }
-        let ns = t0.elapsed().as_nanos() as f64 / N as f64;
-        let allocs = (CountingAlloc::allocations() - a0) as f64 / N as f64;
-        let d = core.stats().drops;
-        println!(
-            "{:<25} {ns:>11.1}  {allocs:>20.3}  {}",
-            kind.name(),
-            reason(&before, &d)
-        );
+        });
         now += Duration::from_millis(1);
     }
 
@@ -86,41 +75,37 @@ fn main() {
         .expect("generated above")
         .1;
     let src: SocketAddr = "11.1.1.1:9".parse().expect("a literal address");
-    let before = core.stats().drops;
-    let a0 = CountingAlloc::allocations();
-    let t0 = Instant::now();
-    for i in 0..N {
+    measure(&mut core, "stun_one_source", |core, i| {
         core.handle_datagram(now, src, &stun[i % stun.len()]);
-    }
-    let ns = t0.elapsed().as_nanos() as f64 / N as f64;
-    let allocs = (CountingAlloc::allocations() - a0) as f64 / N as f64;
-    let d = core.stats().drops;
-    println!(
-        "{:<25} {ns:>11.1}  {allocs:>20.3}  {}",
-        "stun_one_source",
-        reason(&before, &d)
-    );
+    });
 
     // A validated address far over its ingress rate: throttled.
     let rtp = vec![0x80u8; 1200];
-    let before = core.stats().drops;
-    let a0 = CountingAlloc::allocations();
-    let t0 = Instant::now();
-    for _ in 0..N {
+    measure(&mut core, "over_ingress_rate", |core, _| {
         core.handle_datagram(now, validated, &rtp);
-    }
-    let ns = t0.elapsed().as_nanos() as f64 / N as f64;
-    let allocs = (CountingAlloc::allocations() - a0) as f64 / N as f64;
-    let d = core.stats().drops;
-    println!(
-        "{:<25} {ns:>11.1}  {allocs:>20.3}  {}",
-        "over_ingress_rate",
-        reason(&before, &d)
-    );
+    });
     let ing = core.stats().ingress;
     println!(
         "source table: {} of {} entries, {} evictions",
         ing.tracked_sources, ing.source_table_capacity, ing.source_evictions
+    );
+}
+
+/// Run `send` N times (with the iteration number) and print the time and
+/// allocations per datagram, and which drop reasons counted them.
+fn measure(core: &mut ShardCore, label: &str, mut send: impl FnMut(&mut ShardCore, usize)) {
+    let before = core.stats().drops;
+    let a0 = CountingAlloc::allocations();
+    let t0 = Instant::now();
+    for i in 0..N {
+        send(core, i);
+    }
+    let ns = t0.elapsed().as_nanos() as f64 / N as f64;
+    let allocs = (CountingAlloc::allocations() - a0) as f64 / N as f64;
+    let d = core.stats().drops;
+    println!(
+        "{label:<25} {ns:>11.1}  {allocs:>20.3}  {}",
+        reason(&before, &d)
     );
 }
 

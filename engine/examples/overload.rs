@@ -24,19 +24,12 @@ struct Peer {
 }
 
 fn join(engine: &Engine, room: RoomId, n: u32, epoch: Instant) -> Result<Peer, Error> {
-    let socket = UdpSocket::bind("127.0.0.1:0").map_err(Error::from)?;
-    socket.set_nonblocking(true).map_err(Error::from)?;
     let mut cfg = ClientConfig::new(n);
     cfg.video_slots = 9;
     cfg.audio_slots = 3;
     cfg.speaking = n < 2;
-    let addr = socket.local_addr().map_err(Error::from)?;
-    let mut client = SimClient::new(cfg, addr, epoch, Instant::now());
-    let joined = engine.join(room, client.offer(), JoinOptions::new(format!("p{n}")))?;
-    client
-        .accept_answer(&joined.answer)
-        .map_err(Error::Negotiation)?;
-    client.handle_timeout(Instant::now());
+    let (mut client, socket) = SimClient::on_loopback(cfg, epoch).map_err(Error::from)?;
+    client.join_engine(engine, room, JoinOptions::new(format!("p{n}")))?;
     Ok(Peer { client, socket })
 }
 

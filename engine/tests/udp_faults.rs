@@ -31,24 +31,16 @@ fn engine(shards: usize) -> Engine {
 }
 
 fn client(n: u32) -> (SimClient, UdpSocket) {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_nonblocking(true).unwrap();
     let mut cfg = ClientConfig::new(n);
     cfg.video_slots = 3;
     cfg.audio_slots = 2;
     cfg.speaking = n.is_multiple_of(3);
-    let now = Instant::now();
-    (
-        SimClient::new(cfg, socket.local_addr().unwrap(), now, now),
-        socket,
-    )
+    SimClient::on_loopback(cfg, Instant::now()).unwrap()
 }
 
 fn join(engine: &Engine, room: RoomId, n: u32) -> Result<Peer, Error> {
     let (mut client, socket) = client(n);
-    let joined = engine.join(room, client.offer(), JoinOptions::new(format!("peer-{n}")))?;
-    client.accept_answer(&joined.answer).unwrap();
-    client.handle_timeout(Instant::now());
+    let joined = client.join_engine(engine, room, JoinOptions::new(format!("peer-{n}")))?;
     Ok(Peer {
         client,
         socket: Some(socket),

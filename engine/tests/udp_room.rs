@@ -16,18 +16,14 @@ struct Peer {
 }
 
 fn join(engine: &Engine, room: RoomId, n: u32, slots: usize, epoch: Instant) -> Peer {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_nonblocking(true).unwrap();
     let mut cfg = ClientConfig::new(n);
     cfg.video_slots = slots;
     cfg.audio_slots = slots.min(3);
     cfg.speaking = n.is_multiple_of(3);
-    let mut client = SimClient::new(cfg, socket.local_addr().unwrap(), epoch, Instant::now());
-    let joined = engine
-        .join(room, client.offer(), JoinOptions::new(format!("peer-{n}")))
+    let (mut client, socket) = SimClient::on_loopback(cfg, epoch).unwrap();
+    let joined = client
+        .join_engine(engine, room, JoinOptions::new(format!("peer-{n}")))
         .unwrap();
-    client.accept_answer(&joined.answer).unwrap();
-    client.handle_timeout(Instant::now());
     Peer {
         client,
         socket,

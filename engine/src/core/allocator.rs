@@ -77,11 +77,16 @@ fn rate(slot: &AllocSlot, layer: u8) -> Option<u64> {
     slot.layer_bps.get(layer as usize).copied().flatten()
 }
 
+/// Whether the slot is allocated `layer` or more now.
+fn keeps(slot: &AllocSlot, layer: u8) -> bool {
+    slot.current.is_some_and(|c| layer <= c)
+}
+
 /// What `layer` costs this slot: its rate, discounted if the slot already
 /// has it or more.
 fn cost(slot: &AllocSlot, layer: u8) -> Option<u64> {
     let r = rate(slot, layer)?;
-    Some(if slot.current.is_some_and(|c| layer <= c) {
+    Some(if keeps(slot, layer) {
         (r as f64 * KEEP_DISCOUNT) as u64
     } else {
         r
@@ -131,7 +136,7 @@ pub(crate) fn allocate(
         // A layer the slot already has may use all of the headroom; one it
         // would gain, half: keeping is easier than climbing.
         let room = |layer: u8, left: u64| {
-            if s.current.is_some_and(|c| layer <= c) {
+            if keeps(s, layer) {
                 left
             } else {
                 left.saturating_sub(budget.headroom_bps / 2)

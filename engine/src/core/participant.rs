@@ -125,6 +125,24 @@ pub(crate) struct Downlink {
     pub rising: Option<(Instant, u64)>,
 }
 
+impl Downlink {
+    /// Take `bps` as the effective estimate, dropping any pending rise.
+    pub fn set_effective(&mut self, bps: u64) {
+        self.effective_bps = Some(bps);
+        self.rising = None;
+    }
+
+    /// Apply a pending rise once it has lasted `sustained`, at the lowest
+    /// estimate seen meanwhile.
+    pub fn settle_rise(&mut self, now: Instant, sustained: Duration) {
+        if let Some((since, low)) = self.rising
+            && now.saturating_duration_since(since) >= sustained
+        {
+            self.set_effective(low);
+        }
+    }
+}
+
 /// Per-participant counters.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ParticipantStats {

@@ -4,9 +4,33 @@
 use std::net::UdpSocket;
 use std::time::Instant;
 
-use super::SimClient;
+use super::{ClientConfig, SimClient};
+use crate::{Engine, Error, JoinOptions, Joined, RoomId};
 
 impl SimClient {
+    /// A client on its own non-blocking loopback UDP socket.
+    pub fn on_loopback(config: ClientConfig, epoch: Instant) -> std::io::Result<(Self, UdpSocket)> {
+        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        socket.set_nonblocking(true)?;
+        let client = SimClient::new(config, socket.local_addr()?, epoch, Instant::now());
+        Ok((client, socket))
+    }
+
+    /// Join `room` on an embedded `engine`: offer, take the answer, and run
+    /// the first timers (the client starts ICE toward the engine's port).
+    pub fn join_engine(
+        &mut self,
+        engine: &Engine,
+        room: RoomId,
+        options: JoinOptions,
+    ) -> Result<Joined, Error> {
+        let joined = engine.join(room, self.offer(), options)?;
+        self.accept_answer(&joined.answer)
+            .map_err(Error::Negotiation)?;
+        self.handle_timeout(Instant::now());
+        Ok(joined)
+    }
+
     /// One round on a non-blocking `socket` with the real clock: take in
     /// every datagram waiting, run the client's timers if due, and send
     /// what it has queued (`tap` sees each outgoing datagram first).

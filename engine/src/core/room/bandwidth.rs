@@ -93,16 +93,11 @@ impl Room {
                 d.loss_capped_at = None;
                 d.rising = None;
                 if let Some(e) = d.estimate_bps {
-                    d.effective_bps = Some(e);
+                    d.set_effective(e);
                 }
             }
             // A rise str0m has not restated since (it reports on change).
-            if let Some((since, low)) = d.rising
-                && now.saturating_duration_since(since) >= SUSTAINED_RISE
-            {
-                d.effective_bps = Some(low);
-                d.rising = None;
-            }
+            d.settle_rise(now, SUSTAINED_RISE);
             let Participant {
                 meters,
                 audio_meter,
@@ -144,26 +139,16 @@ impl Room {
             }
             d.loss_capped_at = None;
         }
-        let Some(eff) = d.effective_bps else {
-            d.effective_bps = Some(estimate_bps);
-            return;
-        };
-        if estimate_bps <= eff {
-            d.rising = None;
-            d.effective_bps = Some(estimate_bps);
+        let counts_now = d.effective_bps.is_none_or(|eff| {
+            estimate_bps <= eff || estimate_bps as f64 - eff as f64 > hysteresis * eff as f64
+        });
+        if counts_now {
+            d.set_effective(estimate_bps);
             return;
         }
-        if estimate_bps as f64 - eff as f64 > hysteresis * eff as f64 {
-            d.rising = None;
-            d.effective_bps = Some(estimate_bps);
-            return;
-        }
-        let (since, low) = d.rising.get_or_insert((now, estimate_bps));
+        let (_, low) = d.rising.get_or_insert((now, estimate_bps));
         *low = (*low).min(estimate_bps);
-        if now.saturating_duration_since(*since) >= SUSTAINED_RISE {
-            d.effective_bps = Some(*low);
-            d.rising = None;
-        }
+        d.settle_rise(now, SUSTAINED_RISE);
     }
 
     /// A subscriber's transport stats. GCC's loss-based control cuts the
@@ -200,9 +185,8 @@ impl Room {
         let delivered = (sent * (1.0 - loss.min(1.0) as f64)) as u64;
         if delivered < effective {
             let fresh = d.loss_capped_at.is_none();
-            d.effective_bps = Some(delivered);
+            d.set_effective(delivered);
             d.loss_capped_at = Some(now);
-            d.rising = None;
             if fresh {
                 self.stats.loss_caps += 1;
                 // Retransmitting what the overrun lost would only overrun
