@@ -57,7 +57,10 @@ impl Redis {
             .expect("redis-server runs (engine/tests/cluster.sh installs it)");
         let end = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < end, "redis-server did not listen on {port}");
+            assert!(
+                Instant::now() < end,
+                "redis-server did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Redis { child, port, dir }
@@ -287,8 +290,12 @@ impl Cluster {
             cfg.video_slots = 3;
             cfg.audio_slots = 2;
             cfg.speaking = n == 1;
-            let mut client =
-                SimClient::new(cfg, socket.local_addr().unwrap(), Instant::now(), Instant::now());
+            let mut client = SimClient::new(
+                cfg,
+                socket.local_addr().unwrap(),
+                Instant::now(),
+                Instant::now(),
+            );
             let res = self
                 .http
                 .post(self.url(node, &format!("/v1/rooms/{room}/participants")))
@@ -426,7 +433,12 @@ async fn rooms_spread_any_node_answers_and_bad_input_is_refused() {
         .join(third, &room.id, &room.invite, "Bo", 2, far)
         .await
         .unwrap();
-    let mut peers = media_flows(vec![a, b], Duration::from_secs(15), "joined via other nodes").await;
+    let mut peers = media_flows(
+        vec![a, b],
+        Duration::from_secs(15),
+        "joined via other nodes",
+    )
+    .await;
     let (_, v) = c.get(host, "/healthz", None).await;
     assert_eq!(v["participants"], 2, "both are on the hosting node");
 
@@ -475,7 +487,10 @@ async fn rooms_spread_any_node_answers_and_bad_input_is_refused() {
         .await
         .err()
         .expect("locked");
-    assert_eq!((refused.0, code(&refused.1)), (StatusCode::LOCKED, "room_locked"));
+    assert_eq!(
+        (refused.0, code(&refused.1)),
+        (StatusCode::LOCKED, "room_locked")
+    );
     c.send(
         reqwest::Method::PATCH,
         third,
@@ -512,7 +527,10 @@ async fn rooms_spread_any_node_answers_and_bad_input_is_refused() {
             .await
             .err()
             .expect("kicked token refused");
-        assert_eq!((refused.0, code(&refused.1)), (StatusCode::FORBIDDEN, "kicked"));
+        assert_eq!(
+            (refused.0, code(&refused.1)),
+            (StatusCode::FORBIDDEN, "kicked")
+        );
     }
 
     // A token for a room that exists nowhere: 404 from every node.
@@ -629,13 +647,22 @@ async fn rooms_spread_any_node_answers_and_bad_input_is_refused() {
 async fn a_killed_node_s_room_comes_back_on_another_node_with_its_metadata() {
     let mut c = Cluster::start(&[]).await;
     let room = c
-        .create(0, json!({ "name": "survivor", "public": true, "max_participants": 7 }))
+        .create(
+            0,
+            json!({ "name": "survivor", "public": true, "max_participants": 7 }),
+        )
         .await;
     let host = c.host_of(&room).await;
     let entry = (host + 1) % 3;
     let far = Instant::now() + Duration::from_secs(10);
-    let a = c.join(entry, &room.id, &room.owner, "Ada", 1, far).await.unwrap();
-    let b = c.join(entry, &room.id, &room.invite, "Bo", 2, far).await.unwrap();
+    let a = c
+        .join(entry, &room.id, &room.owner, "Ada", 1, far)
+        .await
+        .unwrap();
+    let b = c
+        .join(entry, &room.id, &room.invite, "Bo", 2, far)
+        .await
+        .unwrap();
     let peers = media_flows(vec![a, b], Duration::from_secs(15), "before the kill").await;
 
     c.nodes[host].kill9();
@@ -647,7 +674,14 @@ async fn a_killed_node_s_room_comes_back_on_another_node_with_its_metadata() {
     for (i, p) in peers.iter().enumerate() {
         let n = i as u32 + 1;
         let peer = c
-            .join(entry, &room.id, &p.token, &format!("again {n}"), n, deadline)
+            .join(
+                entry,
+                &room.id,
+                &p.token,
+                &format!("again {n}"),
+                n,
+                deadline,
+            )
             .await
             .unwrap_or_else(|e| panic!("rejoin after the kill: {e:?}"));
         back.push(peer);
@@ -686,8 +720,14 @@ async fn drain_moves_a_live_room_s_participants_off_the_node() {
     let host = c.host_of(&room).await;
     let entry = (host + 1) % 3;
     let far = Instant::now() + Duration::from_secs(10);
-    let a = c.join(host, &room.id, &room.owner, "Ada", 1, far).await.unwrap();
-    let b = c.join(entry, &room.id, &room.invite, "Bo", 2, far).await.unwrap();
+    let a = c
+        .join(host, &room.id, &room.owner, "Ada", 1, far)
+        .await
+        .unwrap();
+    let b = c
+        .join(entry, &room.id, &room.invite, "Bo", 2, far)
+        .await
+        .unwrap();
     let mut peers = media_flows(vec![a, b], Duration::from_secs(15), "before the drain").await;
 
     let (status, _, v) = c
@@ -755,8 +795,14 @@ async fn a_redis_restart_loses_no_running_room() {
     let host = c.host_of(&room).await;
     let entry = (host + 1) % 3;
     let far = Instant::now() + Duration::from_secs(10);
-    let a = c.join(entry, &room.id, &room.owner, "Ada", 1, far).await.unwrap();
-    let b = c.join(host, &room.id, &room.invite, "Bo", 2, far).await.unwrap();
+    let a = c
+        .join(entry, &room.id, &room.owner, "Ada", 1, far)
+        .await
+        .unwrap();
+    let b = c
+        .join(host, &room.id, &room.invite, "Bo", 2, far)
+        .await
+        .unwrap();
     let mut peers = media_flows(vec![a, b], Duration::from_secs(15), "before").await;
 
     // Redis goes away: media keeps flowing; what needs it says 503.
@@ -799,7 +845,10 @@ async fn a_redis_restart_loses_no_running_room() {
             assert_eq!(v["participants"].as_array().unwrap().len(), 2);
             break;
         }
-        assert!(Instant::now() < end, "room not back in the directory: {status} {v}");
+        assert!(
+            Instant::now() < end,
+            "room not back in the directory: {status} {v}"
+        );
         peers = drive(peers, Duration::from_millis(200)).await;
     }
     let (_, v) = c.get(entry, "/v1/rooms", None).await;

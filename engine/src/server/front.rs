@@ -188,7 +188,11 @@ fn no_node() -> ApiError {
 }
 
 /// Open a room here from its directory metadata (its node died or left).
-async fn recreate(state: &Arc<AppState>, cluster: &Cluster, meta: RoomMeta) -> Result<(), ApiError> {
+async fn recreate(
+    state: &Arc<AppState>,
+    cluster: &Cluster,
+    meta: RoomMeta,
+) -> Result<(), ApiError> {
     let _creating = state.create.lock().await;
     if state.rooms().get(&meta.slug).is_some() {
         return Ok(());

@@ -345,7 +345,11 @@ pub(crate) fn render_cluster(out: &mut String, me: &str, c: &super::cluster::Clu
         "Live nodes in the directory, as of this node's last heartbeat.",
     );
     let _ = writeln!(out, "piazza_cluster_nodes_alive {}", c.nodes.len());
-    type NodeGauge = (&'static str, &'static str, fn(&super::cluster::NodeInfo) -> f64);
+    type NodeGauge = (
+        &'static str,
+        &'static str,
+        fn(&super::cluster::NodeInfo) -> f64,
+    );
     let per_node: [NodeGauge; 3] = [
         ("piazza_cluster_node_rooms", "Rooms per live node.", |n| {
             n.rooms as f64

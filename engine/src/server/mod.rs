@@ -439,7 +439,11 @@ async fn watch_drain(state: Arc<AppState>, drained: Arc<Notify>) {
             tracing::info!(
                 rooms = state.rooms().len(),
                 "drain over ({}); stopping",
-                if empty { "no participants left" } else { "deadline" }
+                if empty {
+                    "no participants left"
+                } else {
+                    "deadline"
+                }
             );
             drained.notify_one();
             return;

@@ -138,7 +138,6 @@ async fn method_not_allowed() -> ApiError {
 // ---------------------------------------------------------------------------
 // Helpers
 
-
 /// The bearer token of the request; 401 when absent.
 pub(super) fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let missing = || {

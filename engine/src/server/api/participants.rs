@@ -3,7 +3,6 @@
 
 use super::*;
 
-
 #[derive(Debug, Deserialize)]
 pub(super) struct JoinQuery {
     name: Option<String>,
@@ -340,4 +339,3 @@ mod tests {
         assert!(display_name(Some(&"x".repeat(65))).is_err());
     }
 }
-

@@ -3,7 +3,6 @@
 use super::*;
 use crate::server::cluster::RoomMeta;
 
-
 /// `POST /v1/rooms` body; every field optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2,7 +2,6 @@
 
 use super::*;
 
-
 pub(super) async fn healthz(State(state): Shared) -> Response {
     let stats = state.engine.stats();
     let body = serde_json::json!({

@@ -473,7 +473,12 @@ impl Directory {
     }
 
     /// Change lock and/or visibility.
-    pub async fn update(&self, slug: &str, locked: Option<bool>, public: Option<bool>) -> Result<()> {
+    pub async fn update(
+        &self,
+        slug: &str,
+        locked: Option<bool>,
+        public: Option<bool>,
+    ) -> Result<()> {
         let mut conn = self.conn.clone();
         let mut inv = self.scripts.update.prepare_invoke();
         inv.key(self.room_key(slug))
@@ -585,10 +590,157 @@ impl Directory {
     }
 
     /// One round trip (PING), for the throughput measurement.
+    #[cfg(test)]
     pub async fn ping(&self) -> Result<()> {
         let mut conn = self.conn.clone();
         self.timed(redis::cmd("PING").query_async::<String>(&mut conn))
             .await
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Directory operations per second one Redis serves, through this
+    /// client (one multiplexed connection, 64 requests in flight). Numbers
+    /// for docs/cluster.md; run by engine/tests/cluster.sh.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs redis-server: run engine/tests/cluster.sh"]
+    async fn directory_throughput() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("piazza-dirbench-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut redis = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < end);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let d = Directory::new(
+            &format!("redis://127.0.0.1:{port}/0"),
+            "bench",
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        // Ten live nodes, as placement sees them.
+        for i in 0..10 {
+            let node = NodeInfo {
+                id: format!("n{i}"),
+                url: format!("http://198.18.0.{i}:8080"),
+                media: String::new(),
+                participants: 0,
+                rooms: 0,
+                cpu: 0.0,
+                draining: false,
+            };
+            d.heartbeat(&node, Duration::from_secs(60)).await.unwrap();
+        }
+        const N: usize = 20_000;
+        const IN_FLIGHT: usize = 64;
+        async fn run<F, Fut>(what: &str, f: F) -> f64
+        where
+            F: Fn(usize) -> Fut + Clone + Send + 'static,
+            Fut: std::future::Future<Output = ()> + Send,
+        {
+            let t = std::time::Instant::now();
+            let mut tasks = Vec::new();
+            for w in 0..IN_FLIGHT {
+                let f = f.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut i = w;
+                    while i < N {
+                        f(i).await;
+                        i += IN_FLIGHT;
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let rate = N as f64 / t.elapsed().as_secs_f64();
+            println!(
+                "directory_throughput: {what}: {rate:.0} ops/s ({N} ops, {IN_FLIGHT} in flight)"
+            );
+            rate
+        }
+        let d1 = d.clone();
+        run("PING (round trip floor)", move |_| {
+            let d = d1.clone();
+            async move { d.ping().await.unwrap() }
+        })
+        .await;
+        let d1 = d.clone();
+        run("pick (placement script, 10 nodes)", move |_| {
+            let d = d1.clone();
+            async move {
+                d.pick().await.unwrap().unwrap();
+            }
+        })
+        .await;
+        let d1 = d.clone();
+        run("create (room entry script)", move |i| {
+            let d = d1.clone();
+            async move {
+                let meta = RoomMeta {
+                    slug: format!("r{i}"),
+                    name: "bench".into(),
+                    public: i % 2 == 0,
+                    max_participants: 50,
+                    starts_at: 0,
+                    created_at: 1,
+                    locked: false,
+                    participants: 0,
+                };
+                assert!(d.create(&meta, "n0").await.unwrap());
+            }
+        })
+        .await;
+        let d1 = d.clone();
+        run("locate (join through a non-owning node)", move |i| {
+            let d = d1.clone();
+            async move {
+                let found = d.locate(&format!("r{i}"), true).await.unwrap();
+                assert!(matches!(found, Located::Hosted { .. }));
+            }
+        })
+        .await;
+        let d1 = d.clone();
+        run("heartbeat (node entry script)", move |i| {
+            let d = d1.clone();
+            async move {
+                let node = NodeInfo {
+                    id: format!("n{}", i % 10),
+                    url: "http://198.18.0.1:8080".into(),
+                    media: String::new(),
+                    participants: 100,
+                    rooms: 5,
+                    cpu: 0.5,
+                    draining: false,
+                };
+                d.heartbeat(&node, Duration::from_secs(60)).await.unwrap();
+            }
+        })
+        .await;
+        let _ = redis.kill();
+        let _ = redis.wait();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -77,12 +77,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Cluster {
     /// Set up (does not connect: the heartbeat task does, and retries).
     pub fn new(config: ClusterConfig, token_ttl: Duration) -> Result<Cluster, String> {
-        let dir = Directory::new(&config.redis_url, &config.key_prefix, token_ttl).map_err(|e| {
-            format!(
-                "cluster.redis_url {}: {e}",
-                super::config::redact(&config.redis_url)
-            )
-        })?;
+        let dir =
+            Directory::new(&config.redis_url, &config.key_prefix, token_ttl).map_err(|e| {
+                format!(
+                    "cluster.redis_url {}: {e}",
+                    super::config::redact(&config.redis_url)
+                )
+            })?;
         let mut suffix = [0u8; 4];
         getrandom::fill(&mut suffix).map_err(|e| format!("no randomness for the node id: {e}"))?;
         let id = format!(
