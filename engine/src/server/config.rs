@@ -680,6 +680,48 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configuration_is_valid_and_complete() {
+        let text = include_str!("../../../deploy/piazza.toml");
+        let mut c = ServerConfig::default();
+        c.apply_toml(text).unwrap();
+        c.validate().unwrap();
+        let cluster = c.cluster.as_ref().unwrap();
+        assert_eq!(cluster.node_ttl, Duration::from_secs(10));
+        assert_eq!(c.rate_limit_joins_per_minute, 120);
+        // Every key of the file format appears in the example.
+        for key in [
+            "http",
+            "shards",
+            "udp_bind",
+            "public_ip",
+            "api_key",
+            "public_url",
+            "token_secret",
+            "token_ttl",
+            "empty_room_grace",
+            "max_rooms",
+            "max_participants",
+            "max_sdp_bytes",
+            "max_pending_joins",
+            "client_video_slots",
+            "client_audio_slots",
+            "max_participants_per_shard",
+            "shutdown_timeout",
+            "drain_timeout",
+            "rate_limit_rooms_per_minute",
+            "rate_limit_joins_per_minute",
+            "client_ip_header",
+            "redis_url",
+            "node_id",
+            "node_url",
+            "key_prefix",
+            "node_ttl",
+        ] {
+            assert!(text.contains(&format!("{key} =")), "{key} missing");
+        }
+    }
+
+    #[test]
     fn cluster_keys_need_a_url_a_node_url_and_a_shared_secret() {
         let mut c = ServerConfig::default();
         c.apply_toml(
