@@ -7,7 +7,8 @@
 //! | key | type | content | lifetime |
 //! |---|---|---|---|
 //! | `P:node:{id}` | hash | url, media, participants, rooms, cpu, draining | node TTL, renewed by heartbeats |
-//! | `P:nodes` | sorted set | node id, scored by load (participants + rooms) | entries of dead nodes removed by placement |
+//! | `P:nodes` | sorted set | node id, scored by load (participants + rooms + placed) | entries of dead nodes removed by placement |
+//! | `P:placed:{id}` | string | rooms placed on the node lately | 2 s after the last placement |
 //! | `P:room:{slug}` | hash | name, public, max, starts_at, created_at, locked, participants, owner | until closed, at most the token lifetime |
 //! | `P:kicked:{slug}` | set | token subjects the owner removed | as the room |
 //! | `P:public` | set | slugs of public rooms | members removed with their room |
@@ -133,8 +134,12 @@ pub enum Located {
 
 /// Placement: the least-loaded live node that is not draining. Dead nodes
 /// met on the way leave the sorted set. The chosen node's score goes up by
-/// one so concurrent placements spread before its next heartbeat.
-/// KEYS[1] nodes; ARGV[1] node key prefix. Returns {id, url} or {}.
+/// one so concurrent placements spread, and its `placed` counter (2 s
+/// lease) too, which its heartbeats add to the load they report: a room
+/// placed but not yet created there is never forgotten by a heartbeat
+/// (over-counting for 2 s only spreads rooms more).
+/// KEYS[1] nodes; ARGV[1] node key prefix, ARGV[2] placed key prefix.
+/// Returns {id, url} or {}.
 const PICK: &str = r#"
 local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
 for _, id in ipairs(ids) do
@@ -142,6 +147,8 @@ for _, id in ipairs(ids) do
   if redis.call('EXISTS', node) == 1 then
     if redis.call('HGET', node, 'draining') ~= '1' then
       redis.call('ZINCRBY', KEYS[1], 1, id)
+      redis.call('INCR', ARGV[2] .. id)
+      redis.call('PEXPIRE', ARGV[2] .. id, 2000)
       return {id, redis.call('HGET', node, 'url')}
     end
   else
@@ -154,7 +161,8 @@ return {}
 /// Find a room's live owner; with ARGV[2] == '1' and the owner dead, give
 /// the room to the least-loaded live node in the same step, so two nodes
 /// never both recreate it.
-/// KEYS[1] room, KEYS[2] nodes; ARGV[1] node key prefix, ARGV[2] claim.
+/// KEYS[1] room, KEYS[2] nodes; ARGV[1] node key prefix, ARGV[2] claim,
+/// ARGV[3] placed key prefix.
 /// Returns {status, owner, url, fields}: 0 missing, 1 hosted, 2 orphan.
 const LOCATE: &str = r#"
 local meta = redis.call('HGETALL', KEYS[1])
@@ -171,6 +179,8 @@ for _, id in ipairs(ids) do
     if redis.call('HGET', node, 'draining') ~= '1' then
       redis.call('HSET', KEYS[1], 'owner', id)
       redis.call('ZINCRBY', KEYS[2], 1, id)
+      redis.call('INCR', ARGV[3] .. id)
+      redis.call('PEXPIRE', ARGV[3] .. id, 2000)
       return {1, id, redis.call('HGET', node, 'url'), meta}
     end
   else
@@ -180,7 +190,8 @@ end
 return {2, '', '', meta}
 "#;
 
-/// Register or refresh a node. KEYS[1] node, KEYS[2] nodes; ARGV[1] TTL
+/// Register or refresh a node. KEYS[1] node, KEYS[2] nodes, KEYS[3] its
+/// placed counter; ARGV[1] TTL
 /// ms, ARGV[2] id, ARGV[3] score, ARGV[4..] field/value pairs. Returns
 /// whether the node's key existed (0 after a Redis restart or a lapse
 /// longer than the TTL: the node then re-announces its rooms).
@@ -188,7 +199,8 @@ const HEARTBEAT: &str = r#"
 local existed = redis.call('EXISTS', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+local placed = tonumber(redis.call('GET', KEYS[3]) or '0')
+redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + placed, ARGV[2])
 return existed
 "#;
 
@@ -331,6 +343,9 @@ impl Directory {
     fn node_key(&self, id: &str) -> String {
         format!("{}:node:{id}", self.prefix)
     }
+    fn placed_prefix(&self) -> String {
+        format!("{}:placed:", self.prefix)
+    }
     fn nodes_key(&self) -> String {
         format!("{}:nodes", self.prefix)
     }
@@ -367,6 +382,7 @@ impl Directory {
         let mut inv = self.scripts.heartbeat.prepare_invoke();
         inv.key(self.node_key(&node.id))
             .key(self.nodes_key())
+            .key(format!("{}{}", self.placed_prefix(), node.id))
             .arg(ttl.as_millis() as u64)
             .arg(&node.id)
             .arg(node.participants + node.rooms)
@@ -401,7 +417,9 @@ impl Directory {
     pub async fn pick(&self) -> Result<Option<(String, String)>> {
         let mut conn = self.conn.clone();
         let mut inv = self.scripts.pick.prepare_invoke();
-        inv.key(self.nodes_key()).arg(self.node_prefix());
+        inv.key(self.nodes_key())
+            .arg(self.node_prefix())
+            .arg(self.placed_prefix());
         let v: Vec<String> = self.timed(inv.invoke_async(&mut conn)).await?;
         Ok(match v.as_slice() {
             [id, url] => Some((id.clone(), url.clone())),
@@ -416,7 +434,8 @@ impl Directory {
         inv.key(self.room_key(slug))
             .key(self.nodes_key())
             .arg(self.node_prefix())
-            .arg(flag(claim));
+            .arg(flag(claim))
+            .arg(self.placed_prefix());
         let (status, owner, url, flat): (i64, String, String, Vec<String>) =
             self.timed(inv.invoke_async(&mut conn)).await?;
         if status == 0 {
