@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 
 use super::Pacer;
 use super::PaddingRequest;
-use super::QueueState;
+use super::{QueuePriority, QueueState};
 use crate::Reason;
 use crate::bwe_::ProbeClusterConfig;
 use crate::bwe_::ProbeClusterState;
@@ -140,7 +140,7 @@ impl Pacer for LeakyBucketPacer {
         Some((next, cluster_id))
     }
 
-    fn register_send(&mut self, now: Instant, packet_size: DataSize, _from: MidRid) {
+    fn register_send(&mut self, now: Instant, packet_size: DataSize, from: MidRid) {
         self.last_emitted = Some(now);
 
         self.media_debt += packet_size;
@@ -160,6 +160,8 @@ impl Pacer for LeakyBucketPacer {
         if let Some(cluster_id) = self.check_probe_complete_internal(now) {
             self.completed_probe = Some(cluster_id);
         }
+
+        self.plan_after_send(now, packet_size, from);
     }
 }
 
@@ -462,6 +464,70 @@ impl LeakyBucketPacer {
             midrid: queue.midrid,
             padding,
         })
+    }
+
+    /// Decide the next send right after a media send, without the timeout the
+    /// gate in [`Pacer::poll_queue`] would otherwise ask for.
+    ///
+    /// The gate exists so the next decision sees fresh queue snapshots. When
+    /// the send happens at the time of the last `handle_timeout` (the usual
+    /// case: the caller drains `poll_output` after each input), the only
+    /// snapshot that changed is the one just sent from, and it changed by
+    /// exactly one packet. Counting that packet off and re-running the
+    /// decision gives what a `handle_timeout` at this `now` would give, so a
+    /// burst the budget allows goes out in one drain, and a queue that
+    /// emptied needs no extra timeout at all. Without this, every paced
+    /// packet costs the caller a full `Rtc::handle_input(Input::Timeout)`
+    /// (all streams walked for RTCP, NACK and queue state) one microsecond
+    /// later.
+    ///
+    /// Probing and padding keep the gate: their decisions depend on probe
+    /// timing and on padding generated during `handle_timeout`.
+    fn plan_after_send(&mut self, now: Instant, size: DataSize, from: MidRid) {
+        if self.last_handle_time != Some(now)
+            || !self.probe_queue.is_empty()
+            || self.completed_probe.is_some()
+            // A zero debt (no pacing rate yet) could make padding due now, and
+            // padding is only requested from handle_timeout.
+            || self.media_debt == DataSize::ZERO
+        {
+            return;
+        }
+        let Some(queue) = self.queue_states.iter_mut().find(|q| q.midrid == from) else {
+            return;
+        };
+        let snapshot = &mut queue.snapshot;
+        if snapshot.packet_count == 0 || snapshot.priority != QueuePriority::Media {
+            // Padding, or a send the snapshot did not know about.
+            return;
+        }
+        let count = snapshot.packet_count;
+        // Each queued packet's share of the accumulated queue time is not
+        // known; take the average one off.
+        snapshot.total_queue_time_origin -= snapshot.total_queue_time_origin / count;
+        snapshot.packet_count = count - 1;
+        snapshot.byte_size = snapshot.byte_size.saturating_sub(size.as_bytes_usize());
+        snapshot.last_emitted = Some(now);
+        if snapshot.packet_count == 0 {
+            snapshot.byte_size = 0;
+            snapshot.total_queue_time_origin = Duration::ZERO;
+            snapshot.first_unsent = None;
+            snapshot.priority = QueuePriority::Empty;
+        }
+
+        // What handle_timeout(now) does after refreshing the snapshots; no
+        // time elapsed, so no debt clears.
+        self.maybe_update_adjusted_bitrate(now);
+        self.needs_timeout_before_next_poll = false;
+        self.next_poll_time = None;
+        self.next_poll_queue = None;
+        let Some((next_poll_time_and_reason, queue)) = self.next_poll(now) else {
+            return;
+        };
+        if now >= next_poll_time_and_reason.0 {
+            self.next_poll_queue = queue.map(|q| q.midrid);
+        }
+        self.next_poll_time = Some(next_poll_time_and_reason);
     }
 
     fn request_immediate_timeout(&mut self) {
