@@ -58,6 +58,7 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
             delete(remove_participant),
         )
         .route("/v1/rooms/{room}/tokens", post(mint_token))
+        .route("/v1/rooms/{room}/ice_servers", get(ice_servers))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(json_errors))
@@ -693,6 +694,32 @@ async fn join_inner(
         }
     }
     Ok(response)
+}
+
+/// `GET /v1/rooms/{room}/ice_servers`: the STUN/TURN servers a client
+/// configures before it makes its offer (docs/api.md). Needs a token that
+/// may join: TURN credentials let their holder relay traffic.
+async fn ice_servers(
+    State(state): Shared,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let claims = verify_for_room(&state, bearer(&headers)?, &slug)?;
+    {
+        let rooms = state.rooms();
+        let room = rooms
+            .get(&slug)
+            .ok_or_else(|| ApiError::unknown_room(&slug))?;
+        check_not_kicked(room, &claims)?;
+    }
+    require(&claims, Grant::Join, "this token does not allow joining")?;
+    let subject = format!("{slug}:{}", claims.sub);
+    let (servers, expires) =
+        super::ice::ice_servers_for(&state.config.ice_servers, &subject, SystemTime::now());
+    Ok(axum::Json(serde_json::json!({
+        "ice_servers": servers,
+        "expires_at": expires.map(rfc3339),
+    })))
 }
 
 async fn remove_participant(

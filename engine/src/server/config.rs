@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::ice::IceServerConfig;
+
 const TEN_YEARS: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Everything the reference server can be told. Every field has a default
@@ -61,6 +63,9 @@ pub struct ServerConfig {
     /// On SIGTERM or Ctrl-C: how long the engine gets to tell every
     /// participant and stop its shards. Default 5 s.
     pub shutdown_timeout: Duration,
+    /// STUN/TURN servers handed to clients before they join
+    /// (`GET /v1/rooms/{room}/ice_servers`). Default: none.
+    pub ice_servers: Vec<IceServerConfig>,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +89,7 @@ impl Default for ServerConfig {
             client_audio_slots: 3,
             max_participants_per_shard: 64,
             shutdown_timeout: Duration::from_secs(5),
+            ice_servers: Vec::new(),
         }
     }
 }
@@ -126,6 +132,7 @@ struct FileConfig {
     client_audio_slots: Option<usize>,
     max_participants_per_shard: Option<usize>,
     shutdown_timeout: Option<DurationValue>,
+    ice_servers: Option<Vec<IceServerConfig>>,
 }
 
 /// Command-line flags; each also reads an environment variable. Flags win
@@ -233,6 +240,9 @@ impl ServerConfig {
         if let Some(v) = &file.shutdown_timeout {
             self.shutdown_timeout = v.get("shutdown_timeout")?;
         }
+        if let Some(v) = file.ice_servers {
+            self.ice_servers = v;
+        }
         let sizes = [
             (&mut self.max_rooms, file.max_rooms),
             (&mut self.max_participants, file.max_participants),
@@ -324,6 +334,9 @@ impl ServerConfig {
             && secret.len() < 16
         {
             return Err("token_secret must be at least 16 bytes (32 random bytes is good)".into());
+        }
+        for ice in &self.ice_servers {
+            ice.validate()?;
         }
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -425,5 +438,30 @@ mod tests {
         assert!(e.contains("empty_room_grace"), "{e}");
         c.shards = Some(0);
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn ice_servers_from_toml() {
+        let mut c = ServerConfig::default();
+        c.apply_toml(
+            r#"
+            [[ice_servers]]
+            urls = ["stun:stun.example.com:3478"]
+
+            [[ice_servers]]
+            urls = ["turn:turn.example.com:3478?transport=udp", "turn:turn.example.com:3478?transport=tcp"]
+            secret = "a shared secret of 16+ bytes"
+            ttl = "10m"
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.ice_servers.len(), 2);
+        assert_eq!(c.ice_servers[1].ttl, Some(Duration::from_secs(600)));
+        let e = c
+            .apply_toml("[[ice_servers]]\nurls = [\"turn:x:3478\"]\n")
+            .and_then(|()| c.validate())
+            .unwrap_err();
+        assert!(e.contains("need username"), "{e}");
     }
 }

@@ -33,6 +33,7 @@
 mod api;
 mod config;
 mod error;
+mod ice;
 mod metrics;
 mod rooms;
 mod tokens;
@@ -51,6 +52,7 @@ use crate::Engine;
 
 pub use config::{Args, ServerConfig, parse_duration};
 pub use error::ApiError;
+pub use ice::{IceServer, IceServerConfig, turn_rest_password};
 pub use rooms::MemberView;
 pub use tokens::{Claims, Grant, TokenKeys};
 
