@@ -15,11 +15,14 @@ the driver can check the other side), leaves with DELETE, and exits 0 only
 if every peer was satisfied.
 
 Client-side settings and why:
-- bundlePolicy max-bundle: aiortc's default ("balanced") answers its own
-  offer's recvonly audio m-lines beyond the first with no transport of their
-  own and then never receives on them (an aiortc limitation of its balanced
-  policy, not something the server asks for). Browsers default to balanced
-  too, but bundle everything the answer bundles.
+- bundlePolicy max-bundle: with aiortc's default ("balanced") aiortc's
+  offer lists every mid in one BUNDLE group but gives the video m-lines a
+  transport (port) of their own; the answer accepts the group, so RFC 8843
+  has the offerer move everything onto the first m-line's transport. aiortc
+  1.16 then still receives audio but decodes no frame on its recvonly video
+  m-lines (measured: 0 frames in 60 s, audio fine; run with
+  PIAZZA_AIORTC_BUNDLE_POLICY=balanced to see it). That is aiortc's own
+  handling of its balanced policy, not something the server asks for.
 - Nothing else: the answer's candidates (in every m-section, ended by
   a=end-of-candidates) are what aiortc reads without help.
 """
@@ -29,6 +32,7 @@ import asyncio
 import fractions
 import json
 import math
+import os
 import struct
 import sys
 import time
@@ -148,7 +152,9 @@ class Peer:
         self.roster = {}  # participant -> name
         self.facts = None
         self.tasks = []
-        self.pc = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        # PIAZZA_AIORTC_BUNDLE_POLICY=balanced reproduces aiortc's default.
+        policy = RTCBundlePolicy(os.environ.get("PIAZZA_AIORTC_BUNDLE_POLICY", "max-bundle"))
+        self.pc = RTCPeerConnection(RTCConfiguration(bundlePolicy=policy))
 
     def others(self):
         return [p for p in self.roster if p != self.me]

@@ -74,11 +74,18 @@ const CHROME_ARGS = [
 function pageHook(force) {
   const Native = window.RTCPeerConnection;
   const pcs = [];
+  const channels = [];
   function Hooked(config, ...rest) {
     const c = { ...(config || {}) };
     if (force && force.relay) c.iceTransportPolicy = 'relay';
     const pc = new Native(c, ...rest);
     pcs.push(pc);
+    const create = pc.createDataChannel.bind(pc);
+    pc.createDataChannel = (label, init) => {
+      const ch = create(label, init);
+      if (label === 'control') channels.push(ch);
+      return ch;
+    };
     return pc;
   }
   Hooked.prototype = Native.prototype;
@@ -92,30 +99,40 @@ function pageHook(force) {
   window.__interop = {
     pcs,
     config: () => (pcs[0] ? pcs[0].getConfiguration() : null),
-    /** Inbound video/audio per receive slot (via each transceiver's receiver). */
+    /** Send a control message as the app would (docs/api.md section 3). */
+    control(msg) {
+      channels[channels.length - 1].send(JSON.stringify(msg));
+    },
+    /**
+     * Inbound video/audio per receive slot. Stats carry `mid` in Chromium;
+     * where they do not, each transceiver's receiver.getStats() says which.
+     */
     async inbound() {
       const pc = pcs[pcs.length - 1];
       if (!pc || !window.piazza) return [];
       const slots = window.piazza.state.slots;
+      const entry = (mid, kind, s) => {
+        const slot = (kind === 'video' ? slots.video : slots.audio).find((v) => v.mid === mid);
+        return {
+          mid,
+          kind,
+          participant: slot ? slot.participant : null,
+          layer: slot && slot.layer ? slot.layer : null,
+          packetsReceived: s.packetsReceived || 0,
+          framesDecoded: s.framesDecoded || 0,
+          framesPerSecond: s.framesPerSecond || 0,
+          frameWidth: s.frameWidth || 0,
+          frameHeight: s.frameHeight || 0,
+          totalSamplesReceived: s.totalSamplesReceived || 0,
+        };
+      };
+      const all = (await statsOf(() => pc.getStats())).filter((s) => s.type === 'inbound-rtp');
+      if (all.length && all.every((s) => s.mid)) return all.map((s) => entry(s.mid, s.kind, s));
       const out = [];
       for (const t of pc.getTransceivers()) {
-        if (!t.mid || t.currentDirection === 'sendonly' || t.currentDirection === 'inactive' || t.currentDirection === 'stopped') continue;
-        const kind = t.receiver.track.kind;
-        const slot = (kind === 'video' ? slots.video : slots.audio).find((s) => s.mid === t.mid);
+        if (!t.mid || !t.currentDirection || !t.currentDirection.includes('recv')) continue;
         for (const s of await statsOf(() => t.receiver.getStats())) {
-          if (s.type !== 'inbound-rtp') continue;
-          out.push({
-            mid: t.mid,
-            kind,
-            participant: slot ? slot.participant : null,
-            layer: slot && slot.layer ? slot.layer : null,
-            packetsReceived: s.packetsReceived || 0,
-            framesDecoded: s.framesDecoded || 0,
-            framesPerSecond: s.framesPerSecond || 0,
-            frameWidth: s.frameWidth || 0,
-            frameHeight: s.frameHeight || 0,
-            totalSamplesReceived: s.totalSamplesReceived || 0,
-          });
+          if (s.type === 'inbound-rtp') out.push(entry(t.mid, t.receiver.track.kind, s));
         }
       }
       return out;
@@ -264,7 +281,8 @@ async function receives(page, label, from, names, { audio = true, ms = 30_000 } 
     prev = cur;
   }
   if (pending.size) {
-    throw new Error(`${label} does not receive ${[...pending].join(', ')}; inbound ${JSON.stringify(prev)}`);
+    const slots = await page.evaluate(() => window.piazza.state.slots);
+    throw new Error(`${label} does not receive ${[...pending].join(', ')}; inbound ${JSON.stringify(prev)}; slots ${JSON.stringify(slots)}`);
   }
   return prev;
 }
@@ -351,6 +369,19 @@ async function firefoxScenario() {
       const chrome = await openChromium(browser, 'chromium', room.invite_url);
       const chromeId = await joinAs(chrome, 'chromium', 'Chromium');
       const names = { [foxId]: 'Fox (Firefox)', [chromeId]: 'Chromium' };
+      const foxState = await until('firefox connects', () => fox.evaluate(() => {
+        const pc = window.__interop.pcs[0];
+        return pc && pc.connectionState === 'connected' ? pc.connectionState : null;
+      }), 20_000).catch(async (e) => {
+        log(`firefox: ${JSON.stringify(await fox.evaluate(async () => {
+          const pc = window.__interop.pcs[0];
+          return { ice: pc && pc.iceConnectionState, conn: pc && pc.connectionState, pair: await window.__interop.selectedPair(), local: pc && pc.localDescription && pc.localDescription.sdp };
+        }))}`);
+        throw e;
+      });
+      check(foxState, 'firefox connects');
+      log(`firefox offer/answer pair: ${JSON.stringify(await fox.evaluate(() => window.__interop.selectedPair()))}`);
+      log(`firefox outbound: ${JSON.stringify(await fox.evaluate(() => window.__interop.outbound()))}`);
       await receives(chrome, 'chromium', [foxId], names);
       await receives(fox, 'firefox', [chromeId], names);
 
@@ -363,15 +394,20 @@ async function firefoxScenario() {
       log(`firefox outbound: ${JSON.stringify(sent)}`);
       const rids = sent.filter((o) => o.rid).map((o) => o.rid).sort();
       check(rids.length >= 2, `firefox sends simulcast with rids ${JSON.stringify(rids)}`);
-      const layers = new Set();
-      const sizes = new Set();
-      await until('chromium gets two of firefox\'s layers', async () => {
-        const v = (await chrome.evaluate(() => window.__interop.inbound())).find((s) => s.kind === 'video' && s.participant === foxId);
-        if (v && v.layer) layers.add(v.layer);
-        if (v && v.frameHeight) sizes.add(`${v.frameWidth}x${v.frameHeight}`);
-        return layers.size >= 2 && sizes.size >= 2;
-      }, 30_000, 500);
-      check(layers.size >= 2, `chromium decoded firefox's layers ${JSON.stringify([...layers])} at sizes ${JSON.stringify([...sizes])}`);
+      // The engine forwards one of them at a time: cap the slot's height
+      // (control message max_resolution) and lift the cap again; the
+      // Chromium subscriber decodes Firefox's low layer, then a higher one.
+      const fox0 = (await chrome.evaluate(() => window.__interop.inbound())).find((s) => s.kind === 'video' && s.participant === foxId);
+      const seen = [];
+      for (const [height, want] of [[90, (v) => v.layer === 'l' && v.frameHeight <= 90], [null, (v) => v.layer !== 'l' && v.frameHeight > 90]]) {
+        await chrome.evaluate((m) => window.__interop.control(m), { type: 'max_resolution', mid: fox0.mid, height });
+        const v = await until(`chromium decodes firefox's ${height ? 'lowest layer' : 'higher layers again'}`, async () => {
+          const cur = (await chrome.evaluate(() => window.__interop.inbound())).find((s) => s.kind === 'video' && s.participant === foxId);
+          return cur && want(cur) ? cur : null;
+        }, 20_000, 500);
+        seen.push(`${v.layer} ${v.frameWidth}x${v.frameHeight}`);
+      }
+      check(seen.length === 2, `chromium decoded firefox's simulcast layers one after the other: ${seen.join(', then ')}`);
       await receives(chrome, 'chromium', [foxId], names, { audio: false });
     });
   } finally {
