@@ -409,6 +409,12 @@ async function firefoxScenario() {
       }
       check(seen.length === 2, `chromium decoded firefox's simulcast layers one after the other: ${seen.join(', then ')}`);
       await receives(chrome, 'chromium', [foxId], names, { audio: false });
+
+      // Frame-rate fidelity: what Chromium encodes per rid against what the
+      // Firefox subscriber decodes from the layer the engine forwards.
+      const chromeOut = await chrome.evaluate(() => window.__interop.outbound());
+      const foxIn = (await fox.evaluate(() => window.__interop.inbound())).find((s) => s.kind === 'video' && s.participant === chromeId);
+      log(`frame rates: chromium sends ${JSON.stringify(chromeOut.filter((o) => o.rid).map((o) => ({ rid: o.rid, size: `${o.frameWidth}x${o.frameHeight}`, fps: o.framesPerSecond, framesEncoded: o.framesEncoded, mode: o.scalabilityMode })))}; firefox decodes layer ${foxIn && foxIn.layer} ${foxIn && `${foxIn.frameWidth}x${foxIn.frameHeight}`} at ${foxIn && foxIn.framesPerSecond} fps`);
     });
   } finally {
     await firefox.close().catch(() => {});
