@@ -143,7 +143,7 @@ function pageHook(force) {
       if (!pc) return [];
       return (await statsOf(() => pc.getStats()))
         .filter((s) => s.type === 'outbound-rtp' && s.kind === 'video')
-        .map((s) => ({ rid: s.rid || null, mid: s.mid || null, ssrc: s.ssrc, framesEncoded: s.framesEncoded || 0, framesSent: s.framesSent || 0, framesPerSecond: s.framesPerSecond || 0, frameWidth: s.frameWidth || 0, frameHeight: s.frameHeight || 0, packetsSent: s.packetsSent || 0, scalabilityMode: s.scalabilityMode || null }));
+        .map((s) => ({ qualityLimitationReason: s.qualityLimitationReason || null, rid: s.rid || null, mid: s.mid || null, ssrc: s.ssrc, framesEncoded: s.framesEncoded || 0, framesSent: s.framesSent || 0, framesPerSecond: s.framesPerSecond || 0, frameWidth: s.frameWidth || 0, frameHeight: s.frameHeight || 0, packetsSent: s.packetsSent || 0, scalabilityMode: s.scalabilityMode || null }));
     },
     /** The selected candidate pair's local and remote candidates. */
     async selectedPair() {
@@ -413,6 +413,14 @@ async function firefoxScenario() {
       // Frame-rate fidelity: what Chromium encodes per rid against what the
       // Firefox subscriber decodes from the layer the engine forwards.
       const chromeOut = await chrome.evaluate(() => window.__interop.outbound());
+      const source = await chrome.evaluate(async () => {
+        const pc = window.__interop.pcs[0];
+        const out = [];
+        (await pc.getStats()).forEach((s) => { if (s.type === 'media-source' && s.kind === 'video') out.push({ fps: s.framesPerSecond, size: `${s.width}x${s.height}` }); });
+        const t = pc.getSenders().find((x) => x.track && x.track.kind === 'video');
+        return { stats: out, settings: t ? t.track.getSettings() : null };
+      });
+      log(`chromium camera source: ${JSON.stringify(source)}; limitation ${JSON.stringify(chromeOut.map((o) => o.qualityLimitationReason))}`);
       const foxIn = (await fox.evaluate(() => window.__interop.inbound())).find((s) => s.kind === 'video' && s.participant === chromeId);
       log(`frame rates: chromium sends ${JSON.stringify(chromeOut.filter((o) => o.rid).map((o) => ({ rid: o.rid, size: `${o.frameWidth}x${o.frameHeight}`, fps: o.framesPerSecond, framesEncoded: o.framesEncoded, mode: o.scalabilityMode })))}; firefox decodes layer ${foxIn && foxIn.layer} ${foxIn && `${foxIn.frameWidth}x${foxIn.frameHeight}`} at ${foxIn && foxIn.framesPerSecond} fps`);
     });
