@@ -78,6 +78,12 @@ function pageHook(force) {
   function Hooked(config, ...rest) {
     const c = { ...(config || {}) };
     if (force && force.relay) c.iceTransportPolicy = 'relay';
+    // A network where only TCP gets out: keep the TURN-over-TCP URLs only.
+    if (force && force.tcpOnly && c.iceServers) {
+      c.iceServers = c.iceServers
+        .map((s) => ({ ...s, urls: [].concat(s.urls).filter((u) => /transport=tcp/.test(u) || u.startsWith('turns:')) }))
+        .filter((s) => s.urls.length);
+    }
     const pc = new Native(c, ...rest);
     pcs.push(pc);
     const create = pc.createDataChannel.bind(pc);
@@ -453,6 +459,22 @@ async function turnScenario() {
     check(pair && pair.local.type === 'relay', `the relayed page's media goes through the TURN relay (local ${pair && pair.local.type} ${pair && pair.local.address}:${pair && pair.local.port} -> remote ${pair && pair.remote.type} ${pair && pair.remote.address}:${pair && pair.remote.port})`);
     const directPair = await direct.evaluate(() => window.__interop.selectedPair());
     check(directPair && directPair.local.type !== 'relay', `the direct page's media goes straight to the engine (${directPair && directPair.local.type} ${directPair && directPair.local.protocol})`);
+
+    // A third page reaches the relay over TCP only (as behind a firewall
+    // that drops UDP but lets TCP to the TURN server through).
+    const tcp = await openChromium(browser, 'tcp-relayed', room.invite_url, { relay: true, tcpOnly: true });
+    const tcpId = await joinAs(tcp, 'tcp-relayed', 'TcpRelayed');
+    names[tcpId] = 'TcpRelayed (TURN over TCP)';
+    await receives(tcp, 'tcp-relayed', [directId, relayedId], names);
+    await receives(direct, 'direct', [tcpId], names);
+    const tcpPair = await tcp.evaluate(() => window.__interop.selectedPair());
+    log(`tcp-relayed page's selected pair: ${JSON.stringify(tcpPair)}`);
+    check(tcpPair && tcpPair.local.type === 'relay' && tcpPair.local.relayProtocol === 'tcp', `the tcp-relayed page reaches its relay over TCP (local ${tcpPair && tcpPair.local.type}, relayProtocol ${tcpPair && tcpPair.local.relayProtocol})`);
+
+    // H.264: what this Chromium can send (the engine negotiates VP8 only).
+    const h264 = await direct.evaluate(() => RTCRtpSender.getCapabilities('video').codecs
+      .filter((c) => /h264/i.test(c.mimeType)).map((c) => c.sdpFmtpLine));
+    log(`chromium H.264 send capabilities: ${JSON.stringify(h264)}`);
   });
 }
 

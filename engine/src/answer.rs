@@ -102,7 +102,13 @@ fn push_candidates(out: &mut String, has_own: bool, all: &[&str]) {
 
 /// The port of an `m=` line (`m=video 9 UDP/TLS/RTP/SAVPF 96`).
 fn media_port(m_line: &str) -> Option<u16> {
-    m_line.split_whitespace().nth(1)?.split('/').next()?.parse().ok()
+    m_line
+        .split_whitespace()
+        .nth(1)?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -148,7 +154,11 @@ a=sctp-port:5000\r\n";
         let cand = "a=candidate:1 1 udp 2130706175 127.0.0.1 40000 typ host\r\n";
         for i in [0, 1, 3] {
             assert_eq!(s[i].matches(cand).count(), 1, "section {i}: {}", s[i]);
-            assert_eq!(s[i].matches("a=end-of-candidates\r\n").count(), 1, "section {i}");
+            assert_eq!(
+                s[i].matches("a=end-of-candidates\r\n").count(),
+                1,
+                "section {i}"
+            );
             let c = s[i].find(cand).unwrap();
             let e = s[i].find("a=end-of-candidates").unwrap();
             assert!(c < e, "candidates precede end-of-candidates in section {i}");
@@ -212,7 +222,11 @@ a=candidate:2 1 tcp 1518280447 127.0.0.1 40001 typ host tcptype passive\r\n",
         let mut server = Rtc::builder().set_ice_lite(true).build(now);
         let addr = "127.0.0.1:40000".parse().unwrap();
         server.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-        let answer = server.sdp_api().accept_offer(offer).unwrap().to_sdp_string();
+        let answer = server
+            .sdp_api()
+            .accept_offer(offer)
+            .unwrap()
+            .to_sdp_string();
         assert_eq!(sections(&answer)[2].matches("a=candidate:").count(), 0);
 
         let out = with_candidates_in_every_section(&answer);

@@ -74,7 +74,14 @@ fn run_scenario(scenario: &str, mut config: ServerConfig, extra: &[String]) -> u
     let started = Instant::now();
     let mut child = Command::new("node")
         .arg(dir.join("interop.mjs"))
-        .args(["--scenario", scenario, "--base", &base, "--chromium", &chromium])
+        .args([
+            "--scenario",
+            scenario,
+            "--base",
+            &base,
+            "--chromium",
+            &chromium,
+        ])
         .arg("--out")
         .arg(&out)
         .args(extra)
@@ -130,14 +137,16 @@ fn aiortc_and_chromium_decode_each_other() {
         ServerConfig::default(),
         &["--python".into(), python.display().to_string()],
     );
-    assert!(forwarded > 100, "the engine forwarded {forwarded} RTP packets");
+    assert!(
+        forwarded > 100,
+        "the engine forwarded {forwarded} RTP packets"
+    );
 }
 
 #[test]
 #[ignore = "needs chromium, firefox-esr and browser/interop/node_modules; run by browser/interop/ci.sh"]
 fn firefox_and_chromium_decode_each_other() {
-    let firefox =
-        std::env::var("PIAZZA_FIREFOX").unwrap_or_else(|_| "/usr/bin/firefox-esr".into());
+    let firefox = std::env::var("PIAZZA_FIREFOX").unwrap_or_else(|_| "/usr/bin/firefox-esr".into());
     require(Path::new(&firefox), "apt-get install -y firefox-esr");
     // Firefox's ICE does not pair its candidates with a loopback address
     // (its `media.peerconnection.ice.loopback` preference did not change
@@ -146,14 +155,15 @@ fn firefox_and_chromium_decode_each_other() {
     // PIAZZA_INTEROP_UDP_BIND to it.
     let mut config = ServerConfig::default();
     if let Ok(ip) = std::env::var("PIAZZA_INTEROP_UDP_BIND") {
-        config.udp_bind = ip.parse().expect("PIAZZA_INTEROP_UDP_BIND is an IP address");
+        config.udp_bind = ip
+            .parse()
+            .expect("PIAZZA_INTEROP_UDP_BIND is an IP address");
     }
-    let forwarded = run_scenario(
-        "firefox",
-        config,
-        &["--firefox".into(), firefox],
+    let forwarded = run_scenario("firefox", config, &["--firefox".into(), firefox]);
+    assert!(
+        forwarded > 100,
+        "the engine forwarded {forwarded} RTP packets"
     );
-    assert!(forwarded > 100, "the engine forwarded {forwarded} RTP packets");
 }
 
 /// coturn on loopback, killed (by its pid) when dropped.
@@ -262,7 +272,10 @@ fn relay_only_chromium_joins_through_coturn() {
     let coturn = start_coturn(&secret);
     let config = ServerConfig {
         ice_servers: vec![IceServerConfig {
-            urls: vec![format!("turn:127.0.0.1:{}?transport=udp", coturn.port)],
+            urls: vec![
+                format!("turn:127.0.0.1:{}?transport=udp", coturn.port),
+                format!("turn:127.0.0.1:{}?transport=tcp", coturn.port),
+            ],
             username: None,
             credential: None,
             secret: Some(secret.clone()),
@@ -271,7 +284,10 @@ fn relay_only_chromium_joins_through_coturn() {
         ..Default::default()
     };
     let forwarded = run_scenario("turn", config, &[]);
-    assert!(forwarded > 100, "the engine forwarded {forwarded} RTP packets");
+    assert!(
+        forwarded > 100,
+        "the engine forwarded {forwarded} RTP packets"
+    );
     let log = std::fs::read_to_string(&coturn.log).unwrap_or_default();
     // coturn logs each allocation it grants with the (REST) username.
     assert!(

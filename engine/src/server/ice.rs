@@ -211,10 +211,7 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(1_900_000_000);
         let (servers, expiry) = ice_servers_for(&config, "room1:p7", now);
         assert_eq!(servers[0].username, None);
-        assert_eq!(
-            servers[1].username.as_deref(),
-            Some("1900000600:room1:p7")
-        );
+        assert_eq!(servers[1].username.as_deref(), Some("1900000600:room1:p7"));
         assert_eq!(
             servers[1].credential.as_deref(),
             Some(turn_rest_password(b"0123456789abcdef-secret", "1900000600:room1:p7").as_str())
@@ -237,7 +234,9 @@ mod tests {
         assert!(e.contains("not a stun"), "{e}");
         let e = entry(&["turn:x:3478"], None, None).validate().unwrap_err();
         assert!(e.contains("need username"), "{e}");
-        let e = entry(&["turn:x:3478"], None, Some("short")).validate().unwrap_err();
+        let e = entry(&["turn:x:3478"], None, Some("short"))
+            .validate()
+            .unwrap_err();
         assert!(e.contains("16 bytes"), "{e}");
         let e = entry(&["turn:x:3478"], Some("u"), Some("0123456789abcdef"))
             .validate()
