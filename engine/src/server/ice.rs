@@ -119,9 +119,12 @@ impl IceServerConfig {
 /// (`RTCIceServer` of the W3C WebRTC API).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IceServer {
+    /// The entry's STUN/TURN URLs.
     pub urls: Vec<String>,
+    /// Fixed or minted (`EXPIRY:SUBJECT`) username; none for STUN.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    /// The password for `username`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
 }
