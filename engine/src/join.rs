@@ -174,7 +174,8 @@ pub(crate) fn prepare(
         rtc,
         ufrag,
         layout,
-        answer: answer.to_sdp_string(),
+        // Candidates in every m-section and a=end-of-candidates (answer.rs).
+        answer: crate::answer::with_candidates_in_every_section(&answer.to_sdp_string()),
     })
 }
 

@@ -52,6 +52,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod answer;
 mod config;
 pub mod core;
 mod engine;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::ice::IceServerConfig;
+
 const TEN_YEARS: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Everything the reference server can be told. Every field has a default
@@ -78,6 +80,9 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Cluster mode (docs/cluster.md): `None` runs one node on its own.
     pub cluster: Option<ClusterConfig>,
+    /// STUN/TURN servers handed to clients before they join
+    /// (`GET /v1/rooms/{room}/ice_servers`). Default: none.
+    pub ice_servers: Vec<IceServerConfig>,
 }
 
 /// Cluster mode: the Redis directory and this node's identity.
@@ -125,6 +130,7 @@ impl Default for ServerConfig {
             client_ip_header: None,
             drain_timeout: Duration::from_secs(600),
             cluster: None,
+            ice_servers: Vec::new(),
         }
     }
 }
@@ -172,6 +178,7 @@ struct FileConfig {
     client_ip_header: Option<String>,
     drain_timeout: Option<DurationValue>,
     cluster: Option<FileCluster>,
+    ice_servers: Option<Vec<IceServerConfig>>,
 }
 
 /// The `[cluster]` table.
@@ -340,6 +347,9 @@ impl ServerConfig {
                 ttl,
             );
         }
+        if let Some(v) = file.ice_servers {
+            self.ice_servers = v;
+        }
         let sizes = [
             (&mut self.max_rooms, file.max_rooms),
             (&mut self.max_participants, file.max_participants),
@@ -493,6 +503,9 @@ impl ServerConfig {
             && secret.len() < 16
         {
             return Err("token_secret must be at least 16 bytes (32 random bytes is good)".into());
+        }
+        for ice in &self.ice_servers {
+            ice.validate()?;
         }
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -746,5 +759,30 @@ mod tests {
             "redis://***@10.0.0.5:6379/0"
         );
         assert!(ServerConfig::default().cluster.is_none());
+    }
+
+    #[test]
+    fn ice_servers_from_toml() {
+        let mut c = ServerConfig::default();
+        c.apply_toml(
+            r#"
+            [[ice_servers]]
+            urls = ["stun:stun.example.com:3478"]
+
+            [[ice_servers]]
+            urls = ["turn:turn.example.com:3478?transport=udp", "turn:turn.example.com:3478?transport=tcp"]
+            secret = "a shared secret of 16+ bytes"
+            ttl = "10m"
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.ice_servers.len(), 2);
+        assert_eq!(c.ice_servers[1].ttl, Some(Duration::from_secs(600)));
+        let e = c
+            .apply_toml("[[ice_servers]]\nurls = [\"turn:x:3478\"]\n")
+            .and_then(|()| c.validate())
+            .unwrap_err();
+        assert!(e.contains("need username"), "{e}");
     }
 }

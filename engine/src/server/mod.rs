@@ -38,6 +38,7 @@ mod cluster;
 mod config;
 mod error;
 mod front;
+mod ice;
 mod metrics;
 mod ratelimit;
 mod rooms;
@@ -57,6 +58,7 @@ use crate::Engine;
 pub use config::{Args, ClusterConfig, ServerConfig, parse_duration};
 
 pub use error::ApiError;
+pub use ice::{IceServer, IceServerConfig, turn_rest_password};
 pub use rooms::MemberView;
 pub use tokens::{Claims, Grant, TokenKeys};
 

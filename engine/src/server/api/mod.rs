@@ -10,12 +10,14 @@
 //! `rooms`, `participants` (join, leave, kick) and `tokens`; this file holds
 //! the router and the helpers they share.
 
+mod ice;
 mod node;
 mod participants;
 mod rooms;
 mod status;
 mod tokens;
 
+use ice::ice_servers;
 use node::{cluster_view, drain};
 use participants::{join, remove_participant};
 use rooms::{close_room, create_room, get_room, list_rooms, patch_room};
@@ -73,6 +75,7 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
             delete(remove_participant),
         )
         .route("/v1/rooms/{room}/tokens", post(mint_token))
+        .route("/v1/rooms/{room}/ice_servers", get(ice_servers))
         .route("/v1/cluster", get(cluster_view))
         .route("/v1/node/drain", post(drain))
         .fallback(not_found)

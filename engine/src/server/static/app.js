@@ -241,7 +241,11 @@
     local.audio = local.stream ? local.stream.getAudioTracks()[0] || null : null;
     local.video = local.stream ? local.stream.getVideoTracks()[0] || null : null;
 
-    pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    // STUN/TURN servers from the server's configuration (time-limited TURN
+    // credentials): a network that lets only a relay through still joins.
+    const iceRes = await api('GET', `/v1/rooms/${state.room}/ice_servers`, { token: state.token });
+    const iceServers = iceRes.ok && iceRes.data && Array.isArray(iceRes.data.ice_servers) ? iceRes.data.ice_servers : [];
+    pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', iceServers });
     const streams = local.stream ? [local.stream] : [];
     tx.audio = pc.addTransceiver(local.audio || 'audio', { direction: 'sendonly', streams });
     tx.camera = pc.addTransceiver(local.video || 'video', {

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Interop suite: aiortc (Python), Firefox ESR and a TURN relay (coturn), each
+# in a room with headless Chromium, through the reference server. Installs
+# what it needs (Debian: chromium, firefox-esr, coturn, nodejs, npm,
+# python3-venv; npm: playwright-core and puppeteer-core from
+# package-lock.json; PyPI: aiortc in browser/interop/.venv), then runs the
+# ignored tests of engine/tests/server_interop.rs. About 2-3 minutes once
+# the packages are installed. Called by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/firefox-esr ] || missing+=(firefox-esr)
+command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv python3-pip)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "browser/interop/ci.sh: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
+fi
+# Debian's coturn package starts a system turnserver on 3478; the tests start
+# their own on a free port and do not need it.
+
+npm ci --no-audit --no-fund --loglevel=error
+
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import aiortc' >/dev/null 2>&1; then
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+fi
+
+cd ../..
+cargo test -p piazza --test server_interop -- --ignored --nocapture --test-threads=1 \
+  --skip firefox_and_chromium
+
+# Firefox's ICE pairs nothing with a loopback address, so the Firefox room
+# runs in a network namespace made here: a veth pair with 198.18.0.1 and
+# 198.18.0.2 (RFC 2544 benchmarking addresses) and a default route (Firefox
+# gathers no host candidate without one); the engine binds 198.18.0.1, the
+# HTTP API stays on the namespace's loopback (a secure context).
+command -v ip >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; }
+ns="piazza-interop-ff-$$"
+ip netns add "$ns"
+trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
+ip -n "$ns" link set lo up
+ip -n "$ns" link add v0 type veth peer name v1
+ip -n "$ns" addr add 198.18.0.1/24 dev v0
+ip -n "$ns" addr add 198.18.0.2/24 dev v1
+ip -n "$ns" link set v0 up
+ip -n "$ns" link set v1 up
+ip -n "$ns" route add default via 198.18.0.2 dev v0
+ip netns exec "$ns" env PIAZZA_INTEROP_UDP_BIND=198.18.0.1 \
+  cargo test -p piazza --test server_interop -- --ignored --nocapture --test-threads=1 firefox_and_chromium

@@ -1,0 +1,503 @@
+// Interop scenarios: Piazza with clients other than one Chromium.
+//
+//   node interop.mjs --scenario aiortc  --base URL --python VENV/bin/python
+//   node interop.mjs --scenario firefox --base URL [--firefox /usr/bin/firefox-esr]
+//   node interop.mjs --scenario turn    --base URL
+//
+// Started by engine/tests/server_interop.rs (which starts the server, and
+// coturn for `turn`); browser/interop/ci.sh installs what they need.
+//
+// - aiortc: one Chromium page and two aiortc peers (aiortc_peers.py) in one
+//   room; each decodes every other's video and audio.
+// - firefox: Firefox ESR (headless, WebDriver BiDi through puppeteer-core)
+//   and Chromium in one room, each decoding the other; Firefox publishes
+//   simulcast (rids l, m, h) and the Chromium subscriber gets its layers.
+// - turn: a Chromium page forced to relay (iceTransportPolicy 'relay', TURN
+//   servers and credentials from the server's /ice_servers) and a Chromium
+//   page on plain UDP decode each other; the relayed page's selected
+//   candidate pair is a relay candidate.
+//
+// Every wait is bounded; the whole run aborts after RUN_LIMIT_MS. Exit 0
+// when every check passed.
+import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { createInterface } from 'node:readline';
+
+const RUN_LIMIT_MS = 240_000;
+
+const { values: opts } = parseArgs({
+  options: {
+    scenario: { type: 'string' },
+    base: { type: 'string' },
+    out: { type: 'string', default: 'interop-out' },
+    chromium: { type: 'string', default: process.env.PIAZZA_CHROMIUM || '/usr/bin/chromium' },
+    firefox: { type: 'string', default: process.env.PIAZZA_FIREFOX || '/usr/bin/firefox-esr' },
+    python: { type: 'string' },
+    'chromium-arg': { type: 'string', multiple: true, default: [] },
+  },
+});
+if (!opts.base || !opts.scenario) {
+  console.error('usage: node interop.mjs --scenario aiortc|firefox|turn --base http://127.0.0.1:PORT');
+  process.exit(2);
+}
+mkdirSync(opts.out, { recursive: true });
+
+const started = Date.now();
+const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const abort = setTimeout(() => {
+  console.error(`interop: gave up after ${RUN_LIMIT_MS / 1000} s`);
+  process.exit(3);
+}, RUN_LIMIT_MS);
+
+const CHROME_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--autoplay-policy=no-user-gesture-required',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-background-timer-throttling',
+  '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows',
+];
+
+// Installed in every page before the app runs: keeps the page's
+// RTCPeerConnection reachable for statistics, and (when asked) forces
+// relay-only ICE the way a network that lets only a relay through would.
+function pageHook(force) {
+  const Native = window.RTCPeerConnection;
+  const pcs = [];
+  const channels = [];
+  function Hooked(config, ...rest) {
+    const c = { ...(config || {}) };
+    if (force && force.relay) c.iceTransportPolicy = 'relay';
+    // A network where only TCP gets out: keep the TURN-over-TCP URLs only.
+    if (force && force.tcpOnly && c.iceServers) {
+      c.iceServers = c.iceServers
+        .map((s) => ({ ...s, urls: [].concat(s.urls).filter((u) => /transport=tcp/.test(u) || u.startsWith('turns:')) }))
+        .filter((s) => s.urls.length);
+    }
+    const pc = new Native(c, ...rest);
+    pcs.push(pc);
+    const create = pc.createDataChannel.bind(pc);
+    pc.createDataChannel = (label, init) => {
+      const ch = create(label, init);
+      if (label === 'control') channels.push(ch);
+      return ch;
+    };
+    return pc;
+  }
+  Hooked.prototype = Native.prototype;
+  Object.setPrototypeOf(Hooked, Native);
+  window.RTCPeerConnection = Hooked;
+  const statsOf = async (getStats) => {
+    const out = [];
+    (await getStats()).forEach((s) => out.push(s));
+    return out;
+  };
+  window.__interop = {
+    pcs,
+    config: () => (pcs[0] ? pcs[0].getConfiguration() : null),
+    /** Send a control message as the app would (docs/api.md section 3). */
+    control(msg) {
+      channels[channels.length - 1].send(JSON.stringify(msg));
+    },
+    /**
+     * Inbound video/audio per receive slot. Stats carry `mid` in Chromium;
+     * where they do not, each transceiver's receiver.getStats() says which.
+     */
+    async inbound() {
+      const pc = pcs[pcs.length - 1];
+      if (!pc || !window.piazza) return [];
+      const slots = window.piazza.state.slots;
+      const entry = (mid, kind, s) => {
+        const slot = (kind === 'video' ? slots.video : slots.audio).find((v) => v.mid === mid);
+        return {
+          mid,
+          kind,
+          participant: slot ? slot.participant : null,
+          layer: slot && slot.layer ? slot.layer : null,
+          packetsReceived: s.packetsReceived || 0,
+          framesDecoded: s.framesDecoded || 0,
+          framesPerSecond: s.framesPerSecond || 0,
+          frameWidth: s.frameWidth || 0,
+          frameHeight: s.frameHeight || 0,
+          totalSamplesReceived: s.totalSamplesReceived || 0,
+        };
+      };
+      const all = (await statsOf(() => pc.getStats())).filter((s) => s.type === 'inbound-rtp');
+      if (all.length && all.every((s) => s.mid)) return all.map((s) => entry(s.mid, s.kind, s));
+      const out = [];
+      for (const t of pc.getTransceivers()) {
+        if (!t.mid || !t.currentDirection || !t.currentDirection.includes('recv')) continue;
+        for (const s of await statsOf(() => t.receiver.getStats())) {
+          if (s.type === 'inbound-rtp') out.push(entry(t.mid, t.receiver.track.kind, s));
+        }
+      }
+      return out;
+    },
+    /** Outbound RTP of the camera, per rid. */
+    async outbound() {
+      const pc = pcs[pcs.length - 1];
+      if (!pc) return [];
+      return (await statsOf(() => pc.getStats()))
+        .filter((s) => s.type === 'outbound-rtp' && s.kind === 'video')
+        .map((s) => ({ qualityLimitationReason: s.qualityLimitationReason || null, rid: s.rid || null, mid: s.mid || null, ssrc: s.ssrc, framesEncoded: s.framesEncoded || 0, framesSent: s.framesSent || 0, framesPerSecond: s.framesPerSecond || 0, frameWidth: s.frameWidth || 0, frameHeight: s.frameHeight || 0, packetsSent: s.packetsSent || 0, scalabilityMode: s.scalabilityMode || null }));
+    },
+    /** The selected candidate pair's local and remote candidates. */
+    async selectedPair() {
+      const pc = pcs[pcs.length - 1];
+      if (!pc) return null;
+      const stats = await statsOf(() => pc.getStats());
+      const byId = new Map(stats.map((s) => [s.id, s]));
+      let pair = null;
+      for (const s of stats) {
+        if (s.type === 'transport' && s.selectedCandidatePairId) pair = byId.get(s.selectedCandidatePairId);
+      }
+      if (!pair) pair = stats.find((s) => s.type === 'candidate-pair' && (s.selected || (s.nominated && s.state === 'succeeded')));
+      if (!pair) return null;
+      const l = byId.get(pair.localCandidateId) || {};
+      const r = byId.get(pair.remoteCandidateId) || {};
+      return {
+        local: { type: l.candidateType, protocol: l.protocol, relayProtocol: l.relayProtocol, address: l.address || l.ip, port: l.port },
+        remote: { type: r.candidateType, protocol: r.protocol, address: r.address || r.ip, port: r.port },
+        bytesSent: pair.bytesSent, bytesReceived: pair.bytesReceived,
+      };
+    },
+  };
+}
+
+let passed = 0;
+function check(cond, what) {
+  if (!cond) throw new Error(`check failed: ${what}`);
+  passed += 1;
+  log(`ok - ${what}`);
+}
+
+async function until(what, fn, ms = 20_000, every = 250) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const v = await fn();
+    if (v) return v;
+    await sleep(every);
+  }
+  throw new Error(`timed out after ${ms / 1000} s waiting for: ${what}`);
+}
+
+async function createRoom(name) {
+  const res = await fetch(`${opts.base}/v1/rooms`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ name }),
+  });
+  check(res.status === 201, `room created (${res.status})`);
+  return res.json();
+}
+
+// ---- pages (one API over playwright pages and puppeteer pages) ------------
+
+const pages = new Map(); // label -> page
+const pageErrors = [];
+
+function watch(label, page) {
+  page.on('pageerror', (e) => pageErrors.push(`${label}: ${e.message || e}`));
+  page.on('console', (m) => {
+    const type = typeof m.type === 'function' ? m.type() : m.type;
+    if (type === 'error' || type === 'warning' || type === 'warn') log(`${label} console ${type}: ${m.text()}`);
+  });
+  pages.set(label, page);
+}
+
+async function openChromium(browser, label, url, force = {}) {
+  const context = await browser.newContext({ viewport: { width: 960, height: 540 } });
+  await context.addInitScript(pageHook, force);
+  const page = await context.newPage();
+  watch(label, page);
+  await page.goto(url);
+  return page;
+}
+
+async function openFirefox(browser, label, url) {
+  const page = await browser.newPage();
+  await page.evaluateOnNewDocument(pageHook, {});
+  watch(label, page);
+  await page.goto(url);
+  return page;
+}
+
+const st = (page) => page.evaluate(() => {
+  const s = window.piazza.state;
+  return { phase: s.phase, me: s.me, error: s.error, participants: [...s.participants.values()].map((p) => ({ id: p.id, name: p.name })) };
+});
+
+async function joinAs(page, label, name) {
+  await until(`${label} shows the lobby`, async () => (await st(page)).phase === 'lobby', 15_000);
+  await page.evaluate((n) => {
+    document.getElementById('name').value = n;
+    document.getElementById('join').click();
+  }, name);
+  await until(`${label} joined`, async () => (await st(page)).phase === 'joined', 20_000);
+  const me = (await st(page)).me;
+  log(`${label} joined as ${me}`);
+  return me;
+}
+
+/** Ids of the participants named `names`, as `page` lists them. */
+async function idsByName(page, names) {
+  return until(`${names.join(', ')} listed`, async () => {
+    const list = (await st(page)).participants;
+    const ids = names.map((n) => (list.find((p) => p.name === n) || {}).id);
+    return ids.every(Boolean) ? ids : null;
+  }, 20_000);
+}
+
+/**
+ * `page` decodes video and hears audio from every participant in `from`:
+ * decoded frames / audio samples grow between two samples of the same slot.
+ */
+async function receives(page, label, from, names, { audio = true, ms = 30_000 } = {}) {
+  const inbound = () => page.evaluate(() => window.__interop.inbound());
+  const of = (stats, kind, id) => stats.find((s) => s.kind === kind && s.participant === id);
+  const grew = (p, c, f) => p && c && p.mid === c.mid && c[f] > p[f];
+  const pending = new Set(from.flatMap((id) => (audio ? [`v:${id}`, `a:${id}`] : [`v:${id}`])));
+  let prev = await inbound();
+  const end = Date.now() + ms;
+  while (pending.size && Date.now() < end) {
+    await sleep(750);
+    const cur = await inbound();
+    for (const id of from) {
+      const [pv, cv] = [of(prev, 'video', id), of(cur, 'video', id)];
+      if (pending.has(`v:${id}`) && grew(pv, cv, 'framesDecoded') && cv.frameWidth > 0) {
+        pending.delete(`v:${id}`);
+        check(true, `${label} decodes ${names[id] || id}'s video (slot ${cv.mid}: ${pv.framesDecoded} -> ${cv.framesDecoded} frames, ${cv.frameWidth}x${cv.frameHeight}, layer ${cv.layer})`);
+      }
+      const [pa, ca] = [of(prev, 'audio', id), of(cur, 'audio', id)];
+      if (pending.has(`a:${id}`) && grew(pa, ca, 'packetsReceived') && grew(pa, ca, 'totalSamplesReceived')) {
+        pending.delete(`a:${id}`);
+        check(true, `${label} hears ${names[id] || id} (slot ${ca.mid}: ${pa.totalSamplesReceived} -> ${ca.totalSamplesReceived} samples)`);
+      }
+    }
+    prev = cur;
+  }
+  if (pending.size) {
+    const slots = await page.evaluate(() => window.piazza.state.slots);
+    throw new Error(`${label} does not receive ${[...pending].join(', ')}; inbound ${JSON.stringify(prev)}; slots ${JSON.stringify(slots)}`);
+  }
+  return prev;
+}
+
+// ---- scenarios ----------------------------------------------------------------
+
+async function withChromium(fn) {
+  const { chromium } = await import('playwright-core');
+  const browser = await chromium.launch({ executablePath: opts.chromium, headless: true, args: [...CHROME_ARGS, ...opts['chromium-arg']] });
+  try {
+    return await fn(browser);
+  } finally {
+    await browser.close().catch(() => {});
+  }
+}
+
+async function aiortcScenario() {
+  if (!opts.python) throw new Error('--python VENV/bin/python is required for the aiortc scenario');
+  const room = await createRoom('aiortc interop');
+  await withChromium(async (browser) => {
+    const chrome = await openChromium(browser, 'chromium', room.invite_url);
+    const chromeId = await joinAs(chrome, 'chromium', 'Chromium');
+
+    const py = spawn(opts.python, [join(import.meta.dirname, 'aiortc_peers.py'),
+      '--base', opts.base, '--room', room.room, '--token', room.invite_token,
+      '--names', 'Ada,Ben', '--expect', '2', '--limit', '60'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const exited = new Promise((r) => py.on('exit', (code) => r(code)));
+    let result = null;
+    const gotResult = new Promise((resolve) => {
+      createInterface({ input: py.stdout }).on('line', (line) => {
+        if (line.startsWith('RESULT ')) {
+          result = JSON.parse(line.slice(7));
+          resolve();
+        } else {
+          console.log(line);
+        }
+      });
+    });
+    try {
+      const [adaId, benId] = await idsByName(chrome, ['Ada', 'Ben']);
+      const names = { [adaId]: 'Ada (aiortc)', [benId]: 'Ben (aiortc)' };
+      await receives(chrome, 'chromium', [adaId, benId], names);
+      await Promise.race([gotResult, exited]);
+      check(result, 'the aiortc peers report their reception');
+      log(`aiortc result: ${JSON.stringify(result)}`);
+      for (const p of result.peers) {
+        check(p.answer.with_candidates === p.answer.accepted && p.answer.with_end_of_candidates === p.answer.accepted,
+          `${p.name}'s answer has candidates and a=end-of-candidates in all ${p.answer.accepted} accepted m-sections`);
+        for (const other of ['Chromium', 'Ada', 'Ben'].filter((n) => n !== p.name)) {
+          check((p.video_frames[other] || 0) >= 15, `${p.name} (aiortc) decodes ${other}'s video (${p.video_frames[other] || 0} frames, ${p.video_size[other]})`);
+          check((p.audio_samples[other] || 0) >= 24000, `${p.name} (aiortc) decodes ${other}'s audio (${p.audio_samples[other] || 0} samples)`);
+        }
+      }
+      check(result.ok, 'every aiortc peer is satisfied');
+      check(chromeId, 'chromium took part');
+    } finally {
+      py.stdin.end();
+      const code = await Promise.race([exited, sleep(15_000).then(() => 'timeout')]);
+      if (code === 'timeout') py.kill('SIGKILL');
+      log(`aiortc peers exited: ${code}`);
+    }
+  });
+}
+
+async function firefoxScenario() {
+  const puppeteer = (await import('puppeteer-core')).default;
+  const room = await createRoom('firefox interop');
+  const firefox = await puppeteer.launch({
+    browser: 'firefox',
+    executablePath: opts.firefox,
+    headless: true,
+    extraPrefsFirefox: {
+      'media.navigator.streams.fake': true,
+      'media.navigator.permission.disabled': true,
+      'media.autoplay.default': 0,
+      'media.peerconnection.ice.loopback': true,
+      'media.peerconnection.ice.obfuscate_host_addresses': false,
+    },
+  });
+  try {
+    await withChromium(async (browser) => {
+      const fox = await openFirefox(firefox, 'firefox', room.invite_url);
+      const foxId = await joinAs(fox, 'firefox', 'Fox');
+      const chrome = await openChromium(browser, 'chromium', room.invite_url);
+      const chromeId = await joinAs(chrome, 'chromium', 'Chromium');
+      const names = { [foxId]: 'Fox (Firefox)', [chromeId]: 'Chromium' };
+      const foxState = await until('firefox connects', () => fox.evaluate(() => {
+        const pc = window.__interop.pcs[0];
+        return pc && pc.connectionState === 'connected' ? pc.connectionState : null;
+      }), 20_000).catch(async (e) => {
+        log(`firefox: ${JSON.stringify(await fox.evaluate(async () => {
+          const pc = window.__interop.pcs[0];
+          return { ice: pc && pc.iceConnectionState, conn: pc && pc.connectionState, pair: await window.__interop.selectedPair(), local: pc && pc.localDescription && pc.localDescription.sdp };
+        }))}`);
+        throw e;
+      });
+      check(foxState, 'firefox connects');
+      log(`firefox offer/answer pair: ${JSON.stringify(await fox.evaluate(() => window.__interop.selectedPair()))}`);
+      log(`firefox outbound: ${JSON.stringify(await fox.evaluate(() => window.__interop.outbound()))}`);
+      await receives(chrome, 'chromium', [foxId], names);
+      await receives(fox, 'firefox', [chromeId], names);
+
+      // Firefox's simulcast: what it sends per rid, and which of its layers
+      // the engine forwards to the Chromium subscriber.
+      const sent = await until('firefox sends every simulcast layer', async () => {
+        const out = await fox.evaluate(() => window.__interop.outbound());
+        return out.filter((o) => o.rid).length >= 2 && out.filter((o) => o.rid).every((o) => o.packetsSent > 0) ? out : null;
+      }, 20_000);
+      log(`firefox outbound: ${JSON.stringify(sent)}`);
+      const rids = sent.filter((o) => o.rid).map((o) => o.rid).sort();
+      check(rids.length >= 2, `firefox sends simulcast with rids ${JSON.stringify(rids)}`);
+      // The engine forwards one of them at a time: cap the slot's height
+      // (control message max_resolution) and lift the cap again; the
+      // Chromium subscriber decodes Firefox's low layer, then a higher one.
+      const fox0 = (await chrome.evaluate(() => window.__interop.inbound())).find((s) => s.kind === 'video' && s.participant === foxId);
+      const seen = [];
+      for (const [height, want] of [[90, (v) => v.layer === 'l' && v.frameHeight <= 90], [null, (v) => v.layer !== 'l' && v.frameHeight > 90]]) {
+        await chrome.evaluate((m) => window.__interop.control(m), { type: 'max_resolution', mid: fox0.mid, height });
+        const v = await until(`chromium decodes firefox's ${height ? 'lowest layer' : 'higher layers again'}`, async () => {
+          const cur = (await chrome.evaluate(() => window.__interop.inbound())).find((s) => s.kind === 'video' && s.participant === foxId);
+          return cur && want(cur) ? cur : null;
+        }, 20_000, 500);
+        seen.push(`${v.layer} ${v.frameWidth}x${v.frameHeight}`);
+      }
+      check(seen.length === 2, `chromium decoded firefox's simulcast layers one after the other: ${seen.join(', then ')}`);
+      await receives(chrome, 'chromium', [foxId], names, { audio: false });
+
+      // Frame-rate fidelity: what Chromium encodes per rid against what the
+      // Firefox subscriber decodes from the layer the engine forwards.
+      const chromeOut = await chrome.evaluate(() => window.__interop.outbound());
+      const source = await chrome.evaluate(async () => {
+        const pc = window.__interop.pcs[0];
+        const out = [];
+        (await pc.getStats()).forEach((s) => { if (s.type === 'media-source' && s.kind === 'video') out.push({ fps: s.framesPerSecond, size: `${s.width}x${s.height}` }); });
+        const t = pc.getSenders().find((x) => x.track && x.track.kind === 'video');
+        return { stats: out, settings: t ? t.track.getSettings() : null };
+      });
+      log(`chromium camera source: ${JSON.stringify(source)}; limitation ${JSON.stringify(chromeOut.map((o) => o.qualityLimitationReason))}`);
+      const foxIn = (await fox.evaluate(() => window.__interop.inbound())).find((s) => s.kind === 'video' && s.participant === chromeId);
+      log(`frame rates: chromium sends ${JSON.stringify(chromeOut.filter((o) => o.rid).map((o) => ({ rid: o.rid, size: `${o.frameWidth}x${o.frameHeight}`, fps: o.framesPerSecond, framesEncoded: o.framesEncoded, mode: o.scalabilityMode })))}; firefox decodes layer ${foxIn && foxIn.layer} ${foxIn && `${foxIn.frameWidth}x${foxIn.frameHeight}`} at ${foxIn && foxIn.framesPerSecond} fps`);
+    });
+  } finally {
+    await firefox.close().catch(() => {});
+  }
+}
+
+async function turnScenario() {
+  const room = await createRoom('turn interop');
+  const res = await fetch(`${opts.base}/v1/rooms/${room.room}/ice_servers`, { headers: { Authorization: `Bearer ${room.invite_token}` } });
+  check(res.status === 200, `GET ice_servers with the invite token (${res.status})`);
+  const ice = await res.json();
+  check(ice.ice_servers.some((s) => s.urls.some((u) => u.startsWith('turn:')) && /^\d+:/.test(s.username || '') && s.credential),
+    `the server hands out time-limited TURN credentials (${JSON.stringify(ice.ice_servers.map((s) => ({ urls: s.urls, username: s.username })))}, expires ${ice.expires_at})`);
+  const anon = await fetch(`${opts.base}/v1/rooms/${room.room}/ice_servers`);
+  check(anon.status === 401, `and none without a token (${anon.status})`);
+  await withChromium(async (browser) => {
+    const relayed = await openChromium(browser, 'relayed', room.invite_url, { relay: true });
+    const relayedId = await joinAs(relayed, 'relayed', 'Relayed');
+    const direct = await openChromium(browser, 'direct', room.invite_url);
+    const directId = await joinAs(direct, 'direct', 'Direct');
+    const names = { [relayedId]: 'Relayed (TURN)', [directId]: 'Direct (UDP)' };
+    const config = await relayed.evaluate(() => window.__interop.config());
+    check(config.iceTransportPolicy === 'relay' && config.iceServers.length > 0, `the relayed page uses relay-only ICE with ${config.iceServers.length} ICE server(s) from the server`);
+    await receives(direct, 'direct', [relayedId], names);
+    await receives(relayed, 'relayed', [directId], names);
+    const pair = await relayed.evaluate(() => window.__interop.selectedPair());
+    log(`relayed page's selected pair: ${JSON.stringify(pair)}`);
+    check(pair && pair.local.type === 'relay', `the relayed page's media goes through the TURN relay (local ${pair && pair.local.type} ${pair && pair.local.address}:${pair && pair.local.port} -> remote ${pair && pair.remote.type} ${pair && pair.remote.address}:${pair && pair.remote.port})`);
+    const directPair = await direct.evaluate(() => window.__interop.selectedPair());
+    check(directPair && directPair.local.type !== 'relay', `the direct page's media goes straight to the engine (${directPair && directPair.local.type} ${directPair && directPair.local.protocol})`);
+
+    // A third page reaches the relay over TCP only (as behind a firewall
+    // that drops UDP but lets TCP to the TURN server through).
+    const tcp = await openChromium(browser, 'tcp-relayed', room.invite_url, { relay: true, tcpOnly: true });
+    const tcpId = await joinAs(tcp, 'tcp-relayed', 'TcpRelayed');
+    names[tcpId] = 'TcpRelayed (TURN over TCP)';
+    await receives(tcp, 'tcp-relayed', [directId, relayedId], names);
+    await receives(direct, 'direct', [tcpId], names);
+    const tcpPair = await tcp.evaluate(() => window.__interop.selectedPair());
+    log(`tcp-relayed page's selected pair: ${JSON.stringify(tcpPair)}`);
+    check(tcpPair && tcpPair.local.type === 'relay' && tcpPair.local.relayProtocol === 'tcp', `the tcp-relayed page reaches its relay over TCP (local ${tcpPair && tcpPair.local.type}, relayProtocol ${tcpPair && tcpPair.local.relayProtocol})`);
+
+    // H.264: what this Chromium can send (the engine negotiates VP8 only).
+    const h264 = await direct.evaluate(() => RTCRtpSender.getCapabilities('video').codecs
+      .filter((c) => /h264/i.test(c.mimeType)).map((c) => c.sdpFmtpLine));
+    log(`chromium H.264 send capabilities: ${JSON.stringify(h264)}`);
+  });
+}
+
+const scenarios = { aiortc: aiortcScenario, firefox: firefoxScenario, turn: turnScenario };
+
+try {
+  const run = scenarios[opts.scenario];
+  if (!run) throw new Error(`unknown scenario ${opts.scenario}`);
+  try {
+    await run();
+  } catch (e) {
+    for (const [label, page] of pages) {
+      await page.screenshot({ path: join(opts.out, `failure-${opts.scenario}-${label}.png`) }).catch(() => {});
+    }
+    throw e;
+  }
+  check(pageErrors.length === 0, `no uncaught page errors ${JSON.stringify(pageErrors)}`);
+  log(`all checks passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  console.log(`interop ${opts.scenario}: ${passed} passed, 0 failed`);
+} catch (e) {
+  process.exitCode = 1;
+  console.error(`interop ${opts.scenario}: FAILED: ${e.stack || e}`);
+  console.log(`interop ${opts.scenario}: ${passed} passed, 1 failed`);
+} finally {
+  clearTimeout(abort);
+}
