@@ -212,8 +212,13 @@ impl Simulator {
         // generator: seeding it on this thread, which runs every peer and
         // every shard of the simulation, makes those draws replay too.
         fastrand::seed(rng::derive(config.seed, rng::stream::STR0M));
-        // Virtual time starts at the real now and only moves forward from there.
-        let start = Instant::now();
+        // Virtual time starts at one instant per process (taken when the
+        // first simulator is built) and only moves forward from there:
+        // str0m maps instants to NTP time (RTCP sender reports, round-trip
+        // times) against a process-wide origin, so two runs starting at the
+        // same instant see the same NTP values, and replay.
+        static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+        let start = *EPOCH;
         let shards = (0..config.shards.max(1))
             .map(|k| {
                 let addr =
