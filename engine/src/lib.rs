@@ -62,8 +62,8 @@
 #![warn(missing_docs)]
 
 mod config;
-/// The sans-IO core (feature `sim`): what a shard drives, for the
-/// benchmarks, the load generator and the tests. Not a stable API.
+// The sans-IO core is public with the `sim` feature (for the benchmarks,
+// the load generator and the tests; not a stable API), private otherwise.
 #[cfg(feature = "sim")]
 pub mod core;
 #[cfg(not(feature = "sim"))]

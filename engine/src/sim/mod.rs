@@ -5,7 +5,7 @@
 //! Each simulated shard is the shard thread's own loop step
 //! (`shard::driver::Driver::step`) around a [`ShardCore`], with the
 //! simulated network as its IO: joins, leaves and room creation are the
-//! engine's [`Command`]s, run by the same code the shard thread runs. A
+//! engine's commands, run by the same code the shard thread runs. A
 //! seed fixes every random choice of Piazza (ICE credentials, ingress keys,
 //! the links) and of the clients; see [`Simulator::trace_hash`] for what a
 //! seeded run reproduces.
