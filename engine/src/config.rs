@@ -7,6 +7,7 @@ use crate::ids::Layer;
 
 /// Configuration of one room.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RoomConfig {
     /// Display name (theme) of the room.
     pub name: String,
@@ -112,6 +113,43 @@ impl Default for RoomConfig {
 }
 
 impl RoomConfig {
+    /// Check every field; the error names the first that cannot work.
+    /// [`Engine::create_room`](crate::Engine::create_room) calls it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, reason: &str| Err(ConfigError::new(field, reason));
+        if self.max_participants == 0 {
+            return bad("max_participants", "must be at least 1");
+        }
+        if !(self.estimate_utilization > 0.0 && self.estimate_utilization <= 1.0) {
+            return bad("estimate_utilization", "must be above 0 and at most 1");
+        }
+        if !(self.estimate_hysteresis >= 0.0 && self.estimate_hysteresis.is_finite()) {
+            return bad(
+                "estimate_hysteresis",
+                "must be a finite fraction, 0 or more",
+            );
+        }
+        if self.layer_stall.is_zero() {
+            return bad("layer_stall", "must be longer than zero");
+        }
+        if self.layer_heights.windows(2).any(|w| w[0] > w[1]) {
+            return bad(
+                "layer_heights",
+                "must be in ascending order, lowest layer first",
+            );
+        }
+        if self.inactivity_timeout < Duration::from_millis(100) {
+            return bad(
+                "inactivity_timeout",
+                "must be at least 100 ms (peers would be dropped between packets)",
+            );
+        }
+        if self.initial_bitrate_bps == 0 {
+            return bad("initial_bitrate_bps", "must be above 0");
+        }
+        Ok(())
+    }
+
     /// A room with a display name and default limits.
     pub fn named(name: impl Into<String>) -> Self {
         RoomConfig {
@@ -211,26 +249,73 @@ impl Default for IngressConfig {
 }
 
 impl IngressConfig {
-    /// Check the limits; the message says which one is wrong.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.stun_rate_per_source == 0 || self.stun_burst_per_source == 0 {
-            return Err("ingress: stun_rate_per_source and stun_burst_per_source must be at least 1 (nobody could join)".into());
+    /// Check the limits; the error names the field that is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, reason: &str| Err(ConfigError::new(field, reason));
+        if self.stun_rate_per_source == 0 {
+            return bad(
+                "ingress.stun_rate_per_source",
+                "must be at least 1 (nobody could join)",
+            );
+        }
+        if self.stun_burst_per_source == 0 {
+            return bad(
+                "ingress.stun_burst_per_source",
+                "must be at least 1 (nobody could join)",
+            );
         }
         if self.source_table_capacity == 0 {
-            return Err("ingress: source_table_capacity must be at least 1".into());
+            return bad("ingress.source_table_capacity", "must be at least 1");
         }
-        if self.max_bitrate_bps < 100_000 || self.max_packet_rate < 50 {
-            return Err(
-                "ingress: max_bitrate_bps must be at least 100000 and max_packet_rate at least 50 (audio alone needs that)"
-                    .into(),
+        if self.max_bitrate_bps < 100_000 {
+            return bad(
+                "ingress.max_bitrate_bps",
+                "must be at least 100000 (audio alone needs that)",
+            );
+        }
+        if self.max_packet_rate < 50 {
+            return bad(
+                "ingress.max_packet_rate",
+                "must be at least 50 (audio alone needs that)",
             );
         }
         if self.burst < std::time::Duration::from_millis(10) {
-            return Err("ingress: burst must be at least 10 ms".into());
+            return bad("ingress.burst", "must be at least 10 ms");
         }
         if self.max_addresses_per_participant == 0 {
-            return Err("ingress: max_addresses_per_participant must be at least 1".into());
+            return bad(
+                "ingress.max_addresses_per_participant",
+                "must be at least 1",
+            );
         }
         Ok(())
     }
 }
+
+/// A configuration value that cannot work: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConfigError {
+    /// The field, as named in the configuration type (`max_participants`,
+    /// `ingress.burst`, `shards`).
+    pub field: &'static str,
+    /// What is wrong with its value.
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::config::{IngressConfig, JoinOptions, RoomConfig};
+use crate::config::{ConfigError, IngressConfig, JoinOptions, RoomConfig};
 use crate::core::SubscriberStats;
 use crate::error::Error;
 #[cfg(doc)]
@@ -134,44 +134,53 @@ impl EngineBuilder {
                 .map(|n| n.get())
                 .unwrap_or(1),
         };
+        let bad =
+            |field, reason: String| Err(Error::InvalidConfig(ConfigError::new(field, reason)));
         if shard_count == 0 {
-            return Err(Error::InvalidConfig("shards must be at least 1".into()));
+            return bad("shards", "must be at least 1".into());
         }
         if self.port_range.start() > self.port_range.end() {
-            return Err(Error::InvalidConfig(format!(
-                "port range {}..={} is empty",
-                self.port_range.start(),
-                self.port_range.end()
-            )));
+            return bad(
+                "port_range",
+                format!(
+                    "{}..={} is empty",
+                    self.port_range.start(),
+                    self.port_range.end()
+                ),
+            );
         }
         if *self.port_range.start() == 0 && *self.port_range.end() != 0 {
-            return Err(Error::InvalidConfig(
-                "port range must be 0..=0 (OS-assigned) or start above 0".into(),
-            ));
+            return bad(
+                "port_range",
+                "must be 0..=0 (OS-assigned) or start above 0".into(),
+            );
         }
         if self.max_participants_per_shard == Some(0) {
-            return Err(Error::InvalidConfig(
-                "max_participants_per_shard must be at least 1".into(),
-            ));
+            return bad("max_participants_per_shard", "must be at least 1".into());
         }
-        if self.events_capacity == 0 || self.command_capacity == 0 {
-            return Err(Error::InvalidConfig(
-                "events and command capacities must be at least 1".into(),
-            ));
+        if self.events_capacity == 0 {
+            return bad("events_capacity", "must be at least 1".into());
         }
-        self.ingress.validate().map_err(Error::InvalidConfig)?;
+        if self.command_capacity == 0 {
+            return bad("command_capacity", "must be at least 1".into());
+        }
+        self.ingress.validate()?;
         let advertise_ip = match self.public_ip {
             Some(ip) if ip.is_unspecified() => {
-                return Err(Error::InvalidConfig(format!(
-                    "public_ip {ip} is unspecified; give the address clients reach"
-                )));
+                return bad(
+                    "public_ip",
+                    format!("{ip} is unspecified; give the address clients reach"),
+                );
             }
             Some(ip) => ip,
             None if self.bind.is_unspecified() => {
-                return Err(Error::InvalidConfig(format!(
-                    "binding to {} needs public_ip: the address clients reach the engine at",
-                    self.bind
-                )));
+                return bad(
+                    "public_ip",
+                    format!(
+                        "binding to {} needs it: the address clients reach the engine at",
+                        self.bind
+                    ),
+                );
             }
             None => self.bind,
         };
@@ -357,11 +366,7 @@ impl Engine {
     /// every shard at it, fails with [`Error::AtCapacity`].
     pub fn create_room(&self, config: RoomConfig) -> Result<RoomId, Error> {
         self.check_open()?;
-        if config.max_participants == 0 {
-            return Err(Error::InvalidConfig(
-                "max_participants must be at least 1".into(),
-            ));
-        }
+        config.validate()?;
         let room = RoomId(self.next_room.fetch_add(1, Ordering::Relaxed));
         let shared = Arc::new(RoomShared::default());
         let (reply, answer) = crossbeam_channel::bounded(1);

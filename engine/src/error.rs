@@ -1,7 +1,9 @@
 //! Errors a caller of the engine can hit, each named after the exact violation.
 
 use std::fmt;
+use std::sync::Arc;
 
+use crate::config::ConfigError;
 use crate::ids::{ParticipantId, RoomId};
 
 /// Why a join, room or control call was refused.
@@ -50,10 +52,11 @@ pub enum Error {
     },
     /// The engine is shutting down or has shut down.
     EngineClosed,
-    /// The engine configuration is unusable.
-    InvalidConfig(String),
+    /// A configuration value cannot work (the engine's, a room's, the
+    /// ingress limits'); it names the field.
+    InvalidConfig(ConfigError),
     /// The operating system refused a socket or thread.
-    Io(String),
+    Io(IoError),
     /// str0m refused the session (accepting the offer failed).
     Negotiation(String),
     /// An internal error (a bug, logged) stopped the request; the engine
@@ -108,10 +111,55 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e.0.as_ref()),
+            Error::InvalidConfig(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::Io(e.to_string())
+        Error::Io(IoError(Arc::new(e)))
     }
 }
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::InvalidConfig(e)
+    }
+}
+
+/// An operating system error, shared so [`Error`] stays `Clone`. Two are
+/// equal when their kinds are.
+#[derive(Debug, Clone)]
+pub struct IoError(Arc<std::io::Error>);
+
+impl IoError {
+    /// What kind of failure it was.
+    pub fn kind(&self) -> std::io::ErrorKind {
+        self.0.kind()
+    }
+
+    /// The operating system's error.
+    pub fn get_ref(&self) -> &std::io::Error {
+        &self.0
+    }
+}
+
+impl fmt::Display for IoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl PartialEq for IoError {
+    fn eq(&self, o: &Self) -> bool {
+        self.kind() == o.kind()
+    }
+}
+
+impl Eq for IoError {}

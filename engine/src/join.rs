@@ -36,7 +36,7 @@ impl JoinContext {
         let cert = crypto
             .dtls_provider
             .generate_certificate()
-            .ok_or_else(|| Error::InvalidConfig("DTLS certificate generation failed".into()))?;
+            .ok_or_else(|| Error::Internal("DTLS certificate generation failed".into()))?;
         Ok(JoinContext {
             crypto,
             cert,
@@ -156,7 +156,10 @@ pub(crate) fn prepare(
         .build(now);
 
     let candidate = Candidate::host(candidate_addr, "udp").map_err(|e| {
-        Error::InvalidConfig(format!("bad ICE host candidate {candidate_addr}: {e}"))
+        Error::InvalidConfig(crate::config::ConfigError::new(
+            "public_ip",
+            format!("{candidate_addr} is no usable ICE host candidate: {e}"),
+        ))
     })?;
     rtc.add_local_candidate(candidate);
 

@@ -16,9 +16,18 @@
 //!   caller's thread and sends commands to the shards.
 //! - Shards: one OS thread per shard, each with one UDP socket (batched
 //!   `recvmmsg`/`sendmmsg`, `epoll`). A room lives on one shard for life.
-//! - [`core::ShardCore`]: the sans-IO room logic a shard drives (routing,
-//!   slot assignment, speaker detection). It never reads a clock or touches
-//!   a socket, so the simulator drives the very same code with virtual time.
+//! - The sans-IO core (`ShardCore`, public with the `sim` feature): the room
+//!   logic a shard drives (routing, slot assignment, bandwidth allocation,
+//!   speaker detection). It never reads a clock or touches a socket, so the
+//!   simulator drives the very same code, through the shard's own loop step,
+//!   with virtual time.
+//!
+//! ## Features
+//!
+//! - default: the engine alone.
+//! - `server`: the reference server (`piazza::server`, the `piazza` binary).
+//! - `sim`: the simulator (`piazza::sim`) and the core (`piazza::core`), for
+//!   the benchmarks, the load generator and tests.
 //!
 //! ## Example
 //!
@@ -35,7 +44,7 @@
 //! let joined = engine.join(room, &offer_sdp, piazza::JoinOptions::new("Alice"))?;
 //! // ... send `joined.answer` back to the client ...
 //!
-//! let events = engine.events();
+//! let events = engine.events(); // piazza::Events
 //! while let Ok(event) = events.recv() {
 //!     println!("{event:?}");
 //!     # break;
@@ -54,7 +63,13 @@
 
 mod answer;
 mod config;
+// The sans-IO core is public with the `sim` feature (for the benchmarks,
+// the load generator and the tests; not a stable API), private otherwise.
+#[cfg(feature = "sim")]
 pub mod core;
+#[cfg(not(feature = "sim"))]
+#[allow(dead_code)]
+mod core;
 mod engine;
 mod error;
 mod event;
@@ -70,10 +85,10 @@ mod shard;
 #[cfg(feature = "sim")]
 pub mod sim;
 
-pub use config::{IngressConfig, JoinOptions, RoomConfig};
-pub use core::{CoreStats, DropStats, IngressStats, SlotState, SubscriberStats};
+pub use config::{ConfigError, IngressConfig, JoinOptions, RoomConfig};
+pub use core::{CoreStats, DropStats, Footprint, IngressStats, SlotState, SubscriberStats};
 pub use engine::{DEFAULT_SHUTDOWN_BOUND, Engine, EngineBuilder, EngineStats, Joined, RoomInfo};
-pub use error::Error;
+pub use error::{Error, IoError};
 pub use event::{EngineEvent, Events, LeaveReason, RecvError, TrackKind};
 pub use ids::{Layer, ParticipantId, RoomId, VideoSource};
 pub use shard::{ShardStats, SocketStats};

@@ -130,8 +130,8 @@ pub enum ClientMessage {
 
 impl ClientMessage {
     /// Parse one message; never panics on any input.
-    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
+        serde_json::from_slice(bytes).map_err(ParseError)
     }
 }
 
@@ -140,5 +140,22 @@ impl ServerMessage {
     pub fn to_bytes(&self) -> Vec<u8> {
         // Serializing plain structs of strings, bools and numbers cannot fail.
         serde_json::to_vec(self).expect("control messages always serialize")
+    }
+}
+
+/// Why a control message did not parse: not JSON, an unknown `type`, or a
+/// missing or mistyped field (the message says which, with its position).
+#[derive(Debug)]
+pub struct ParseError(serde_json::Error);
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ParseError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
     }
 }

@@ -3,8 +3,6 @@
 #[cfg(doc)]
 use crate::config::IngressConfig;
 #[cfg(doc)]
-use crate::core::ShardCore;
-#[cfg(doc)]
 use crate::error::Error;
 #[cfg(doc)]
 use crate::event::{EngineEvent, LeaveReason};
@@ -87,11 +85,11 @@ pub struct IngressStats {
 #[derive(Debug, Clone, Copy, Default)]
 #[non_exhaustive]
 pub struct CoreStats {
-    /// Datagrams handed to [`ShardCore::handle_datagram`].
+    /// Datagrams handed to `ShardCore::handle_datagram`.
     pub datagrams_in: u64,
     /// Bytes of those datagrams.
     pub bytes_in: u64,
-    /// Datagrams given out by [`ShardCore::poll_transmit`].
+    /// Datagrams given out by `ShardCore::poll_transmit`.
     pub datagrams_out: u64,
     /// Bytes of those.
     pub bytes_out: u64,
@@ -137,7 +135,7 @@ impl CoreStats {
 }
 
 /// What a shard core holds, counted: the sizes a leak would grow. Compare
-/// them before and after participants go (see [`ShardCore::footprint`]).
+/// them before and after participants go (see `ShardCore::footprint`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Footprint {
     /// Rooms.

@@ -97,6 +97,7 @@ impl Driver {
     }
 
     /// The core (read-only: every change goes through a step).
+    #[cfg(feature = "sim")]
     pub fn core(&self) -> &ShardCore {
         &self.core
     }

@@ -5,7 +5,7 @@
 //! Each simulated shard is the shard thread's own loop step
 //! (`shard::driver::Driver::step`) around a [`ShardCore`], with the
 //! simulated network as its IO: joins, leaves and room creation are the
-//! engine's [`Command`]s, run by the same code the shard thread runs. A
+//! engine's commands, run by the same code the shard thread runs. A
 //! seed fixes every random choice of Piazza (ICE credentials, ingress keys,
 //! the links) and of the clients; see [`Simulator::trace_hash`] for what a
 //! seeded run reproduces.
@@ -212,8 +212,13 @@ impl Simulator {
         // generator: seeding it on this thread, which runs every peer and
         // every shard of the simulation, makes those draws replay too.
         fastrand::seed(rng::derive(config.seed, rng::stream::STR0M));
-        // Virtual time starts at the real now and only moves forward from there.
-        let start = Instant::now();
+        // Virtual time starts at one instant per process (taken when the
+        // first simulator is built) and only moves forward from there:
+        // str0m maps instants to NTP time (RTCP sender reports, round-trip
+        // times) against a process-wide origin, so two runs starting at the
+        // same instant see the same NTP values, and replay.
+        static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+        let start = *EPOCH;
         let shards = (0..config.shards.max(1))
             .map(|k| {
                 let addr =

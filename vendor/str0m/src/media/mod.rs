@@ -1,10 +1,11 @@
 //! Media (audio/video) related content.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::RtcError;
+use crate::util::DetHashMap;
 use crate::change::AddMedia;
 use crate::format::CodecConfig;
 
@@ -133,10 +134,10 @@ pub struct Media {
     //
     /// Buffers of incoming RTP packets. These do reordering/jitter buffer and also
     /// depayload from RTP to frames.
-    depayloaders: HashMap<(Pt, Option<Rid>), DepacketizingBuffer>,
+    depayloaders: DetHashMap<(Pt, Option<Rid>), DepacketizingBuffer>,
 
     /// Payloaders for outoing RTP packets.
-    payloaders: HashMap<(Pt, Option<Rid>), PayloaderEntry>,
+    payloaders: DetHashMap<(Pt, Option<Rid>), PayloaderEntry>,
 
     /// Whether outgoing packets are wrapped in RFC 2198 RED right now. RED availability is fixed at
     /// negotiation (or set up via DirectAPI); this is the runtime send-side lever, toggled with no
@@ -733,8 +734,8 @@ impl Default for Media {
             simulcast: None,
             rids_rx: Rids::Any,
             rids_tx: Rids::None,
-            payloaders: HashMap::new(),
-            depayloaders: HashMap::new(),
+            payloaders: DetHashMap::default(),
+            depayloaders: DetHashMap::default(),
             to_payload: VecDeque::default(),
             last_tele_end: None,
             need_open_event: true,

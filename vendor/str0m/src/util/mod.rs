@@ -1,4 +1,15 @@
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::time::{Duration, Instant};
+
+/// A `HashMap` whose iteration order depends only on what was inserted, not
+/// on a per-process random seed (SipHash with fixed keys). str0m iterates
+/// some maps to decide what to send next (streams, payloaders, pacer
+/// queues); with these, a session driven with the same inputs, the same
+/// time and the same seed for the thread-local RNG gives the same outputs,
+/// so a simulation can be replayed. Their keys (SSRCs, mids, payload
+/// types) come from a small, bounded set per session.
+pub(crate) type DetHashMap<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
 
 mod bit_pattern;
 
