@@ -21,11 +21,8 @@ pub(super) async fn ice_servers(
     }
     require(&claims, Grant::Join, "this token does not allow joining")?;
     let subject = format!("{slug}:{}", claims.sub);
-    let (servers, expires) = super::super::ice::ice_servers_for(
-        &state.config.ice_servers,
-        &subject,
-        SystemTime::now(),
-    );
+    let (servers, expires) =
+        super::super::ice::ice_servers_for(&state.config.ice_servers, &subject, SystemTime::now());
     Ok(axum::Json(serde_json::json!({
         "ice_servers": servers,
         "expires_at": expires.map(rfc3339),
