@@ -69,6 +69,7 @@ mod shard;
 pub mod sim;
 
 pub use config::{IngressConfig, JoinOptions, RoomConfig};
+pub use core::chat::ChatConfig;
 pub use core::{CoreStats, DropStats, IngressStats, SlotState, SubscriberStats};
 pub use engine::{DEFAULT_SHUTDOWN_BOUND, Engine, EngineBuilder, EngineStats, Joined};
 pub use error::Error;

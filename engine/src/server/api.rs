@@ -44,6 +44,9 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
         .route("/r/{room}", get(web::index))
         .route("/assets/app.js", get(web::app_js))
         .route("/assets/style.css", get(web::style_css))
+        .route("/assets/chat.js", get(web::chat_js))
+        .route("/assets/e2ee.js", get(web::e2ee_js))
+        .route("/assets/e2ee-worker.js", get(web::e2ee_worker_js))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/v1/info", get(info))
@@ -174,6 +177,8 @@ struct CreateRoom {
     max_participants: Option<usize>,
     public: Option<bool>,
     starts_at: Option<StartsAt>,
+    /// End-to-end encrypted media and chat (`docs/e2ee.md`).
+    e2ee: Option<bool>,
 }
 
 /// RFC 3339 UTC text or Unix seconds.
@@ -214,6 +219,7 @@ struct CreatedRoom {
     public: bool,
     max_participants: usize,
     starts_at: Option<String>,
+    e2ee: bool,
     invite_url: String,
     invite_token: String,
     owner_token: String,
@@ -257,6 +263,12 @@ async fn create_room(
     }
     let starts_at = req.starts_at.as_ref().map(StartsAt::time).transpose()?;
     let public = req.public.unwrap_or(false);
+    let e2ee = req.e2ee.unwrap_or(false);
+    if e2ee && public {
+        return Err(ApiError::bad_request(
+            "a public room cannot be end-to-end encrypted: the room list shows invite links without the room secret; create it with \"public\": false and share the invite link with its secret",
+        ));
+    }
 
     let _creating = state.create.lock().await;
     if state.rooms().len() >= state.config.max_rooms {
@@ -271,7 +283,9 @@ async fn create_room(
     }
     let slug = random_slug()?;
     let engine = state.engine.clone();
-    let config = RoomConfig::named(name.clone()).max_participants(max_participants);
+    let config = RoomConfig::named(name.clone())
+        .max_participants(max_participants)
+        .e2ee(e2ee);
     let id = blocking(move || engine.create_room(config))
         .await?
         .map_err(|e| ApiError::from_engine(e, &slug))?;
@@ -290,9 +304,10 @@ async fn create_room(
         kicked: HashSet::new(),
         empty_since: Some(now),
         pending_joins: 0,
+        e2ee,
     });
     state.counters().rooms_created += 1;
-    tracing::info!(room = %slug, engine_room = %id, public, "room created");
+    tracing::info!(room = %slug, engine_room = %id, public, e2ee, "room created");
 
     let ttl = state.config.token_ttl;
     let owner = Claims::new(&slug, "owner", &Grant::ALL, ttl);
@@ -308,6 +323,7 @@ async fn create_room(
         public,
         max_participants,
         starts_at: starts_at.map(rfc3339),
+        e2ee,
     };
     Ok((
         StatusCode::CREATED,
@@ -326,6 +342,7 @@ struct RoomView {
     max_participants: usize,
     starts_at: Option<String>,
     created_at: String,
+    e2ee: bool,
     participants: Vec<MemberView>,
     /// Only for tokens with `admin`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -353,6 +370,7 @@ fn room_view(
         max_participants: room.max_participants,
         starts_at: room.starts_at.map(rfc3339),
         created_at: rfc3339(room.created_at),
+        e2ee: room.e2ee,
         participants: room.member_views(),
         invite_url,
     })

@@ -21,6 +21,7 @@ use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 use crate::core::control::{ClientMessage, ServerMessage};
 use crate::ids::VideoSource;
+use crate::sim::e2ee::{self, FrameKey};
 use crate::sim::media::{Trailer, opus_payload, vp8_payload};
 
 /// One simulcast layer a simulated publisher sends.
@@ -65,6 +66,18 @@ pub struct ClientConfig {
     /// [`SimClient::take_arrivals`] (the load generator computes its metrics
     /// from it). Off by default: the log grows until taken.
     pub record_arrivals: bool,
+    /// End-to-end encrypted media (for rooms with
+    /// [`RoomConfig::e2ee`](crate::RoomConfig::e2ee)): every payload is
+    /// encrypted after its clear VP8 header bytes as the browser client
+    /// does, and received payloads are decrypted ([`crate::sim::e2ee`]).
+    /// Default off.
+    pub e2ee: bool,
+    /// Bytes written at the start of every payload's body (after the clear
+    /// header bytes, when they fit): what an encrypted room must never let
+    /// the engine see. Receivers count payloads that carry any client's
+    /// marker as they arrive, before decryption
+    /// ([`ClientStats::marker_packets`]). Default none.
+    pub plaintext_marker: Option<Vec<u8>>,
 }
 
 impl ClientConfig {
@@ -84,6 +97,8 @@ impl ClientConfig {
             seed: publisher as u64,
             mtu_payload: 1100,
             record_arrivals: false,
+            e2ee: false,
+            plaintext_marker: None,
         }
     }
 }
@@ -263,6 +278,14 @@ pub struct ClientStats {
     pub unexpected_packets: u64,
     /// Dynacast messages received (which layers to encode).
     pub layer_updates: u64,
+    /// Received payloads that carried the configured
+    /// [`ClientConfig::plaintext_marker`], as forwarded (before decryption).
+    pub marker_packets: u64,
+    /// Received payloads decrypted (end-to-end encrypted clients).
+    pub e2ee_decrypted: u64,
+    /// Received payloads that did not decrypt (no valid header, or failed
+    /// authentication).
+    pub e2ee_failures: u64,
 }
 
 /// A simulated participant.
@@ -291,6 +314,11 @@ pub struct SimClient {
     pt_opus: Option<Pt>,
     transmits: VecDeque<Transmit>,
     stats: ClientStats,
+    /// This client's frame key and counter (end-to-end encryption).
+    e2ee_key: Option<FrameKey>,
+    e2ee_ctr: u64,
+    /// Other senders' keys, by KID.
+    e2ee_keys: HashMap<u64, FrameKey>,
     arrivals: Vec<Arrival>,
     measure_from: Option<Instant>,
     /// Last `slots` message from the engine.
@@ -303,6 +331,9 @@ pub struct SimClient {
     pub kicked: bool,
     /// The reason of a `closing` message (room closed, server shutting down).
     pub closing: Option<String>,
+    /// The last 64 `chat`, `chat_error` and `key` messages received,
+    /// oldest first.
+    pub chat: VecDeque<ServerMessage>,
     timeout: Instant,
 }
 
@@ -380,6 +411,7 @@ impl SimClient {
             .enumerate()
             .map(|(i, (m, _))| (*m, i))
             .collect();
+        let (config_e2ee, config_publisher) = (config.e2ee, config.publisher);
         SimClient {
             audio_seq: rng.u64(0..30_000),
             audio_ts: rng.u32(..),
@@ -404,10 +436,14 @@ impl SimClient {
             pt_opus: None,
             transmits: VecDeque::new(),
             stats,
+            e2ee_key: config_e2ee.then(|| FrameKey::for_publisher(config_publisher)),
+            e2ee_ctr: 0,
+            e2ee_keys: HashMap::new(),
             arrivals: Vec::new(),
             measure_from: None,
             last_slots: None,
             last_participants: None,
+            chat: VecDeque::new(),
             active_speaker: None,
             kicked: false,
             closing: None,
@@ -677,6 +713,14 @@ impl SimClient {
                             self.active_speaker = participant.clone()
                         }
                         ServerMessage::Kicked { .. } => self.kicked = true,
+                        ServerMessage::Chat { .. }
+                        | ServerMessage::ChatError { .. }
+                        | ServerMessage::Key { .. } => {
+                            if self.chat.len() == 64 {
+                                self.chat.pop_front();
+                            }
+                            self.chat.push_back(msg);
+                        }
                         ServerMessage::Closing { reason } => self.closing = Some(reason.clone()),
                         ServerMessage::PublishLayers { source, active } => {
                             let track = match source {
@@ -719,7 +763,38 @@ impl SimClient {
             return;
         };
         let measuring = self.measure_from.is_none_or(|t| now >= t);
-        let trailer = Trailer::read(&p.payload);
+        if let Some(m) = &self.config.plaintext_marker
+            && !m.is_empty()
+            && p.payload.windows(m.len()).any(|w| w == m.as_slice())
+        {
+            self.stats.marker_packets += 1;
+        }
+        let opened;
+        let payload: &[u8] = if self.config.e2ee {
+            let clear = e2ee::clear_len(self.stats.slots[i].video, &p.payload);
+            let key = e2ee::kid_of(&p.payload, clear).and_then(|kid| {
+                let n = u32::try_from(kid).ok()?;
+                Some(
+                    self.e2ee_keys
+                        .entry(kid)
+                        .or_insert_with(|| FrameKey::for_publisher(n)),
+                )
+            });
+            opened = key.and_then(|k| k.open(&p.payload, clear));
+            match &opened {
+                Some(plain) => {
+                    self.stats.e2ee_decrypted += 1;
+                    plain
+                }
+                None => {
+                    self.stats.e2ee_failures += 1;
+                    &p.payload
+                }
+            }
+        } else {
+            &p.payload
+        };
+        let trailer = Trailer::read(payload);
         if self.config.record_arrivals {
             self.arrivals.push(Arrival {
                 slot: i as u16,
@@ -815,7 +890,21 @@ impl SimClient {
                 end_of_frame: true,
                 keyframe: false,
             };
-            let payload = opus_payload(80, &trailer);
+            let mut payload = opus_payload(
+                if self.e2ee_key.is_some() {
+                    80 - E2EE_OVERHEAD
+                } else {
+                    80
+                },
+                &trailer,
+            );
+            payload = protect(
+                payload,
+                false,
+                &self.config.plaintext_marker,
+                self.e2ee_key.as_ref(),
+                &mut self.e2ee_ctr,
+            );
             let level = if self.config.speaking { -20 } else { -127 };
             let exts = ExtensionValues {
                 audio_level: Some(level),
@@ -887,6 +976,11 @@ impl SimClient {
                     end_of_frame: last,
                     keyframe,
                 };
+                let overhead = if self.e2ee_key.is_some() {
+                    E2EE_OVERHEAD
+                } else {
+                    0
+                };
                 let payload = vp8_payload(
                     k == 0,
                     keyframe,
@@ -894,8 +988,16 @@ impl SimClient {
                     v.tl0,
                     v.spec.width,
                     v.spec.height,
-                    size.max(crate::sim::media::TRAILER_LEN + 16),
+                    size.saturating_sub(overhead)
+                        .max(crate::sim::media::TRAILER_LEN + 16),
                     &trailer,
+                );
+                let payload = protect(
+                    payload,
+                    true,
+                    &self.config.plaintext_marker,
+                    self.e2ee_key.as_ref(),
+                    &mut self.e2ee_ctr,
                 );
                 if let Some(stream) = self.rtc.direct_api().stream_tx_by_mid(v.mid, v.rid) {
                     stream.write_rtp(
@@ -909,6 +1011,35 @@ impl SimClient {
                 v.payload_seq += 1;
             }
         }
+    }
+}
+
+/// About what encryption adds to a payload (16-byte tag, 3-5 byte header):
+/// taken from the body so encrypted packets keep their sizes.
+const E2EE_OVERHEAD: usize = 20;
+
+/// Stamp the plaintext marker into a payload's body, then encrypt it after
+/// its clear bytes when the client has a key.
+fn protect(
+    mut payload: Vec<u8>,
+    video: bool,
+    marker: &Option<Vec<u8>>,
+    key: Option<&FrameKey>,
+    ctr: &mut u64,
+) -> Vec<u8> {
+    let clear = e2ee::clear_len(video, &payload);
+    if let Some(m) = marker
+        && payload.len() >= clear + m.len() + crate::sim::media::TRAILER_LEN
+    {
+        payload[clear..clear + m.len()].copy_from_slice(m);
+    }
+    match key {
+        Some(k) => {
+            let sealed = k.seal(&payload, clear, *ctr);
+            *ctr += 1;
+            sealed
+        }
+        None => payload,
     }
 }
 

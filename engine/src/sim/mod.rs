@@ -11,6 +11,7 @@
 
 pub mod client;
 mod counting;
+pub mod e2ee;
 pub mod flood;
 pub mod media;
 pub mod net;
