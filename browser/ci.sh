@@ -2,7 +2,7 @@
 # Browser end-to-end tests: installs Debian's chromium and node (if absent)
 # and the npm packages (playwright-core, from package-lock.json), then runs
 # the ignored Rust tests that start the server and drive headless Chromium.
-# Takes about a minute once chromium is installed. Called by .ci/run.
+# Takes about two minutes once chromium is installed. Called by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")"
 

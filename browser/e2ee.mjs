@@ -115,7 +115,7 @@ const rendered = (page) => page.evaluate(() =>
     history: li.classList.contains('history'),
   })));
 
-async function join(page, label, name) {
+async function joinRoom(page, label, name) {
   await page.fill('#name', name);
   await page.click('#join');
   await until(`${label} joined`, async () => (await st(page)).phase === 'joined');
@@ -150,6 +150,17 @@ async function receives(page, label, from, names) {
   }
   if (pending.size) throw new Error(`${label} does not receive ${[...pending].join(', ')}; inbound ${JSON.stringify(prev)}; e2ee ${JSON.stringify(await e2eeStats(page))}`);
 }
+
+/** Decrypt frames (base64, from another page's capture) on `page`. */
+const tryOn = (page, frames) => page.evaluate(async (list) => {
+  const bin = list.map((f) => {
+    const s = atob(f.data);
+    const data = new Uint8Array(s.length);
+    for (let i = 0; i < s.length; i++) data[i] = s.charCodeAt(i);
+    return { clear: f.clear, data };
+  });
+  return window.piazza.e2eeTryDecrypt(bin);
+}, frames);
 
 const kidOwner = (kid) => `p${Math.floor(kid / 65536)}`;
 const kidEpoch = (kid) => kid % 65536;
@@ -189,10 +200,10 @@ async function chatInANormalRoom(browser) {
   log('--- chat in a normal room');
   const ann = await openPage(browser, 'ann', `${opts.base}/`);
   const room = await createRoom(ann, 'Chat room', false);
-  const annId = await join(ann, 'ann', 'Ann');
+  const annId = await joinRoom(ann, 'ann', 'Ann');
   const invite = await until('invite link', () => ann.evaluate(() => document.getElementById('invite-url').value));
   const bob = await openPage(browser, 'bob', invite);
-  const bobId = await join(bob, 'bob', 'Bob');
+  const bobId = await joinRoom(bob, 'bob', 'Bob');
   await until('ann lists bob', async () => (await st(ann)).participants.includes(bobId), 15_000);
 
   // Through the form, as a user would.
@@ -207,7 +218,7 @@ async function chatInANormalRoom(browser) {
   await until('ann gets the private message', async () => (await rendered(ann)).some((m) => m.text === 'just for you'));
   check(true, 'ann renders bob\'s private message');
   const cy = await openPage(browser, 'cy', invite);
-  await join(cy, 'cy', 'Cy');
+  await joinRoom(cy, 'cy', 'Cy');
   const history = await until('cy gets the history', async () => {
     const r = await rendered(cy);
     return r.length ? r : null;
@@ -241,16 +252,16 @@ async function e2eeRoom(browser) {
   log('--- end-to-end encrypted room');
   const ann = await openPage(browser, 'ann', `${opts.base}/`);
   const room = await createRoom(ann, 'Secret room', true);
-  const annId = await join(ann, 'ann', 'Ann');
+  const annId = await joinRoom(ann, 'ann', 'Ann');
   check((await st(ann)).e2ee, 'the room is end-to-end encrypted');
   check(!(await ann.evaluate(() => document.getElementById('e2ee-badge').hidden)), 'ann\'s page shows the E2EE badge');
   check(!ann.url().includes('k='), 'the room secret left the address bar');
   const invite = await until('invite link', () => ann.evaluate(() => document.getElementById('invite-url').value));
   check(/#t=[^&]+&k=[A-Za-z0-9_-]{40,}$/.test(invite), 'the invite link carries the room secret in its fragment');
   const bob = await openPage(browser, 'bob', invite);
-  const bobId = await join(bob, 'bob', 'Bob');
+  const bobId = await joinRoom(bob, 'bob', 'Bob');
   const cy = await openPage(browser, 'cy', invite);
-  const cyId = await join(cy, 'cy', 'Cy');
+  const cyId = await joinRoom(cy, 'cy', 'Cy');
   const names = { [annId]: 'Ann', [bobId]: 'Bob', [cyId]: 'Cy' };
 
   // 1. Everyone decodes and hears the two others, through decryption.
@@ -279,15 +290,26 @@ async function e2eeRoom(browser) {
   const eve = await openPage(browser, 'eve', eveLink);
   const lobby = await eve.evaluate(() => document.getElementById('lobby-info').textContent);
   check(/no room secret/.test(lobby), `eve's lobby warns: "${lobby}"`);
-  const eveId = await join(eve, 'eve', 'Eve');
+  const eveId = await joinRoom(eve, 'eve', 'Eve');
   await until('eve receives video packets', async () => (await inbound(eve)).some((s) => s.kind === 'video' && s.packetsReceived > 200), 40_000);
   await sleep(5000);
   const eveIn = await inbound(eve);
   const eveStats = await e2eeStats(eve);
   const videoPackets = eveIn.filter((s) => s.kind === 'video').reduce((a, s) => a + s.packetsReceived, 0);
   const eveDecoded = eveIn.filter((s) => s.kind === 'video').reduce((a, s) => a + s.framesDecoded, 0);
-  check(eveStats.decrypted === 0 && eveStats.noKey > 100, `eve's page decrypted ${eveStats.decrypted} frames of ${eveStats.noKey} it had no key for (passed to the decoder: ${eveStats.passed})`);
-  check(videoPackets > 200 && eveDecoded === 0, `eve's decoder got ${videoPackets} video packets of ciphertext and decoded ${eveDecoded} frames`);
+  check(eveStats.decrypted === 0 && eveStats.noKey > 100 && eveStats.failed === 0, `eve's page decrypted ${eveStats.decrypted} of ${eveStats.noKey} frames (no key for any)`);
+  check(videoPackets > 200 && eveDecoded === 0, `eve received ${videoPackets} video packets and decoded ${eveDecoded} frames`);
+  // What reached Eve is the real media, encrypted: Bob, who has the keys,
+  // decrypts the very frames Eve captured.
+  const eveFrames = await eve.evaluate(async () => (await window.piazza.e2eeCapture()).map((f) => {
+    let s = '';
+    for (let i = 0; i < f.data.length; i++) s += String.fromCharCode(f.data[i]);
+    return { clear: f.clear, kid: f.kid, data: btoa(s) };
+  }));
+  const eveByBob = await tryOn(bob, eveFrames);
+  const eveByEve = await tryOn(eve, eveFrames);
+  check(eveFrames.length >= 30 && eveByBob.decrypted === eveFrames.length && eveByEve.decrypted === 0,
+    `of ${eveFrames.length} frames eve received, bob decrypts ${eveByBob.decrypted}, eve ${eveByEve.decrypted}: eve got only ciphertext`);
   const eveChat = await until('eve gets the chat history', async () => {
     const r = await rendered(eve);
     return r.length ? r : null;
@@ -298,7 +320,7 @@ async function e2eeRoom(browser) {
 
   // 4. Dee joins with the secret, decodes, then Ann removes her.
   const dee = await openPage(browser, 'dee', invite);
-  const deeId = await join(dee, 'dee', 'Dee');
+  const deeId = await joinRoom(dee, 'dee', 'Dee');
   names[deeId] = 'Dee';
   await until('dee decrypts frames of ann, bob and cy', async () => {
     const from = await decryptedFrom(dee);
@@ -317,27 +339,19 @@ async function e2eeRoom(browser) {
   }
   await sleep(3000);
   // Frames sent under the new keys, as Bob received them.
-  const fresh = await bob.evaluate(async () => {
+  // (Eve's frames are left out: nobody has her keys.)
+  const fresh = await bob.evaluate(async (senders) => {
     const frames = await window.piazza.e2eeCapture();
-    return frames.filter((f) => f.kid !== null && f.kid % 65536 >= 1).map((f) => {
+    return frames.filter((f) => f.kid !== null && f.kid % 65536 >= 1 && senders.includes(Math.floor(f.kid / 65536))).map((f) => {
       let s = '';
       for (let i = 0; i < f.data.length; i++) s += String.fromCharCode(f.data[i]);
       return { clear: f.clear, kid: f.kid, data: btoa(s) };
     });
-  });
+  }, [annId, cyId].map((id) => Number(id.slice(1))));
   const owners = new Set(fresh.map((f) => kidOwner(f.kid)));
   check(fresh.length >= 10 && owners.has(annId) && owners.has(cyId), `bob captured ${fresh.length} frames under new keys from ${[...owners].join(', ')}`);
-  const tryOn = (page) => page.evaluate(async (frames) => {
-    const bin = frames.map((f) => {
-      const s = atob(f.data);
-      const data = new Uint8Array(s.length);
-      for (let i = 0; i < s.length; i++) data[i] = s.charCodeAt(i);
-      return { clear: f.clear, data };
-    });
-    return window.piazza.e2eeTryDecrypt(bin);
-  }, fresh);
-  const byBob = await tryOn(bob);
-  const byDee = await tryOn(dee);
+  const byBob = await tryOn(bob, fresh);
+  const byDee = await tryOn(dee, fresh);
   check(byBob.decrypted === fresh.length, `bob decrypts all ${byBob.decrypted} of them`);
   check(byDee.decrypted === 0, `removed dee decrypts ${byDee.decrypted} of ${fresh.length} frames sent after the key change`);
   const deeKidsAfter = (await e2eeStats(dee)).kids;
