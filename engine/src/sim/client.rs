@@ -771,7 +771,9 @@ impl SimClient {
         }
         let opened;
         let payload: &[u8] = if self.config.e2ee {
-            let clear = e2ee::clear_len(self.stats.slots[i].video, &p.payload);
+            let video = self.stats.slots[i].video;
+            let clear = e2ee::clear_len(video, &p.payload);
+            let skip = e2ee::descriptor_len(video, &p.payload);
             let key = e2ee::kid_of(&p.payload, clear).and_then(|kid| {
                 let n = u32::try_from(kid).ok()?;
                 Some(
@@ -780,7 +782,7 @@ impl SimClient {
                         .or_insert_with(|| FrameKey::for_publisher(n)),
                 )
             });
-            opened = key.and_then(|k| k.open(&p.payload, clear));
+            opened = key.and_then(|k| k.open(&p.payload, skip, clear));
             match &opened {
                 Some(plain) => {
                     self.stats.e2ee_decrypted += 1;
@@ -1035,7 +1037,8 @@ fn protect(
     }
     match key {
         Some(k) => {
-            let sealed = k.seal(&payload, clear, *ctr);
+            let skip = e2ee::descriptor_len(video, &payload);
+            let sealed = k.seal(&payload, skip, clear, *ctr);
             *ctr += 1;
             sealed
         }

@@ -8,8 +8,11 @@
 //!
 //! The clear bytes are the VP8 payload descriptor and, on the first packet
 //! of a frame, the first bytes of the VP8 payload header (10 on a keyframe,
-//! 3 on a delta frame); Opus payloads have none. Header and clear bytes are
-//! the additional authenticated data (RFC 9605 section 4.4.3); key and salt
+//! 3 on a delta frame); Opus payloads have none. The header and the clear
+//! VP8 payload header bytes are the additional authenticated data (RFC 9605
+//! section 4.4.3); the payload descriptor is not, since the engine rewrites
+//! its picture id and TL0PICIDX (in a browser the packetizer adds it after
+//! the encoded transform, so it is never part of the frame); key and salt
 //! come from each sender's base key by RFC 9605 section 4.4.2 with the
 //! cipher suite AES_128_GCM_SHA256_128.
 //!
@@ -97,13 +100,15 @@ impl FrameKey {
         Nonce::assume_unique_for_key(n)
     }
 
-    /// Encrypt `payload` after its first `clear` bytes with counter `ctr`.
-    pub fn seal(&self, payload: &[u8], clear: usize, ctr: u64) -> Vec<u8> {
+    /// Encrypt `payload` after its first `clear` bytes with counter `ctr`;
+    /// the clear bytes from `skip` on are authenticated.
+    pub fn seal(&self, payload: &[u8], skip: usize, clear: usize, ctr: u64) -> Vec<u8> {
         let clear = clear.min(payload.len());
+        let skip = skip.min(clear);
         let header = encode_header(self.kid, ctr);
-        let mut aad = Vec::with_capacity(header.len() + clear);
+        let mut aad = Vec::with_capacity(header.len() + clear - skip);
         aad.extend_from_slice(&header);
-        aad.extend_from_slice(&payload[..clear]);
+        aad.extend_from_slice(&payload[skip..clear]);
         let mut out = Vec::with_capacity(payload.len() + header.len() + 16);
         out.extend_from_slice(&payload[..clear]);
         out.extend_from_slice(&header);
@@ -118,14 +123,14 @@ impl FrameKey {
 
     /// Decrypt what [`FrameKey::seal`] made; `None` if it does not
     /// authenticate under this key.
-    pub fn open(&self, payload: &[u8], clear: usize) -> Option<Vec<u8>> {
+    pub fn open(&self, payload: &[u8], skip: usize, clear: usize) -> Option<Vec<u8>> {
         let (kid, ctr, end) = decode_header(payload, clear)?;
-        if kid != self.kid {
+        if kid != self.kid || skip > clear {
             return None;
         }
-        let mut aad = Vec::with_capacity(end);
+        let mut aad = Vec::with_capacity(end - skip);
         aad.extend_from_slice(&payload[clear..end]);
-        aad.extend_from_slice(&payload[..clear]);
+        aad.extend_from_slice(&payload[skip..clear]);
         let mut body = payload[end..].to_vec();
         let plain = self
             .key
@@ -141,6 +146,16 @@ impl FrameKey {
 /// The KID of an encrypted payload (`None` if there is no valid header).
 pub fn kid_of(payload: &[u8], clear: usize) -> Option<u64> {
     decode_header(payload, clear).map(|(kid, _, _)| kid)
+}
+
+/// The unauthenticated leading bytes of a simulated payload: the VP8
+/// payload descriptor (none for audio).
+pub fn descriptor_len(video: bool, payload: &[u8]) -> usize {
+    if video {
+        VP8_DESCRIPTOR.min(payload.len())
+    } else {
+        0
+    }
 }
 
 /// How many leading bytes of a simulated payload stay clear.
@@ -222,19 +237,22 @@ mod tests {
     fn seal_keeps_clear_bytes_and_open_recovers_the_payload() {
         let k = FrameKey::for_publisher(3);
         let payload: Vec<u8> = (0..100u8).collect();
-        let sealed = k.seal(&payload, 9, 42);
+        let sealed = k.seal(&payload, 6, 9, 42);
         assert_eq!(&sealed[..9], &payload[..9]);
         assert!(sealed.len() <= payload.len() + MAX_OVERHEAD);
-        assert_eq!(k.open(&sealed, 9), Some(payload.clone()));
+        assert_eq!(k.open(&sealed, 6, 9), Some(payload.clone()));
         assert_eq!(kid_of(&sealed, 9), Some(3));
         // Another sender's key, a changed clear byte, a changed ciphertext byte.
-        assert_eq!(FrameKey::for_publisher(4).open(&sealed, 9), None);
+        assert_eq!(FrameKey::for_publisher(4).open(&sealed, 6, 9), None);
         let mut t = sealed.clone();
-        t[0] ^= 1;
-        assert_eq!(k.open(&t, 9), None, "clear bytes are authenticated");
+        t[7] ^= 1;
+        assert_eq!(k.open(&t, 6, 9), None, "clear header bytes are authenticated");
+        let mut t = sealed.clone();
+        t[2] ^= 1;
+        assert!(k.open(&t, 6, 9).is_some(), "the descriptor (rewritten by the SFU) is not");
         let mut t = sealed.clone();
         t[50] ^= 1;
-        assert_eq!(k.open(&t, 9), None);
+        assert_eq!(k.open(&t, 6, 9), None);
     }
 
     #[test]

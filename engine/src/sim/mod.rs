@@ -147,7 +147,22 @@ pub struct Simulator {
 
 impl Simulator {
     /// Build the run; nobody has joined yet.
-    pub fn new(config: SimConfig) -> Result<Self, Error> {
+    ///
+    /// With the environment variable `PIAZZA_SIM_E2EE` set (to anything),
+    /// every run is end-to-end encrypted: the room has
+    /// [`RoomConfig::e2ee`](crate::RoomConfig::e2ee) and every client
+    /// [`ClientConfig::e2ee`](client::ClientConfig::e2ee). That runs the
+    /// behaviour tests (simulcast switches, speaker detection, allocation)
+    /// unchanged with encrypting clients (`docs/e2ee.md`).
+    pub fn new(mut config: SimConfig) -> Result<Self, Error> {
+        if std::env::var_os("PIAZZA_SIM_E2EE").is_some() {
+            config.room.e2ee = true;
+            let make = std::mem::replace(&mut config.client, Box::new(|i| ClientConfig::new(i as u32)));
+            config.client = Box::new(move |i| ClientConfig {
+                e2ee: true,
+                ..make(i)
+            });
+        }
         let ctx = JoinContext::new()?;
         let server = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 255, 0, 1)), 4000);
         let mut core = ShardCore::new(server);
