@@ -171,7 +171,12 @@ fn chat_seeds_are_relayed_or_refused_as_the_room_says() {
             .unwrap_or_else(|| panic!("no seed {seed}"));
         let rig = control::run_fresh(&s.data);
         assert!(rig.healthy(), "after seed {seed}");
-        rig.sim().participants()[i].client.chat.iter().cloned().collect()
+        rig.sim().participants()[i]
+            .client
+            .chat
+            .iter()
+            .cloned()
+            .collect()
     };
     let texts = |m: &[ServerMessage]| -> Vec<String> {
         m.iter()
@@ -197,13 +202,19 @@ fn chat_seeds_are_relayed_or_refused_as_the_room_says() {
             })
             .collect()
     };
-    assert_eq!(texts(&received("chat-all", 1)), ["hello room", "hi\nthere\t!"]);
+    assert_eq!(
+        texts(&received("chat-all", 1)),
+        ["hello room", "hi\nthere\t!"]
+    );
     assert_eq!(texts(&received("chat-private", 1)), ["psst"]);
     assert_eq!(
         codes(&received("chat-to-self-and-nobody", 0)),
         ["to_self", "unknown_recipient", "unknown_recipient"]
     );
-    assert_eq!(codes(&received("key-in-normal-room", 0)), ["not_encrypted_room"]);
+    assert_eq!(
+        codes(&received("key-in-normal-room", 0)),
+        ["not_encrypted_room"]
+    );
     let e2ee = received("e2ee-chat", 0);
     assert_eq!(codes(&e2ee), ["encryption_required"]);
     assert_eq!(texts(&e2ee), ["AAECAw==", "BAUG"]);

@@ -17,12 +17,14 @@ fn sim(n: usize, e2ee: bool, late: Duration) -> Simulator {
 }
 
 fn say(sim: &mut Simulator, i: usize, text: &str, to: Option<String>, local_id: &str) {
-    sim.participant_mut(i).client.send_control(&ClientMessage::Chat {
-        text: text.into(),
-        to,
-        encrypted: false,
-        local_id: Some(local_id.into()),
-    });
+    sim.participant_mut(i)
+        .client
+        .send_control(&ClientMessage::Chat {
+            text: text.into(),
+            to,
+            encrypted: false,
+            local_id: Some(local_id.into()),
+        });
 }
 
 /// The chat messages participant `i` received: (id, from, text, history).
@@ -138,7 +140,11 @@ fn size_and_rate_limits_refuse_with_clear_errors() {
     sim.run_for(Duration::from_millis(200));
     let e = errors(&sim, 0);
     assert_eq!(e[0].0, "too_long");
-    assert!(e[0].1.contains("5000 bytes") && e[0].1.contains("4096"), "{}", e[0].1);
+    assert!(
+        e[0].1.contains("5000 bytes") && e[0].1.contains("4096"),
+        "{}",
+        e[0].1
+    );
     // A burst of 10, then refusals that say when to retry.
     assert_eq!(chats(&sim, 1).len(), 10);
     let limited: Vec<_> = e.iter().filter(|e| e.0 == "rate_limited").collect();

@@ -58,7 +58,10 @@ fn forwarded_payloads_carry_the_plaintext_marker_only_in_a_normal_room() {
     let (received, marked, decrypted, failures) = totals(&sealed);
     assert!(received > 1000, "{received} packets forwarded");
     assert_eq!(marked, 0, "no forwarded payload shows the marker");
-    assert_eq!(decrypted, received, "every payload decrypts at its receiver");
+    assert_eq!(
+        decrypted, received,
+        "every payload decrypts at its receiver"
+    );
     assert_eq!(failures, 0);
     // The receivers read the measurement trailer after decryption.
     let latencies: usize = sealed

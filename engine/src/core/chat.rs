@@ -228,7 +228,9 @@ impl Bucket {
             self.tokens -= 1.0;
             Ok(())
         } else if rate > 0.0 {
-            Err(Duration::from_secs_f64(((1.0 - self.tokens) / rate).min(3600.0)))
+            Err(Duration::from_secs_f64(
+                ((1.0 - self.tokens) / rate).min(3600.0),
+            ))
         } else {
             Err(Duration::from_secs(3600))
         }
@@ -522,9 +524,7 @@ pub fn error_message(e: &ChatError, local_id: Option<&str>) -> ServerMessage {
         message: e.to_string(),
         local_id: local_id.map(str::to_string),
         retry_after_ms: match e {
-            ChatError::RateLimited { retry_after } => {
-                Some(retry_after.as_millis().max(1) as u64)
-            }
+            ChatError::RateLimited { retry_after } => Some(retry_after.as_millis().max(1) as u64),
             _ => None,
         },
     }
@@ -555,9 +555,17 @@ mod tests {
     fn messages_get_increasing_ids_sender_and_time() {
         let mut chat = Chat::new(ChatConfig::default(), false);
         let t0 = Instant::now();
-        let a = chat.post(pid(1), "Ann", post("hello"), everyone, t0).unwrap();
+        let a = chat
+            .post(pid(1), "Ann", post("hello"), everyone, t0)
+            .unwrap();
         let b = chat
-            .post(pid(2), "Bob", post("hi"), everyone, t0 + Duration::from_secs(2))
+            .post(
+                pid(2),
+                "Bob",
+                post("hi"),
+                everyone,
+                t0 + Duration::from_secs(2),
+            )
             .unwrap();
         let (
             ServerMessage::Chat {
@@ -632,7 +640,10 @@ mod tests {
                 .unwrap_err(),
             ChatError::ControlCharacters
         );
-        assert!(chat.post(pid(1), "Ann", post("a\nb\tc"), everyone, now).is_ok());
+        assert!(
+            chat.post(pid(1), "Ann", post("a\nb\tc"), everyone, now)
+                .is_ok()
+        );
         let long_ref = "x".repeat(65);
         let p = Post {
             local_id: Some(&long_ref),
@@ -713,7 +724,11 @@ mod tests {
         let big = "y".repeat(60);
         chat.post(pid(1), "Ann", post(&big), everyone, now).unwrap();
         chat.post(pid(1), "Ann", post(&big), everyone, now).unwrap();
-        assert_eq!(chat.history().count(), 1, "two 60-byte texts exceed 100 bytes");
+        assert_eq!(
+            chat.history().count(),
+            1,
+            "two 60-byte texts exceed 100 bytes"
+        );
         assert_eq!(chat.stats().history_evicted, 20);
     }
 
@@ -731,7 +746,9 @@ mod tests {
             ..post("AAEC")
         };
         assert!(chat.post(pid(1), "Ann", sealed, everyone, now).is_ok());
-        let d = chat.relay_key(pid(1), None, "hello", everyone, now).unwrap();
+        let d = chat
+            .relay_key(pid(1), None, "hello", everyone, now)
+            .unwrap();
         assert_eq!(d.to, Recipients::Others);
         let d = chat
             .relay_key(pid(1), Some("p2"), "wrapped", everyone, now)
@@ -746,7 +763,9 @@ mod tests {
         );
         let mut plain = Chat::new(ChatConfig::default(), false);
         assert_eq!(
-            plain.relay_key(pid(1), None, "x", everyone, now).unwrap_err(),
+            plain
+                .relay_key(pid(1), None, "x", everyone, now)
+                .unwrap_err(),
             ChatError::NotEncryptedRoom
         );
         let big = "k".repeat(2049);

@@ -225,9 +225,20 @@ mod tests {
 
     #[test]
     fn header_round_trips_small_and_large_values() {
-        for (kid, ctr) in [(0, 0), (7, 7), (8, 8), (3, 1 << 40), (70_000, 255), (u64::MAX, u64::MAX)] {
+        for (kid, ctr) in [
+            (0, 0),
+            (7, 7),
+            (8, 8),
+            (3, 1 << 40),
+            (70_000, 255),
+            (u64::MAX, u64::MAX),
+        ] {
             let h = encode_header(kid, ctr);
-            assert_eq!(decode_header(&h, 0), Some((kid, ctr, h.len())), "{kid} {ctr}");
+            assert_eq!(
+                decode_header(&h, 0),
+                Some((kid, ctr, h.len())),
+                "{kid} {ctr}"
+            );
         }
         assert_eq!(encode_header(1, 2), vec![0x12]);
         assert_eq!(decode_header(&[0x88], 0), None, "truncated");
@@ -246,10 +257,17 @@ mod tests {
         assert_eq!(FrameKey::for_publisher(4).open(&sealed, 6, 9), None);
         let mut t = sealed.clone();
         t[7] ^= 1;
-        assert_eq!(k.open(&t, 6, 9), None, "clear header bytes are authenticated");
+        assert_eq!(
+            k.open(&t, 6, 9),
+            None,
+            "clear header bytes are authenticated"
+        );
         let mut t = sealed.clone();
         t[2] ^= 1;
-        assert!(k.open(&t, 6, 9).is_some(), "the descriptor (rewritten by the SFU) is not");
+        assert!(
+            k.open(&t, 6, 9).is_some(),
+            "the descriptor (rewritten by the SFU) is not"
+        );
         let mut t = sealed.clone();
         t[50] ^= 1;
         assert_eq!(k.open(&t, 6, 9), None);
@@ -257,7 +275,9 @@ mod tests {
 
     #[test]
     fn clear_length_follows_the_vp8_payload_header() {
-        let mut key = vec![0x90, 0xe0, 0x80, 1, 2, 0x20, 0x10, 2, 0, 0x9d, 1, 0x2a, 0, 0, 0, 0, 9];
+        let mut key = vec![
+            0x90, 0xe0, 0x80, 1, 2, 0x20, 0x10, 2, 0, 0x9d, 1, 0x2a, 0, 0, 0, 0, 9,
+        ];
         assert_eq!(clear_len(true, &key), 16);
         key[6] = 0x11;
         assert_eq!(clear_len(true, &key), 9, "delta frame");

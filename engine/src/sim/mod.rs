@@ -157,7 +157,10 @@ impl Simulator {
     pub fn new(mut config: SimConfig) -> Result<Self, Error> {
         if std::env::var_os("PIAZZA_SIM_E2EE").is_some() {
             config.room.e2ee = true;
-            let make = std::mem::replace(&mut config.client, Box::new(|i| ClientConfig::new(i as u32)));
+            let make = std::mem::replace(
+                &mut config.client,
+                Box::new(|i| ClientConfig::new(i as u32)),
+            );
             config.client = Box::new(move |i| ClientConfig {
                 e2ee: true,
                 ..make(i)
