@@ -7,18 +7,19 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
-
-use crossbeam_channel::Receiver;
 
 use crate::config::{IngressConfig, JoinOptions, RoomConfig};
 use crate::core::SubscriberStats;
 use crate::error::Error;
-use crate::event::{EngineEvent, LeaveReason};
+#[cfg(doc)]
+use crate::event::EngineEvent;
+use crate::event::{Events, LeaveReason};
 use crate::ids::{ParticipantId, RoomId};
 use crate::join::{self, JoinContext};
+use crate::shard::driver::RoomShared;
 use crate::shard::{Command, ShardConfig, ShardHandle, ShardStats};
 
 /// Default capacity of the events channel.
@@ -175,7 +176,8 @@ impl EngineBuilder {
             None => self.bind,
         };
 
-        let join_ctx = JoinContext::new()?;
+        let seed = crate::rng::os_seed();
+        let join_ctx = JoinContext::new(crate::rng::derive(seed, crate::rng::stream::JOIN))?;
         let (events_tx, events_rx) = crossbeam_channel::bounded(self.events_capacity);
         let mut shards = Vec::with_capacity(shard_count);
         for index in 0..shard_count {
@@ -187,6 +189,7 @@ impl EngineBuilder {
                 command_capacity: self.command_capacity,
                 admission_budget: self.max_participants_per_shard,
                 ingress: self.ingress.clone(),
+                seed: crate::rng::derive(seed, crate::rng::stream::SHARD + index as u64),
             };
             match ShardHandle::spawn(config, events_tx.clone()) {
                 Ok(s) => shards.push(s),
@@ -210,7 +213,7 @@ impl EngineBuilder {
             next_participant: AtomicU32::new(1),
             join_ctx,
             advertise_ip,
-            events: events_rx,
+            events: Events::new(events_rx),
             closed: AtomicBool::new(false),
             budget: self.max_participants_per_shard,
         })
@@ -247,14 +250,21 @@ impl EngineStats {
     }
 }
 
-/// What the control plane knows about a room.
+/// What the control plane knows about a room: where it lives, its
+/// configuration, and what its shard (the one owner of membership, lock and
+/// limits) publishes of it.
 struct RoomEntry {
     shard: usize,
-    locked: bool,
-    /// Kept equal to the room's size by its shard (joins, leaves, kicks and
-    /// disconnects alike), read here to refuse joins to a full room early.
-    participants: Arc<AtomicUsize>,
+    /// Size and lock, written by the shard (joins, leaves, kicks and
+    /// disconnects alike), read here to refuse joins early.
+    shared: Arc<RoomShared>,
     config: Arc<RoomConfig>,
+}
+
+impl RoomEntry {
+    fn participants(&self) -> usize {
+        self.shared.participants.load(Ordering::Relaxed)
+    }
 }
 
 /// A running SFU: shard threads with their sockets, and the room registry.
@@ -308,7 +318,7 @@ pub struct Engine {
     next_participant: AtomicU32,
     join_ctx: JoinContext,
     advertise_ip: IpAddr,
-    events: Receiver<EngineEvent>,
+    events: Events,
     closed: AtomicBool,
     budget: Option<usize>,
 }
@@ -341,7 +351,7 @@ impl Engine {
             ));
         }
         let room = RoomId(self.next_room.fetch_add(1, Ordering::Relaxed));
-        let participants = Arc::new(AtomicUsize::new(0));
+        let shared = Arc::new(RoomShared::default());
         let (reply, answer) = crossbeam_channel::bounded(1);
         let shard = {
             let mut registry = self.registry();
@@ -355,15 +365,14 @@ impl Engine {
             self.shards[shard].send(Command::CreateRoom {
                 room,
                 config: Box::new(config.clone()),
-                participants: participants.clone(),
+                shared: shared.clone(),
                 reply,
             })?;
             registry.insert(
                 room,
                 RoomEntry {
                     shard,
-                    locked: false,
-                    participants,
+                    shared,
                     config: Arc::new(config),
                 },
             );
@@ -397,11 +406,13 @@ impl Engine {
         let (shard, config) = {
             let registry = self.registry();
             let entry = registry.get(&room).ok_or(Error::UnknownRoom(room))?;
-            if entry.locked {
+            // Early refusals from what the shard published; the shard's
+            // core decides on adoption.
+            if entry.shared.locked.load(Ordering::Relaxed) {
                 return Err(Error::RoomLocked(room));
             }
             let max = entry.config.max_participants;
-            if entry.participants.load(Ordering::Relaxed) >= max {
+            if entry.participants() >= max {
                 return Err(Error::RoomFull {
                     room,
                     max_participants: max,
@@ -458,12 +469,8 @@ impl Engine {
     /// [`Error::RoomLocked`]; participants already in it stay.
     pub fn lock(&self, room: RoomId, locked: bool) -> Result<(), Error> {
         self.check_open()?;
-        let shard = {
-            let mut registry = self.registry();
-            let entry = registry.get_mut(&room).ok_or(Error::UnknownRoom(room))?;
-            entry.locked = locked;
-            entry.shard
-        };
+        // The shard owns the lock (and publishes it for early refusals).
+        let shard = self.room_shard(room)?;
         let r = self.shards[shard].request(|reply| Command::Lock {
             room,
             locked,
@@ -487,7 +494,7 @@ impl Engine {
     /// returns a handle to the same bounded channel: each event goes to
     /// exactly one receiver. Read it promptly; when it is full, new events
     /// are dropped and counted in [`ShardStats::events_dropped`].
-    pub fn events(&self) -> Receiver<EngineEvent> {
+    pub fn events(&self) -> Events {
         self.events.clone()
     }
 
@@ -640,7 +647,7 @@ impl Engine {
     fn least_loaded(&self, registry: &HashMap<RoomId, RoomEntry>) -> (usize, usize) {
         let mut load = vec![(0usize, 0usize); self.shards.len()];
         for e in registry.values() {
-            load[e.shard].0 += e.participants.load(Ordering::Relaxed);
+            load[e.shard].0 += e.participants();
             load[e.shard].1 += 1;
         }
         let best = (0..self.shards.len())
@@ -654,7 +661,7 @@ impl Engine {
         registry
             .values()
             .filter(|e| e.shard == shard)
-            .map(|e| e.participants.load(Ordering::Relaxed))
+            .map(RoomEntry::participants)
             .sum()
     }
 }

@@ -94,3 +94,71 @@ pub enum EngineEvent {
         reason: String,
     },
 }
+
+/// The engine's events ([`Engine::events`](crate::Engine::events)): a
+/// handle to one bounded queue shared by every handle, so each event goes
+/// to exactly one reader. Events of one room come in the order its shard
+/// produced them.
+#[derive(Debug, Clone)]
+pub struct Events(crossbeam_channel::Receiver<EngineEvent>);
+
+/// Why [`Events::recv`] or [`Events::recv_timeout`] returned no event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// Nothing arrived within the timeout.
+    Timeout,
+    /// The engine has shut down and every event has been read.
+    Closed,
+}
+
+impl std::fmt::Display for RecvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecvError::Timeout => write!(f, "no engine event arrived in time"),
+            RecvError::Closed => write!(f, "the engine has shut down; no more events"),
+        }
+    }
+}
+
+impl std::error::Error for RecvError {}
+
+impl Events {
+    pub(crate) fn new(rx: crossbeam_channel::Receiver<EngineEvent>) -> Self {
+        Events(rx)
+    }
+
+    /// Wait for the next event; [`RecvError::Closed`] once the engine has
+    /// shut down and everything was read.
+    pub fn recv(&self) -> Result<EngineEvent, RecvError> {
+        self.0.recv().map_err(|_| RecvError::Closed)
+    }
+
+    /// Wait at most `timeout` for the next event.
+    pub fn recv_timeout(&self, timeout: std::time::Duration) -> Result<EngineEvent, RecvError> {
+        self.0.recv_timeout(timeout).map_err(|e| match e {
+            crossbeam_channel::RecvTimeoutError::Timeout => RecvError::Timeout,
+            crossbeam_channel::RecvTimeoutError::Disconnected => RecvError::Closed,
+        })
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&self) -> Option<EngineEvent> {
+        self.0.try_recv().ok()
+    }
+
+    /// Every event waiting now, without blocking.
+    pub fn try_iter(&self) -> impl Iterator<Item = EngineEvent> + '_ {
+        self.0.try_iter()
+    }
+
+    /// Events waiting now.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no event is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}

@@ -2,9 +2,8 @@
 //! (parsing the offer, building the `Rtc`, accepting the offer) happens here,
 //! on the caller's thread, never on a shard. The shard only adopts the result.
 
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use str0m::bwe::Bitrate;
@@ -19,22 +18,42 @@ use crate::config::RoomConfig;
 use crate::error::Error;
 use crate::ids::{ParticipantId, RoomId};
 
-/// Engine-wide material shared by every participant's `Rtc`.
-#[derive(Clone)]
+/// Engine-wide material shared by every participant's `Rtc`, and the
+/// random source of its ICE credentials.
 pub(crate) struct JoinContext {
     pub crypto: Arc<CryptoProvider>,
     pub cert: DtlsCert,
+    /// Seeded once (from the engine's seed): a seeded run draws the same
+    /// credentials. Joins on several threads take turns (a few ns each).
+    rng: Mutex<fastrand::Rng>,
 }
 
 impl JoinContext {
-    /// One DTLS certificate for the whole engine: generating one costs ~0.6 ms.
-    pub fn new() -> Result<Self, Error> {
+    /// One DTLS certificate for the whole engine (generating one costs
+    /// ~0.6 ms); ICE credentials drawn from an RNG seeded with `seed`.
+    pub fn new(seed: u64) -> Result<Self, Error> {
         let crypto = Arc::new(str0m::crypto::from_feature_flags());
         let cert = crypto
             .dtls_provider
             .generate_certificate()
             .ok_or_else(|| Error::InvalidConfig("DTLS certificate generation failed".into()))?;
-        Ok(JoinContext { crypto, cert })
+        Ok(JoinContext {
+            crypto,
+            cert,
+            rng: Mutex::new(fastrand::Rng::with_seed(seed)),
+        })
+    }
+
+    /// `len` random characters for ICE credentials. Unguessable (the seed
+    /// comes from the OS unless a run fixes it), not cryptographic-grade:
+    /// ICE only needs a peer not to guess another's ufrag and password.
+    fn random_token(&self, len: usize) -> String {
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        // Nothing panics while holding the lock; a poisoned RNG is still an RNG.
+        let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        (0..len)
+            .map(|_| ALPHABET[rng.usize(..ALPHABET.len())] as char)
+            .collect()
     }
 }
 
@@ -82,29 +101,6 @@ impl std::fmt::Debug for Prepared {
     }
 }
 
-/// Random characters for ICE credentials (std's hasher keys are seeded from
-/// the OS; we need unguessable, not cryptographic-grade).
-fn random_token(len: usize) -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let mut out = String::with_capacity(len);
-    let state = std::collections::hash_map::RandomState::new();
-    let mut i = 0u64;
-    while out.len() < len {
-        let mut h = state.build_hasher();
-        h.write_u64(i);
-        let mut v = h.finish();
-        for _ in 0..8 {
-            if out.len() == len {
-                break;
-            }
-            out.push(ALPHABET[(v % ALPHABET.len() as u64) as usize] as char);
-            v /= ALPHABET.len() as u64;
-        }
-        i += 1;
-    }
-    out
-}
-
 /// Parse the offer, build the participant's `Rtc` (ICE-lite, RTP mode, the
 /// engine's certificate) and accept the offer. ~2-5 ms of CPU: call off-shard.
 #[allow(clippy::too_many_arguments)]
@@ -123,11 +119,20 @@ pub(crate) fn prepare(
 
     // The ufrag carries the participant id, so it is unique per engine and the
     // shard can route STUN by it; the rest is random.
-    let ufrag = format!("pz{}{}", id.0, random_token(6));
+    let ufrag = format!("pz{}{}", id.0, ctx.random_token(6));
     let creds = IceCreds {
         ufrag: ufrag.clone(),
-        pass: random_token(24),
+        pass: ctx.random_token(24),
     };
+    // str0m's own parse of the offer decides which m-lines there are (every
+    // parsed m-line has exactly one a=mid): audio/video in offer order.
+    let mids: Vec<Mid> = offer
+        .media_lines
+        .iter()
+        .filter(|m| m.typ.is_media())
+        .map(|m| m.mid())
+        .collect();
+    let has_data_channel = offer.media_lines.iter().any(|m| m.typ.is_channel());
 
     const STATS_INTERVAL: Duration = Duration::from_millis(200);
     let mut config = RtcConfig::new();
@@ -160,8 +165,6 @@ pub(crate) fn prepare(
         .accept_offer(offer)
         .map_err(|e| Error::Negotiation(e.to_string()))?;
 
-    let has_data_channel = offer_sdp.contains("m=application");
-    let mids = offer_mids(offer_sdp);
     let mut layout = inspect(&mut rtc, &mids, room_config, has_data_channel)?;
     layout.has_data_channel = has_data_channel;
     Ok(Prepared {
@@ -173,22 +176,6 @@ pub(crate) fn prepare(
         layout,
         answer: answer.to_sdp_string(),
     })
-}
-
-/// The `a=mid` of every audio/video m-section, in offer order.
-fn offer_mids(sdp: &str) -> Vec<Mid> {
-    let mut mids = Vec::new();
-    let mut in_av = false;
-    for line in sdp.lines() {
-        let line = line.trim_end();
-        if let Some(m) = line.strip_prefix("m=") {
-            in_av = m.starts_with("audio") || m.starts_with("video");
-        } else if in_av && let Some(mid) = line.strip_prefix("a=mid:") {
-            mids.push(Mid::from(mid));
-            in_av = false;
-        }
-    }
-    mids
 }
 
 /// Classify the offer's m-lines from our side: the first send video is the

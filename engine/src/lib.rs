@@ -62,6 +62,7 @@ mod event;
 pub mod fuzzing;
 mod ids;
 mod join;
+mod rng;
 #[cfg(feature = "server")]
 pub mod server;
 mod shard;
@@ -73,6 +74,6 @@ pub use core::chat::ChatConfig;
 pub use core::{CoreStats, DropStats, IngressStats, SlotState, SubscriberStats};
 pub use engine::{DEFAULT_SHUTDOWN_BOUND, Engine, EngineBuilder, EngineStats, Joined};
 pub use error::Error;
-pub use event::{EngineEvent, LeaveReason, TrackKind};
+pub use event::{EngineEvent, Events, LeaveReason, RecvError, TrackKind};
 pub use ids::{Layer, ParticipantId, RoomId, VideoSource};
 pub use shard::{ShardStats, SocketStats};

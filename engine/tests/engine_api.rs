@@ -6,7 +6,6 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
 use piazza::{
     Engine, EngineEvent, Error, JoinOptions, LeaveReason, ParticipantId, RoomConfig, RoomId,
 };
@@ -56,10 +55,7 @@ fn offer() -> String {
 }
 
 /// Wait for the first event matching `pred`, skipping others.
-fn wait_event(
-    events: &Receiver<EngineEvent>,
-    mut pred: impl FnMut(&EngineEvent) -> bool,
-) -> EngineEvent {
+fn wait_event(events: &piazza::Events, mut pred: impl FnMut(&EngineEvent) -> bool) -> EngineEvent {
     let deadline = Instant::now() + WAIT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -394,11 +390,7 @@ impl UdpClient {
 
 /// Join `room` with a fresh UDP client and drive it until both sides report
 /// the connection (and the data channel is open).
-fn connect(
-    engine: &Engine,
-    events: &Receiver<EngineEvent>,
-    room: RoomId,
-) -> (UdpClient, ParticipantId) {
+fn connect(engine: &Engine, events: &piazza::Events, room: RoomId) -> (UdpClient, ParticipantId) {
     let (mut client, offer, pending) = UdpClient::new();
     let joined = engine.join(room, &offer, JoinOptions::new("udp")).unwrap();
     let answer = SdpAnswer::from_sdp_string(&joined.answer).unwrap();

@@ -6,7 +6,6 @@
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
 use piazza::core::control::ServerMessage;
 use piazza::sim::{ClientConfig, SimClient};
 use piazza::{
@@ -64,7 +63,7 @@ fn drive(peers: &mut [Peer], d: Duration) {
 /// Drive `peers` until `done` holds for the events seen so far.
 fn drive_until(
     peers: &mut [Peer],
-    events: &Receiver<EngineEvent>,
+    events: &piazza::Events,
     seen: &mut Vec<(Instant, EngineEvent)>,
     mut done: impl FnMut(&[(Instant, EngineEvent)]) -> bool,
 ) {

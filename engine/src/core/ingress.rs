@@ -7,7 +7,7 @@
 //! garbage from spoofed sources costs a few hash computations per datagram
 //! and never grows memory.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{DefaultHasher, Hasher};
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -168,7 +168,9 @@ struct Entry {
 pub(crate) struct SourceLimiter {
     entries: Box<[Entry]>,
     sets_mask: usize,
-    hasher: RandomState,
+    /// Secret keys of the set index, so an attacker cannot aim sources at
+    /// one set (from the core's seed: OS-random in production).
+    keys: (u64, u64),
     rate: f32,
     burst: f32,
     len: usize,
@@ -176,7 +178,7 @@ pub(crate) struct SourceLimiter {
 }
 
 impl SourceLimiter {
-    pub fn new(c: &IngressConfig) -> Self {
+    pub fn new(c: &IngressConfig, seed: u64) -> Self {
         let sets = c.source_table_capacity.div_ceil(WAYS).next_power_of_two();
         let empty = Entry {
             key: 0,
@@ -186,8 +188,7 @@ impl SourceLimiter {
         SourceLimiter {
             entries: vec![empty; sets * WAYS].into_boxed_slice(),
             sets_mask: sets - 1,
-            // Keyed per process, so an attacker cannot aim sources at one set.
-            hasher: RandomState::new(),
+            keys: (crate::rng::derive(seed, 1), crate::rng::derive(seed, 2)),
             rate: c.stun_rate_per_source as f32,
             burst: c.stun_burst_per_source as f32,
             len: 0,
@@ -195,10 +196,19 @@ impl SourceLimiter {
         }
     }
 
+    /// SipHash of the key behind the two secret words.
+    fn set_hash(&self, key: u128) -> u64 {
+        let mut h = DefaultHasher::new();
+        h.write_u64(self.keys.0);
+        h.write_u64(self.keys.1);
+        h.write_u128(key);
+        h.finish()
+    }
+
     /// Take one token for `ip`; false when its source is over the limit.
     pub fn admit(&mut self, ip: IpAddr, now: Instant) -> bool {
         let key = source_key(ip);
-        let set = (self.hasher.hash_one(key) as usize) & self.sets_mask;
+        let set = (self.set_hash(key) as usize) & self.sets_mask;
         let ways = &mut self.entries[set * WAYS..(set + 1) * WAYS];
         let slot = match ways.iter().position(|e| e.used && e.key == key) {
             Some(i) => i,
@@ -304,7 +314,7 @@ mod tests {
             stun_burst_per_source: 5,
             ..IngressConfig::default()
         };
-        let mut l = SourceLimiter::new(&c);
+        let mut l = SourceLimiter::new(&c, 7);
         let t = Instant::now();
         let a = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
         let b = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
@@ -322,7 +332,7 @@ mod tests {
             stun_burst_per_source: 3,
             ..IngressConfig::default()
         };
-        let mut l = SourceLimiter::new(&c);
+        let mut l = SourceLimiter::new(&c, 7);
         let t = Instant::now();
         let admitted = (0..10u16)
             .filter(|i| {
@@ -339,7 +349,7 @@ mod tests {
             source_table_capacity: 64,
             ..IngressConfig::default()
         };
-        let mut l = SourceLimiter::new(&c);
+        let mut l = SourceLimiter::new(&c, 7);
         let cap = l.capacity();
         assert!((64..=128).contains(&cap), "capacity {cap}");
         let t = Instant::now();

@@ -28,14 +28,17 @@
 pub(crate) mod allocator;
 pub mod chat;
 pub mod control;
-pub(crate) mod forwarder;
+pub(crate) mod downlink;
 pub(crate) mod ingress;
 pub(crate) mod participant;
+pub(crate) mod rewriter;
 pub(crate) mod room;
 pub(crate) mod selector;
+pub(crate) mod slot;
 #[cfg(feature = "bench-slowdown")]
 mod slowdown;
 pub(crate) mod speaker;
+mod stats;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -52,6 +55,7 @@ use crate::ids::{ParticipantId, RoomId};
 use crate::join::Prepared;
 
 pub use room::{RoomStats, SlotState, SubscriberStats};
+pub use stats::{CoreStats, DropStats, Footprint, IngressStats};
 
 /// Outputs accumulated by the core between polls.
 #[derive(Default)]
@@ -60,113 +64,6 @@ pub(crate) struct CoreOutput {
     pub events: VecDeque<EngineEvent>,
     /// Participants removed since the core last looked (their demux entries go).
     pub left: Vec<ParticipantId>,
-}
-
-/// Why a datagram was dropped, counted per shard. Each datagram is counted
-/// under one reason, the first check it fails, in the order of the fields.
-/// Serializes as an object with one key per reason.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-#[non_exhaustive]
-pub struct DropStats {
-    /// From an address no participant has validated, and not a STUN binding
-    /// request (by its header: type, magic cookie, length).
-    pub unknown_source: u64,
-    /// A STUN binding request from an unvalidated source that has sent more
-    /// than [`IngressConfig::stun_rate_per_source`] allows.
-    pub rate_limited: u64,
-    /// A STUN binding request from an unvalidated source whose USERNAME is
-    /// missing or names a ufrag no participant owns.
-    pub unknown_ufrag: u64,
-    /// A STUN binding request with a known ufrag from a new address, for a
-    /// participant that already has
-    /// [`IngressConfig::max_addresses_per_participant`] validated addresses.
-    pub address_limit: u64,
-    /// From a validated address sending more than
-    /// [`IngressConfig::max_bitrate_bps`] or [`IngressConfig::max_packet_rate`].
-    pub throttled: u64,
-    /// From a validated address (or a binding request with a known ufrag),
-    /// but not STUN, DTLS, RTP or RTCP.
-    pub malformed: u64,
-    /// The participant's `Rtc` refused the datagram (bad SRTP, ...), or,
-    /// from an unvalidated address, did not answer it (a binding request
-    /// whose message integrity failed).
-    pub rejected: u64,
-}
-
-impl std::ops::AddAssign for DropStats {
-    /// Sum two shards' counters.
-    fn add_assign(&mut self, o: DropStats) {
-        self.unknown_source += o.unknown_source;
-        self.rate_limited += o.rate_limited;
-        self.unknown_ufrag += o.unknown_ufrag;
-        self.address_limit += o.address_limit;
-        self.throttled += o.throttled;
-        self.malformed += o.malformed;
-        self.rejected += o.rejected;
-    }
-}
-
-impl DropStats {
-    /// All dropped datagrams.
-    pub fn total(&self) -> u64 {
-        self.unknown_source
-            + self.rate_limited
-            + self.unknown_ufrag
-            + self.address_limit
-            + self.throttled
-            + self.malformed
-            + self.rejected
-    }
-}
-
-/// Gauges and counters of the socket protection of one shard.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct IngressStats {
-    /// Unvalidated sources whose STUN rate is tracked now.
-    pub tracked_sources: usize,
-    /// The fixed size of that table ([`IngressConfig::source_table_capacity`]
-    /// rounded up to a power of two times 4).
-    pub source_table_capacity: usize,
-    /// Sources forgotten to make room for new ones (a high rate means many
-    /// distinct sources: a spoofed flood, or a table too small).
-    pub source_evictions: u64,
-    /// Validated addresses (participants' routes).
-    pub validated_addresses: usize,
-}
-
-/// Counters of one shard core.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CoreStats {
-    /// Datagrams handed to [`ShardCore::handle_datagram`].
-    pub datagrams_in: u64,
-    /// Bytes of those datagrams.
-    pub bytes_in: u64,
-    /// Datagrams given out by [`ShardCore::poll_transmit`].
-    pub datagrams_out: u64,
-    /// Bytes of those.
-    pub bytes_out: u64,
-    /// RTP packets received from publishers (after SRTP).
-    pub rtp_in: u64,
-    /// RTP packets written into subscriber slots.
-    pub rtp_forwarded: u64,
-    /// Keyframe requests sent to publishers.
-    pub plis_sent: u64,
-    /// Slot switches completed on keyframes.
-    pub slot_switches: u64,
-    /// Dropped datagrams by reason.
-    pub drops: DropStats,
-    /// Rooms failed by a panic in their processing (each one is a bug;
-    /// see the logs and [`EngineEvent::RoomFailed`]).
-    pub rooms_failed: u64,
-    /// Joins refused because the shard was at its admission budget
-    /// ([`Error::Overloaded`]).
-    pub joins_refused_overload: u64,
-    /// Participants removed after the inactivity timeout
-    /// ([`LeaveReason::Timeout`]).
-    pub participants_timed_out: u64,
-    /// The socket protection's table sizes and counters.
-    pub ingress: IngressStats,
 }
 
 /// Whose ufrag it is, and how many addresses that participant has validated.
@@ -181,36 +78,6 @@ struct Route {
     room: RoomId,
     participant: ParticipantId,
     throttle: ingress::Throttle,
-}
-
-/// What a shard core holds, counted: the sizes a leak would grow. Compare
-/// them before and after participants go (see [`ShardCore::footprint`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Footprint {
-    /// Rooms.
-    pub rooms: usize,
-    /// Live participants (each owns one str0m `Rtc`).
-    pub participants: usize,
-    /// Entries of the rooms' participant-id indexes.
-    pub participant_index: usize,
-    /// Publisher-to-slot routes.
-    pub routes: usize,
-    /// Receive video slots of the live participants.
-    pub video_slots: usize,
-    /// Receive audio slots of the live participants.
-    pub audio_slots: usize,
-    /// Slots currently showing (or holding) a publisher.
-    pub slots_showing: usize,
-    /// Classified incoming RTP streams.
-    pub rx_tracks: usize,
-    /// Removals queued but not yet done.
-    pub pending_removals: usize,
-    /// Source addresses in the demultiplexing map.
-    pub demux_addrs: usize,
-    /// ICE ufrags in the demultiplexing map.
-    pub demux_ufrags: usize,
-    /// Rooms with a scheduled deadline.
-    pub deadlines: usize,
 }
 
 /// One shard's rooms, demultiplexing maps and timers.
@@ -246,14 +113,21 @@ impl ShardCore {
     }
 
     /// A core with the given socket protection limits (see
-    /// [`IngressConfig::validate`]; invalid limits are used as given).
+    /// [`IngressConfig::validate`]; invalid limits are used as given), its
+    /// random keys from the OS.
     pub fn with_ingress(local_addr: SocketAddr, ingress: &IngressConfig) -> Self {
+        Self::with_seed(local_addr, ingress, crate::rng::os_seed())
+    }
+
+    /// As [`ShardCore::with_ingress`], with every random choice of the core
+    /// drawn from `seed` (a seeded simulation replays exactly).
+    pub fn with_seed(local_addr: SocketAddr, ingress: &IngressConfig, seed: u64) -> Self {
         ShardCore {
             local_addr,
             rooms: HashMap::new(),
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
-            sources: ingress::SourceLimiter::new(ingress),
+            sources: ingress::SourceLimiter::new(ingress, seed),
             throttle: ingress::ThrottleLimits::new(ingress),
             max_addresses: ingress.max_addresses_per_participant.max(1),
             deadlines: HashMap::new(),
@@ -295,7 +169,9 @@ impl ShardCore {
     /// Close every room, telling each participant the server is shutting
     /// down ([`LeaveReason::Shutdown`]).
     pub fn shutdown(&mut self, now: Instant) {
-        let rooms: Vec<RoomId> = self.rooms.keys().copied().collect();
+        // In id order, not hash order: the same events on every run.
+        let mut rooms: Vec<RoomId> = self.rooms.keys().copied().collect();
+        rooms.sort_unstable();
         for room in rooms {
             // A room that fails while closing is reported as failed.
             let _ = self.close_room_because(room, LeaveReason::Shutdown, now);
@@ -313,7 +189,9 @@ impl ShardCore {
             Err(_) => return Ok(()),
             Ok(()) => {}
         }
-        self.rooms.remove(&id);
+        if let Some(room) = self.rooms.remove(&id) {
+            self.stats.add_room(&room.stats);
+        }
         self.collect_stats_and_leavers();
         self.forget_room_routes(id);
         self.deadlines.remove(&id);
@@ -604,10 +482,7 @@ impl ShardCore {
         s.ingress.source_evictions = self.sources.evictions();
         s.ingress.validated_addresses = self.by_addr.len();
         for r in self.rooms.values() {
-            s.rtp_in += r.stats.rtp_in;
-            s.rtp_forwarded += r.stats.rtp_forwarded;
-            s.plis_sent += r.stats.plis_sent;
-            s.slot_switches += r.stats.slot_switches;
+            s.add_room(&r.stats);
         }
         s
     }
@@ -756,6 +631,8 @@ impl ShardCore {
             if catch_unwind(AssertUnwindSafe(closing)).is_err() {
                 tracing::error!(room = %id, "the failed room panicked again while closing");
             }
+            // Its counts stay in the totals (counters never go down).
+            self.stats.add_room(&room.stats);
             drop(room);
         }
         self.collect_stats_and_leavers();

@@ -8,17 +8,11 @@ use str0m::channel::ChannelId;
 use str0m::media::{KeyframeRequestKind, Mid};
 use str0m::rtp::Ssrc;
 
-use crate::core::forwarder::Rewriter;
+use crate::core::downlink::Downlink;
+pub(crate) use crate::core::slot::VideoFeed;
+use crate::core::slot::{AudioSlot, VideoSlot};
 use crate::ids::{Layer, ParticipantId, VideoSource};
 use crate::join::{MediaLayout, Prepared};
-
-/// A publisher's video track at one simulcast layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct VideoFeed {
-    pub publisher: ParticipantId,
-    pub source: VideoSource,
-    pub layer: Layer,
-}
 
 /// An incoming RTP stream of a publisher, classified once per SSRC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,38 +21,6 @@ pub(crate) enum RxTrack {
     Video(VideoSource, Layer),
     /// A stream the engine does not forward (extra m-lines).
     Ignored,
-}
-
-/// One recvonly video m-line of the subscriber.
-#[derive(Debug)]
-pub(crate) struct VideoSlot {
-    pub mid: Mid,
-    /// Cached send SSRC (`stream_tx` by SSRC is a hash lookup; by mid a scan).
-    pub ssrc: Option<Ssrc>,
-    /// What the slot should show.
-    pub target: Option<VideoFeed>,
-    /// What the slot shows now (switches to `target` on its keyframe).
-    pub current: Option<VideoFeed>,
-    pub rewriter: Rewriter,
-    /// The subscriber asked not to receive video in this slot.
-    pub paused: bool,
-    /// Subscriber's cap on the forwarded frame height.
-    pub max_height: Option<u32>,
-    /// When the slot started waiting for `target`'s keyframe.
-    pub pending_since: Option<Instant>,
-    /// The bandwidth allocator paused this slot (not even the lowest layer fits).
-    pub bw_paused: bool,
-}
-
-/// One recvonly audio m-line of the subscriber.
-#[derive(Debug)]
-pub(crate) struct AudioSlot {
-    pub mid: Mid,
-    pub ssrc: Option<Ssrc>,
-    pub holder: Option<ParticipantId>,
-    /// The holder changed; re-base on its next packet.
-    pub switch_pending: bool,
-    pub rewriter: Rewriter,
 }
 
 /// What the participant has actually sent (first packet seen).
@@ -84,63 +46,6 @@ pub(crate) struct LayerMeter {
     pub last_packet: Option<Instant>,
     /// When the publisher was (re)asked to send this layer.
     pub activated_at: Option<Instant>,
-}
-
-/// Ticks of sent-media history per subscriber: a receiver report covers
-/// about the last second.
-pub(crate) const SENT_TICKS: usize = 10;
-
-/// Downlink bandwidth state of a subscriber.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Downlink {
-    /// Latest estimate from str0m's BWE.
-    pub estimate_bps: Option<u64>,
-    /// The estimate the allocator uses (moves only on changes beyond the hysteresis).
-    pub effective_bps: Option<u64>,
-    /// Last downgrade forced by the estimate.
-    pub last_downgrade: Option<Instant>,
-    /// Bitrate of the layers allocated now.
-    pub allocated_bps: u64,
-    /// Bitrate of every slot at its cap.
-    pub desired_bps: u64,
-    /// Last (minimum, desired) handed to `bwe().set_bitrate`.
-    pub told_bwe: Option<(u64, u64)>,
-    /// Last layer upgrade.
-    pub last_upgrade: Option<Instant>,
-    /// The effective estimate the previous allocation used.
-    pub allocated_for: Option<u64>,
-    /// Last time a probe was asked for.
-    pub last_probe: Option<Instant>,
-    /// Media bytes written into this subscriber's slots since the last tick.
-    pub sent_bytes: u64,
-    /// Media bytes sent in each of the last ticks (ring, `sent_at` next).
-    pub sent_ticks: [(u64, Duration); SENT_TICKS],
-    /// Next slot of `sent_ticks`.
-    pub sent_at: usize,
-    /// When a loss report capped the estimate (see `Room::on_egress_stats`);
-    /// while set, `effective_bps` is the cap.
-    pub loss_capped_at: Option<Instant>,
-    /// Since when every estimate has been above `effective_bps`, and the
-    /// lowest of them (a sustained rise; see `Room::on_estimate`).
-    pub rising: Option<(Instant, u64)>,
-}
-
-impl Downlink {
-    /// Take `bps` as the effective estimate, dropping any pending rise.
-    pub fn set_effective(&mut self, bps: u64) {
-        self.effective_bps = Some(bps);
-        self.rising = None;
-    }
-
-    /// Apply a pending rise once it has lasted `sustained`, at the lowest
-    /// estimate seen meanwhile.
-    pub fn settle_rise(&mut self, now: Instant, sustained: Duration) {
-        if let Some((since, low)) = self.rising
-            && now.saturating_duration_since(since) >= sustained
-        {
-            self.set_effective(low);
-        }
-    }
 }
 
 /// Per-participant counters.
@@ -177,11 +82,11 @@ pub(crate) struct Participant {
     /// The Rtc's own next timeout.
     pub next_timeout: Instant,
     /// Has pending writes: needs `Input::Timeout(now)` and a drain.
-    pub dirty: bool,
+    dirty: bool,
     /// Slot contents changed since the last `slots` control message.
-    pub slots_dirty: bool,
+    slots_dirty: bool,
     /// Last PLI per (source, layer) sent to this publisher.
-    pub last_pli: HashMap<(VideoSource, Layer), Instant>,
+    last_pli: HashMap<(VideoSource, Layer), Instant>,
     pub stats: ParticipantStats,
     pub downlink: Downlink,
     /// Incoming layer meters per source (camera, screen) and layer.
@@ -224,29 +129,13 @@ impl Participant {
             .layout
             .video_slots
             .iter()
-            .map(|&mid| VideoSlot {
-                mid,
-                ssrc: None,
-                target: None,
-                current: None,
-                rewriter: Rewriter::new(90_000),
-                paused: false,
-                max_height: None,
-                pending_since: None,
-                bw_paused: false,
-            })
+            .map(|&m| VideoSlot::new(m))
             .collect();
         let audio_slots = p
             .layout
             .audio_slots
             .iter()
-            .map(|&mid| AudioSlot {
-                mid,
-                ssrc: None,
-                holder: None,
-                switch_pending: false,
-                rewriter: Rewriter::new(48_000),
-            })
+            .map(|&m| AudioSlot::new(m))
             .collect();
         Participant {
             id: p.id,
@@ -273,6 +162,53 @@ impl Participant {
             meters: [[LayerMeter::default(); MAX_LAYERS]; 2],
             audio_meter: LayerMeter::default(),
             told_layers: [None; 2],
+        }
+    }
+
+    /// Its `Rtc` has pending writes: it needs `Input::Timeout(now)` and a
+    /// drain at the next flush.
+    #[inline]
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Whether the next flush must drive it.
+    #[inline]
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// The flush drives it now: clears the mark, returns whether it was set.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::replace(&mut self.dirty, false)
+    }
+
+    /// What its slots show changed: a `slots` control message is due.
+    #[inline]
+    pub fn mark_slots_changed(&mut self) {
+        self.slots_dirty = true;
+    }
+
+    /// Whether a `slots` message is due; clears the mark.
+    pub fn take_slots_changed(&mut self) -> bool {
+        std::mem::replace(&mut self.slots_dirty, false)
+    }
+
+    /// `publisher` left the room: every slot showing it goes dark at once,
+    /// a pin on it is dropped.
+    pub fn forget_publisher(&mut self, publisher: ParticipantId) {
+        let mut changed = false;
+        for s in &mut self.video_slots {
+            changed |= s.forget_publisher(publisher);
+        }
+        for s in &mut self.audio_slots {
+            changed |= s.forget_publisher(publisher);
+        }
+        if changed {
+            self.slots_dirty = true;
+        }
+        if self.pinned == Some(publisher) {
+            self.pinned = None;
         }
     }
 

@@ -19,7 +19,7 @@ use crate::join::{self, JoinContext};
 thread_local! {
     // One certificate for every input, as the engine shares one. Built by
     // the crypto provider, which always makes one.
-    static CONTEXT: JoinContext = JoinContext::new().expect("a DTLS certificate");
+    static CONTEXT: JoinContext = JoinContext::new(1).expect("a DTLS certificate");
 }
 
 /// What became of one offer.

@@ -66,7 +66,7 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
     let shards = &stats.shards;
 
     type Get = fn(&ShardStats) -> f64;
-    let per_shard: [(&str, &str, &str, Get); 18] = [
+    let per_shard: [(&str, &str, &str, Get); 20] = [
         ("piazza_rooms", "gauge", "Rooms on the shard.", |s| {
             s.rooms as f64
         }),
@@ -129,6 +129,18 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
             "counter",
             "Keyframe requests (PLI) sent to publishers.",
             |s| s.core.plis_sent as f64,
+        ),
+        (
+            "piazza_dropped_waiting_keyframe_total",
+            "counter",
+            "Video packets held from a slot waiting for its feed's first keyframe.",
+            |s| s.core.dropped_waiting_keyframe as f64,
+        ),
+        (
+            "piazza_loss_caps_total",
+            "counter",
+            "Times transport loss capped a subscriber's downlink estimate.",
+            |s| s.core.loss_caps as f64,
         ),
         (
             "piazza_recv_batches_total",

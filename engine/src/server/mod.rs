@@ -44,7 +44,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::RecvTimeoutError;
 use tokio::sync::{Mutex as AsyncMutex, Semaphore};
 
 use crate::Engine;
@@ -253,8 +252,8 @@ fn spawn_event_pump(
                         tracing::debug!(?event, "engine event");
                         state.rooms().apply(&event, SystemTime::now());
                     }
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => break,
+                    Err(crate::RecvError::Timeout) => {}
+                    Err(_) => break,
                 }
             }
         })

@@ -1,56 +1,58 @@
 //! Shards: the thin IO driver around [`ShardCore`].
 //!
 //! A shard is one OS thread (`piazza-shard-N`) that owns one UDP socket and
-//! one [`ShardCore`]; rooms are pinned to a shard for life. The thread's
-//! loop:
+//! one [`Driver`] (its [`ShardCore`]); rooms are pinned to a shard for life.
+//! The thread's loop:
 //!
 //! 1. Wait in `epoll_wait` on the socket and the command doorbell (an
 //!    eventfd), for at most the core's earliest deadline
 //!    ([`ShardCore::poll_timeout`]); with no deadline it sleeps until woken.
-//! 2. Doorbell: run every queued [`Command`].
-//! 3. Socket readable: `recvmmsg` up to 64 datagrams, hand each to
-//!    [`ShardCore::handle_datagram`] with one `now` per batch, then
-//!    [`ShardCore::flush`]; repeat while full batches arrive, up to
-//!    [`MAX_BATCHES_PER_WAKEUP`] so timers and commands are not starved.
-//! 4. Deadline passed: [`ShardCore::handle_timeout`].
-//! 5. After every step: drain [`ShardCore::poll_transmit`] into `sendmmsg`
-//!    batches and [`ShardCore::poll_event`] into the engine's bounded events
-//!    channel (a full channel drops the event and counts it).
+//! 2. Take up to 64 datagrams with `recvmmsg` and hand them, with the queued
+//!    [`Command`]s when the doorbell rang, to [`Driver::step`]: commands,
+//!    the batch, due timers, every output to the socket (`sendmmsg`
+//!    batches) and the engine's bounded events channel. Repeat while full
+//!    batches arrive, up to [`MAX_BATCHES_PER_WAKEUP`], so timers and
+//!    commands are not starved.
+//!
+//! The step is the simulator's too ([`driver`]): only the [`Io`] differs.
 //!
 //! Containment is two-level. The core runs each room's work under
 //! `catch_unwind` and fails just that room ([`EngineEvent::RoomFailed`],
-//! [`CoreStats::rooms_failed`]); the shard additionally runs every core call
-//! under `catch_unwind`, so a panic outside any room's work (a bug in the
-//! core's own bookkeeping) is logged and counted in [`ShardStats::panics`]
-//! and the shard keeps serving.
+//! [`CoreStats::rooms_failed`]); the driver additionally runs every core
+//! call under `catch_unwind`, so a panic outside any room's work (a bug in
+//! the core's own bookkeeping) is logged and counted in
+//! [`ShardStats::panics`] and the shard keeps serving.
 //!
 //! Shutdown ([`Command::Shutdown`]): every room is closed with
 //! [`LeaveReason::Shutdown`] (a `closing` control message, RTCP BYE, DTLS
 //! close_notify per participant), the resulting datagrams are sent, and the
 //! thread ends; [`ShardHandle::join_within`] bounds the wait for it.
 
+pub(crate) mod driver;
 pub(crate) mod poll;
 mod socket;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::os::fd::AsRawFd;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, bounded};
+use str0m::net::Transmit;
 
 use crate::config::RoomConfig;
-use crate::core::{CoreStats, Footprint, ShardCore, SubscriberStats};
+#[cfg(doc)]
+use crate::core::CoreStats;
+use crate::core::{Footprint, ShardCore, SubscriberStats};
 use crate::error::Error;
 use crate::event::{EngineEvent, LeaveReason};
 use crate::ids::{ParticipantId, RoomId};
 use crate::join::Prepared;
 
+use driver::{Driver, Io, RoomShared};
 use poll::{Doorbell, Poller, thread_cpu_time};
 pub use socket::SocketStats;
 use socket::{RecvBatch, SendBatch, UdpSocket};
@@ -68,12 +70,12 @@ pub(crate) type Reply<T> = Sender<Result<T, Error>>;
 
 /// Control-plane requests from the engine to a shard thread.
 pub(crate) enum Command {
-    /// Open a room. `participants` is the engine registry's counter, which
-    /// the shard keeps equal to the room's size.
+    /// Open a room. `shared` is what the engine's registry reads of it,
+    /// kept current by the shard (size, lock).
     CreateRoom {
         room: RoomId,
         config: Box<RoomConfig>,
-        participants: Arc<AtomicUsize>,
+        shared: Arc<RoomShared>,
         reply: Reply<()>,
     },
     /// Admit a participant prepared off-shard.
@@ -123,7 +125,7 @@ pub struct ShardStats {
     /// CPU time the shard thread has used (user + system).
     pub cpu_time: Duration,
     /// The core's counters: datagrams, RTP forwarded, drops.
-    pub core: CoreStats,
+    pub core: crate::core::CoreStats,
     /// The socket layer's counters: batches, send errors.
     pub socket: SocketStats,
     /// Events dropped because the engine's events channel was full.
@@ -139,14 +141,14 @@ pub struct ShardStats {
 }
 
 impl ShardStats {
-    fn new(index: usize, local_addr: SocketAddr) -> Self {
+    pub(crate) fn new(index: usize, local_addr: SocketAddr) -> Self {
         ShardStats {
             index,
             local_addr,
             rooms: 0,
             participants: 0,
             cpu_time: Duration::ZERO,
-            core: CoreStats::default(),
+            core: Default::default(),
             socket: SocketStats::default(),
             events_dropped: 0,
             panics: 0,
@@ -168,6 +170,8 @@ pub(crate) struct ShardConfig {
     pub admission_budget: Option<usize>,
     /// Socket protection limits of the core.
     pub ingress: crate::config::IngressConfig,
+    /// Seed of the core's random choices.
+    pub seed: u64,
 }
 
 /// The engine's side of a shard: its command queue, doorbell, stats
@@ -201,23 +205,18 @@ impl ShardHandle {
         let poller = Poller::new(socket.as_raw_fd(), doorbell.as_raw_fd())?;
         let (tx, rx) = bounded(config.command_capacity.max(1));
         let snapshot = Arc::new(Mutex::new(ShardStats::new(index, local_addr)));
-        let mut core = ShardCore::with_ingress(advertised_addr, &config.ingress);
+        let mut core = ShardCore::with_seed(advertised_addr, &config.ingress, config.seed);
         core.set_admission_budget(config.admission_budget);
         let (done_tx, done) = bounded::<()>(1);
         let shard = Shard {
             index,
-            socket,
             poller,
             doorbell: doorbell.clone(),
-            core,
+            driver: Driver::new(index, local_addr, core),
             commands: rx,
+            socket,
             events,
-            counters: HashMap::new(),
             snapshot: snapshot.clone(),
-            last_publish: None,
-            dirty: false,
-            events_dropped: 0,
-            panics: 0,
         };
         let thread = std::thread::Builder::new()
             .name(format!("piazza-shard-{index}"))
@@ -326,30 +325,99 @@ impl ShardHandle {
 /// The shard thread's state.
 struct Shard {
     index: usize,
-    socket: UdpSocket,
     poller: Poller,
     /// Rung by the engine after queueing a command; cleared here.
     doorbell: Arc<Doorbell>,
-    core: ShardCore,
+    driver: Driver,
     commands: Receiver<Command>,
+    socket: UdpSocket,
     events: Sender<EngineEvent>,
-    /// The engine registry's participant counter of each room here.
-    counters: HashMap<RoomId, Arc<AtomicUsize>>,
+    snapshot: Arc<Mutex<ShardStats>>,
+}
+
+/// The shard thread's [`Io`]: its socket and the engine's events channel
+/// and stats snapshot.
+struct ShardIo {
+    socket: UdpSocket,
+    send: SendBatch,
+    events: Sender<EngineEvent>,
     snapshot: Arc<Mutex<ShardStats>>,
     last_publish: Option<Instant>,
     /// Something changed since the last published snapshot.
     dirty: bool,
-    events_dropped: u64,
-    panics: u64,
+}
+
+impl Io for ShardIo {
+    fn send(&mut self, t: Transmit) {
+        if self.send.push(t) {
+            self.socket.send_batch(&mut self.send);
+        }
+    }
+
+    fn flush(&mut self) {
+        self.socket.send_batch(&mut self.send);
+    }
+
+    fn emit(&mut self, e: EngineEvent) -> bool {
+        match self.events.try_send(e) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    fn socket_stats(&self) -> SocketStats {
+        self.socket.stats
+    }
+
+    fn cpu_time(&self) -> Duration {
+        thread_cpu_time()
+    }
+
+    fn publish(&mut self, stats: ShardStats) {
+        *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = stats;
+        self.last_publish = Some(Instant::now());
+        self.dirty = false;
+    }
+}
+
+/// The running shard thread (its send batch points into itself, so it is
+/// built on the thread).
+struct Running {
+    index: usize,
+    poller: Poller,
+    doorbell: Arc<Doorbell>,
+    driver: Driver,
+    commands: Receiver<Command>,
+    io: ShardIo,
 }
 
 impl Shard {
+    fn run(self) {
+        Running {
+            index: self.index,
+            poller: self.poller,
+            doorbell: self.doorbell,
+            driver: self.driver,
+            commands: self.commands,
+            io: ShardIo {
+                socket: self.socket,
+                send: SendBatch::new(),
+                events: self.events,
+                snapshot: self.snapshot,
+                last_publish: None,
+                dirty: false,
+            },
+        }
+        .run();
+    }
+}
+
+impl Running {
     fn run(mut self) {
-        tracing::debug!(shard = self.index, addr = %self.socket.local_addr(), "shard started");
+        tracing::debug!(shard = self.index, addr = %self.io.socket.local_addr(), "shard started");
         let mut recv = RecvBatch::new();
-        let mut send = SendBatch::new();
-        self.publish(Instant::now());
-        loop {
+        self.io.publish(self.driver.stats(&self.io));
+        'wakeups: loop {
             let now = Instant::now();
             let deadline = self.next_wakeup(now);
             let ready = match self.poller.wait(deadline, now) {
@@ -361,64 +429,61 @@ impl Shard {
                     continue;
                 }
             };
-
             if ready.doorbell {
                 self.doorbell.clear();
-                if self.run_commands(&mut send) {
+            }
+            let mut take_commands = ready.doorbell;
+            for _ in 0..MAX_BATCHES_PER_WAKEUP {
+                let n = if ready.socket {
+                    self.io.socket.recv_batch(&mut recv)
+                } else {
+                    0
+                };
+                let commands = &self.commands;
+                let queued = take_commands
+                    .then(|| {
+                        std::iter::from_fn(|| match commands.try_recv() {
+                            Ok(c) => Some(c),
+                            Err(TryRecvError::Empty) => None,
+                            // The engine is gone without a Shutdown: stop all the same.
+                            Err(TryRecvError::Disconnected) => Some(Command::Shutdown),
+                        })
+                    })
+                    .into_iter()
+                    .flatten();
+                // Truncated datagrams were counted by the socket.
+                let batch = (0..n).filter_map(|i| recv.get(i));
+                if !self
+                    .driver
+                    .step(Instant::now(), queued, batch, &mut self.io)
+                {
+                    break 'wakeups;
+                }
+                take_commands = false;
+                if n < socket::BATCH {
                     break;
                 }
             }
-
-            if ready.socket {
-                for _ in 0..MAX_BATCHES_PER_WAKEUP {
-                    let n = self.socket.recv_batch(&mut recv);
-                    if n == 0 {
-                        break;
-                    }
-                    let now = Instant::now();
-                    let core = &mut self.core;
-                    let batch = &recv;
-                    guarded(&mut self.panics, "datagrams", || {
-                        for i in 0..n {
-                            // Truncated datagrams were counted by the socket.
-                            if let Some((source, data)) = batch.get(i) {
-                                core.handle_datagram(now, source, data);
-                            }
-                        }
-                        core.flush(now);
-                    });
-                    self.drain(&mut send);
-                    if n < socket::BATCH {
-                        break;
-                    }
-                }
-            }
-
             let now = Instant::now();
-            if self.core.poll_timeout().is_some_and(|t| t <= now) {
-                let core = &mut self.core;
-                guarded(&mut self.panics, "timeout", || core.handle_timeout(now));
-                self.drain(&mut send);
-            }
-
             if self
+                .io
                 .last_publish
                 .is_none_or(|t| now.duration_since(t) >= SNAPSHOT_INTERVAL)
             {
-                self.publish(now);
+                self.io.publish(self.driver.stats(&self.io));
             } else {
-                self.dirty = true;
+                self.io.dirty = true;
             }
         }
-        self.publish(Instant::now());
+        self.io.publish(self.driver.stats(&self.io));
         tracing::debug!(shard = self.index, "shard stopped");
     }
 
     /// The core's deadline, or sooner when a snapshot is owed.
     fn next_wakeup(&mut self, now: Instant) -> Option<Instant> {
-        let core = self.core.poll_timeout();
-        let snapshot = if self.dirty {
-            Some(self.last_publish.map_or(now, |t| t + SNAPSHOT_INTERVAL))
+        let core = self.driver.poll_timeout();
+        let snapshot = if self.io.dirty {
+            Some(self.io.last_publish.map_or(now, |t| t + SNAPSHOT_INTERVAL))
         } else {
             None
         };
@@ -427,190 +492,4 @@ impl Shard {
             (a, b) => a.or(b),
         }
     }
-
-    /// Run every queued command. Returns true when the shard must stop.
-    fn run_commands(&mut self, send: &mut SendBatch) -> bool {
-        let mut ran = false;
-        let stop = loop {
-            let cmd = match self.commands.try_recv() {
-                Ok(c) => c,
-                Err(TryRecvError::Empty) => break false,
-                // The engine is gone without a Shutdown: stop all the same.
-                Err(TryRecvError::Disconnected) => break true,
-            };
-            ran = true;
-            if let Command::Shutdown = cmd {
-                break true;
-            }
-            self.run_command(cmd, send);
-            self.drain(send);
-        };
-        if stop {
-            self.close_all(send);
-        }
-        if ran {
-            // Control operations show in stats() at once.
-            self.publish(Instant::now());
-        }
-        stop
-    }
-
-    /// Run one command. Its outputs are drained, and the stats snapshot
-    /// republished, before the reply goes out: when a caller's `join` or
-    /// `leave` returns, the registry's counters and `stats()` already show it.
-    fn run_command(&mut self, cmd: Command, send: &mut SendBatch) {
-        let now = Instant::now();
-        let core = &mut self.core;
-        let panics = &mut self.panics;
-        let (reply, result) = match cmd {
-            Command::CreateRoom {
-                room,
-                config,
-                participants,
-                reply,
-            } => {
-                let r = guarded(panics, "create room", || core.create_room(room, *config));
-                self.counters.insert(room, participants);
-                (reply, r.ok_or_else(|| internal("create room")))
-            }
-            Command::Stats(reply) => {
-                let _ = reply.send(Ok(self.stats()));
-                return;
-            }
-            Command::SubscriberStats {
-                room,
-                participant,
-                reply,
-            } => {
-                let r = core
-                    .subscriber_stats(room, participant)
-                    .ok_or(Error::UnknownParticipant(participant));
-                let _ = reply.send(r);
-                return;
-            }
-            Command::Shutdown => return,
-            #[cfg(feature = "fault-injection")]
-            Command::InjectPanic { room, reply } => (reply, core.inject_panic(room)),
-            Command::Adopt(prepared, reply) => {
-                let r = guarded(panics, "adopt", || core.adopt(*prepared, now));
-                (reply, r.unwrap_or_else(|| Err(internal("adopt"))))
-            }
-            Command::Remove {
-                room,
-                participant,
-                reason,
-                reply,
-            } => {
-                let r = guarded(panics, "remove", || {
-                    core.remove(room, participant, reason, now)
-                });
-                (reply, r.unwrap_or_else(|| Err(internal("remove"))))
-            }
-            Command::Lock {
-                room,
-                locked,
-                reply,
-            } => {
-                let r = guarded(panics, "lock", || core.set_locked(room, locked));
-                (reply, r.unwrap_or_else(|| Err(internal("lock"))))
-            }
-            Command::CloseRoom { room, reply } => {
-                let r = guarded(panics, "close room", || core.close_room(room, now));
-                // Zero the counter even if the RoomClosed event is dropped.
-                if let Some(c) = self.counters.remove(&room) {
-                    c.store(0, Ordering::Relaxed);
-                }
-                (reply, r.unwrap_or_else(|| Err(internal("close room"))))
-            }
-        };
-        self.drain(send);
-        self.publish(Instant::now());
-        // The caller may have given up waiting; nothing to do then.
-        let _ = reply.send(result);
-    }
-
-    /// Close every room (participants get a `closing` control message and
-    /// a DTLS close_notify) and send what that produced, before stopping.
-    fn close_all(&mut self, send: &mut SendBatch) {
-        let now = Instant::now();
-        let core = &mut self.core;
-        let _ = guarded(&mut self.panics, "shutdown", || core.shutdown(now));
-        self.drain(send);
-        for c in self.counters.values() {
-            c.store(0, Ordering::Relaxed);
-        }
-        self.counters.clear();
-    }
-
-    /// Send every pending transmit and forward every pending event.
-    fn drain(&mut self, send: &mut SendBatch) {
-        while let Some(t) = self.core.poll_transmit() {
-            if send.push(t) {
-                self.socket.send_batch(send);
-            }
-        }
-        self.socket.send_batch(send);
-
-        while let Some(event) = self.core.poll_event() {
-            match &event {
-                EngineEvent::ParticipantJoined { room, .. }
-                | EngineEvent::ParticipantLeft { room, .. } => {
-                    if let Some(c) = self.counters.get(room) {
-                        c.store(self.core.room_len(*room).unwrap_or(0), Ordering::Relaxed);
-                    }
-                }
-                EngineEvent::RoomClosed { room } | EngineEvent::RoomFailed { room, .. } => {
-                    if let Some(c) = self.counters.remove(room) {
-                        c.store(0, Ordering::Relaxed);
-                    }
-                }
-                _ => {}
-            }
-            match self.events.try_send(event) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    self.events_dropped += 1;
-                }
-            }
-        }
-    }
-
-    fn stats(&self) -> ShardStats {
-        ShardStats {
-            index: self.index,
-            local_addr: self.socket.local_addr(),
-            rooms: self.core.room_ids().count(),
-            participants: self.core.participant_count(),
-            cpu_time: thread_cpu_time(),
-            core: self.core.stats(),
-            socket: self.socket.stats,
-            events_dropped: self.events_dropped,
-            panics: self.panics,
-            footprint: self.core.footprint(),
-        }
-    }
-
-    fn publish(&mut self, now: Instant) {
-        let stats = self.stats();
-        *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = stats;
-        self.last_publish = Some(now);
-        self.dirty = false;
-    }
-}
-
-/// Run core work, turning a panic into a log line and a count.
-fn guarded<R>(panics: &mut u64, what: &str, f: impl FnOnce() -> R) -> Option<R> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => Some(r),
-        Err(payload) => {
-            *panics += 1;
-            let msg = crate::core::panic_message(payload.as_ref());
-            tracing::error!("panic in shard core ({what}), shard continues: {msg}");
-            None
-        }
-    }
-}
-
-fn internal(what: &str) -> Error {
-    Error::Internal(format!("the shard panicked during {what}"))
 }

@@ -1,6 +1,14 @@
 //! The in-process simulator: N simulated participants ([`SimClient`], real
-//! str0m peers) against the same [`ShardCore`] a shard thread drives, through
-//! a seeded network model ([`Link`]), in virtual time, with no sockets.
+//! str0m peers) in one or more rooms on one or more shards, through a seeded
+//! network model ([`Link`]), in virtual time, with no sockets.
+//!
+//! Each simulated shard is the shard thread's own loop step
+//! (`shard::driver::Driver::step`) around a [`ShardCore`], with the
+//! simulated network as its IO: joins, leaves and room creation are the
+//! engine's [`Command`]s, run by the same code the shard thread runs. A
+//! seed fixes every random choice of Piazza (ICE credentials, ingress keys,
+//! the links) and of the clients; see [`Simulator::trace_hash`] for what a
+//! seeded run reproduces.
 //!
 //! Time only moves when the simulator advances it to the next packet arrival
 //! or timer, so ten simulated seconds of a 50-person room take as long as the
@@ -19,20 +27,27 @@ mod udp;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::Hasher;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use str0m::net::Transmit;
 
 pub use client::{ClientConfig, ClientStats, LayerSpec, SimClient, SlotStats, default_layers};
 pub use counting::CountingAlloc;
 pub use flood::{FloodKind, FloodMix};
 pub use net::{Link, LinkConfig, LinkStats};
 
-use crate::config::RoomConfig;
+use crate::config::{IngressConfig, RoomConfig};
 use crate::core::ShardCore;
 use crate::error::Error;
 use crate::event::{EngineEvent, LeaveReason};
 use crate::ids::{ParticipantId, RoomId};
 use crate::join::{self, JoinContext};
+use crate::rng;
+use crate::shard::Command;
+use crate::shard::driver::{Driver, Io, RoomShared};
 use crate::shard::poll::thread_cpu_time;
 
 /// A simulated run.
@@ -47,9 +62,14 @@ pub struct SimConfig {
     pub uplink: LinkConfig,
     /// Engine -> client link of every participant.
     pub downlink: LinkConfig,
-    /// The room.
+    /// The configuration of every room.
     pub room: RoomConfig,
-    /// Seed of every random choice (links, start values).
+    /// Rooms; participant `i` joins room `i % rooms`. Default 1.
+    pub rooms: usize,
+    /// Shards; room `r` lives on shard `r % shards`. Default 1.
+    pub shards: usize,
+    /// Seed of every random choice (links, start values, ICE credentials,
+    /// ingress keys).
     pub seed: u64,
 }
 
@@ -64,6 +84,8 @@ impl SimConfig {
             uplink: LinkConfig::default(),
             downlink: LinkConfig::default(),
             room: RoomConfig::default(),
+            rooms: 1,
+            shards: 1,
             seed: 1,
         }
     }
@@ -71,8 +93,39 @@ impl SimConfig {
 
 #[derive(Debug)]
 enum Dest {
-    Server,
+    /// A shard, by index.
+    Server(usize),
     Client(usize),
+}
+
+/// The simulated network as a shard's IO: what the shard sends waits here
+/// for the simulator to put it on the links, and so do its events.
+#[derive(Default)]
+struct SimIo {
+    transmits: Vec<Transmit>,
+    events: Vec<EngineEvent>,
+}
+
+impl Io for SimIo {
+    fn send(&mut self, t: Transmit) {
+        self.transmits.push(t);
+    }
+
+    fn flush(&mut self) {}
+
+    fn emit(&mut self, e: EngineEvent) -> bool {
+        self.events.push(e);
+        true
+    }
+}
+
+/// One simulated shard: the shard thread's loop step and its address.
+struct SimShard {
+    driver: Driver,
+    io: SimIo,
+    addr: SocketAddr,
+    /// Received datagrams not yet handed to the driver (one batch per step).
+    inbox: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 #[derive(Debug)]
@@ -107,6 +160,10 @@ pub struct SimParticipant {
     pub client: SimClient,
     /// Its engine id once joined.
     pub id: Option<ParticipantId>,
+    /// The room it joins.
+    pub room: RoomId,
+    /// The shard of that room.
+    pub shard: usize,
     /// When its join was requested.
     pub joined_at: Instant,
     /// Still in the room.
@@ -121,9 +178,9 @@ pub struct SimParticipant {
 pub struct Simulator {
     config: SimConfig,
     ctx: JoinContext,
-    core: ShardCore,
-    room: RoomId,
-    server: SocketAddr,
+    shards: Vec<SimShard>,
+    /// Rooms in creation order, with their shard.
+    rooms: Vec<(RoomId, usize)>,
     start: Instant,
     now: Instant,
     next_pid: u32,
@@ -143,13 +200,15 @@ pub struct Simulator {
     no_control: Vec<usize>,
     /// Participants that vanished: nothing from or to them moves.
     vanished: Vec<usize>,
+    /// Hash over every datagram delivered and every event, in order.
+    trace: std::hash::DefaultHasher,
 }
 
 impl Simulator {
-    /// Build the run; nobody has joined yet.
+    /// Build the run: its shards and rooms; nobody has joined yet.
     ///
     /// With the environment variable `PIAZZA_SIM_E2EE` set (to anything),
-    /// every run is end-to-end encrypted: the room has
+    /// every run is end-to-end encrypted: the rooms have
     /// [`RoomConfig::e2ee`](crate::RoomConfig::e2ee) and every client
     /// [`ClientConfig::e2ee`](client::ClientConfig::e2ee). That runs the
     /// behaviour tests (simulcast switches, speaker detection, allocation)
@@ -166,19 +225,33 @@ impl Simulator {
                 ..make(i)
             });
         }
-        let ctx = JoinContext::new()?;
-        let server = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 255, 0, 1)), 4000);
-        let mut core = ShardCore::new(server);
-        let room = RoomId(1);
-        core.create_room(room, config.room.clone());
+        let ctx = JoinContext::new(rng::derive(config.seed, rng::stream::JOIN))?;
+        // str0m draws its non-cryptographic randomness (SSRCs, ICE
+        // tie-breakers, SCTP tags, msids) from fastrand's thread-local
+        // generator: seeding it on this thread, which runs every peer and
+        // every shard of the simulation, makes those draws replay too.
+        fastrand::seed(rng::derive(config.seed, rng::stream::STR0M));
         // Virtual time starts at the real now and only moves forward from there.
         let start = Instant::now();
-        Ok(Simulator {
+        let shards = (0..config.shards.max(1))
+            .map(|k| {
+                let addr =
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 255, 0, 1)), 4000 + k as u16);
+                let seed = rng::derive(config.seed, rng::stream::SHARD + k as u64);
+                let core = ShardCore::with_seed(addr, &IngressConfig::default(), seed);
+                SimShard {
+                    driver: Driver::new(k, addr, core),
+                    io: SimIo::default(),
+                    addr,
+                    inbox: Vec::new(),
+                }
+            })
+            .collect();
+        let mut sim = Simulator {
             config,
             ctx,
-            core,
-            room,
-            server,
+            shards,
+            rooms: Vec::new(),
             start,
             now: start,
             next_pid: 1,
@@ -195,7 +268,48 @@ impl Simulator {
             held_media: Vec::new(),
             no_control: Vec::new(),
             vanished: Vec::new(),
-        })
+            trace: std::hash::DefaultHasher::new(),
+        };
+        for r in 0..sim.config.rooms.max(1) {
+            let id = RoomId(r as u32 + 1);
+            let shard = r % sim.shards.len();
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            sim.command(
+                shard,
+                Command::CreateRoom {
+                    room: id,
+                    config: Box::new(sim.config.room.clone()),
+                    shared: Arc::new(RoomShared::default()),
+                    reply,
+                },
+            );
+            answer.try_recv().unwrap_or(Err(Error::EngineClosed))?;
+            sim.rooms.push((id, shard));
+        }
+        Ok(sim)
+    }
+
+    /// Run one command on a shard now, through the shard's loop step, and
+    /// put what it sent on the links.
+    fn command(&mut self, shard: usize, cmd: Command) {
+        let now = self.now;
+        let t = thread_cpu_time();
+        let sh = &mut self.shards[shard];
+        sh.driver
+            .step(now, Some(cmd), std::iter::empty(), &mut sh.io);
+        self.core_busy += thread_cpu_time().saturating_sub(t);
+        self.pump();
+    }
+
+    /// Ask a shard and wait for the answer (it comes within the step).
+    fn request<T>(
+        &mut self,
+        shard: usize,
+        make: impl FnOnce(crate::shard::Reply<T>) -> Command,
+    ) -> Result<T, Error> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.command(shard, make(reply));
+        answer.try_recv().unwrap_or(Err(Error::EngineClosed))
     }
 
     /// Virtual time now.
@@ -213,19 +327,51 @@ impl Simulator {
         self.now - self.start
     }
 
-    /// The room every participant joins.
+    /// The first room (the one every participant joins with one room).
     pub fn room(&self) -> RoomId {
-        self.room
+        self.rooms[0].0
     }
 
-    /// The shard core under test.
+    /// Every room, in creation order, with its shard.
+    pub fn rooms(&self) -> &[(RoomId, usize)] {
+        &self.rooms
+    }
+
+    /// The first shard's core (the only one with one shard).
     pub fn core(&self) -> &ShardCore {
-        &self.core
+        self.shards[0].driver.core()
     }
 
-    /// Mutable access to the core (for control calls in tests).
+    /// Shard `k`'s core.
+    pub fn core_of(&self, k: usize) -> &ShardCore {
+        self.shards[k].driver.core()
+    }
+
+    /// Mutable access to the first shard's core, for test hooks (control
+    /// operations go through [`Simulator::leave`], [`Simulator::close_room`]
+    /// and the joins, as the engine's commands).
     pub fn core_mut(&mut self) -> &mut ShardCore {
-        &mut self.core
+        self.shards[0].driver.core_mut()
+    }
+
+    /// A hash over what a seeded run reproduces: every datagram delivered
+    /// (its virtual arrival time, source and destination), every engine
+    /// event (with its time), and every RTP packet each client received
+    /// after decryption ([`SimClient::rx_trace`]: slot, sequence number,
+    /// timestamp, payload, arrival time). Two runs with the same seed and
+    /// inputs have the same hash.
+    ///
+    /// Datagram bytes are left out: the DTLS handshake's randomness (its
+    /// randoms, ECDHE keys and ECDSA signatures) comes from the crypto
+    /// library's own generator, which cannot be seeded, so SRTP keys and
+    /// every ciphertext differ between runs. Everything decided from what
+    /// the peers decrypt is covered.
+    pub fn trace_hash(&self) -> u64 {
+        let mut h = self.trace.clone();
+        for p in &self.participants {
+            h.write_u64(p.client.rx_trace());
+        }
+        h.finish()
     }
 
     /// Participants (joined or not yet).
@@ -294,34 +440,57 @@ impl Simulator {
         std::mem::take(&mut self.held_media)
     }
 
-    /// The address the participants send to (the core's).
+    /// The address the participants of the first shard send to.
     pub fn server_addr(&self) -> SocketAddr {
-        self.server
+        self.shards[0].addr
     }
 
-    /// Hand the core one datagram from `source` now, as if it had just
-    /// arrived (from anywhere: a participant's address or one nobody
-    /// uses), then [`Simulator::settle`]. Fuzzing and attack tests use it.
+    /// Hand the first shard one datagram from `source` now, as if it had
+    /// just arrived (from anywhere: a participant's address or one nobody
+    /// uses), and put what that produced on the links. Fuzzing and attack
+    /// tests use it.
     pub fn deliver(&mut self, source: SocketAddr, bytes: &[u8]) {
-        let now = self.now;
-        let t = thread_cpu_time();
-        self.core.handle_datagram(now, source, bytes);
-        self.core_busy += thread_cpu_time().saturating_sub(t);
+        self.shards[0].inbox.push((source, bytes.to_vec()));
         self.settle();
     }
 
-    /// Flush the core, run its due timers and put everything the core and
-    /// the clients have to send on the links, without moving time (after
-    /// calls on [`Simulator::core_mut`] or a client).
+    /// Run every shard's loop step now (waiting datagrams, flushes after
+    /// calls on [`Simulator::core_mut`], due timers) and put everything the
+    /// shards and the clients have to send on the links, without moving
+    /// time.
     pub fn settle(&mut self) {
         let now = self.now;
-        let t = thread_cpu_time();
-        self.core.flush(now);
-        if self.core.poll_timeout().is_some_and(|t| t <= now) {
-            self.core.handle_timeout(now);
+        for k in 0..self.shards.len() {
+            self.step_shard(k, now);
         }
-        self.core_busy += thread_cpu_time().saturating_sub(t);
         self.pump();
+    }
+
+    /// One loop step of shard `k` at `now`, with the datagrams that arrived
+    /// for it.
+    fn step_shard(&mut self, k: usize, now: Instant) {
+        let sh = &mut self.shards[k];
+        let inbox = std::mem::take(&mut sh.inbox);
+        let t = thread_cpu_time();
+        let batch = inbox.iter().map(|(from, data)| (*from, data.as_slice()));
+        sh.driver.step(now, None, batch, &mut sh.io);
+        self.core_busy += thread_cpu_time().saturating_sub(t);
+    }
+
+    /// Close room `room` (the engine's `close_room`).
+    pub fn close_room(&mut self, room: RoomId) -> Result<(), Error> {
+        let (_, shard) = *self
+            .rooms
+            .iter()
+            .find(|(r, _)| *r == room)
+            .ok_or(Error::UnknownRoom(room))?;
+        let r = self.request(shard, |reply| Command::CloseRoom { room, reply });
+        for p in &mut self.participants {
+            if p.room == room {
+                p.present = false;
+            }
+        }
+        r
     }
 
     /// Run until `d` of virtual time has passed since the start.
@@ -347,15 +516,16 @@ impl Simulator {
     }
 
     fn remove(&mut self, i: usize, reason: LeaveReason) -> Result<(), Error> {
-        let pid = self.participants[i]
-            .id
-            .ok_or(Error::UnknownParticipant(ParticipantId(0)))?;
-        let now = self.now;
-        let t = thread_cpu_time();
-        let r = self.core.remove(self.room, pid, reason, now);
-        self.core_busy += thread_cpu_time().saturating_sub(t);
+        let p = &self.participants[i];
+        let participant = p.id.ok_or(Error::UnknownParticipant(ParticipantId(0)))?;
+        let (room, shard) = (p.room, p.shard);
+        let r = self.request(shard, |reply| Command::Remove {
+            room,
+            participant,
+            reason,
+            reply,
+        });
         self.participants[i].present = false;
-        self.pump();
         r
     }
 
@@ -379,9 +549,12 @@ impl Simulator {
             .seed
             .wrapping_mul(1_000_003)
             .wrapping_add(i as u64 * 2);
+        let (room, shard) = self.rooms[i % self.rooms.len()];
         let mut sp = SimParticipant {
             client,
             id: None,
+            room,
+            shard,
             joined_at: now,
             present: false,
             uplink: Link::new(self.config.uplink.clone(), seed),
@@ -389,22 +562,24 @@ impl Simulator {
         };
         let pid = ParticipantId(self.next_pid);
         self.next_pid += 1;
+        // As the engine joins: prepare off-shard, then the shard adopts.
+        let t = thread_cpu_time();
         let prepared = join::prepare(
             &self.ctx,
-            self.room,
+            room,
             &self.config.room,
             pid,
             format!("sim-{i}"),
             sp.client.offer(),
-            self.server,
+            self.shards[shard].addr,
             now,
         );
-        let t = thread_cpu_time();
-        let adopted = prepared.and_then(|p| {
-            let answer = p.answer.clone();
-            self.core.adopt(p, now).map(|_| answer)
-        });
         self.core_busy += thread_cpu_time().saturating_sub(t);
+        let adopted = prepared.and_then(|mut p| {
+            let answer = std::mem::take(&mut p.answer);
+            self.request(shard, |reply| Command::Adopt(Box::new(p), reply))
+                .map(|_| answer)
+        });
         match adopted {
             Ok(answer) => {
                 if let Err(e) = sp.client.accept_answer(&answer) {
@@ -429,7 +604,9 @@ impl Simulator {
                 next = Some(next.map_or(t, |n| n.min(t)));
             }
         };
-        consider(self.core.poll_timeout());
+        for sh in &mut self.shards {
+            consider(sh.driver.poll_timeout());
+        }
         consider(self.join_due());
         for (i, p) in self.participants.iter().enumerate() {
             if (p.present || p.client.is_alive()) && !self.vanished.contains(&i) {
@@ -458,32 +635,28 @@ impl Simulator {
         self.now = self.now.max(next);
         let now = self.now;
 
-        let mut server_input = false;
         while self.in_flight.peek().is_some_and(|Reverse(p)| p.at <= now) {
             let Some(Reverse(p)) = self.in_flight.pop() else {
                 break;
             };
+            self.trace_datagram(now, &p);
             match p.to {
-                Dest::Server => {
-                    let t = thread_cpu_time();
-                    self.core.handle_datagram(now, p.from, &p.data);
-                    self.core_busy += thread_cpu_time().saturating_sub(t);
-                    server_input = true;
-                }
+                Dest::Server(k) => self.shards[k].inbox.push((p.from, p.data)),
                 Dest::Client(i) if self.vanished.contains(&i) => {}
                 Dest::Client(i) => self.participants[i]
                     .client
                     .handle_datagram(now, p.from, &p.data),
             }
         }
-        let t = thread_cpu_time();
-        if server_input {
-            self.core.flush(now);
+        for k in 0..self.shards.len() {
+            let due = self.shards[k]
+                .driver
+                .poll_timeout()
+                .is_some_and(|t| t <= now);
+            if due || !self.shards[k].inbox.is_empty() {
+                self.step_shard(k, now);
+            }
         }
-        if self.core.poll_timeout().is_some_and(|t| t <= now) {
-            self.core.handle_timeout(now);
-        }
-        self.core_busy += thread_cpu_time().saturating_sub(t);
         for (i, p) in self.participants.iter_mut().enumerate() {
             if self.vanished.contains(&i) {
                 continue;
@@ -499,12 +672,30 @@ impl Simulator {
         true
     }
 
+    /// Fold one delivered datagram into the trace.
+    fn trace_datagram(&mut self, now: Instant, p: &InFlight) {
+        let h = &mut self.trace;
+        h.write_u128(now.saturating_duration_since(self.start).as_nanos());
+        std::hash::Hash::hash(&p.from, h);
+        match p.to {
+            Dest::Server(k) => h.write_usize(k),
+            Dest::Client(i) => h.write_usize(1_000_000 + i),
+        }
+    }
+
     fn pump(&mut self) {
         let now = self.now;
-        while let Some(e) = self.core.poll_event() {
-            self.events.push((now, e));
+        let mut out = Vec::new();
+        for sh in &mut self.shards {
+            for e in sh.io.events.drain(..) {
+                self.trace
+                    .write_u128(now.saturating_duration_since(self.start).as_nanos());
+                self.trace.write(format!("{e:?}").as_bytes());
+                self.events.push((now, e));
+            }
+            out.append(&mut sh.io.transmits);
         }
-        while let Some(t) = self.core.poll_transmit() {
+        for t in out {
             let Some(&i) = self.by_addr.get(&t.destination) else {
                 continue;
             };
@@ -538,11 +729,16 @@ impl Simulator {
                 }
                 if let Some(at) = p.uplink.send(now, t.contents.len()) {
                     self.order += 1;
+                    let to = self
+                        .shards
+                        .iter()
+                        .position(|s| s.addr == t.destination)
+                        .unwrap_or(p.shard);
                     self.in_flight.push(Reverse(InFlight {
                         at,
                         order: self.order,
                         from: p.client.addr(),
-                        to: Dest::Server,
+                        to: Dest::Server(to),
                         data: t.contents.into(),
                     }));
                 }
@@ -573,7 +769,7 @@ impl JoinPreparer {
     /// One engine-wide DTLS certificate, as the engine shares one.
     pub fn new(room: RoomConfig) -> Result<Self, Error> {
         Ok(JoinPreparer {
-            ctx: JoinContext::new()?,
+            ctx: JoinContext::new(1)?,
             room,
             server: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 255, 0, 1)), 4000),
             next_pid: 1,

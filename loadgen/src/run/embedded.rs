@@ -14,7 +14,6 @@
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
 use piazza::core::control::ClientMessage;
 use piazza::sim::{ClientConfig, Link, LinkConfig, SimClient};
 use piazza::{
@@ -95,7 +94,7 @@ pub(crate) trait Backend {
 /// The embedded engine.
 struct Embedded {
     engine: Engine,
-    events: Receiver<EngineEvent>,
+    events: piazza::Events,
     rooms: Vec<RoomId>,
 }
 

@@ -13,14 +13,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use str0m::bwe::BweKind;
-use str0m::media::Mid;
 use str0m::net::Receive;
-use str0m::rtp::Ssrc;
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
-use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Event, IceConnectionState, Input, Output};
 
+mod assign;
 mod bandwidth;
 mod chat;
+mod forward;
 
 pub use bandwidth::{SlotState, SubscriberStats};
 
@@ -29,35 +28,17 @@ use crate::core::CoreOutput;
 use crate::core::control::{
     AudioSlotInfo, ClientMessage, ParticipantInfo, ServerMessage, VideoSlotInfo,
 };
-use crate::core::forwarder::Vp8Fields;
-use crate::core::participant::{Participant, RxTrack, VideoFeed, source_index};
-use crate::core::selector::{self, OnPacket};
+use crate::core::participant::Participant;
 use crate::core::speaker::SpeakerDetector;
-use crate::event::{EngineEvent, LeaveReason, TrackKind};
-use crate::ids::{Layer, ParticipantId, RoomId, VideoSource};
+use crate::event::{EngineEvent, LeaveReason};
+use crate::ids::{ParticipantId, RoomId};
 use crate::join::Prepared;
 
 /// How often the room re-evaluates speakers, sends coalesced control
 /// messages and retries keyframe requests.
 const TICK: Duration = Duration::from_millis(100);
-/// Audio slot hysteresis: a challenger must be this much louder (dB) than
-/// the quietest holder to take its slot.
-const AUDIO_SWITCH_MARGIN: f32 = 6.0;
 /// Forward to a connected peer that has sent no SRTP yet after this long.
 const MEDIA_READY_FALLBACK: Duration = Duration::from_millis(300);
-
-/// Where a route delivers: a video or audio slot of one subscriber.
-#[derive(Debug, Clone, Copy)]
-enum SlotRef {
-    Video(u16),
-    Audio(u16),
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Route {
-    sub: u16,
-    slot: SlotRef,
-}
 
 /// Counters of one room.
 #[derive(Debug, Clone, Copy, Default)]
@@ -84,7 +65,7 @@ pub(crate) struct Room {
     index: HashMap<ParticipantId, usize>,
     join_seq: u64,
     /// Per publisher slab index: the slots its packets may go to.
-    routes: Vec<Vec<Route>>,
+    routes: Vec<Vec<forward::Route>>,
     routes_dirty: bool,
     needs_reassign: bool,
     last_reassign: Option<Instant>,
@@ -214,25 +195,7 @@ impl Room {
         self.routes_dirty = true;
         // Slots showing the leaver go dark at once.
         for p in self.slab.iter_mut().flatten() {
-            for s in &mut p.video_slots {
-                if s.current.is_some_and(|f| f.publisher == pid) {
-                    s.current = None;
-                    p.slots_dirty = true;
-                }
-                if s.target.is_some_and(|f| f.publisher == pid) {
-                    s.target = None;
-                    s.pending_since = None;
-                }
-            }
-            for s in &mut p.audio_slots {
-                if s.holder == Some(pid) {
-                    s.holder = None;
-                    p.slots_dirty = true;
-                }
-            }
-            if p.pinned == Some(pid) {
-                p.pinned = None;
-            }
+            p.forget_publisher(pid);
         }
         out.left.push(pid);
         out.events.push_back(EngineEvent::ParticipantLeft {
@@ -256,7 +219,9 @@ impl Room {
 
     /// Remove everyone (room closing).
     pub fn close(&mut self, reason: LeaveReason, now: Instant, out: &mut CoreOutput) {
-        let ids: Vec<_> = self.index.keys().copied().collect();
+        // In join order (slab order), not the index's hash order: the
+        // leave events come out the same on every run.
+        let ids: Vec<_> = self.slab.iter().flatten().map(|p| p.id).collect();
         for p in ids {
             self.remove(p, reason, now, out);
         }
@@ -319,7 +284,7 @@ impl Room {
         for i in 0..self.slab.len() {
             let due = matches!(&self.slab[i], Some(p) if p.next_timeout <= now);
             if due && let Some(p) = self.slab[i].as_mut() {
-                p.dirty = true;
+                p.mark_dirty();
             }
         }
         if self.next_tick.is_some_and(|t| t <= now) {
@@ -340,13 +305,13 @@ impl Room {
         for _round in 0..4 {
             let mut any = false;
             for i in 0..self.slab.len() {
-                let dirty = matches!(&self.slab[i], Some(p) if p.dirty);
+                let dirty = matches!(&self.slab[i], Some(p) if p.is_dirty());
                 if !dirty {
                     continue;
                 }
                 any = true;
                 if let Some(p) = self.slab[i].as_mut() {
-                    p.dirty = false;
+                    p.take_dirty();
                     if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
                         tracing::debug!(participant = %p.id, "timeout refused: {e}");
                     }
@@ -483,7 +448,7 @@ impl Room {
                     e2ee: self.config.e2ee,
                 };
                 send_control(p, &welcome);
-                p.slots_dirty = true;
+                p.mark_slots_changed();
                 self.participants_dirty = true;
                 self.speaker_dirty = true;
                 self.send_chat_history(i);
@@ -509,7 +474,7 @@ impl Room {
                     .video_slots
                     .iter()
                     .find(|s| s.mid == req.mid)
-                    .and_then(|s| s.current);
+                    .and_then(|s| s.current());
                 if let Some(f) = feed {
                     self.request_keyframe(f, now);
                 }
@@ -540,19 +505,16 @@ impl Room {
             }
             Ok(ClientMessage::Pause { mid }) => {
                 if let Some(s) = p.video_slots.iter_mut().find(|s| s.mid.to_string() == mid) {
-                    s.paused = true;
-                    p.slots_dirty = true;
+                    s.pause();
+                    p.mark_slots_changed();
                 }
             }
             Ok(ClientMessage::Resume { mid }) => {
+                // Resuming needs a fresh keyframe: re-enter the switch path.
                 if let Some(s) = p.video_slots.iter_mut().find(|s| s.mid.to_string() == mid)
-                    && s.paused
+                    && s.resume()
                 {
-                    s.paused = false;
-                    // Resuming needs a fresh keyframe: re-enter the switch path.
-                    s.current = None;
-                    s.pending_since = None;
-                    p.slots_dirty = true;
+                    p.mark_slots_changed();
                     self.needs_reassign = true;
                 }
             }
@@ -567,454 +529,6 @@ impl Room {
                 );
             }
         }
-    }
-
-    // ------------------------------------------------------------- forwarding
-
-    fn route(&mut self, i: usize, pkt: RtpPacket, now: Instant, out: &mut CoreOutput) {
-        if self.routes_dirty {
-            self.rebuild_routes();
-        }
-        let room = self.id;
-        let Some(publisher) = self.slab[i].as_mut() else {
-            return;
-        };
-        let pid = publisher.id;
-        publisher.stats.rtp_in += 1;
-        self.stats.rtp_in += 1;
-        let track = publisher.classify(pkt.header.ssrc);
-        match track {
-            RxTrack::Ignored => {}
-            RxTrack::Audio => {
-                // As for video: payload, RTP header with the audio-level
-                // extension, and the SRTP tag.
-                publisher.audio_meter.bytes += pkt.payload.len() as u64 + 36;
-                publisher.audio_meter.last_packet = Some(now);
-                if !publisher.published.audio {
-                    publisher.published.audio = true;
-                    self.published(room, pid, TrackKind::Audio, out);
-                }
-                if let Some(level) = pkt.header.ext_vals.audio_level {
-                    self.speakers.on_level(pid, level, now);
-                }
-                self.forward_audio(i, pid, &pkt, now);
-            }
-            RxTrack::Video(source, layer) => {
-                let si = source_index(source);
-                if let Some(m) = publisher.meters[si].get_mut(layer.0 as usize) {
-                    // Payload plus RTP header and SRTP tag, roughly what the
-                    // layer costs a subscriber's downlink.
-                    m.bytes += pkt.payload.len() as u64 + 28;
-                    m.last_packet = Some(now);
-                }
-                let first = match source {
-                    VideoSource::Camera => {
-                        !std::mem::replace(&mut publisher.published.camera, true)
-                    }
-                    VideoSource::Screen => {
-                        !std::mem::replace(&mut publisher.published.screen, true)
-                    }
-                };
-                if first {
-                    if source == VideoSource::Screen {
-                        publisher.published.screen_since = Some(now);
-                    }
-                    // Declared layers that never arrive stop counting as
-                    // available after the activation grace.
-                    for m in &mut publisher.meters[si] {
-                        m.activated_at = Some(now);
-                    }
-                    let kind = match source {
-                        VideoSource::Camera => TrackKind::Camera,
-                        VideoSource::Screen => TrackKind::Screen,
-                    };
-                    self.published(room, pid, kind, out);
-                }
-                let feed = VideoFeed {
-                    publisher: pid,
-                    source,
-                    layer,
-                };
-                self.forward_video(i, feed, &pkt, now);
-            }
-        }
-    }
-
-    fn published(
-        &mut self,
-        room: RoomId,
-        pid: ParticipantId,
-        kind: TrackKind,
-        out: &mut CoreOutput,
-    ) {
-        self.needs_reassign = true;
-        self.participants_dirty = true;
-        out.events.push_back(EngineEvent::TrackPublished {
-            room,
-            participant: pid,
-            kind,
-        });
-    }
-
-    fn forward_video(&mut self, i: usize, feed: VideoFeed, pkt: &RtpPacket, now: Instant) {
-        // What one copy costs a downlink, as the layer meters count it.
-        let len = pkt.payload.len() as u64 + 28;
-        let desc = Vp8Descriptor::parse(&pkt.payload).ok();
-        let keyframe = desc.is_some_and(|d| d.starts_keyframe(&pkt.payload));
-        let vp8 = desc
-            .map(|d| Vp8Fields {
-                picture_id: d.picture_id(),
-                long_picture_id: pkt.payload.len() > 2 && pkt.payload[2] & 0x80 != 0,
-                tl0_pic_idx: d.tl0_pic_idx(),
-            })
-            .unwrap_or_default();
-        let in_seq: u64 = *pkt.seq_no;
-        let in_ts = pkt.header.timestamp;
-        let routes = &self.routes[i];
-        for r in routes {
-            let SlotRef::Video(s) = r.slot else { continue };
-            let Some(sub) = self.slab[r.sub as usize].as_mut() else {
-                continue;
-            };
-            let Some(pt) = sub.layout.pt_vp8 else {
-                continue;
-            };
-            let slot = &mut sub.video_slots[s as usize];
-            // Nothing (not even a switch) before the subscriber can decrypt:
-            // a consumed keyframe would leave it starting on a delta frame.
-            if slot.paused || slot.bw_paused || !sub.media_ready {
-                continue;
-            }
-            match selector::on_packet(slot.current, slot.target, feed, keyframe) {
-                OnPacket::Drop => {
-                    if slot.current.is_none() && slot.target == Some(feed) {
-                        self.stats.dropped_waiting_keyframe += 1;
-                    }
-                    continue;
-                }
-                OnPacket::Switch => {
-                    slot.rewriter.switch_to(in_seq, in_ts, vp8, now);
-                    slot.current = Some(feed);
-                    slot.pending_since = None;
-                    sub.slots_dirty = true;
-                    sub.stats.slot_switches += 1;
-                    self.stats.slot_switches += 1;
-                }
-                OnPacket::Forward => {}
-            }
-            let Some(rw) = slot.rewriter.rewrite(in_seq, in_ts, vp8, now) else {
-                continue;
-            };
-            let mut w = RtpWrite::new(pt, rw.seq.into(), rw.ts, pkt.timestamp, pkt.payload.clone())
-                .marker(pkt.header.marker)
-                .nackable(true);
-            if let Some(d) = desc {
-                let mut b = d.patch();
-                if let Some(pid) = rw.picture_id {
-                    b = b.picture_id(pid);
-                }
-                if let Some(t) = rw.tl0_pic_idx {
-                    b = b.tl0_pic_idx(t);
-                }
-                if let Ok(patch) = b.build() {
-                    w = w.vp8_patch(patch);
-                }
-            }
-            if write_slot(&mut sub.rtc, &mut slot.ssrc, slot.mid, w) {
-                sub.dirty = true;
-                sub.stats.rtp_forwarded += 1;
-                sub.downlink.sent_bytes += len;
-                self.stats.rtp_forwarded += 1;
-            }
-        }
-    }
-
-    fn forward_audio(&mut self, i: usize, pid: ParticipantId, pkt: &RtpPacket, now: Instant) {
-        let len = pkt.payload.len() as u64 + 36;
-        let in_seq: u64 = *pkt.seq_no;
-        let in_ts = pkt.header.timestamp;
-        let routes = &self.routes[i];
-        for r in routes {
-            let SlotRef::Audio(s) = r.slot else { continue };
-            let Some(sub) = self.slab[r.sub as usize].as_mut() else {
-                continue;
-            };
-            let Some(pt) = sub.layout.pt_opus else {
-                continue;
-            };
-            let slot = &mut sub.audio_slots[s as usize];
-            // As for video: no switch before the subscriber can decrypt, or
-            // the stream would start with a sequence gap.
-            if slot.holder != Some(pid) || !sub.media_ready {
-                continue;
-            }
-            if slot.switch_pending {
-                slot.rewriter
-                    .switch_to(in_seq, in_ts, Vp8Fields::default(), now);
-                slot.switch_pending = false;
-            }
-            let Some(rw) = slot
-                .rewriter
-                .rewrite(in_seq, in_ts, Vp8Fields::default(), now)
-            else {
-                continue;
-            };
-            let exts = ExtensionValues {
-                audio_level: pkt.header.ext_vals.audio_level,
-                voice_activity: pkt.header.ext_vals.voice_activity,
-                ..Default::default()
-            };
-            let w = RtpWrite::new(pt, rw.seq.into(), rw.ts, pkt.timestamp, pkt.payload.clone())
-                .marker(pkt.header.marker)
-                .ext_vals(exts);
-            if write_slot(&mut sub.rtc, &mut slot.ssrc, slot.mid, w) {
-                sub.dirty = true;
-                sub.stats.rtp_forwarded += 1;
-                sub.downlink.sent_bytes += len;
-                self.stats.rtp_forwarded += 1;
-            }
-        }
-    }
-
-    fn rebuild_routes(&mut self) {
-        self.routes.resize_with(self.slab.len(), Vec::new);
-        for r in &mut self.routes {
-            r.clear();
-        }
-        for (si, sub) in self.slab.iter().enumerate() {
-            let Some(sub) = sub else { continue };
-            for (k, s) in sub.video_slots.iter().enumerate() {
-                let mut pubs = [
-                    s.current.map(|f| f.publisher),
-                    s.target.map(|f| f.publisher),
-                ];
-                if pubs[0] == pubs[1] {
-                    pubs[1] = None;
-                }
-                for p in pubs.into_iter().flatten() {
-                    if let Some(&pi) = self.index.get(&p) {
-                        self.routes[pi].push(Route {
-                            sub: si as u16,
-                            slot: SlotRef::Video(k as u16),
-                        });
-                    }
-                }
-            }
-            for (k, s) in sub.audio_slots.iter().enumerate() {
-                if let Some(&pi) = s.holder.as_ref().and_then(|p| self.index.get(p)) {
-                    self.routes[pi].push(Route {
-                        sub: si as u16,
-                        slot: SlotRef::Audio(k as u16),
-                    });
-                }
-            }
-        }
-        self.routes_dirty = false;
-    }
-
-    // ------------------------------------------------------- slot assignment
-
-    /// The room-wide order in which video sources claim slots: screen shares
-    /// first, then the active speaker, then recent speakers (most recent
-    /// first), then join order.
-    fn video_ranking(&self, base: Instant) -> Vec<(ParticipantId, VideoSource)> {
-        let speaker = self.speakers.current();
-        let mut ranked: Vec<(u8, i128, u64, ParticipantId, VideoSource)> = Vec::new();
-        for p in self.slab.iter().flatten() {
-            if p.published.screen {
-                let since = p
-                    .published
-                    .screen_since
-                    .map(|t| signed_nanos(t, base))
-                    .unwrap_or(0);
-                ranked.push((0, since, p.join_seq, p.id, VideoSource::Screen));
-            }
-            if p.published.camera {
-                let (class, key) = if Some(p.id) == speaker {
-                    (1, 0)
-                } else if let Some(t) = self.speakers.last_spoke(p.id) {
-                    (2, -signed_nanos(t, base))
-                } else {
-                    (3, 0)
-                };
-                ranked.push((class, key, p.join_seq, p.id, VideoSource::Camera));
-            }
-        }
-        ranked.sort();
-        ranked.into_iter().map(|r| (r.3, r.4)).collect()
-    }
-
-    /// Decide which publisher fills which video slot (layers are the
-    /// bandwidth allocator's job: [`Room::allocate_all`]).
-    fn reassign(&mut self, now: Instant) {
-        self.needs_reassign = false;
-        self.last_reassign = Some(now);
-        let ranking = self.video_ranking(now);
-        for sub in self.slab.iter_mut().flatten() {
-            let k = sub.video_slots.len();
-            if k == 0 {
-                continue;
-            }
-            let own = sub.id;
-            let mut wanted: Vec<(ParticipantId, VideoSource)> = Vec::with_capacity(k);
-            // Screens first, then the pinned camera, then the rest in ranking order.
-            for &(p, src) in ranking
-                .iter()
-                .filter(|(p, s)| *s == VideoSource::Screen && *p != own)
-            {
-                if wanted.len() < k {
-                    wanted.push((p, src));
-                }
-            }
-            if let Some(pin) = sub.pinned
-                && pin != own
-                && ranking.contains(&(pin, VideoSource::Camera))
-                && wanted.len() < k
-            {
-                wanted.push((pin, VideoSource::Camera));
-            }
-            for &(p, src) in ranking.iter() {
-                if wanted.len() >= k {
-                    break;
-                }
-                if p == own || wanted.contains(&(p, src)) {
-                    continue;
-                }
-                wanted.push((p, src));
-            }
-            // Stable placement: a source already in a slot keeps it.
-            let mut placed = vec![false; wanted.len()];
-            let mut free: Vec<usize> = Vec::new();
-            for (si, slot) in sub.video_slots.iter().enumerate() {
-                let held = slot.target.map(|f| (f.publisher, f.source));
-                match held.and_then(|h| wanted.iter().position(|w| *w == h)) {
-                    Some(w) if !placed[w] => placed[w] = true,
-                    _ => free.push(si),
-                }
-            }
-            let mut free = free.into_iter();
-            for (w, &(p, src)) in wanted.iter().enumerate() {
-                if placed[w] {
-                    continue;
-                }
-                let Some(si) = free.next() else { break };
-                // Provisional layer; the allocator sets the real one.
-                sub.video_slots[si].target = Some(VideoFeed {
-                    publisher: p,
-                    source: src,
-                    layer: Layer::LOW,
-                });
-            }
-            for si in free {
-                let slot = &mut sub.video_slots[si];
-                if slot.target.is_some() || slot.current.is_some() {
-                    slot.target = None;
-                    slot.current = None;
-                    slot.pending_since = None;
-                    sub.slots_dirty = true;
-                }
-            }
-        }
-        self.update_audio_slots(now);
-        self.routes_dirty = true;
-    }
-
-    /// A loudest-first audio assignment with hysteresis. Returns whether any
-    /// holder changed.
-    fn update_audio_slots(&mut self, now: Instant) -> bool {
-        let mut publishers: Vec<(ParticipantId, u64, f32)> = self
-            .slab
-            .iter()
-            .flatten()
-            .filter(|p| p.published.audio)
-            .map(|p| (p.id, p.join_seq, 0.0))
-            .collect();
-        for e in &mut publishers {
-            e.2 = self.speakers.loudness(e.0, now);
-        }
-        // Loudest first; join order breaks ties (and decides without levels).
-        publishers.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.1.cmp(&b.1)));
-        let mut changed = false;
-        for sub in self.slab.iter_mut().flatten() {
-            if sub.audio_slots.is_empty() {
-                continue;
-            }
-            let own = sub.id;
-            let loud = |p: ParticipantId| {
-                publishers
-                    .iter()
-                    .find(|e| e.0 == p)
-                    .map(|e| e.2)
-                    .unwrap_or(f32::NEG_INFINITY)
-            };
-            // Fill empty slots with the loudest non-holders.
-            for (pid, _, _) in &publishers {
-                if *pid == own || sub.audio_slots.iter().any(|s| s.holder == Some(*pid)) {
-                    continue;
-                }
-                if let Some(slot) = sub.audio_slots.iter_mut().find(|s| s.holder.is_none()) {
-                    slot.holder = Some(*pid);
-                    slot.switch_pending = true;
-                    sub.slots_dirty = true;
-                    changed = true;
-                    continue;
-                }
-                // Replace the quietest holder if clearly out-talked.
-                let (qi, qloud) = sub
-                    .audio_slots
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (i, s.holder.map(loud).unwrap_or(f32::NEG_INFINITY)))
-                    .min_by(|a, b| a.1.total_cmp(&b.1))
-                    .expect("audio_slots is not empty");
-                if loud(*pid) > qloud + AUDIO_SWITCH_MARGIN {
-                    let slot = &mut sub.audio_slots[qi];
-                    slot.holder = Some(*pid);
-                    slot.switch_pending = true;
-                    sub.slots_dirty = true;
-                    changed = true;
-                }
-            }
-        }
-        if changed {
-            self.routes_dirty = true;
-        }
-        changed
-    }
-
-    fn request_keyframe(&mut self, feed: VideoFeed, now: Instant) {
-        let interval = self.config.pli_interval;
-        if let Some(&i) = self.index.get(&feed.publisher)
-            && let Some(p) = self.slab[i].as_mut()
-            && p.connected
-            && p.request_keyframe(feed.source, feed.layer, now, interval)
-        {
-            self.stats.plis_sent += 1;
-        }
-    }
-
-    /// Every slot whose target differs from what it shows waits for the
-    /// target's keyframe: mark it pending and ask the publisher (throttled
-    /// per publisher layer, so many subscribers cause one PLI).
-    fn apply_switches(&mut self, now: Instant) {
-        let mut waiting: Vec<VideoFeed> = Vec::new();
-        for sub in self.slab.iter_mut().flatten() {
-            for s in &mut sub.video_slots {
-                let Some(t) = s.target else { continue };
-                if s.current == Some(t) || s.paused || s.bw_paused {
-                    s.pending_since = None;
-                    continue;
-                }
-                s.pending_since.get_or_insert(now);
-                if !waiting.contains(&t) {
-                    waiting.push(t);
-                }
-            }
-        }
-        for f in waiting {
-            self.request_keyframe(f, now);
-        }
-        self.routes_dirty = true;
     }
 
     // ------------------------------------------------------- control channel
@@ -1057,8 +571,7 @@ impl Room {
             if let Some(m) = &speaker {
                 send_control(p, m);
             }
-            if p.slots_dirty {
-                p.slots_dirty = false;
+            if p.take_slots_changed() {
                 let msg = slots_message(p);
                 send_control(p, &msg);
             }
@@ -1087,8 +600,15 @@ impl Room {
         for p in self.slab.iter().flatten() {
             f.video_slots += p.video_slots.len();
             f.audio_slots += p.audio_slots.len();
-            f.slots_showing += p.video_slots.iter().filter(|s| s.current.is_some()).count()
-                + p.audio_slots.iter().filter(|s| s.holder.is_some()).count();
+            f.slots_showing += p
+                .video_slots
+                .iter()
+                .filter(|s| s.current().is_some())
+                .count()
+                + p.audio_slots
+                    .iter()
+                    .filter(|s| s.holder().is_some())
+                    .count();
             f.rx_tracks += p.rx_tracks.len();
         }
         f.pending_removals += self.to_remove.len();
@@ -1119,13 +639,13 @@ fn slots_message(p: &Participant) -> ServerMessage {
             .iter()
             .map(|s| VideoSlotInfo {
                 mid: s.mid.to_string(),
-                participant: s.current.map(|f| f.publisher.to_string()),
-                source: s.current.map(|f| f.source),
-                layer: s.current.map(|f| f.layer.name()),
-                paused: s.paused || s.bw_paused,
-                paused_reason: if s.paused {
+                participant: s.current().map(|f| f.publisher.to_string()),
+                source: s.current().map(|f| f.source),
+                layer: s.current().map(|f| f.layer.name()),
+                paused: s.is_paused(),
+                paused_reason: if s.client_paused() {
                     Some("client".into())
-                } else if s.bw_paused {
+                } else if s.bandwidth_paused() {
                     Some("bandwidth".into())
                 } else {
                     None
@@ -1137,7 +657,7 @@ fn slots_message(p: &Participant) -> ServerMessage {
             .iter()
             .map(|s| AudioSlotInfo {
                 mid: s.mid.to_string(),
-                participant: s.holder.map(|h| h.to_string()),
+                participant: s.holder().map(|h| h.to_string()),
             })
             .collect(),
     }
@@ -1150,22 +670,8 @@ fn send_control(p: &mut Participant, msg: &ServerMessage) {
         if let Err(e) = ch.write(false, &bytes) {
             tracing::debug!(participant = %p.id, "control write failed: {e}");
         }
-        p.dirty = true;
+        p.mark_dirty();
     }
-}
-
-/// Queue a rewritten packet on a subscriber's slot stream (its SSRC looked
-/// up once by mid, then by hash). False if the slot has no send stream.
-fn write_slot(rtc: &mut Rtc, cached: &mut Option<Ssrc>, mid: Mid, w: RtpWrite) -> bool {
-    let Some(ssrc) = Participant::slot_ssrc(rtc, cached, mid) else {
-        return false;
-    };
-    let mut api = rtc.direct_api();
-    let Some(stream) = api.stream_tx(&ssrc) else {
-        return false;
-    };
-    stream.write_rtp(w);
-    true
 }
 
 /// Move a participant's time to `now` and queue whatever it has to send,
@@ -1178,13 +684,5 @@ fn flush_transmits(p: &mut Participant, now: Instant, out: &mut CoreOutput) {
             Output::Timeout(_) => break,
             Output::Event(_) => {}
         }
-    }
-}
-
-fn signed_nanos(t: Instant, base: Instant) -> i128 {
-    if t >= base {
-        (t - base).as_nanos() as i128
-    } else {
-        -((base - t).as_nanos() as i128)
     }
 }

@@ -8,6 +8,7 @@
 //! tests drive it with sockets and the real clock.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hasher;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,13 @@ use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use crate::core::control::{ClientMessage, ServerMessage};
 use crate::ids::VideoSource;
 use crate::sim::e2ee::{self, FrameKey};
-use crate::sim::media::{Trailer, opus_payload, vp8_payload};
+use crate::sim::media::Trailer;
+
+mod send;
+mod stats;
+
+use send::VideoTx;
+pub use stats::{Arrival, ClientStats, SlotStats};
 
 /// One simulcast layer a simulated publisher sends.
 #[derive(Debug, Clone)]
@@ -134,160 +141,6 @@ const SCREEN: LayerSpec = LayerSpec {
     height: 1080,
 };
 
-#[derive(Debug)]
-struct VideoTx {
-    mid: Mid,
-    rid: Option<Rid>,
-    spec: LayerSpec,
-    seq: u64,
-    ts: u32,
-    picture_id: u16,
-    tl0: u8,
-    payload_seq: u64,
-    force_keyframe: bool,
-    last_keyframe: Option<Instant>,
-    track: u8,
-    layer: u8,
-    /// Dynacast: the engine says somebody watches this layer.
-    enabled: bool,
-}
-
-impl VideoTx {
-    /// A layer starting from seeded random sequence, timestamp and picture
-    /// ids (so rewriting is exercised), opening with a keyframe.
-    fn new(
-        mid: Mid,
-        rid: Option<Rid>,
-        spec: LayerSpec,
-        track: u8,
-        layer: u8,
-        rng: &mut fastrand::Rng,
-    ) -> Self {
-        VideoTx {
-            mid,
-            rid,
-            spec,
-            seq: rng.u64(0..30_000),
-            ts: rng.u32(..),
-            picture_id: rng.u16(0..0x7fff),
-            tl0: rng.u8(..),
-            payload_seq: 0,
-            force_keyframe: true,
-            last_keyframe: None,
-            track,
-            layer,
-            enabled: true,
-        }
-    }
-}
-
-/// Reception measured in one receive slot.
-#[derive(Debug, Clone, Default)]
-pub struct SlotStats {
-    /// The slot's m-line.
-    pub mid: String,
-    /// Video (true) or audio slot.
-    pub video: bool,
-    /// RTP packets received.
-    pub packets: u64,
-    /// First and highest extended sequence number seen.
-    pub first_seq: Option<u64>,
-    /// See `first_seq`.
-    pub max_seq: Option<u64>,
-    /// Times the sequence went backwards (late/retransmitted packets).
-    pub reordered: u64,
-    /// Publisher changes seen in the slot (from payload trailers).
-    pub publisher_switches: u64,
-    /// (publisher, layer) changes whose first packet was not part of a keyframe.
-    pub non_keyframe_starts: u64,
-    /// Frames completed (end-of-frame packets).
-    pub frames: u64,
-    /// Arrival of the first packet.
-    pub first_packet_at: Option<Instant>,
-    /// Arrival of the first keyframe packet.
-    pub first_keyframe_at: Option<Instant>,
-    /// Completion time of the last frame.
-    pub last_frame_at: Option<Instant>,
-    /// Longest gap between completed frames after `measure_from`.
-    pub max_frame_gap: Duration,
-    /// When that longest gap ended (the frame that closed it completed).
-    pub max_frame_gap_end: Option<Instant>,
-    /// `slots` messages that said this slot is paused; the gap across a
-    /// pause is neither a frame gap nor a freeze.
-    pub pauses: u64,
-    /// Freezes per W3C webrtc-stats (gap >= max(3 x mean, mean + 150 ms)).
-    pub freezes: u64,
-    /// Total duration of those freezes.
-    pub freeze_time: Duration,
-    /// Sum of frame gaps, for the mean.
-    gap_sum: Duration,
-    gap_count: u64,
-    current: Option<(u32, u8, u8)>,
-}
-
-impl SlotStats {
-    /// What the slot shows now, from the last payload trailer:
-    /// (publisher number, track 0 audio / 1 camera / 2 screen, layer).
-    pub fn current(&self) -> Option<(u32, u8, u8)> {
-        self.current
-    }
-
-    /// RFC 3550 A.3: expected minus received (never negative).
-    pub fn lost(&self) -> u64 {
-        match (self.first_seq, self.max_seq) {
-            (Some(a), Some(b)) => (b - a + 1).saturating_sub(self.packets),
-            _ => 0,
-        }
-    }
-}
-
-/// One RTP packet received in a slot, as logged when
-/// [`ClientConfig::record_arrivals`] is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Arrival {
-    /// Index of the receive slot (offer order, video slots first), as in
-    /// [`ClientStats::slots`].
-    pub slot: u16,
-    /// Extended RTP sequence number (str0m unrolls the 16-bit wrap).
-    pub seq: u64,
-    /// RTP timestamp of the header (90 kHz video, 48 kHz Opus).
-    pub rtp_time: u32,
-    /// When the datagram carrying it was received (the `now` given to
-    /// [`SimClient::handle_datagram`]).
-    pub at: Instant,
-    /// Payload bytes.
-    pub payload_len: u32,
-    /// The measurement trailer, when the payload carries one.
-    pub trailer: Option<Trailer>,
-}
-
-/// Everything a simulated client measured.
-#[derive(Debug, Clone, Default)]
-pub struct ClientStats {
-    /// Per receive slot, in offer order (video slots first).
-    pub slots: Vec<SlotStats>,
-    /// One-way latencies (send time in the trailer to arrival), microseconds.
-    pub latencies_us: Vec<u32>,
-    /// Media packets written (all layers and tracks).
-    pub packets_sent: u64,
-    /// Keyframe requests received from the engine.
-    pub keyframe_requests: u64,
-    /// Control messages received.
-    pub control_messages: u64,
-    /// RTP packets that arrived on an m-line that is not a slot.
-    pub unexpected_packets: u64,
-    /// Dynacast messages received (which layers to encode).
-    pub layer_updates: u64,
-    /// Received payloads that carried the configured
-    /// [`ClientConfig::plaintext_marker`], as forwarded (before decryption).
-    pub marker_packets: u64,
-    /// Received payloads decrypted (end-to-end encrypted clients).
-    pub e2ee_decrypted: u64,
-    /// Received payloads that did not decrypt (no valid header, or failed
-    /// authentication).
-    pub e2ee_failures: u64,
-}
-
 /// A simulated participant.
 pub struct SimClient {
     config: ClientConfig,
@@ -321,6 +174,8 @@ pub struct SimClient {
     e2ee_keys: HashMap<u64, FrameKey>,
     arrivals: Vec<Arrival>,
     measure_from: Option<Instant>,
+    /// Hash of every RTP packet received (see [`SimClient::rx_trace`]).
+    rx_trace: std::hash::DefaultHasher,
     /// Last `slots` message from the engine.
     pub last_slots: Option<ServerMessage>,
     /// Last `participants` message from the engine.
@@ -441,6 +296,7 @@ impl SimClient {
             e2ee_keys: HashMap::new(),
             arrivals: Vec::new(),
             measure_from: None,
+            rx_trace: std::hash::DefaultHasher::new(),
             last_slots: None,
             last_participants: None,
             chat: VecDeque::new(),
@@ -580,6 +436,12 @@ impl SimClient {
         // ClientMessage holds strings and numbers only.
         let bytes = serde_json::to_vec(msg).expect("client messages serialize");
         self.control_out.push_back(bytes);
+    }
+
+    /// A hash over every RTP packet this client received, after SRTP: its
+    /// slot, sequence number, timestamp, payload and arrival time.
+    pub fn rx_trace(&self) -> u64 {
+        self.rx_trace.finish()
     }
 
     /// What was measured so far.
@@ -797,6 +659,13 @@ impl SimClient {
             &p.payload
         };
         let trailer = Trailer::read(payload);
+        // What arrived, decrypted: slot, header fields, payload, time.
+        let h = &mut self.rx_trace;
+        h.write_usize(i);
+        h.write_u64(*p.seq_no);
+        h.write_u32(p.header.timestamp);
+        h.write(&p.payload);
+        h.write_u128(now.saturating_duration_since(self.epoch).as_nanos());
         if self.config.record_arrivals {
             self.arrivals.push(Arrival {
                 slot: i as u16,
@@ -872,177 +741,6 @@ impl SimClient {
             }
             s.last_frame_at = Some(now);
         }
-    }
-
-    fn generate_media(&mut self, now: Instant) {
-        let sent_ns =
-            |t: Instant, epoch: Instant| t.saturating_duration_since(epoch).as_nanos() as u64;
-        // Audio: 20 ms Opus frames.
-        while let (Some(at), Some(mid), Some(pt)) = (self.next_audio, self.audio_mid, self.pt_opus)
-        {
-            if at > now {
-                break;
-            }
-            let trailer = Trailer {
-                publisher: self.config.publisher,
-                seq: self.audio_payload_seq,
-                sent_ns: sent_ns(at, self.epoch),
-                layer: 0,
-                track: 0,
-                end_of_frame: true,
-                keyframe: false,
-            };
-            let mut payload = opus_payload(
-                if self.e2ee_key.is_some() {
-                    80 - E2EE_OVERHEAD
-                } else {
-                    80
-                },
-                &trailer,
-            );
-            payload = protect(
-                payload,
-                false,
-                &self.config.plaintext_marker,
-                self.e2ee_key.as_ref(),
-                &mut self.e2ee_ctr,
-            );
-            let level = if self.config.speaking { -20 } else { -127 };
-            let exts = ExtensionValues {
-                audio_level: Some(level),
-                voice_activity: Some(self.config.speaking),
-                ..Default::default()
-            };
-            if let Some(stream) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
-                stream.write_rtp(
-                    RtpWrite::new(pt, self.audio_seq.into(), self.audio_ts, at, payload)
-                        .marker(false)
-                        .ext_vals(exts),
-                );
-                self.stats.packets_sent += 1;
-            }
-            self.audio_seq += 1;
-            self.audio_ts = self.audio_ts.wrapping_add(960);
-            self.audio_payload_seq += 1;
-            self.next_audio = Some(at + Duration::from_millis(20));
-        }
-        // Camera frames for all layers at once, screen frames at 5 fps.
-        let frame_interval = Duration::from_secs(1) / self.config.fps.max(1);
-        while let Some(at) = self.next_frame.filter(|t| *t <= now) {
-            self.send_frames(1, at, frame_interval);
-            self.next_frame = Some(at + frame_interval);
-        }
-        let screen_interval = Duration::from_millis(200);
-        while let Some(at) = self.next_screen_frame.filter(|t| *t <= now) {
-            self.send_frames(2, at, screen_interval);
-            self.next_screen_frame = Some(at + screen_interval);
-        }
-    }
-
-    fn send_frames(&mut self, track: u8, at: Instant, interval: Duration) {
-        let Some(pt) = self.pt_vp8 else { return };
-        let keyframe_interval = self.config.keyframe_interval;
-        let epoch = self.epoch;
-        let publisher = self.config.publisher;
-        let mtu = self.config.mtu_payload.max(200);
-        for v in self
-            .video
-            .iter_mut()
-            .filter(|v| v.track == track && v.enabled)
-        {
-            let periodic = v
-                .last_keyframe
-                .is_none_or(|k| at.saturating_duration_since(k) >= keyframe_interval);
-            let keyframe = v.force_keyframe || periodic;
-            if keyframe {
-                v.force_keyframe = false;
-                v.last_keyframe = Some(at);
-            }
-            let per_frame =
-                (v.spec.bitrate_bps as u64 * interval.as_micros() as u64 / 8_000_000) as usize;
-            let frame_bytes = if keyframe { per_frame * 3 } else { per_frame }.max(64);
-            let packets = frame_bytes.div_ceil(mtu).max(1);
-            let size = frame_bytes.div_ceil(packets);
-            let ticks = (interval.as_micros() as u64 * 90 / 1000) as u32;
-            v.ts = v.ts.wrapping_add(ticks);
-            v.picture_id = (v.picture_id + 1) & 0x7fff;
-            v.tl0 = v.tl0.wrapping_add(1);
-            for k in 0..packets {
-                let last = k + 1 == packets;
-                let trailer = Trailer {
-                    publisher,
-                    seq: v.payload_seq,
-                    sent_ns: at.saturating_duration_since(epoch).as_nanos() as u64,
-                    layer: v.layer,
-                    track: v.track,
-                    end_of_frame: last,
-                    keyframe,
-                };
-                let overhead = if self.e2ee_key.is_some() {
-                    E2EE_OVERHEAD
-                } else {
-                    0
-                };
-                let payload = vp8_payload(
-                    k == 0,
-                    keyframe,
-                    v.picture_id,
-                    v.tl0,
-                    v.spec.width,
-                    v.spec.height,
-                    size.saturating_sub(overhead)
-                        .max(crate::sim::media::TRAILER_LEN + 16),
-                    &trailer,
-                );
-                let payload = protect(
-                    payload,
-                    true,
-                    &self.config.plaintext_marker,
-                    self.e2ee_key.as_ref(),
-                    &mut self.e2ee_ctr,
-                );
-                if let Some(stream) = self.rtc.direct_api().stream_tx_by_mid(v.mid, v.rid) {
-                    stream.write_rtp(
-                        RtpWrite::new(pt, v.seq.into(), v.ts, at, payload)
-                            .marker(last)
-                            .nackable(true),
-                    );
-                    self.stats.packets_sent += 1;
-                }
-                v.seq += 1;
-                v.payload_seq += 1;
-            }
-        }
-    }
-}
-
-/// About what encryption adds to a payload (16-byte tag, 3-5 byte header):
-/// taken from the body so encrypted packets keep their sizes.
-const E2EE_OVERHEAD: usize = 20;
-
-/// Stamp the plaintext marker into a payload's body, then encrypt it after
-/// its clear bytes when the client has a key.
-fn protect(
-    mut payload: Vec<u8>,
-    video: bool,
-    marker: &Option<Vec<u8>>,
-    key: Option<&FrameKey>,
-    ctr: &mut u64,
-) -> Vec<u8> {
-    let clear = e2ee::clear_len(video, &payload);
-    if let Some(m) = marker
-        && payload.len() >= clear + m.len() + crate::sim::media::TRAILER_LEN
-    {
-        payload[clear..clear + m.len()].copy_from_slice(m);
-    }
-    match key {
-        Some(k) => {
-            let skip = e2ee::descriptor_len(video, &payload);
-            let sealed = k.seal(&payload, skip, clear, *ctr);
-            *ctr += 1;
-            sealed
-        }
-        None => payload,
     }
 }
 

@@ -1,0 +1,397 @@
+//! A subscriber's downlink: the estimate the allocator works with, the loss
+//! cap, and what was last asked of str0m's bandwidth estimator.
+//!
+//! str0m's estimate arrives as [`Downlink::on_estimate`]; the transport's
+//! loss as [`Downlink::on_egress_loss`]; the room's tick calls
+//! [`Downlink::on_tick`]. The allocator reads [`Downlink::effective_bps`],
+//! asks [`Downlink::upgrade_gate`] whether it may raise a layer, and hands
+//! its wish to [`Downlink::bwe_request`].
+
+use std::time::{Duration, Instant};
+
+/// Ticks of sent-media history: a second of it at the room's 100 ms tick.
+pub(crate) const SENT_TICKS: usize = 10;
+/// At least this fraction of the last second's packets lost means the
+/// downlink is overrun.
+const LOSS_CAP_THRESHOLD: f32 = 0.1;
+/// An estimate that has stayed above the effective one this long counts,
+/// at the lowest value it took meanwhile, however small the rise.
+const SUSTAINED_RISE: Duration = Duration::from_secs(1);
+/// A loss cap holds the estimate down this long unless str0m's own
+/// estimate falls below it first.
+const LOSS_CAP_HOLD: Duration = Duration::from_secs(3);
+/// Least time between two layer upgrades of one subscriber.
+const UPGRADE_SPACING: Duration = Duration::from_millis(300);
+/// While the estimate is below what the slots want, ask str0m for a probe
+/// this often.
+const REPROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Downlink bandwidth state of one subscriber.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Downlink {
+    /// Latest estimate from str0m's BWE.
+    estimate_bps: Option<u64>,
+    /// The estimate the allocator uses (moves only on changes beyond the
+    /// hysteresis, or sustained rises).
+    effective_bps: Option<u64>,
+    /// Last downgrade forced by the estimate.
+    last_downgrade: Option<Instant>,
+    /// Last layer upgrade.
+    last_upgrade: Option<Instant>,
+    /// The effective estimate the previous allocation used.
+    allocated_for: Option<u64>,
+    /// Bitrate of the layers allocated now.
+    allocated_bps: u64,
+    /// Bitrate of every slot at its cap.
+    desired_bps: u64,
+    /// Last (minimum, desired) handed to `bwe().set_bitrate`.
+    told_bwe: Option<(u64, u64)>,
+    /// Last time a probe was asked for.
+    last_probe: Option<Instant>,
+    /// Media bytes written into this subscriber's slots since the last tick.
+    sent_bytes: u64,
+    /// Media bytes sent in each of the last ticks (ring, `sent_at` next).
+    sent_ticks: [(u64, Duration); SENT_TICKS],
+    /// Next slot of `sent_ticks`.
+    sent_at: usize,
+    /// When a loss report capped the estimate; while set, `effective_bps`
+    /// is the cap.
+    loss_capped_at: Option<Instant>,
+    /// Since when every estimate has been above `effective_bps`, and the
+    /// lowest of them (a sustained rise).
+    rising: Option<(Instant, u64)>,
+}
+
+impl Downlink {
+    /// Latest estimate from str0m.
+    pub fn estimate_bps(&self) -> Option<u64> {
+        self.estimate_bps
+    }
+
+    /// The estimate the allocator uses.
+    pub fn effective_bps(&self) -> Option<u64> {
+        self.effective_bps
+    }
+
+    /// Bitrate of the layers allocated now.
+    pub fn allocated_bps(&self) -> u64 {
+        self.allocated_bps
+    }
+
+    /// Bitrate every slot at its cap would need.
+    pub fn desired_bps(&self) -> u64 {
+        self.desired_bps
+    }
+
+    /// A loss report says the link is overrun (the cap holds).
+    pub fn is_loss_capped(&self) -> bool {
+        self.loss_capped_at.is_some()
+    }
+
+    /// Media bytes written for this subscriber.
+    #[inline]
+    pub fn record_sent(&mut self, bytes: u64) {
+        self.sent_bytes += bytes;
+    }
+
+    /// Take `bps` as the effective estimate, dropping any pending rise.
+    fn set_effective(&mut self, bps: u64) {
+        self.effective_bps = Some(bps);
+        self.rising = None;
+    }
+
+    /// Apply a pending rise once it has lasted [`SUSTAINED_RISE`], at the
+    /// lowest estimate seen meanwhile.
+    fn settle_rise(&mut self, now: Instant) {
+        if let Some((since, low)) = self.rising
+            && now.saturating_duration_since(since) >= SUSTAINED_RISE
+        {
+            self.set_effective(low);
+        }
+    }
+
+    /// The room's tick, `dt` after the previous one: close a tick of sent
+    /// bytes, end an expired loss cap, settle a rise str0m has not restated
+    /// (it reports on change).
+    pub fn on_tick(&mut self, now: Instant, dt: Duration) {
+        self.sent_ticks[self.sent_at] = (self.sent_bytes, dt);
+        self.sent_at = (self.sent_at + 1) % SENT_TICKS;
+        self.sent_bytes = 0;
+        if self
+            .loss_capped_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= LOSS_CAP_HOLD)
+        {
+            self.loss_capped_at = None;
+            self.rising = None;
+            if let Some(e) = self.estimate_bps {
+                self.set_effective(e);
+            }
+        }
+        self.settle_rise(now);
+    }
+
+    /// A new estimate from str0m. Falls count at once. Rises count when
+    /// larger than `hysteresis` (a fraction), or once sustained: GCC's
+    /// estimate is a sawtooth (additive rise, then a cut to 85 % of the
+    /// measured rate on overuse), and taking falls at once but ignoring
+    /// every rise under 15 % would pin the allocation to the troughs.
+    pub fn on_estimate(&mut self, estimate_bps: u64, hysteresis: f64, now: Instant) {
+        self.estimate_bps = Some(estimate_bps);
+        if self.loss_capped_at.is_some() {
+            if self.effective_bps.is_some_and(|cap| estimate_bps >= cap) {
+                // str0m has not caught up with the loss yet: the cap holds.
+                return;
+            }
+            self.loss_capped_at = None;
+        }
+        let counts_now = self.effective_bps.is_none_or(|eff| {
+            estimate_bps <= eff || estimate_bps as f64 - eff as f64 > hysteresis * eff as f64
+        });
+        if counts_now {
+            self.set_effective(estimate_bps);
+            return;
+        }
+        let (_, low) = self.rising.get_or_insert((now, estimate_bps));
+        *low = (*low).min(estimate_bps);
+        self.settle_rise(now);
+    }
+
+    /// The transport's loss over the last second (str0m's egress loss from
+    /// TWCC feedback). At [`LOSS_CAP_THRESHOLD`] or more, cap the effective
+    /// estimate at what the link delivered: what was sent in the recorded
+    /// ticks times the share that arrived. Returns whether a new cap began
+    /// (a cap already in force is only lowered).
+    pub fn on_egress_loss(&mut self, loss: Option<f32>, now: Instant) -> bool {
+        let Some(loss) = loss.filter(|l| *l >= LOSS_CAP_THRESHOLD) else {
+            return false;
+        };
+        let (bytes, span) = self
+            .sent_ticks
+            .iter()
+            .fold((0u64, Duration::ZERO), |(b, t), (tb, tt)| (b + tb, t + *tt));
+        let Some(effective) = self.effective_bps.filter(|_| !span.is_zero()) else {
+            return false;
+        };
+        let sent = bytes as f64 * 8.0 / span.as_secs_f64();
+        let delivered = (sent * (1.0 - loss.min(1.0) as f64)) as u64;
+        if delivered >= effective {
+            return false;
+        }
+        let fresh = self.loss_capped_at.is_none();
+        self.set_effective(delivered);
+        self.loss_capped_at = Some(now);
+        fresh
+    }
+
+    /// Whether the allocator may raise a layer now: `(holding, may_upgrade)`,
+    /// where `holding` means a forced downgrade happened less than `hold`
+    /// ago and `may_upgrade` that the last upgrade is at least
+    /// [`UPGRADE_SPACING`] old (one step at a time: each brings a keyframe
+    /// burst, and the estimator should see one settle before the next).
+    pub fn upgrade_gate(&self, now: Instant, hold: Duration) -> (bool, bool) {
+        let holding = self
+            .last_downgrade
+            .is_some_and(|t| now.saturating_duration_since(t) < hold);
+        let may_upgrade = self
+            .last_upgrade
+            .is_none_or(|t| now.saturating_duration_since(t) >= UPGRADE_SPACING);
+        (holding, may_upgrade)
+    }
+
+    /// Start an allocation: whether the effective estimate fell since the
+    /// previous one (only a downgrade the estimate forced holds back
+    /// upgrades; layer bitrates breathing with keyframes must not).
+    pub fn begin_allocation(&mut self) -> bool {
+        let fell = matches!(
+            (self.effective_bps, self.allocated_for),
+            (Some(now_e), Some(before)) if now_e < before
+        );
+        self.allocated_for = self.effective_bps;
+        fell
+    }
+
+    /// The allocation raised a layer.
+    pub fn upgraded(&mut self, now: Instant) {
+        self.last_upgrade = Some(now);
+    }
+
+    /// The allocation lowered a layer because the estimate fell.
+    pub fn downgraded(&mut self, now: Instant) {
+        self.last_downgrade = Some(now);
+    }
+
+    /// The allocation's totals.
+    pub fn set_allocation(&mut self, allocated_bps: u64, desired_bps: u64) {
+        self.allocated_bps = allocated_bps;
+        self.desired_bps = desired_bps;
+    }
+
+    /// What to hand str0m's `bwe().set_bitrate` for `(min, desired)`, or
+    /// `None` when it was told exactly that last time.
+    ///
+    /// str0m probes when the desired rate rises above the estimate; while
+    /// the estimate is short of it, ask again every [`REPROBE_INTERVAL`] so
+    /// a collapsed estimate (everything paused, nothing to measure) can
+    /// recover. str0m probes for an allocation only when the desired rate
+    /// rises above the one it saw last, and the measured layer rates (so
+    /// `desired`) often decay tick by tick after a keyframe storm: a
+    /// reprobe rises above the last value told.
+    pub fn bwe_request(&mut self, min: u64, desired: u64, now: Instant) -> Option<(u64, u64)> {
+        let mut desired = desired;
+        let short = self.estimate_bps.is_some_and(|e| e < desired);
+        let reprobe = short
+            && self
+                .last_probe
+                .is_none_or(|t| now.saturating_duration_since(t) >= REPROBE_INTERVAL);
+        if reprobe {
+            let told = self.told_bwe.map_or(0, |(_, d)| d);
+            desired = desired.max(told) + 1;
+            self.last_probe = Some(now);
+        }
+        if self.told_bwe == Some((min, desired)) {
+            return None;
+        }
+        self.told_bwe = Some((min, desired));
+        self.told_bwe
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: f64 = 0.15;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn falls_and_large_rises_count_at_once() {
+        let t = Instant::now();
+        let mut d = Downlink::default();
+        d.on_estimate(1_000_000, H, t);
+        assert_eq!(d.effective_bps(), Some(1_000_000));
+        d.on_estimate(800_000, H, t);
+        assert_eq!(d.effective_bps(), Some(800_000));
+        d.on_estimate(1_000_000, H, t);
+        assert_eq!(d.effective_bps(), Some(1_000_000), "25 % > hysteresis");
+    }
+
+    #[test]
+    fn small_rise_counts_once_sustained_at_its_lowest() {
+        let t = Instant::now();
+        let mut d = Downlink::default();
+        d.on_estimate(1_000_000, H, t);
+        d.on_estimate(1_100_000, H, t);
+        d.on_estimate(1_050_000, H, t + ms(500));
+        assert_eq!(d.effective_bps(), Some(1_000_000));
+        d.on_tick(t + ms(999), ms(100));
+        assert_eq!(d.effective_bps(), Some(1_000_000));
+        d.on_tick(t + ms(1000), ms(100));
+        assert_eq!(d.effective_bps(), Some(1_050_000));
+    }
+
+    #[test]
+    fn a_fall_drops_a_pending_rise() {
+        let t = Instant::now();
+        let mut d = Downlink::default();
+        d.on_estimate(1_000_000, H, t);
+        d.on_estimate(1_100_000, H, t);
+        d.on_estimate(900_000, H, t + ms(100));
+        d.on_tick(t + ms(2000), ms(100));
+        assert_eq!(d.effective_bps(), Some(900_000));
+    }
+
+    fn sent_one_second(d: &mut Downlink, t: Instant, bps: u64) {
+        for _ in 0..SENT_TICKS {
+            d.record_sent(bps / 8 / SENT_TICKS as u64);
+            d.on_tick(t, ms(100));
+        }
+    }
+
+    #[test]
+    fn loss_caps_at_the_delivered_rate_until_the_estimate_follows() {
+        let t = Instant::now();
+        let mut d = Downlink::default();
+        d.on_estimate(2_000_000, H, t);
+        sent_one_second(&mut d, t, 1_600_000);
+        assert!(!d.on_egress_loss(Some(0.05), t), "under the threshold");
+        assert!(!d.on_egress_loss(None, t));
+        assert!(d.on_egress_loss(Some(0.5), t));
+        assert!(d.is_loss_capped());
+        assert_eq!(d.effective_bps(), Some(800_000));
+        assert!(!d.on_egress_loss(Some(0.75), t), "not a new cap");
+        assert_eq!(d.effective_bps(), Some(400_000), "but lower");
+        // A higher estimate from str0m does not lift it...
+        d.on_estimate(1_500_000, H, t + ms(100));
+        assert_eq!(d.effective_bps(), Some(400_000));
+        // ...a lower one ends it.
+        d.on_estimate(300_000, H, t + ms(200));
+        assert!(!d.is_loss_capped());
+        assert_eq!(d.effective_bps(), Some(300_000));
+    }
+
+    #[test]
+    fn loss_cap_expires_to_the_latest_estimate() {
+        let t = Instant::now();
+        let mut d = Downlink::default();
+        d.on_estimate(2_000_000, H, t);
+        sent_one_second(&mut d, t, 1_000_000);
+        assert!(d.on_egress_loss(Some(0.5), t));
+        d.on_estimate(1_800_000, H, t + ms(100));
+        d.on_tick(t + ms(2900), ms(100));
+        assert!(d.is_loss_capped());
+        d.on_tick(t + ms(3000), ms(100));
+        assert!(!d.is_loss_capped());
+        assert_eq!(d.effective_bps(), Some(1_800_000));
+    }
+
+    #[test]
+    fn no_cap_when_the_link_delivered_more_than_the_estimate() {
+        let t = Instant::now();
+        let mut d = Downlink::default();
+        d.on_estimate(500_000, H, t);
+        sent_one_second(&mut d, t, 2_000_000);
+        assert!(!d.on_egress_loss(Some(0.2), t));
+        assert_eq!(d.effective_bps(), Some(500_000));
+    }
+
+    #[test]
+    fn upgrades_are_spaced_and_held_after_a_forced_downgrade() {
+        let t = Instant::now();
+        let mut d = Downlink::default();
+        assert_eq!(d.upgrade_gate(t, ms(5000)), (false, true));
+        d.upgraded(t);
+        assert_eq!(d.upgrade_gate(t + ms(299), ms(5000)), (false, false));
+        assert_eq!(d.upgrade_gate(t + ms(300), ms(5000)), (false, true));
+        d.downgraded(t + ms(300));
+        assert!(d.upgrade_gate(t + ms(5299), ms(5000)).0);
+        assert!(!d.upgrade_gate(t + ms(5300), ms(5000)).0);
+    }
+
+    #[test]
+    fn estimate_fall_is_seen_by_one_allocation() {
+        let t = Instant::now();
+        let mut d = Downlink::default();
+        d.on_estimate(1_000_000, H, t);
+        assert!(!d.begin_allocation());
+        d.on_estimate(700_000, H, t);
+        assert!(d.begin_allocation());
+        assert!(!d.begin_allocation(), "already allocated for it");
+    }
+
+    #[test]
+    fn bwe_is_told_changes_and_reprobed_while_short() {
+        let t = Instant::now();
+        let mut d = Downlink::default();
+        assert_eq!(d.bwe_request(0, 900_000, t), Some((0, 900_000)));
+        assert_eq!(d.bwe_request(0, 900_000, t), None, "unchanged");
+        d.on_estimate(300_000, H, t);
+        // Short of what the slots want: rise above the last value told.
+        assert_eq!(d.bwe_request(0, 800_000, t), Some((0, 900_001)));
+        // Not again within the interval.
+        assert_eq!(d.bwe_request(0, 800_000, t + ms(1000)), Some((0, 800_000)));
+        assert_eq!(d.bwe_request(0, 800_000, t + ms(2000)), Some((0, 800_001)));
+    }
+}

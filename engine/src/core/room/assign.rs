@@ -1,0 +1,217 @@
+//! Slot assignment: which publisher fills which of a subscriber's slots.
+//!
+//! Video: one room-wide ranking (screens, the active speaker, recent
+//! speakers, join order); each subscriber takes its first sources in that
+//! order (its pin after the screens), and a source already in a slot keeps
+//! it. The allocator ([`super::bandwidth`]) then picks each slot's layer.
+//! Audio: loudest first, with hysteresis.
+
+use std::time::Instant;
+
+use super::Room;
+use crate::core::participant::VideoFeed;
+use crate::ids::{Layer, ParticipantId, VideoSource};
+
+/// Audio slot hysteresis: a challenger must be this much louder (dB) than
+/// the quietest holder to take its slot.
+const AUDIO_SWITCH_MARGIN: f32 = 6.0;
+
+impl Room {
+    /// The room-wide order in which video sources claim slots: screen shares
+    /// first, then the active speaker, then recent speakers (most recent
+    /// first), then join order.
+    fn video_ranking(&self, base: Instant) -> Vec<(ParticipantId, VideoSource)> {
+        let speaker = self.speakers.current();
+        let mut ranked: Vec<(u8, i128, u64, ParticipantId, VideoSource)> = Vec::new();
+        for p in self.slab.iter().flatten() {
+            if p.published.screen {
+                let since = p
+                    .published
+                    .screen_since
+                    .map(|t| signed_nanos(t, base))
+                    .unwrap_or(0);
+                ranked.push((0, since, p.join_seq, p.id, VideoSource::Screen));
+            }
+            if p.published.camera {
+                let (class, key) = if Some(p.id) == speaker {
+                    (1, 0)
+                } else if let Some(t) = self.speakers.last_spoke(p.id) {
+                    (2, -signed_nanos(t, base))
+                } else {
+                    (3, 0)
+                };
+                ranked.push((class, key, p.join_seq, p.id, VideoSource::Camera));
+            }
+        }
+        ranked.sort();
+        ranked.into_iter().map(|r| (r.3, r.4)).collect()
+    }
+
+    /// Decide which publisher fills which video slot (layers are the
+    /// bandwidth allocator's job: [`Room::allocate_all`]).
+    pub(super) fn reassign(&mut self, now: Instant) {
+        self.needs_reassign = false;
+        self.last_reassign = Some(now);
+        let ranking = self.video_ranking(now);
+        for sub in self.slab.iter_mut().flatten() {
+            let k = sub.video_slots.len();
+            if k == 0 {
+                continue;
+            }
+            let own = sub.id;
+            let mut wanted: Vec<(ParticipantId, VideoSource)> = Vec::with_capacity(k);
+            // Screens first, then the pinned camera, then the rest in ranking order.
+            for &(p, src) in ranking
+                .iter()
+                .filter(|(p, s)| *s == VideoSource::Screen && *p != own)
+            {
+                if wanted.len() < k {
+                    wanted.push((p, src));
+                }
+            }
+            if let Some(pin) = sub.pinned
+                && pin != own
+                && ranking.contains(&(pin, VideoSource::Camera))
+                && wanted.len() < k
+            {
+                wanted.push((pin, VideoSource::Camera));
+            }
+            for &(p, src) in ranking.iter() {
+                if wanted.len() >= k {
+                    break;
+                }
+                if p == own || wanted.contains(&(p, src)) {
+                    continue;
+                }
+                wanted.push((p, src));
+            }
+            // Stable placement: a source already in a slot keeps it.
+            let mut placed = vec![false; wanted.len()];
+            let mut free: Vec<usize> = Vec::new();
+            for (si, slot) in sub.video_slots.iter().enumerate() {
+                let held = slot.target().map(|f| (f.publisher, f.source));
+                match held.and_then(|h| wanted.iter().position(|w| *w == h)) {
+                    Some(w) if !placed[w] => placed[w] = true,
+                    _ => free.push(si),
+                }
+            }
+            let mut free = free.into_iter();
+            for (w, &(p, src)) in wanted.iter().enumerate() {
+                if placed[w] {
+                    continue;
+                }
+                let Some(si) = free.next() else { break };
+                // Provisional layer; the allocator sets the real one.
+                sub.video_slots[si].assign(VideoFeed {
+                    publisher: p,
+                    source: src,
+                    layer: Layer::LOW,
+                });
+            }
+            for si in free {
+                if sub.video_slots[si].clear() {
+                    sub.mark_slots_changed();
+                }
+            }
+        }
+        self.update_audio_slots(now);
+        self.routes_dirty = true;
+    }
+
+    /// A loudest-first audio assignment with hysteresis. Returns whether any
+    /// holder changed.
+    pub(super) fn update_audio_slots(&mut self, now: Instant) -> bool {
+        let mut publishers: Vec<(ParticipantId, u64, f32)> = self
+            .slab
+            .iter()
+            .flatten()
+            .filter(|p| p.published.audio)
+            .map(|p| (p.id, p.join_seq, 0.0))
+            .collect();
+        for e in &mut publishers {
+            e.2 = self.speakers.loudness(e.0, now);
+        }
+        // Loudest first; join order breaks ties (and decides without levels).
+        publishers.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.1.cmp(&b.1)));
+        let mut changed = false;
+        for sub in self.slab.iter_mut().flatten() {
+            if sub.audio_slots.is_empty() {
+                continue;
+            }
+            let own = sub.id;
+            let loud = |p: ParticipantId| {
+                publishers
+                    .iter()
+                    .find(|e| e.0 == p)
+                    .map(|e| e.2)
+                    .unwrap_or(f32::NEG_INFINITY)
+            };
+            // Fill empty slots with the loudest non-holders.
+            for (pid, _, _) in &publishers {
+                if *pid == own || sub.audio_slots.iter().any(|s| s.holder() == Some(*pid)) {
+                    continue;
+                }
+                if let Some(slot) = sub.audio_slots.iter_mut().find(|s| s.holder().is_none()) {
+                    slot.hand_to(*pid);
+                    sub.mark_slots_changed();
+                    changed = true;
+                    continue;
+                }
+                // Replace the quietest holder if clearly out-talked.
+                let (qi, qloud) = sub
+                    .audio_slots
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (i, s.holder().map(loud).unwrap_or(f32::NEG_INFINITY)))
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .expect("audio_slots is not empty");
+                if loud(*pid) > qloud + AUDIO_SWITCH_MARGIN {
+                    sub.audio_slots[qi].hand_to(*pid);
+                    sub.mark_slots_changed();
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.routes_dirty = true;
+        }
+        changed
+    }
+
+    pub(super) fn request_keyframe(&mut self, feed: VideoFeed, now: Instant) {
+        let interval = self.config.pli_interval;
+        if let Some(&i) = self.index.get(&feed.publisher)
+            && let Some(p) = self.slab[i].as_mut()
+            && p.connected
+            && p.request_keyframe(feed.source, feed.layer, now, interval)
+        {
+            self.stats.plis_sent += 1;
+        }
+    }
+
+    /// Every slot whose target differs from what it shows waits for the
+    /// target's keyframe: ask the publisher (throttled per publisher layer,
+    /// so many subscribers cause one PLI).
+    pub(super) fn apply_switches(&mut self, now: Instant) {
+        let mut waiting: Vec<VideoFeed> = Vec::new();
+        for sub in self.slab.iter().flatten() {
+            for t in sub.video_slots.iter().filter_map(|s| s.awaiting_keyframe()) {
+                if !waiting.contains(&t) {
+                    waiting.push(t);
+                }
+            }
+        }
+        for f in waiting {
+            self.request_keyframe(f, now);
+        }
+        self.routes_dirty = true;
+    }
+}
+
+fn signed_nanos(t: Instant, base: Instant) -> i128 {
+    if t >= base {
+        (t - base).as_nanos() as i128
+    } else {
+        -((base - t).as_nanos() as i128)
+    }
+}

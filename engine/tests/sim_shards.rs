@@ -1,0 +1,91 @@
+//! The simulator as the engine runs: several rooms on several shards, each
+//! shard the shard thread's own loop step, joins and leaves as the engine's
+//! commands; counters survive a room's close.
+
+use std::time::Duration;
+
+use piazza::core::control::ServerMessage;
+use piazza::sim::{SimConfig, Simulator};
+use piazza::{EngineEvent, LeaveReason};
+
+/// Eight participants, two rooms, two shards: room 1 on shard 0 with
+/// participants 0, 2, 4, 6; room 2 on shard 1 with 1, 3, 5, 7.
+fn two_rooms_two_shards(seed: u64) -> SimConfig {
+    let mut cfg = SimConfig::new(8);
+    cfg.rooms = 2;
+    cfg.shards = 2;
+    cfg.seed = seed;
+    cfg
+}
+
+#[test]
+fn two_rooms_on_two_shards_forward_only_within_each_room() {
+    let mut sim = Simulator::new(two_rooms_two_shards(1)).unwrap();
+    sim.run_for(Duration::from_secs(4));
+    assert!(sim.join_failures().is_empty(), "{:?}", sim.join_failures());
+    assert_eq!(sim.rooms().len(), 2);
+    let (room_a, shard_a) = sim.rooms()[0];
+    let (room_b, shard_b) = sim.rooms()[1];
+    assert_ne!(shard_a, shard_b, "one room per shard");
+    assert_eq!(sim.core_of(shard_a).room_len(room_a), Some(4));
+    assert_eq!(sim.core_of(shard_b).room_len(room_b), Some(4));
+    assert_eq!(sim.core_of(shard_a).room_len(room_b), None);
+    for k in [shard_a, shard_b] {
+        let st = sim.core_of(k).stats();
+        assert!(st.rtp_forwarded > 0, "shard {k} forwarded nothing: {st:?}");
+    }
+    // Every subscriber's video slots show members of its own room only.
+    for (i, p) in sim.participants().iter().enumerate() {
+        let id = p.id.expect("joined");
+        let slots = sim.core_of(p.shard).slots_of(p.room, id).expect("slots");
+        let ServerMessage::Slots { video, .. } = slots else {
+            panic!("not a slots message");
+        };
+        let showing: Vec<&str> = video
+            .iter()
+            .filter_map(|s| s.participant.as_deref())
+            .collect();
+        assert_eq!(showing.len(), 3, "participant {i}: {video:?}");
+        for shown in showing {
+            let j = sim
+                .participants()
+                .iter()
+                .position(|q| q.id.map(|x| x.to_string()).as_deref() == Some(shown))
+                .expect("a participant");
+            assert_eq!(j % 2, i % 2, "participant {i} sees {j} of the other room");
+        }
+        let received: u64 = p.client.stats().slots.iter().map(|s| s.packets).sum();
+        assert!(received > 0, "participant {i} received nothing");
+    }
+    // A leave goes through the room's shard.
+    sim.leave(3).unwrap();
+    sim.run_for(Duration::from_millis(500));
+    assert_eq!(sim.core_of(shard_b).room_len(room_b), Some(3));
+    assert!(sim.events().iter().any(|(_, e)| matches!(
+        e,
+        EngineEvent::ParticipantLeft {
+            reason: LeaveReason::Left,
+            room,
+            ..
+        } if *room == room_b
+    )));
+}
+
+#[test]
+fn counters_only_go_up_across_a_room_close() {
+    let mut sim = Simulator::new(two_rooms_two_shards(3)).unwrap();
+    sim.run_for(Duration::from_secs(3));
+    let (room_a, shard_a) = sim.rooms()[0];
+    let before = sim.core_of(shard_a).stats();
+    assert!(before.rtp_forwarded > 0 && before.rtp_in > 0, "{before:?}");
+    sim.close_room(room_a).unwrap();
+    sim.run_for(Duration::from_millis(200));
+    let after = sim.core_of(shard_a).stats();
+    assert_eq!(sim.core_of(shard_a).room_len(room_a), None, "closed");
+    assert!(after.rtp_in >= before.rtp_in, "{before:?} -> {after:?}");
+    assert!(after.rtp_forwarded >= before.rtp_forwarded);
+    assert!(after.plis_sent >= before.plis_sent);
+    assert!(after.slot_switches >= before.slot_switches);
+    assert!(after.dropped_waiting_keyframe >= before.dropped_waiting_keyframe);
+    assert!(after.loss_caps >= before.loss_caps);
+}
