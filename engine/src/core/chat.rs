@@ -729,7 +729,11 @@ mod tests {
             1,
             "two 60-byte texts exceed 100 bytes"
         );
-        assert_eq!(chat.stats().history_evicted, 20);
+        assert_eq!(
+            chat.stats().history_evicted,
+            21,
+            "15 by count, then 6 to fit the bytes"
+        );
     }
 
     #[test]
