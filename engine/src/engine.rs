@@ -250,6 +250,18 @@ impl EngineStats {
     }
 }
 
+/// A room's lock and size as the engine holds them ([`Engine::room_info`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoomInfo {
+    /// Joins are refused ([`Engine::lock`]).
+    pub locked: bool,
+    /// Participants in the room now.
+    pub participants: usize,
+    /// The room's size limit ([`RoomConfig::max_participants`]).
+    pub max_participants: usize,
+}
+
 /// What the control plane knows about a room: where it lives, its
 /// configuration, and what its shard (the one owner of membership, lock and
 /// limits) publishes of it.
@@ -544,6 +556,19 @@ impl Engine {
             participant,
             reply,
         })
+    }
+
+    /// A room's lock and size, read from the engine's registry (no round
+    /// trip to the shard).
+    pub fn room_info(&self, room: RoomId) -> Result<RoomInfo, Error> {
+        self.registry()
+            .get(&room)
+            .map(|e| RoomInfo {
+                locked: e.shared.locked.load(Ordering::Relaxed),
+                participants: e.participants(),
+                max_participants: e.config.max_participants,
+            })
+            .ok_or(Error::UnknownRoom(room))
     }
 
     /// The shard a room lives on, by index into [`Engine::shard_addrs`].

@@ -72,7 +72,7 @@ pub mod sim;
 pub use config::{IngressConfig, JoinOptions, RoomConfig};
 pub use core::chat::ChatConfig;
 pub use core::{CoreStats, DropStats, IngressStats, SlotState, SubscriberStats};
-pub use engine::{DEFAULT_SHUTDOWN_BOUND, Engine, EngineBuilder, EngineStats, Joined};
+pub use engine::{DEFAULT_SHUTDOWN_BOUND, Engine, EngineBuilder, EngineStats, Joined, RoomInfo};
 pub use error::Error;
 pub use event::{EngineEvent, Events, LeaveReason, RecvError, TrackKind};
 pub use ids::{Layer, ParticipantId, RoomId, VideoSource};

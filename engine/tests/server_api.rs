@@ -1173,3 +1173,48 @@ fn the_binary_shuts_down_gracefully_on_sigterm() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_creation_and_joins_are_rate_limited_per_client_address() {
+    let s = TestServer::start(|c| {
+        c.rate_limit_rooms_per_minute = 2;
+        c.rate_limit_joins_per_minute = 3;
+    })
+    .await;
+    let room = s.create(json!({})).await;
+    s.create(json!({})).await;
+    let res = s
+        .http
+        .post(s.url("/v1/rooms"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let after: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // One token every 30 s at 2 per minute.
+    assert!((29..=30).contains(&after), "Retry-After {after}");
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(error_code(&v), "rate_limited");
+
+    // Join attempts count whether or not they succeed.
+    for _ in 0..3 {
+        let (status, _, _) = s
+            .join_raw(&room.id, Some(&room.invite), "x", "text/plain", "no")
+            .await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+    let (status, headers, body) = s
+        .join_raw(&room.id, Some(&room.invite), "x", "application/sdp", "v=0")
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    let res = s.http.get(s.url("/metrics")).send().await.unwrap();
+    let text = res.text().await.unwrap();
+    assert!(text.contains("piazza_http_rate_limited_total 2"), "{text}");
+    s.stop().await;
+}

@@ -66,10 +66,33 @@ async fn serve(config: ServerConfig) -> Result<(), piazza::server::ServerError> 
         http = %addr,
         media = ?server.media_addrs(),
         api_key_required = key_required,
+        node = server.node_id().as_deref().unwrap_or("single"),
         "piazza is running: open {open}/ in a browser to create a room"
     );
+    drain_on_sigusr1(server.drainer());
     server.run(shutdown).await
 }
+
+/// SIGUSR1: drain (no new rooms; stop once the running rooms empty or the
+/// drain timeout passes).
+#[cfg(unix)]
+fn drain_on_sigusr1(drainer: piazza::server::Drainer) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::user_defined1()) {
+        Ok(mut s) => {
+            tokio::spawn(async move {
+                while s.recv().await.is_some() {
+                    tracing::info!("SIGUSR1: draining");
+                    drainer.drain();
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot listen for SIGUSR1 (drain): {e}"),
+    }
+}
+
+#[cfg(not(unix))]
+fn drain_on_sigusr1(_drainer: piazza::server::Drainer) {}
 
 /// Ctrl-C or SIGTERM. The handlers are installed when this is called (not
 /// when the future is first polled).

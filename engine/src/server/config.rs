@@ -61,6 +61,42 @@ pub struct ServerConfig {
     /// On SIGTERM or Ctrl-C: how long the engine gets to tell every
     /// participant and stop its shards. Default 5 s.
     pub shutdown_timeout: Duration,
+    /// Room creations one client address may make per minute (a token
+    /// bucket holding a minute's worth); more get 429 with `Retry-After`.
+    /// 0 (the default) turns the limit off.
+    pub rate_limit_rooms_per_minute: u32,
+    /// Join attempts one client address may make per minute; 0 (the
+    /// default) turns the limit off.
+    pub rate_limit_joins_per_minute: u32,
+    /// A header a trusted reverse proxy sets to the client's address (e.g.
+    /// `x-real-ip`), used for rate limits. Default: the TCP peer address.
+    /// Set it only behind a proxy that overwrites the header.
+    pub client_ip_header: Option<String>,
+    /// On drain (SIGUSR1 or `POST /v1/node/drain`): how long running rooms
+    /// may continue before their participants are told to rejoin elsewhere.
+    /// Default 10 min.
+    pub drain_timeout: Duration,
+    /// Cluster mode (docs/cluster.md): `None` runs one node on its own.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Cluster mode: the Redis directory and this node's identity.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Redis URL, e.g. `redis://127.0.0.1:6379/0` or
+    /// `redis://:PASSWORD@10.0.0.5:6379/0`.
+    pub redis_url: String,
+    /// This node's name; the process adds a random suffix so a restarted
+    /// node never claims its predecessor's rooms.
+    pub node_id: String,
+    /// The URL other nodes reach this node's HTTP API at, e.g.
+    /// `http://10.0.0.7:8080`.
+    pub node_url: String,
+    /// Prefix of every Redis key. Default `piazza`.
+    pub key_prefix: String,
+    /// A node whose heartbeats stop is dead after this long and its rooms
+    /// move at their next join. Heartbeats go every third of it. Default 10 s.
+    pub node_ttl: Duration,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +120,11 @@ impl Default for ServerConfig {
             client_audio_slots: 3,
             max_participants_per_shard: 64,
             shutdown_timeout: Duration::from_secs(5),
+            rate_limit_rooms_per_minute: 0,
+            rate_limit_joins_per_minute: 0,
+            client_ip_header: None,
+            drain_timeout: Duration::from_secs(600),
+            cluster: None,
         }
     }
 }
@@ -126,6 +167,22 @@ struct FileConfig {
     client_audio_slots: Option<usize>,
     max_participants_per_shard: Option<usize>,
     shutdown_timeout: Option<DurationValue>,
+    rate_limit_rooms_per_minute: Option<u32>,
+    rate_limit_joins_per_minute: Option<u32>,
+    client_ip_header: Option<String>,
+    drain_timeout: Option<DurationValue>,
+    cluster: Option<FileCluster>,
+}
+
+/// The `[cluster]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCluster {
+    redis_url: Option<String>,
+    node_id: Option<String>,
+    node_url: Option<String>,
+    key_prefix: Option<String>,
+    node_ttl: Option<DurationValue>,
 }
 
 /// Command-line flags; each also reads an environment variable. Flags win
@@ -187,6 +244,32 @@ pub struct Args {
     /// Bound on the graceful shutdown, e.g. 5s [default: 5s].
     #[arg(long, env = "PIAZZA_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
     pub shutdown_timeout: Option<String>,
+    /// Room creations per client address per minute (0: no limit).
+    #[arg(long, env = "PIAZZA_RATE_LIMIT_ROOMS", value_name = "N")]
+    pub rate_limit_rooms_per_minute: Option<u32>,
+    /// Join attempts per client address per minute (0: no limit).
+    #[arg(long, env = "PIAZZA_RATE_LIMIT_JOINS", value_name = "N")]
+    pub rate_limit_joins_per_minute: Option<u32>,
+    /// How long running rooms may continue once a drain starts, e.g. 10m.
+    #[arg(long, env = "PIAZZA_DRAIN_TIMEOUT", value_name = "DURATION")]
+    pub drain_timeout: Option<String>,
+    /// Cluster mode: the Redis directory's URL (redis://HOST:PORT/DB).
+    #[arg(
+        long,
+        env = "PIAZZA_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub redis_url: Option<String>,
+    /// Cluster mode: this node's name [default: the host name].
+    #[arg(long, env = "PIAZZA_NODE_ID", value_name = "NAME")]
+    pub node_id: Option<String>,
+    /// Cluster mode: the URL other nodes reach this node at.
+    #[arg(long, env = "PIAZZA_NODE_URL", value_name = "URL")]
+    pub node_url: Option<String>,
+    /// Cluster mode: a silent node is dead after this long, e.g. 10s.
+    #[arg(long, env = "PIAZZA_NODE_TTL", value_name = "DURATION")]
+    pub node_ttl: Option<String>,
 }
 
 impl ServerConfig {
@@ -232,6 +315,30 @@ impl ServerConfig {
         }
         if let Some(v) = &file.shutdown_timeout {
             self.shutdown_timeout = v.get("shutdown_timeout")?;
+        }
+        if let Some(v) = &file.drain_timeout {
+            self.drain_timeout = v.get("drain_timeout")?;
+        }
+        if let Some(v) = file.rate_limit_rooms_per_minute {
+            self.rate_limit_rooms_per_minute = v;
+        }
+        if let Some(v) = file.rate_limit_joins_per_minute {
+            self.rate_limit_joins_per_minute = v;
+        }
+        set(&mut self.client_ip_header, file.client_ip_header.clone());
+        if let Some(c) = &file.cluster {
+            let ttl = c
+                .node_ttl
+                .as_ref()
+                .map(|v| v.get("cluster.node_ttl"))
+                .transpose()?;
+            self.set_cluster(
+                c.redis_url.clone(),
+                c.node_id.clone(),
+                c.node_url.clone(),
+                c.key_prefix.clone(),
+                ttl,
+            );
         }
         let sizes = [
             (&mut self.max_rooms, file.max_rooms),
@@ -286,7 +393,69 @@ impl ServerConfig {
             self.shutdown_timeout =
                 parse_duration(v).map_err(|e| format!("--shutdown-timeout: {e}"))?;
         }
+        if let Some(v) = &args.drain_timeout {
+            self.drain_timeout = parse_duration(v).map_err(|e| format!("--drain-timeout: {e}"))?;
+        }
+        if let Some(v) = args.rate_limit_rooms_per_minute {
+            self.rate_limit_rooms_per_minute = v;
+        }
+        if let Some(v) = args.rate_limit_joins_per_minute {
+            self.rate_limit_joins_per_minute = v;
+        }
+        let ttl = args
+            .node_ttl
+            .as_deref()
+            .map(|v| parse_duration(v).map_err(|e| format!("--node-ttl: {e}")))
+            .transpose()?;
+        self.set_cluster(
+            args.redis_url.clone(),
+            args.node_id.clone(),
+            args.node_url.clone(),
+            None,
+            ttl,
+        );
         Ok(())
+    }
+
+    /// Merge cluster keys; a Redis URL turns cluster mode on.
+    fn set_cluster(
+        &mut self,
+        redis_url: Option<String>,
+        node_id: Option<String>,
+        node_url: Option<String>,
+        key_prefix: Option<String>,
+        node_ttl: Option<Duration>,
+    ) {
+        let any = redis_url.is_some()
+            || node_id.is_some()
+            || node_url.is_some()
+            || key_prefix.is_some()
+            || node_ttl.is_some();
+        if !any {
+            return;
+        }
+        let c = self.cluster.get_or_insert_with(|| ClusterConfig {
+            redis_url: String::new(),
+            node_id: default_node_id(),
+            node_url: String::new(),
+            key_prefix: "piazza".into(),
+            node_ttl: Duration::from_secs(10),
+        });
+        if let Some(v) = redis_url {
+            c.redis_url = v;
+        }
+        if let Some(v) = node_id {
+            c.node_id = v;
+        }
+        if let Some(v) = node_url {
+            c.node_url = v;
+        }
+        if let Some(v) = key_prefix {
+            c.key_prefix = v;
+        }
+        if let Some(v) = node_ttl {
+            c.node_ttl = v;
+        }
     }
 
     /// Refuse values that cannot serve.
@@ -332,8 +501,91 @@ impl ServerConfig {
                 "public_url {url:?} must start with http:// or https://"
             ));
         }
+        if self.drain_timeout > TEN_YEARS {
+            return Err("drain_timeout must be at most 10 years".into());
+        }
+        if let Some(h) = &self.client_ip_header
+            && axum::http::HeaderName::from_bytes(h.as_bytes()).is_err()
+        {
+            return Err(format!("client_ip_header {h:?} is not a header name"));
+        }
+        if let Some(c) = &self.cluster {
+            c.validate(self)?;
+        }
         Ok(())
     }
+}
+
+impl ClusterConfig {
+    fn validate(&self, server: &ServerConfig) -> Result<(), String> {
+        if self.redis_url.is_empty() {
+            return Err(
+                "cluster mode needs cluster.redis_url (e.g. redis://127.0.0.1:6379/0)".into(),
+            );
+        }
+        if !(self.redis_url.starts_with("redis://")
+            || self.redis_url.starts_with("redis+unix://")
+            || self.redis_url.starts_with("unix://"))
+        {
+            return Err(format!(
+                "cluster.redis_url must start with redis:// (got {:?})",
+                redact(&self.redis_url)
+            ));
+        }
+        if !(self.node_url.starts_with("http://") || self.node_url.starts_with("https://")) {
+            return Err(
+                "cluster mode needs cluster.node_url, the http(s):// URL other nodes reach this node at"
+                    .into(),
+            );
+        }
+        if self.node_id.is_empty()
+            || self.node_id.len() > 48
+            || !self
+                .node_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err("cluster.node_id must be 1-48 letters, digits, - or _".into());
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
+            return Err("cluster.key_prefix must be non-empty, without spaces".into());
+        }
+        if self.node_ttl < Duration::from_secs(1) || self.node_ttl > Duration::from_secs(300) {
+            return Err("cluster.node_ttl must be between 1 s and 5 min".into());
+        }
+        if server.token_secret.is_none() {
+            return Err(
+                "cluster mode needs token_secret, the same on every node (tokens are verified on every node)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A Redis URL without its password, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The host name, or `node`.
+fn default_node_id() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| {
+            h.trim()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .take(48)
+                .collect::<String>()
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into())
 }
 
 fn set(field: &mut Option<String>, value: Option<String>) {
@@ -425,5 +677,74 @@ mod tests {
         assert!(e.contains("empty_room_grace"), "{e}");
         c.shards = Some(0);
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn the_example_configuration_is_valid_and_complete() {
+        let text = include_str!("../../../deploy/piazza.toml");
+        let mut c = ServerConfig::default();
+        c.apply_toml(text).unwrap();
+        c.validate().unwrap();
+        let cluster = c.cluster.as_ref().unwrap();
+        assert_eq!(cluster.node_ttl, Duration::from_secs(10));
+        assert_eq!(c.rate_limit_joins_per_minute, 120);
+        // Every key of the file format appears in the example.
+        for key in [
+            "http",
+            "shards",
+            "udp_bind",
+            "public_ip",
+            "api_key",
+            "public_url",
+            "token_secret",
+            "token_ttl",
+            "empty_room_grace",
+            "max_rooms",
+            "max_participants",
+            "max_sdp_bytes",
+            "max_pending_joins",
+            "client_video_slots",
+            "client_audio_slots",
+            "max_participants_per_shard",
+            "shutdown_timeout",
+            "drain_timeout",
+            "rate_limit_rooms_per_minute",
+            "rate_limit_joins_per_minute",
+            "client_ip_header",
+            "redis_url",
+            "node_id",
+            "node_url",
+            "key_prefix",
+            "node_ttl",
+        ] {
+            assert!(text.contains(&format!("{key} =")), "{key} missing");
+        }
+    }
+
+    #[test]
+    fn cluster_keys_need_a_url_a_node_url_and_a_shared_secret() {
+        let mut c = ServerConfig::default();
+        c.apply_toml(
+            r#"
+            [cluster]
+            redis_url = "redis://127.0.0.1:6379/0"
+            node_id = "a"
+            node_ttl = "3s"
+            "#,
+        )
+        .unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("node_url"), "{e}");
+        c.cluster.as_mut().unwrap().node_url = "http://10.0.0.7:8080".into();
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("token_secret"), "{e}");
+        c.token_secret = Some("0123456789abcdef0123".into());
+        c.validate().unwrap();
+        assert_eq!(c.cluster.as_ref().unwrap().node_ttl, Duration::from_secs(3));
+        assert_eq!(
+            redact("redis://:hunter2@10.0.0.5:6379/0"),
+            "redis://***@10.0.0.5:6379/0"
+        );
+        assert!(ServerConfig::default().cluster.is_none());
     }
 }

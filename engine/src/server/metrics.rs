@@ -17,6 +17,8 @@ pub struct HttpCounters {
     pub joins: u64,
     /// Refused joins, by error code.
     pub join_errors: Vec<(&'static str, u64)>,
+    /// Room creations and joins refused by the per-address rate limits.
+    pub rate_limited: u64,
 }
 
 impl HttpCounters {
@@ -270,7 +272,7 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
         }
     }
 
-    let server: [(&str, &str, &str, u64); 3] = [
+    let server: [(&str, &str, &str, u64); 4] = [
         (
             "piazza_http_rooms_created_total",
             "counter",
@@ -288,6 +290,12 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
             "counter",
             "Successful joins through the HTTP API.",
             http.joins,
+        ),
+        (
+            "piazza_http_rate_limited_total",
+            "counter",
+            "Room creations and joins refused with 429 by the per-address rate limits.",
+            http.rate_limited,
         ),
     ];
     for (name, kind, help, v) in server {
@@ -331,4 +339,90 @@ fn peak_resident_bytes() -> Option<u64> {
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// The cluster section: this node's view of the directory and its nodes.
+pub(crate) fn render_cluster(out: &mut String, me: &str, c: &super::cluster::ClusterStats) {
+    header(
+        out,
+        "piazza_cluster_directory_up",
+        "gauge",
+        "1 when the last call to the cluster directory (Redis) succeeded.",
+    );
+    let _ = writeln!(out, "piazza_cluster_directory_up {}", u8::from(c.up));
+    header(
+        out,
+        "piazza_cluster_nodes_alive",
+        "gauge",
+        "Live nodes in the directory, as of this node's last heartbeat.",
+    );
+    let _ = writeln!(out, "piazza_cluster_nodes_alive {}", c.nodes.len());
+    type NodeGauge = (
+        &'static str,
+        &'static str,
+        fn(&super::cluster::NodeInfo) -> f64,
+    );
+    let per_node: [NodeGauge; 3] = [
+        ("piazza_cluster_node_rooms", "Rooms per live node.", |n| {
+            n.rooms as f64
+        }),
+        (
+            "piazza_cluster_node_participants",
+            "Participants per live node.",
+            |n| n.participants as f64,
+        ),
+        (
+            "piazza_cluster_node_draining",
+            "1 for a live node that is draining.",
+            |n| f64::from(u8::from(n.draining)),
+        ),
+    ];
+    for (name, help, get) in per_node {
+        header(out, name, "gauge", help);
+        for n in &c.nodes {
+            let _ = writeln!(
+                out,
+                "{name}{{node=\"{}\",self=\"{}\"}} {}",
+                n.id,
+                u8::from(n.id == me),
+                get(n)
+            );
+        }
+    }
+    let counters: [(&str, &str, u64); 6] = [
+        (
+            "piazza_cluster_forwarded_total",
+            "Requests proxied to the node hosting their room.",
+            c.forwarded,
+        ),
+        (
+            "piazza_cluster_forward_failures_total",
+            "Proxied requests whose node did not answer (503 node_unreachable).",
+            c.forward_failures,
+        ),
+        (
+            "piazza_cluster_directory_errors_total",
+            "Directory (Redis) calls that failed or timed out.",
+            c.directory_errors,
+        ),
+        (
+            "piazza_cluster_rooms_recreated_total",
+            "Rooms recreated on this node from the directory after their node died or left.",
+            c.rooms_recreated,
+        ),
+        (
+            "piazza_cluster_rooms_lost_total",
+            "Rooms closed here because another node took them while this one was cut off.",
+            c.rooms_lost,
+        ),
+        (
+            "piazza_cluster_loops_refused_total",
+            "Forwarded requests refused (421) because the room had moved again.",
+            c.loops_refused,
+        ),
+    ];
+    for (name, help, v) in counters {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
 }

@@ -18,7 +18,10 @@
 //! # }
 //! ```
 //!
-//! Layout: `api` holds the route handlers, `tokens` the signed room
+//! Layout: `api` holds the route handlers (a file per resource), `front`
+//! the front door every request passes (rate limits, cluster routing),
+//! `cluster` the Redis directory of cluster mode (docs/cluster.md),
+//! `ratelimit` the per-address token buckets, `tokens` the signed room
 //! tokens, `rooms` the server's room registry (fed by the engine's events),
 //! `metrics` the Prometheus text, `config` the TOML/env/flag configuration
 //! and `web` the embedded browser client (`static/`). Routes, statuses and
@@ -31,9 +34,12 @@
 //! period and samples the forwarding rate for `/metrics`.
 
 mod api;
+mod cluster;
 mod config;
 mod error;
+mod front;
 mod metrics;
+mod ratelimit;
 mod rooms;
 mod tokens;
 mod web;
@@ -44,16 +50,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{Mutex as AsyncMutex, Semaphore};
+use tokio::sync::{Mutex as AsyncMutex, Notify, Semaphore};
 
 use crate::Engine;
 
-pub use config::{Args, ServerConfig, parse_duration};
+pub use config::{Args, ClusterConfig, ServerConfig, parse_duration};
+
 pub use error::ApiError;
 pub use rooms::MemberView;
 pub use tokens::{Claims, Grant, TokenKeys};
 
+use cluster::Cluster;
 use metrics::{HttpCounters, RateSampler};
+use ratelimit::RateLimiter;
 use rooms::RoomRegistry;
 
 /// Why the server could not start or stopped.
@@ -92,6 +101,59 @@ pub(crate) struct AppState {
     joins: Semaphore,
     counters: Mutex<HttpCounters>,
     rates: Mutex<RateSampler>,
+    /// Cluster mode; `None` for a node on its own.
+    cluster: Option<Arc<Cluster>>,
+    create_limit: RateLimiter,
+    join_limit: RateLimiter,
+    drain: Drain,
+}
+
+/// Draining: no new rooms here, running rooms continue until they empty or
+/// the deadline passes, then the server stops (participants are told to
+/// rejoin, and land on other nodes).
+#[derive(Debug, Default)]
+pub(crate) struct Drain {
+    draining: AtomicBool,
+    deadline: Mutex<Option<Instant>>,
+}
+
+impl Drain {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Start (or shorten) a drain.
+    pub fn start(&self, within: Duration) {
+        let at = Instant::now() + within;
+        let mut deadline = self.deadline.lock().unwrap_or_else(PoisonError::into_inner);
+        if deadline.is_none_or(|d| at < d) {
+            *deadline = Some(at);
+        }
+        if !self.draining.swap(true, Ordering::SeqCst) {
+            tracing::info!("draining: no new rooms; running rooms continue for at most {within:?}");
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        *self.deadline.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Starts a drain from outside the server (the binary's SIGUSR1 handler).
+#[derive(Clone)]
+pub struct Drainer(Arc<AppState>);
+
+impl std::fmt::Debug for Drainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Drainer")
+    }
+}
+
+impl Drainer {
+    /// Drain within the configured `drain_timeout`.
+    pub fn drain(&self) {
+        self.0.drain.start(self.0.config.drain_timeout);
+    }
 }
 
 impl AppState {
@@ -108,6 +170,26 @@ impl AppState {
 
     fn rates(&self) -> MutexGuard<'_, RateSampler> {
         self.rates.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The `sub` of a participant's token: `p12`, or `p12@node` in a
+    /// cluster (participant ids are per node).
+    fn participant_sub(&self, id: crate::ParticipantId) -> String {
+        match &self.cluster {
+            Some(c) => format!("{id}@{}", c.id),
+            None => id.to_string(),
+        }
+    }
+
+    /// The participant a token belongs to, if it is one of this node's.
+    fn own_participant(&self, claims: &Claims) -> Option<crate::ParticipantId> {
+        match &self.cluster {
+            None => claims.participant(),
+            Some(c) => {
+                let (id, node) = claims.sub.split_once('@')?;
+                if node == c.id { id.parse().ok() } else { None }
+            }
+        }
     }
 }
 
@@ -162,6 +244,12 @@ impl Server {
                 s
             }
         };
+        let cluster = match &config.cluster {
+            Some(c) => Some(Arc::new(
+                Cluster::new(c.clone(), config.token_ttl).map_err(ServerError::Config)?,
+            )),
+            None => None,
+        };
         let state = Arc::new(AppState {
             engine: Arc::new(engine),
             keys: TokenKeys::new(&secret),
@@ -170,6 +258,10 @@ impl Server {
             joins: Semaphore::new(config.max_pending_joins),
             counters: Mutex::new(HttpCounters::default()),
             rates: Mutex::new(RateSampler::default()),
+            cluster,
+            create_limit: RateLimiter::new(config.rate_limit_rooms_per_minute),
+            join_limit: RateLimiter::new(config.rate_limit_joins_per_minute),
+            drain: Drain::default(),
             config,
         });
         Ok(Server {
@@ -198,6 +290,16 @@ impl Server {
         api::router(self.state.clone())
     }
 
+    /// A handle that starts a drain (SIGUSR1 in the binary).
+    pub fn drainer(&self) -> Drainer {
+        Drainer(self.state.clone())
+    }
+
+    /// This node's id in the cluster (`None` single-node).
+    pub fn node_id(&self) -> Option<String> {
+        self.state.cluster.as_ref().map(|c| c.id.clone())
+    }
+
     /// The UDP addresses clients are told to send media to.
     pub fn media_addrs(&self) -> Vec<SocketAddr> {
         self.state.engine.advertised_addrs()
@@ -216,19 +318,52 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let pump = spawn_event_pump(state.clone(), stop.clone())?;
         let janitor = tokio::spawn(janitor(state.clone()));
+        let heartbeats = state
+            .cluster
+            .clone()
+            .map(|c| tokio::spawn(c.heartbeats(state.clone())));
+        let drained = Arc::new(Notify::new());
+        let drainer = tokio::spawn(watch_drain(state.clone(), drained.clone()));
+        let stop_serving = async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = drained.notified() => {}
+            }
+        };
 
         let app = api::router(state.clone());
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop_serving)
+        .await;
 
         janitor.abort();
+        drainer.abort();
+        if let Some(h) = heartbeats {
+            h.abort();
+        }
+        if let Some(cluster) = &state.cluster {
+            // Before the participants are told: their rejoin must find the
+            // rooms free to move.
+            let release = cluster.release_all(&state);
+            if tokio::time::timeout(Duration::from_secs(3), release)
+                .await
+                .is_err()
+            {
+                tracing::warn!("releasing rooms in the directory timed out; the node TTL will");
+            }
+        }
         let engine = state.engine.clone();
         let bound = state.config.shutdown_timeout;
         match tokio::task::spawn_blocking(move || engine.shutdown_within(bound)).await {
             Ok(true) => tracing::info!("engine stopped: every participant was told"),
             Ok(false) => tracing::warn!("engine shutdown exceeded {bound:?}; exiting anyway"),
             Err(e) => tracing::error!("engine shutdown panicked: {e}"),
+        }
+        if let Some(cluster) = &state.cluster {
+            let _ = tokio::time::timeout(Duration::from_secs(3), cluster.deregister()).await;
         }
         stop.store(true, Ordering::SeqCst);
         let _ = tokio::task::spawn_blocking(move || pump.join()).await;
@@ -250,7 +385,10 @@ fn spawn_event_pump(
                 match events.recv_timeout(Duration::from_millis(200)) {
                     Ok(event) => {
                         tracing::debug!(?event, "engine event");
-                        state.rooms().apply(&event, SystemTime::now());
+                        let closed = state.rooms().apply(&event, SystemTime::now());
+                        if let (Some(slug), Some(cluster)) = (closed, &state.cluster) {
+                            cluster.forget_later(slug);
+                        }
                     }
                     Err(crate::RecvError::Timeout) => {}
                     Err(_) => break,
@@ -272,6 +410,9 @@ async fn janitor(state: Arc<AppState>) {
         for (slug, id) in expired {
             tracing::info!(room = %slug, "room closed: empty for {grace:?}");
             state.counters().rooms_expired += 1;
+            if let Some(cluster) = &state.cluster {
+                cluster.forget_later(slug.clone());
+            }
             let engine = state.engine.clone();
             match tokio::task::spawn_blocking(move || engine.close_room(id)).await {
                 Ok(Ok(())) | Ok(Err(crate::Error::UnknownRoom(_))) => {}
@@ -281,5 +422,30 @@ async fn janitor(state: Arc<AppState>) {
         }
         let stats = state.engine.stats();
         state.rates().sample(Instant::now(), &stats);
+    }
+}
+
+/// Stop the server once a drain is over: every room empty, or the deadline.
+async fn watch_drain(state: Arc<AppState>, drained: Arc<Notify>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        interval.tick().await;
+        let Some(deadline) = state.drain.deadline() else {
+            continue;
+        };
+        let empty = state.rooms().rooms().all(|r| r.members.is_empty());
+        if empty || Instant::now() >= deadline {
+            tracing::info!(
+                rooms = state.rooms().len(),
+                "drain over ({}); stopping",
+                if empty {
+                    "no participants left"
+                } else {
+                    "deadline"
+                }
+            );
+            drained.notify_one();
+            return;
+        }
     }
 }

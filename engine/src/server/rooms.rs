@@ -1,6 +1,10 @@
 //! The server's view of its rooms: public ids, options, members and their
 //! published tracks, kicked participants, and when each room became empty.
 //!
+//! Lock and size are the engine's ([`crate::Engine::room_info`]); this
+//! registry keeps what the engine does not: the public id, schedule,
+//! visibility, names and published tracks, and removed token subjects.
+//!
 //! Members are learned two ways: a successful join inserts its participant
 //! at once (so `GET /v1/rooms/{room}` shows it as soon as the answer is
 //! sent), and the engine's events ([`RoomRegistry::apply`]) add published
@@ -46,13 +50,13 @@ pub struct RoomState {
     pub max_participants: usize,
     pub starts_at: Option<SystemTime>,
     pub created_at: SystemTime,
-    pub locked: bool,
     pub members: BTreeMap<ParticipantId, Member>,
     /// Participants that left (by any reason): a late join bookkeeping
     /// step must not bring them back.
     pub gone: HashSet<ParticipantId>,
-    /// Participants the owner removed: their tokens cannot join again.
-    pub kicked: HashSet<ParticipantId>,
+    /// Token subjects (`p12`, or `p12@node` in a cluster) of participants
+    /// the owner removed: their tokens cannot be used again.
+    pub kicked: HashSet<String>,
     /// When the room last became empty (creation counts).
     pub empty_since: Option<SystemTime>,
     /// Joins under way (token checked, engine call not returned yet): an
@@ -63,6 +67,35 @@ pub struct RoomState {
 }
 
 impl RoomState {
+    /// A room with no members yet, empty since `now`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: RoomId,
+        slug: String,
+        name: String,
+        public: bool,
+        max_participants: usize,
+        starts_at: Option<SystemTime>,
+        created_at: SystemTime,
+        now: SystemTime,
+    ) -> RoomState {
+        RoomState {
+            id,
+            slug,
+            name,
+            public,
+            max_participants,
+            starts_at,
+            created_at,
+            members: BTreeMap::new(),
+            gone: HashSet::new(),
+            kicked: HashSet::new(),
+            empty_since: Some(now),
+            pending_joins: 0,
+            e2ee: false,
+        }
+    }
+
     pub fn member_views(&self) -> Vec<MemberView> {
         self.members
             .iter()
@@ -171,8 +204,9 @@ impl RoomRegistry {
             .collect()
     }
 
-    /// Apply one engine event.
-    pub fn apply(&mut self, event: &EngineEvent, now: SystemTime) {
+    /// Apply one engine event; returns the public id of a room the event
+    /// closed.
+    pub fn apply(&mut self, event: &EngineEvent, now: SystemTime) -> Option<String> {
         match event {
             EngineEvent::ParticipantJoined {
                 room,
@@ -209,10 +243,12 @@ impl RoomRegistry {
             EngineEvent::RoomClosed { room } | EngineEvent::RoomFailed { room, .. } => {
                 if let Some(slug) = self.slugs.get(room).cloned() {
                     self.remove(&slug);
+                    return Some(slug);
                 }
             }
             _ => {}
         }
+        None
     }
 }
 
@@ -222,22 +258,16 @@ mod tests {
     use crate::LeaveReason;
 
     fn room(slug: &str, id: u32, now: SystemTime) -> RoomState {
-        RoomState {
-            id: RoomId::from_raw(id),
-            slug: slug.into(),
-            name: String::new(),
-            public: false,
-            max_participants: 50,
-            starts_at: None,
-            created_at: now,
-            locked: false,
-            members: BTreeMap::new(),
-            gone: HashSet::new(),
-            kicked: HashSet::new(),
-            empty_since: Some(now),
-            pending_joins: 0,
-            e2ee: false,
-        }
+        RoomState::new(
+            RoomId::from_raw(id),
+            slug.into(),
+            String::new(),
+            false,
+            50,
+            None,
+            now,
+            now,
+        )
     }
 
     #[test]

@@ -252,7 +252,8 @@
     }
   }
 
-  async function join(name) {
+  // `token`: the participant token when rejoining (see scheduleRejoin).
+  async function join(name, token) {
     if (state.phase === 'joining' || state.phase === 'joined') return;
     state.phase = 'joining';
     state.error = null;
@@ -322,12 +323,24 @@
       if (pc && pc.connectionState === 'failed' && state.phase === 'joined') {
         state.phase = 'disconnected';
         notice('The media connection failed. Check your network and rejoin.', 'error');
+        scheduleRejoin();
+      }
+      if (pc && pc.connectionState === 'disconnected' && state.phase === 'joined') {
+        // A vanished node leaves the connection `disconnected` (failed
+        // comes ~30 s later): rejoin if it does not recover in 4 s.
+        const was = pc;
+        setTimeout(() => {
+          if (pc === was && pc.connectionState !== 'connected' && state.phase === 'joined') {
+            state.phase = 'disconnected';
+            scheduleRejoin();
+          }
+        }, 4000);
       }
     };
 
     await pc.setLocalDescription(await pc.createOffer());
     const url = `/v1/rooms/${state.room}/participants?name=${encodeURIComponent(name)}`;
-    const res = await api('POST', url, { token: state.token, sdp: pc.localDescription.sdp });
+    const res = await api('POST', url, { token: token || state.token, sdp: pc.localDescription.sdp });
     if (res.status !== 201) {
       teardown();
       state.phase = 'refused';
@@ -423,6 +436,8 @@
         state.phase = 'disconnected';
         teardown();
         notice(`The call ended: ${msg.reason || 'the room closed'}.`, 'error');
+        // A stopping or draining node: the room continues elsewhere.
+        if (/shutting down/.test(msg.reason || '')) scheduleRejoin();
         break;
       case 'chat':
       case 'chat_error':
@@ -617,6 +632,46 @@
   $('leave').addEventListener('click', leave);
   $('lock').addEventListener('click', () => setLocked(!state.locked));
   $('copy-invite').addEventListener('click', copyInvite);
+
+  // ---- rejoin (node failure, drain) ------------------------------------------
+  //
+  // When the media connection fails or the server stops, rejoin with the
+  // participant token (same grants; it replaces the old session if that is
+  // still there), backing off. In a cluster the request lands on whichever
+  // node hosts the room now (docs/cluster.md).
+
+  const REJOIN_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 8000, 8000, 8000];
+  let rejoinAttempt = -1;
+  state.rejoins = 0;
+
+  function scheduleRejoin() {
+    if (rejoinAttempt >= 0 || !state.participantToken) return;
+    rejoinAttempt = 0;
+    attemptRejoin();
+  }
+
+  function attemptRejoin() {
+    if (rejoinAttempt >= REJOIN_DELAYS_MS.length) {
+      rejoinAttempt = -1;
+      notice('Could not rejoin the room. Reload the page to try again.', 'error');
+      return;
+    }
+    const delay = REJOIN_DELAYS_MS[rejoinAttempt++];
+    notice(`Reconnecting… (attempt ${rejoinAttempt})`);
+    setTimeout(async () => {
+      teardown();
+      state.phase = 'disconnected';
+      await join(localStorage.getItem('piazza:name') || '', state.participantToken);
+      if (state.phase === 'joined') {
+        rejoinAttempt = -1;
+        state.rejoins += 1;
+        return;
+      }
+      const status = state.error ? state.error.status : 0;
+      if ([0, 421, 502, 503, 504].includes(status)) attemptRejoin();
+      else rejoinAttempt = -1;
+    }, delay);
+  }
 
   // ---- test and debugging hook ----------------------------------------------
 

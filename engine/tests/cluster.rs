@@ -1,0 +1,866 @@
+//! Cluster mode end to end: a real `redis-server` on a loopback port in a
+//! temporary directory and three `piazza` nodes as processes, with str0m
+//! clients joining over HTTP and exchanging media over UDP.
+//!
+//! These tests need `redis-server` on the PATH, so they are `#[ignore]`d
+//! in a plain `cargo test`; `engine/tests/cluster.sh` (which CI runs)
+//! installs Redis and runs them with `--ignored`.
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use piazza::server::{Claims, Grant, TokenKeys};
+use piazza::sim::{ClientConfig, SimClient};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const SECRET: &str = "cluster test secret, 32 bytes or more";
+const API_KEY: &str = "cluster-test-api-key";
+/// Short, so the failover test is quick; heartbeats go every third of it.
+const NODE_TTL: Duration = Duration::from_secs(2);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// `redis-server` in a temporary directory, no persistence.
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Redis {
+    fn start_on(port: u16, dir: PathBuf) -> Redis {
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                dir.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (engine/tests/cluster.sh installs it)");
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < end,
+                "redis-server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Redis { child, port, dir }
+    }
+
+    fn start() -> Redis {
+        let dir = std::env::temp_dir().join(format!(
+            "piazza-cluster-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        Redis::start_on(free_port(), dir)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Node {
+    child: Child,
+    url: String,
+}
+
+impl Node {
+    fn start(redis: &Redis, name: &str, extra: &[&str]) -> Node {
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let log = std::env::temp_dir().join(format!("piazza-cluster-{name}-{port}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_piazza"))
+            .args([
+                "--http",
+                &format!("127.0.0.1:{port}"),
+                "--shards",
+                "1",
+                "--token-secret",
+                SECRET,
+                "--api-key",
+                API_KEY,
+                "--redis-url",
+                &redis.url(),
+                "--node-id",
+                name,
+                "--node-url",
+                &url,
+                "--node-ttl",
+                &format!("{}s", NODE_TTL.as_secs()),
+                "--shutdown-timeout",
+                "2s",
+            ])
+            .args(extra)
+            .env("PIAZZA_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("the piazza binary runs");
+        Node { child, url }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+struct Cluster {
+    http: reqwest::Client,
+    nodes: Vec<Node>,
+    redis: Option<Redis>,
+}
+
+impl Cluster {
+    async fn start(extra: &[&str]) -> Cluster {
+        let redis = Redis::start();
+        let nodes: Vec<Node> = ["a", "b", "c"]
+            .iter()
+            .map(|n| Node::start(&redis, n, extra))
+            .collect();
+        let c = Cluster {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            nodes,
+            redis: Some(redis),
+        };
+        // Every node up and every node sees all three.
+        let end = Instant::now() + Duration::from_secs(60);
+        for i in 0..c.nodes.len() {
+            loop {
+                assert!(Instant::now() < end, "node {i} did not join the cluster");
+                if let Ok((StatusCode::OK, v)) = c.try_get(i, "/v1/cluster", Some(API_KEY)).await
+                    && v["nodes"].as_array().is_some_and(|n| n.len() == 3)
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        c
+    }
+
+    fn url(&self, node: usize, path: &str) -> String {
+        format!("{}{path}", self.nodes[node].url)
+    }
+
+    async fn try_get(
+        &self,
+        node: usize,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<(StatusCode, Value), reqwest::Error> {
+        let mut req = self.http.get(self.url(node, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await?;
+        let status = res.status();
+        Ok((status, res.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn get(&self, node: usize, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.try_get(node, path, token).await.expect("node answers")
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        node: usize,
+        path: &str,
+        token: &str,
+        body: Value,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let res = self
+            .http
+            .request(method, self.url(node, path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("node answers");
+        let status = res.status();
+        let headers = res.headers().clone();
+        (status, headers, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn create(&self, node: usize, body: Value) -> Room {
+        let res = self
+            .http
+            .post(self.url(node, "/v1/rooms"))
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let v: Value = res.json().await.unwrap();
+        let invite_url = v["invite_url"].as_str().unwrap().to_string();
+        Room {
+            id: v["room"].as_str().unwrap().to_string(),
+            owner: v["owner_token"].as_str().unwrap().to_string(),
+            invite: invite_url.split("#t=").nth(1).unwrap().to_string(),
+        }
+    }
+
+    /// Rooms per node, from each node's own view.
+    async fn rooms_per_node(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        for i in 0..self.nodes.len() {
+            let (_, v) = self.get(i, "/healthz", None).await;
+            out.push(v["rooms"].as_u64().unwrap_or(0));
+        }
+        out
+    }
+
+    /// Which node hosts `room`: the one that answers for it without
+    /// forwarding (a forwarded answer names the node it came from).
+    async fn host_of(&self, room: &Room) -> usize {
+        for i in 0..self.nodes.len() {
+            let Ok(res) = self
+                .http
+                .get(self.url(i, &format!("/v1/rooms/{}", room.id)))
+                .bearer_auth(&room.owner)
+                .send()
+                .await
+            else {
+                continue;
+            };
+            if res.status() == StatusCode::OK && !res.headers().contains_key("x-piazza-via") {
+                return i;
+            }
+        }
+        panic!("no node hosts room {}", room.id);
+    }
+
+    /// Join with a str0m client through `node`; retries 503s (a node
+    /// that died, until the TTL passes) until `deadline`.
+    async fn join(
+        &self,
+        node: usize,
+        room: &str,
+        token: &str,
+        name: &str,
+        n: u32,
+        deadline: Instant,
+    ) -> Result<Peer, (StatusCode, Value)> {
+        loop {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.set_nonblocking(true).unwrap();
+            let mut cfg = ClientConfig::new(n);
+            cfg.video_slots = 3;
+            cfg.audio_slots = 2;
+            cfg.speaking = n == 1;
+            let mut client = SimClient::new(
+                cfg,
+                socket.local_addr().unwrap(),
+                Instant::now(),
+                Instant::now(),
+            );
+            let res = self
+                .http
+                .post(self.url(node, &format!("/v1/rooms/{room}/participants")))
+                .query(&[("name", name)])
+                .header("content-type", "application/sdp")
+                .bearer_auth(token)
+                .body(client.offer().to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = res.status();
+            let headers = res.headers().clone();
+            let body = res.text().await.unwrap();
+            if status == StatusCode::SERVICE_UNAVAILABLE && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            if status != StatusCode::CREATED {
+                return Err((status, serde_json::from_str(&body).unwrap_or(Value::Null)));
+            }
+            client.accept_answer(&body).unwrap();
+            client.handle_timeout(Instant::now());
+            return Ok(Peer {
+                client,
+                socket,
+                id: headers["x-piazza-participant"]
+                    .to_str()
+                    .unwrap()
+                    .to_string(),
+                token: headers["x-piazza-token"].to_str().unwrap().to_string(),
+            });
+        }
+    }
+}
+
+struct Room {
+    id: String,
+    owner: String,
+    invite: String,
+}
+
+struct Peer {
+    client: SimClient,
+    socket: UdpSocket,
+    id: String,
+    token: String,
+}
+
+async fn drive(peers: Vec<Peer>, d: Duration) -> Vec<Peer> {
+    tokio::task::spawn_blocking(move || {
+        let mut peers = peers;
+        let end = Instant::now() + d;
+        let mut buf = vec![0u8; 2000];
+        while Instant::now() < end {
+            for p in peers.iter_mut() {
+                p.client.step_udp(&p.socket, &mut buf, |_| {});
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        peers
+    })
+    .await
+    .unwrap()
+}
+
+/// Video packets a peer received, over all its slots.
+fn video_in(p: &Peer) -> u64 {
+    p.client
+        .stats()
+        .slots
+        .iter()
+        .filter(|s| s.video)
+        .map(|s| s.packets)
+        .sum()
+}
+
+/// Drive until each peer has received video, or panic after `within`.
+async fn media_flows(mut peers: Vec<Peer>, within: Duration, what: &str) -> Vec<Peer> {
+    let before: Vec<u64> = peers.iter().map(video_in).collect();
+    let end = Instant::now() + within;
+    loop {
+        peers = drive(peers, Duration::from_millis(250)).await;
+        if peers
+            .iter()
+            .zip(&before)
+            .all(|(p, b)| video_in(p) > *b + 20)
+        {
+            return peers;
+        }
+        assert!(
+            Instant::now() < end,
+            "{what}: media did not flow within {within:?} ({:?} -> {:?})",
+            before,
+            peers.iter().map(video_in).collect::<Vec<_>>()
+        );
+    }
+}
+
+fn code(v: &Value) -> &str {
+    v["error"].as_str().unwrap_or("<no error code>")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: run engine/tests/cluster.sh"]
+async fn rooms_spread_any_node_answers_and_bad_input_is_refused() {
+    let c = Cluster::start(&[
+        "--rate-limit-rooms-per-minute",
+        "12",
+        "--rate-limit-joins-per-minute",
+        "40",
+    ])
+    .await;
+
+    // Rooms created through different nodes land on different nodes.
+    let mut rooms = Vec::new();
+    for i in 0..3 {
+        let name = format!("room {i}");
+        rooms.push(c.create(i, json!({ "name": name, "public": true })).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(c.rooms_per_node().await, vec![1, 1, 1], "one room per node");
+
+    // A join through a node that does not host the room reaches the owner,
+    // and media flows.
+    let room = &rooms[0];
+    let host = c.host_of(room).await;
+    let other = (host + 1) % 3;
+    let third = (host + 2) % 3;
+    let far = Instant::now() + Duration::from_secs(10);
+    let a = c
+        .join(other, &room.id, &room.owner, "Ada", 1, far)
+        .await
+        .unwrap();
+    let b = c
+        .join(third, &room.id, &room.invite, "Bo", 2, far)
+        .await
+        .unwrap();
+    let mut peers = media_flows(
+        vec![a, b],
+        Duration::from_secs(15),
+        "joined via other nodes",
+    )
+    .await;
+    let (_, v) = c.get(host, "/healthz", None).await;
+    assert_eq!(v["participants"], 2, "both are on the hosting node");
+
+    // The public list is the same from every node (counts as of the
+    // nodes' last heartbeats).
+    peers = drive(peers, NODE_TTL).await;
+    let mut lists = Vec::new();
+    for i in 0..3 {
+        let (status, v) = c.get(i, "/v1/rooms", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let mut l: Vec<(String, String, u64)> = v["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["room"].as_str().unwrap().to_string(),
+                    r["name"].as_str().unwrap().to_string(),
+                    r["participants"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        l.sort();
+        lists.push(l);
+    }
+    assert_eq!(lists[0].len(), 3, "{:?}", lists[0]);
+    assert_eq!(lists[0], lists[1]);
+    assert_eq!(lists[1], lists[2]);
+    assert!(lists[0].contains(&(room.id.clone(), "room 0".into(), 2)));
+
+    // Lock from a non-owning node: joins are refused everywhere.
+    let path = format!("/v1/rooms/{}", room.id);
+    let (status, _, v) = c
+        .send(
+            reqwest::Method::PATCH,
+            other,
+            &path,
+            &room.owner,
+            json!({ "locked": true }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["locked"], true);
+    let refused = c
+        .join(third, &room.id, &room.invite, "Cy", 3, Instant::now())
+        .await
+        .err()
+        .expect("locked");
+    assert_eq!(
+        (refused.0, code(&refused.1)),
+        (StatusCode::LOCKED, "room_locked")
+    );
+    c.send(
+        reqwest::Method::PATCH,
+        third,
+        &path,
+        &room.owner,
+        json!({ "locked": false }),
+    )
+    .await;
+
+    // Kick from a non-owning node: the client is told, its token is dead
+    // on every node.
+    let kicked_id = peers[1].id.clone();
+    let kicked_token = peers[1].token.clone();
+    let (status, _, v) = c
+        .send(
+            reqwest::Method::DELETE,
+            third,
+            &format!("{path}/participants/{kicked_id}"),
+            &room.owner,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{v}");
+    for _ in 0..100 {
+        if peers[1].client.kicked {
+            break;
+        }
+        peers = drive(peers, Duration::from_millis(100)).await;
+    }
+    assert!(peers[1].client.kicked, "the kicked client was told");
+    for node in 0..3 {
+        let refused = c
+            .join(node, &room.id, &kicked_token, "Bo", 2, Instant::now())
+            .await
+            .err()
+            .expect("kicked token refused");
+        assert_eq!(
+            (refused.0, code(&refused.1)),
+            (StatusCode::FORBIDDEN, "kicked")
+        );
+    }
+
+    // A token for a room that exists nowhere: 404 from every node.
+    let ghost = TokenKeys::new(SECRET.as_bytes())
+        .sign(&Claims::new(
+            "NoSuchRoom42",
+            "invite",
+            &Grant::GUEST,
+            Duration::from_secs(60),
+        ))
+        .unwrap();
+    for node in 0..3 {
+        let e = c
+            .join(node, "NoSuchRoom42", &ghost, "X", 4, Instant::now())
+            .await
+            .err()
+            .expect("no such room");
+        assert_eq!((e.0, code(&e.1)), (StatusCode::NOT_FOUND, "unknown_room"));
+    }
+
+    // A client cannot pose as a node: a forged hop header is refused, and
+    // no route registers nodes.
+    let res = c
+        .http
+        .get(c.url(other, &path))
+        .header("x-piazza-hop", "forged")
+        .bearer_auth(&room.owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let forged_hop = TokenKeys::new(b"not the cluster's secret, no no no")
+        .sign(&Claims::new("*", "hop:evil", &[], Duration::from_secs(60)))
+        .unwrap();
+    let res = c
+        .http
+        .get(c.url(other, &path))
+        .header("x-piazza-hop", forged_hop)
+        .bearer_auth(&room.owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // A room token is no hop token either.
+    let res = c
+        .http
+        .get(c.url(other, &path))
+        .header("x-piazza-hop", &room.owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = c
+        .http
+        .post(c.url(0, "/v1/cluster"))
+        .json(&json!({ "id": "evil", "url": "http://198.18.0.1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let (_, v) = c.get(0, "/v1/cluster", Some(API_KEY)).await;
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 3);
+
+    // Rate limits per client address: 429 with Retry-After.
+    let mut limited = None;
+    for i in 0..30 {
+        let res = c
+            .http
+            .post(c.url(2, "/v1/rooms"))
+            .bearer_auth(API_KEY)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            let after: u64 = res.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let v: Value = res.json().await.unwrap();
+            assert_eq!(code(&v), "rate_limited");
+            limited = Some((i, after));
+            break;
+        }
+        assert_eq!(res.status(), StatusCode::CREATED);
+    }
+    let (i, after) = limited.expect("room creation is rate limited");
+    assert!(i <= 12, "limited after {i} creations");
+    assert!((1..=5).contains(&after), "Retry-After {after}");
+    let mut joins_limited = false;
+    for _ in 0..60 {
+        let res = c
+            .http
+            .post(c.url(1, &format!("/v1/rooms/{}/participants", room.id)))
+            .header("content-type", "application/sdp")
+            .bearer_auth(&room.invite)
+            .body("not sdp")
+            .send()
+            .await
+            .unwrap();
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(res.headers().contains_key("retry-after"));
+            joins_limited = true;
+            break;
+        }
+    }
+    assert!(joins_limited, "join attempts are rate limited");
+    drop(peers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: run engine/tests/cluster.sh"]
+async fn a_killed_node_s_room_comes_back_on_another_node_with_its_metadata() {
+    let mut c = Cluster::start(&[]).await;
+    let room = c
+        .create(
+            0,
+            json!({ "name": "survivor", "public": true, "max_participants": 7 }),
+        )
+        .await;
+    let host = c.host_of(&room).await;
+    let entry = (host + 1) % 3;
+    let far = Instant::now() + Duration::from_secs(10);
+    let a = c
+        .join(entry, &room.id, &room.owner, "Ada", 1, far)
+        .await
+        .unwrap();
+    let b = c
+        .join(entry, &room.id, &room.invite, "Bo", 2, far)
+        .await
+        .unwrap();
+    let peers = media_flows(vec![a, b], Duration::from_secs(15), "before the kill").await;
+
+    c.nodes[host].kill9();
+    let killed = Instant::now();
+    // The clients notice and rejoin with their own tokens through a live
+    // node; until the TTL passes they get 503 and retry.
+    let deadline = killed + NODE_TTL + Duration::from_secs(10);
+    let mut back = Vec::new();
+    for (i, p) in peers.iter().enumerate() {
+        let n = i as u32 + 1;
+        let peer = c
+            .join(
+                entry,
+                &room.id,
+                &p.token,
+                &format!("again {n}"),
+                n,
+                deadline,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("rejoin after the kill: {e:?}"));
+        back.push(peer);
+    }
+    let rejoined = killed.elapsed();
+    assert!(
+        rejoined <= NODE_TTL + Duration::from_secs(10),
+        "rejoined {rejoined:?} after the kill"
+    );
+    let back = media_flows(back, Duration::from_secs(15), "after failover").await;
+    println!(
+        "failover: rejoined {:.2} s after kill -9 (node TTL {} s)",
+        rejoined.as_secs_f64(),
+        NODE_TTL.as_secs()
+    );
+
+    // Metadata intact, on a live node.
+    let (status, v) = c
+        .get(entry, &format!("/v1/rooms/{}", room.id), Some(&room.owner))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["name"], "survivor");
+    assert_eq!(v["public"], true);
+    assert_eq!(v["max_participants"], 7);
+    assert_eq!(v["participants"].as_array().unwrap().len(), 2);
+    let (_, v) = c.get(entry, "/v1/cluster", Some(API_KEY)).await;
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 2, "{v}");
+    drop(back);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: run engine/tests/cluster.sh"]
+async fn drain_moves_a_live_room_s_participants_off_the_node() {
+    let mut c = Cluster::start(&[]).await;
+    let room = c.create(1, json!({ "name": "moving" })).await;
+    let host = c.host_of(&room).await;
+    let entry = (host + 1) % 3;
+    let far = Instant::now() + Duration::from_secs(10);
+    let a = c
+        .join(host, &room.id, &room.owner, "Ada", 1, far)
+        .await
+        .unwrap();
+    let b = c
+        .join(entry, &room.id, &room.invite, "Bo", 2, far)
+        .await
+        .unwrap();
+    let mut peers = media_flows(vec![a, b], Duration::from_secs(15), "before the drain").await;
+
+    let (status, _, v) = c
+        .send(
+            reqwest::Method::POST,
+            host,
+            "/v1/node/drain",
+            API_KEY,
+            json!({ "deadline_seconds": 1 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    // New rooms go elsewhere meanwhile (through the draining node too).
+    let other_room = c.create(host, json!({ "name": "elsewhere" })).await;
+    assert_ne!(c.host_of(&other_room).await, host);
+
+    // At the deadline the participants are told, and the node exits.
+    for _ in 0..100 {
+        if peers.iter().all(|p| p.client.closing.is_some()) {
+            break;
+        }
+        peers = drive(peers, Duration::from_millis(100)).await;
+    }
+    assert!(
+        peers.iter().all(|p| p.client.closing.is_some()),
+        "participants told to leave"
+    );
+    let end = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(s) = c.nodes[host].child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "the drained node did not exit");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(exit.success(), "drained node exit status {exit}");
+
+    // They rejoin (no TTL wait: the node released its rooms) elsewhere.
+    let soon = Instant::now() + Duration::from_secs(10);
+    let mut back = Vec::new();
+    for (i, p) in peers.iter().enumerate() {
+        let n = i as u32 + 1;
+        back.push(
+            c.join(entry, &room.id, &p.token, "again", n, soon)
+                .await
+                .unwrap(),
+        );
+    }
+    let back = media_flows(back, Duration::from_secs(15), "after the drain").await;
+    let (status, v) = c
+        .get(entry, &format!("/v1/rooms/{}", room.id), Some(&room.owner))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["name"], "moving");
+    drop(back);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: run engine/tests/cluster.sh"]
+async fn a_redis_restart_loses_no_running_room() {
+    let mut c = Cluster::start(&[]).await;
+    let room = c
+        .create(2, json!({ "name": "steady", "public": true }))
+        .await;
+    let host = c.host_of(&room).await;
+    let entry = (host + 1) % 3;
+    let far = Instant::now() + Duration::from_secs(10);
+    let a = c
+        .join(entry, &room.id, &room.owner, "Ada", 1, far)
+        .await
+        .unwrap();
+    let b = c
+        .join(host, &room.id, &room.invite, "Bo", 2, far)
+        .await
+        .unwrap();
+    let mut peers = media_flows(vec![a, b], Duration::from_secs(15), "before").await;
+
+    // Redis goes away: media keeps flowing; what needs it says 503.
+    let redis = c.redis.take().unwrap();
+    let port = redis.port;
+    let dir = redis.dir.clone();
+    let mut redis = redis;
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
+    std::mem::forget(redis);
+    peers = media_flows(peers, Duration::from_secs(10), "Redis down").await;
+    let res = c
+        .http
+        .post(c.url(entry, "/v1/rooms"))
+        .bearer_auth(API_KEY)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key("retry-after"));
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(code(&v), "directory_unavailable");
+    // The hosting node still answers for its own room.
+    let (status, _) = c
+        .get(host, &format!("/v1/rooms/{}", room.id), Some(&room.owner))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // An empty Redis comes back on the same port: the nodes re-register
+    // and re-announce their rooms on their own.
+    c.redis = Some(Redis::start_on(port, dir));
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, v) = c
+            .get(entry, &format!("/v1/rooms/{}", room.id), Some(&room.owner))
+            .await;
+        if status == StatusCode::OK {
+            assert_eq!(v["name"], "steady");
+            assert_eq!(v["participants"].as_array().unwrap().len(), 2);
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "room not back in the directory: {status} {v}"
+        );
+        peers = drive(peers, Duration::from_millis(200)).await;
+    }
+    let (_, v) = c.get(entry, "/v1/rooms", None).await;
+    assert!(
+        v["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["room"] == room.id.as_str())
+    );
+    let peers = media_flows(peers, Duration::from_secs(10), "after the restart").await;
+    assert!(peers.iter().all(|p| p.client.is_alive()));
+    // And new rooms can be made again.
+    c.create(entry, json!({})).await;
+}

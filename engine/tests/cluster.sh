@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The cluster suite (docs/cluster.md): a real redis-server and three piazza
+# nodes as processes on loopback. Installs Redis from Debian if it is
+# missing, then runs the ignored tests of engine/tests/cluster.rs and the
+# directory throughput measurement. Bounded: 15 minutes at most.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "installing redis-server"
+  apt-get update -qq
+  apt-get install -y -qq -o DPkg::Lock::Timeout=600 redis-server
+fi
+redis-server --version
+
+# One test at a time: each starts its own Redis and three nodes, and the
+# failover and drain tests time what clients see.
+timeout 900 cargo test -p piazza --test cluster -- --ignored --test-threads=1 --nocapture
+# Directory operations per second with the real client (docs/cluster.md).
+timeout 300 cargo test -p piazza --lib server::cluster::directory -- --ignored --nocapture
