@@ -2,7 +2,7 @@
 # Browser end-to-end tests: installs Debian's chromium and node (if absent)
 # and the npm packages (playwright-core, from package-lock.json), then runs
 # the ignored Rust tests that start the server and drive headless Chromium.
-# Takes about a minute once chromium is installed. Called by .ci/run.
+# Takes about two minutes once chromium is installed. Called by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -20,3 +20,4 @@ npm ci --no-audit --no-fund --loglevel=error
 
 cd ..
 cargo test -p piazza --test server_browser -- --ignored --nocapture --test-threads=1
+cargo test -p piazza --test server_browser_e2ee -- --ignored --nocapture --test-threads=1

@@ -82,6 +82,14 @@ pub struct RoomConfig {
     /// and RTCP every second, so a live peer is never this quiet.
     /// Default 10 s.
     pub inactivity_timeout: Duration,
+    /// End-to-end encrypted room: the clients encrypt media frames and chat
+    /// (`docs/e2ee.md`); the engine forwards them unchanged, as always,
+    /// requires chat messages flagged encrypted and relays the clients'
+    /// key-exchange messages. Told to every client in its `welcome`.
+    /// Default off.
+    pub e2ee: bool,
+    /// Chat limits and history bounds.
+    pub chat: crate::core::chat::ChatConfig,
 }
 
 impl Default for RoomConfig {
@@ -108,6 +116,8 @@ impl Default for RoomConfig {
             rtx_cache_packets: 512,
             rtx_cache_age: Duration::from_millis(1500),
             inactivity_timeout: Duration::from_secs(10),
+            e2ee: false,
+            chat: Default::default(),
         }
     }
 }
@@ -167,6 +177,12 @@ impl RoomConfig {
     /// Set [`RoomConfig::inactivity_timeout`].
     pub fn inactivity_timeout(mut self, d: Duration) -> Self {
         self.inactivity_timeout = d;
+        self
+    }
+
+    /// Set [`RoomConfig::e2ee`].
+    pub fn e2ee(mut self, on: bool) -> Self {
+        self.e2ee = on;
         self
     }
 

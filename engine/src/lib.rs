@@ -86,6 +86,7 @@ mod shard;
 pub mod sim;
 
 pub use config::{ConfigError, IngressConfig, JoinOptions, RoomConfig};
+pub use core::chat::ChatConfig;
 pub use core::{CoreStats, DropStats, Footprint, IngressStats, SlotState, SubscriberStats};
 pub use engine::{DEFAULT_SHUTDOWN_BOUND, Engine, EngineBuilder, EngineStats, Joined, RoomInfo};
 pub use error::{Error, IoError};

@@ -160,3 +160,66 @@ fn http_seeds_get_their_documented_status() {
     assert_eq!(stats.rooms(), 1, "{stats:?}");
     assert_eq!(stats.participants(), 0, "{stats:?}");
 }
+
+#[test]
+fn chat_seeds_are_relayed_or_refused_as_the_room_says() {
+    use piazza::core::control::ServerMessage;
+    let received = |seed: &str, i: usize| -> Vec<ServerMessage> {
+        let s = seeds_of("control")
+            .into_iter()
+            .find(|s| s.name == seed)
+            .unwrap_or_else(|| panic!("no seed {seed}"));
+        let rig = control::run_fresh(&s.data);
+        assert!(rig.healthy(), "after seed {seed}");
+        rig.sim().participants()[i]
+            .client
+            .chat
+            .iter()
+            .cloned()
+            .collect()
+    };
+    let texts = |m: &[ServerMessage]| -> Vec<String> {
+        m.iter()
+            .filter_map(|m| match m {
+                ServerMessage::Chat { text, .. } => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let codes = |m: &[ServerMessage]| -> Vec<String> {
+        m.iter()
+            .filter_map(|m| match m {
+                ServerMessage::ChatError { code, .. } => Some(code.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let keys = |m: &[ServerMessage]| -> Vec<String> {
+        m.iter()
+            .filter_map(|m| match m {
+                ServerMessage::Key { data, .. } => Some(data.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        texts(&received("chat-all", 1)),
+        ["hello room", "hi\nthere\t!"]
+    );
+    assert_eq!(texts(&received("chat-private", 1)), ["psst"]);
+    assert_eq!(
+        codes(&received("chat-to-self-and-nobody", 0)),
+        ["to_self", "unknown_recipient", "unknown_recipient"]
+    );
+    assert_eq!(
+        codes(&received("key-in-normal-room", 0)),
+        ["not_encrypted_room"]
+    );
+    let e2ee = received("e2ee-chat", 0);
+    assert_eq!(codes(&e2ee), ["encryption_required"]);
+    assert_eq!(texts(&e2ee), ["AAECAw==", "BAUG"]);
+    assert_eq!(keys(&received("e2ee-key-relay", 1)), [r#"{"t":"hello"}"#]);
+    let sender = received("e2ee-key-relay", 0);
+    assert_eq!(keys(&sender), ["wrapped"]);
+    assert_eq!(codes(&sender), ["to_self", "empty"]);
+}

@@ -55,6 +55,10 @@ pub enum ServerMessage {
         participant: String,
         /// The room.
         room: String,
+        /// The room is end-to-end encrypted: media frames and chat must be
+        /// encrypted by the clients (`docs/e2ee.md`).
+        #[serde(default)]
+        e2ee: bool,
     },
     /// The full participant list (sent on every change).
     Participants {
@@ -93,6 +97,53 @@ pub enum ServerMessage {
         /// Human-readable reason.
         reason: String,
     },
+    /// A chat message: sent to everyone (the sender's own copy confirms
+    /// the send), or privately to `to` and the sender. On joining, the room's
+    /// kept messages to everyone come first, with `history: true`.
+    Chat {
+        /// Room-wide message number, increasing from 1.
+        id: u64,
+        /// Sender's participant id.
+        from: String,
+        /// Sender's display name when it sent the message.
+        name: String,
+        /// The recipient of a private message, `null` for everyone.
+        to: Option<String>,
+        /// When the server accepted it, Unix milliseconds.
+        time: u64,
+        /// The text; in an end-to-end encrypted room, base64 ciphertext.
+        text: String,
+        /// The sender encrypted `text` end to end.
+        encrypted: bool,
+        /// Sent before this participant joined (replayed history).
+        history: bool,
+        /// The sender's own reference, echoed (only meaningful to it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        local_id: Option<String>,
+    },
+    /// A chat or key message of this client was refused; nothing was sent.
+    ChatError {
+        /// `empty`, `too_long`, `control_characters`, `rate_limited`,
+        /// `unknown_recipient`, `to_self`, `encryption_required`,
+        /// `not_encrypted_room`, `local_id_too_long`.
+        code: String,
+        /// What was wrong and what to do.
+        message: String,
+        /// The refused message's `local_id`, if it had one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        local_id: Option<String>,
+        /// For `rate_limited`: when one more message will be accepted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+    /// End-to-end encryption key exchange, relayed opaque from another
+    /// participant (only in end-to-end encrypted rooms; never kept).
+    Key {
+        /// Sender's participant id.
+        from: String,
+        /// The client-defined payload (`docs/e2ee.md`).
+        data: String,
+    },
     /// A client message was not understood.
     Error {
         /// What was wrong.
@@ -125,6 +176,31 @@ pub enum ClientMessage {
     Resume {
         /// Slot m-line.
         mid: String,
+    },
+    /// Send a chat message to everyone, or privately to one participant.
+    Chat {
+        /// The text (at most 4096 bytes by default); in an end-to-end
+        /// encrypted room, base64 ciphertext with `encrypted: true`.
+        text: String,
+        /// Recipient participant id; absent or `null` for everyone.
+        #[serde(default)]
+        to: Option<String>,
+        /// `text` is end-to-end encrypted (required in such rooms).
+        #[serde(default)]
+        encrypted: bool,
+        /// A reference of the client's own (at most 64 bytes), echoed in
+        /// the sender's copy or in the `chat_error`.
+        #[serde(default)]
+        local_id: Option<String>,
+    },
+    /// Relay an end-to-end encryption key-exchange message to one
+    /// participant, or to every other when `to` is absent.
+    Key {
+        /// Recipient participant id; absent or `null` for every other.
+        #[serde(default)]
+        to: Option<String>,
+        /// Opaque payload (at most 2048 bytes by default).
+        data: String,
     },
 }
 

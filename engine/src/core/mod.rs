@@ -26,6 +26,7 @@
 //! counts it, and the shard's other rooms carry on untouched.
 
 pub(crate) mod allocator;
+pub mod chat;
 pub mod control;
 pub(crate) mod downlink;
 pub(crate) mod ingress;
@@ -535,13 +536,14 @@ impl ShardCore {
     /// Deliver a control-channel message as if the participant had sent it.
     #[cfg(any(test, feature = "sim"))]
     pub fn inject_client_message(&mut self, room: RoomId, p: ParticipantId, data: &[u8]) {
-        // The time is only used if the room fails on the message. With no
-        // time seen yet nobody was ever adopted: there is no one to deliver to.
+        // The last time the core saw (chat stamps and rate-limits with it).
+        // With no time seen yet nobody was ever adopted: there is no one to
+        // deliver to.
         let Some(now) = self.last_now else {
             return;
         };
         if self
-            .in_room(room, now, |r, _| r.inject_client_message(p, data))
+            .in_room(room, now, |r, _| r.inject_client_message(p, data, now))
             .is_ok()
             && !self.dirty.contains(&room)
         {

@@ -8,22 +8,37 @@
 //! participant 1 instead. Placeholders make seeds valid for any room:
 //! `{v0}`, `{v1}` and `{a0}` become the sender's video and audio slot mids,
 //! `{self}` and `{other}` the participant ids.
+//!
+//! An input whose first line is `e2ee` runs in an end-to-end encrypted
+//! room (chat must be flagged encrypted there; `key` messages are relayed),
+//! on a rig of its own. Chat messages (`chat`, `key`) go through the room's
+//! limits, history and relay ([`crate::core::chat`]).
 
 use std::time::Duration;
 
-use super::datagram::{Op, Rig, with_rig};
+use super::datagram::{Op, Rig, with_rig_in};
 
 /// Virtual time after the messages, for the room to act on them.
 const SETTLE: Duration = Duration::from_millis(30);
 
 /// Run one input on the rig kept between inputs: the fuzz target.
 pub fn run(data: &[u8]) {
-    with_rig(|rig| apply(rig, data));
+    let (e2ee, data) = split_mode(data);
+    with_rig_in(e2ee, |rig| apply(rig, data));
+}
+
+/// Whether the input asks for an end-to-end encrypted room, and the rest.
+fn split_mode(data: &[u8]) -> (bool, &[u8]) {
+    match data.strip_prefix(b"e2ee") {
+        Some(rest) if rest.is_empty() || rest[0] == b'\n' => (true, rest.get(1..).unwrap_or(&[])),
+        _ => (false, data),
+    }
 }
 
 /// Run one input on a new rig (regression tests).
 pub fn run_fresh(data: &[u8]) -> Rig {
-    let mut rig = Rig::new();
+    let (e2ee, data) = split_mode(data);
+    let mut rig = Rig::with_e2ee(e2ee);
     apply(&mut rig, data);
     rig
 }

@@ -240,6 +240,7 @@ pub fn decode(data: &[u8]) -> Vec<Op> {
 /// core, kept between inputs.
 pub struct Rig {
     sim: Simulator,
+    e2ee: bool,
     crypto: str0m::config::CryptoProvider,
     runs: u32,
 }
@@ -248,7 +249,18 @@ impl Rig {
     /// Build the room and connect everyone (ICE, DTLS, data channels) in
     /// virtual time. Participant 0 also shares a screen.
     pub fn new() -> Rig {
+        Rig::with_e2ee(false)
+    }
+
+    /// [`Rig::new`], in an end-to-end encrypted room when `e2ee` (the chat
+    /// then requires encrypted messages and relays key messages).
+    pub fn with_e2ee(e2ee: bool) -> Rig {
         let mut config = SimConfig::new(PARTICIPANTS);
+        config.room.e2ee = e2ee;
+        // Chat: a burst of 10 as by default, but refilled fast enough that
+        // a rig kept across inputs (30 ms of virtual time each) still
+        // accepts messages, while a long input meets the limit.
+        config.room.chat.per_second = 300.0;
         config.client = Box::new(|i| {
             let mut c = ClientConfig::new(i as u32);
             c.video_slots = 2;
@@ -269,6 +281,7 @@ impl Rig {
         sim.run_for(Duration::from_secs(1));
         Rig {
             sim,
+            e2ee,
             crypto: str0m::crypto::from_feature_flags(),
             runs: 0,
         }
@@ -443,6 +456,7 @@ impl Default for Rig {
 
 thread_local! {
     static RIG: std::cell::RefCell<Option<Rig>> = const { std::cell::RefCell::new(None) };
+    static RIG_E2EE: std::cell::RefCell<Option<Rig>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Run one input on the rig kept between inputs (rebuilt when a participant
@@ -460,13 +474,19 @@ pub fn run_fresh(data: &[u8]) -> Rig {
 }
 
 pub(crate) fn with_rig(f: impl FnOnce(&mut Rig)) {
-    RIG.with(|cell| {
+    with_rig_in(false, f)
+}
+
+/// [`with_rig`] on the kept rig of a normal or an end-to-end encrypted room.
+pub(crate) fn with_rig_in(e2ee: bool, f: impl FnOnce(&mut Rig)) {
+    let kept = if e2ee { &RIG_E2EE } else { &RIG };
+    kept.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot
             .as_ref()
-            .is_none_or(|r| r.runs >= MAX_RUNS || !r.healthy())
+            .is_none_or(|r| r.runs >= MAX_RUNS || !r.healthy() || r.e2ee != e2ee)
         {
-            *slot = Some(Rig::new());
+            *slot = Some(Rig::with_e2ee(e2ee));
         }
         // Just filled above.
         if let Some(rig) = slot.as_mut() {

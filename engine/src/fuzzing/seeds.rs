@@ -309,6 +309,15 @@ fn control_seeds() -> Vec<(&'static str, String)> {
         ("from-both", "{\"type\":\"pin\",\"participant\":\"{other}\"}\n>{\"type\":\"pause\",\"mid\":\"{v1}\"}"),
         ("unknown-type", r#"{"type":"subscribe","mid":"{v0}"}"#),
         ("not-json", "pin p1"),
+        ("chat-all", "{\"type\":\"chat\",\"text\":\"hello room\",\"local_id\":\"c1\"}\n>{\"type\":\"chat\",\"text\":\"hi\\nthere\\t!\",\"to\":null}"),
+        ("chat-private", r#"{"type":"chat","text":"psst","to":"{other}","local_id":"x"}"#),
+        ("chat-to-self-and-nobody", "{\"type\":\"chat\",\"text\":\"me\",\"to\":\"{self}\"}\n{\"type\":\"chat\",\"text\":\"who\",\"to\":\"p999\"}\n{\"type\":\"chat\",\"text\":\"bad\",\"to\":\"q\"}"),
+        ("chat-empty-and-control", "{\"type\":\"chat\",\"text\":\"  \"}\n{\"type\":\"chat\",\"text\":\"a\\u0007b\"}\n{\"type\":\"chat\",\"text\":\"\\u00e9t\\u00e9 \\ud83d\\ude00\"}"),
+        ("chat-wrong-types", "{\"type\":\"chat\",\"text\":5}\n{\"type\":\"chat\"}\n{\"type\":\"chat\",\"text\":\"x\",\"encrypted\":\"yes\"}\n{\"type\":\"chat\",\"text\":\"x\",\"local_id\":\"0123456789012345678901234567890123456789012345678901234567890123456789\"}"),
+        ("chat-burst", "{\"type\":\"chat\",\"text\":\"1\"}\n{\"type\":\"chat\",\"text\":\"2\"}\n{\"type\":\"chat\",\"text\":\"3\"}\n{\"type\":\"chat\",\"text\":\"4\"}\n{\"type\":\"chat\",\"text\":\"5\"}\n{\"type\":\"chat\",\"text\":\"6\"}\n{\"type\":\"chat\",\"text\":\"7\"}\n{\"type\":\"chat\",\"text\":\"8\"}\n{\"type\":\"chat\",\"text\":\"9\"}\n{\"type\":\"chat\",\"text\":\"10\"}\n{\"type\":\"chat\",\"text\":\"11\"}\n{\"type\":\"chat\",\"text\":\"12\"}"),
+        ("key-in-normal-room", r#"{"type":"key","data":"hello"}"#),
+        ("e2ee-chat", "e2ee\n{\"type\":\"chat\",\"text\":\"plain\"}\n{\"type\":\"chat\",\"text\":\"AAECAw==\",\"encrypted\":true}\n>{\"type\":\"chat\",\"text\":\"BAUG\",\"encrypted\":true,\"to\":\"{other}\"}"),
+        ("e2ee-key-relay", "e2ee\n{\"type\":\"key\",\"data\":\"{\\\"t\\\":\\\"hello\\\"}\"}\n>{\"type\":\"key\",\"to\":\"{other}\",\"data\":\"wrapped\"}\n{\"type\":\"key\",\"to\":\"{self}\",\"data\":\"x\"}\n{\"type\":\"key\",\"data\":\"\"}"),
     ]
     .into_iter()
     .map(|(n, t)| (n, t.to_string()))

@@ -62,6 +62,8 @@ pub struct RoomState {
     /// Joins under way (token checked, engine call not returned yet): an
     /// empty room with a join under way is not closed.
     pub pending_joins: usize,
+    /// End-to-end encrypted (fixed at creation).
+    pub e2ee: bool,
 }
 
 impl RoomState {
@@ -90,6 +92,7 @@ impl RoomState {
             kicked: HashSet::new(),
             empty_since: Some(now),
             pending_joins: 0,
+            e2ee: false,
         }
     }
 

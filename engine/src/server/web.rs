@@ -7,6 +7,9 @@ use axum::response::{IntoResponse, Response};
 const INDEX_HTML: &str = include_str!("static/index.html");
 const APP_JS: &str = include_str!("static/app.js");
 const STYLE_CSS: &str = include_str!("static/style.css");
+const CHAT_JS: &str = include_str!("static/chat.js");
+const E2EE_JS: &str = include_str!("static/e2ee.js");
+const E2EE_WORKER_JS: &str = include_str!("static/e2ee-worker.js");
 
 /// Same-origin only; media elements play `MediaStream`s, which need no
 /// source list.
@@ -49,4 +52,19 @@ pub(super) async fn app_js() -> Response {
 /// `GET /assets/style.css`.
 pub(super) async fn style_css() -> Response {
     asset(STYLE_CSS, "text/css; charset=utf-8")
+}
+
+/// `GET /assets/chat.js`: the chat panel.
+pub(super) async fn chat_js() -> Response {
+    asset(CHAT_JS, "text/javascript; charset=utf-8")
+}
+
+/// `GET /assets/e2ee.js`: end-to-end encryption (keys, exchange).
+pub(super) async fn e2ee_js() -> Response {
+    asset(E2EE_JS, "text/javascript; charset=utf-8")
+}
+
+/// `GET /assets/e2ee-worker.js`: the encoded-transform worker.
+pub(super) async fn e2ee_worker_js() -> Response {
+    asset(E2EE_WORKER_JS, "text/javascript; charset=utf-8")
 }

@@ -19,6 +19,7 @@
 
 pub mod client;
 mod counting;
+pub mod e2ee;
 pub mod flood;
 pub mod media;
 pub mod net;
@@ -205,7 +206,25 @@ pub struct Simulator {
 
 impl Simulator {
     /// Build the run: its shards and rooms; nobody has joined yet.
-    pub fn new(config: SimConfig) -> Result<Self, Error> {
+    ///
+    /// With the environment variable `PIAZZA_SIM_E2EE` set (to anything),
+    /// every run is end-to-end encrypted: the rooms have
+    /// [`RoomConfig::e2ee`](crate::RoomConfig::e2ee) and every client
+    /// [`ClientConfig::e2ee`](client::ClientConfig::e2ee). That runs the
+    /// behaviour tests (simulcast switches, speaker detection, allocation)
+    /// unchanged with encrypting clients (`docs/e2ee.md`).
+    pub fn new(mut config: SimConfig) -> Result<Self, Error> {
+        if std::env::var_os("PIAZZA_SIM_E2EE").is_some() {
+            config.room.e2ee = true;
+            let make = std::mem::replace(
+                &mut config.client,
+                Box::new(|i| ClientConfig::new(i as u32)),
+            );
+            config.client = Box::new(move |i| ClientConfig {
+                e2ee: true,
+                ..make(i)
+            });
+        }
         let ctx = JoinContext::new(rng::derive(config.seed, rng::stream::JOIN))?;
         // str0m draws its non-cryptographic randomness (SSRCs, ICE
         // tie-breakers, SCTP tags, msids) from fastrand's thread-local

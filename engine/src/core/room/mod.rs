@@ -18,6 +18,7 @@ use str0m::{Event, IceConnectionState, Input, Output};
 
 mod assign;
 mod bandwidth;
+mod chat;
 mod forward;
 
 pub use bandwidth::{SlotState, SubscriberStats};
@@ -75,6 +76,8 @@ pub(crate) struct Room {
     to_remove: Vec<(ParticipantId, LeaveReason)>,
     /// When layer meters were last folded.
     meters_at: Option<Instant>,
+    /// Chat history, limits and the E2EE key relay (`room/chat.rs`).
+    chat: crate::core::chat::Chat,
     pub stats: RoomStats,
     /// Fault injection: panic on the next datagram or timer.
     #[cfg(feature = "fault-injection")]
@@ -83,7 +86,9 @@ pub(crate) struct Room {
 
 impl Room {
     pub fn new(id: RoomId, config: RoomConfig) -> Self {
+        let chat = crate::core::chat::Chat::new(config.chat.clone(), config.e2ee);
         Room {
+            chat,
             id,
             config,
             locked: false,
@@ -182,6 +187,7 @@ impl Room {
             p.rtc.disconnect();
         }
         self.slab[i] = None;
+        self.chat.forget(pid);
         let was_speaker = self.speakers.current() == Some(pid);
         self.speakers.remove(pid);
         self.needs_reassign = true;
@@ -439,11 +445,13 @@ impl Room {
                 let welcome = ServerMessage::Welcome {
                     participant: p.id.to_string(),
                     room: self.id.to_string(),
+                    e2ee: self.config.e2ee,
                 };
                 send_control(p, &welcome);
                 p.mark_slots_changed();
                 self.participants_dirty = true;
                 self.speaker_dirty = true;
+                self.send_chat_history(i);
             }
             Event::ChannelClose(id) => {
                 if let Some(p) = self.slab[i].as_mut()
@@ -452,7 +460,7 @@ impl Room {
                     p.channel = None;
                 }
             }
-            Event::ChannelData(d) => self.on_client_message(i, &d.data),
+            Event::ChannelData(d) => self.on_client_message(i, &d.data, now),
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                 self.on_estimate(i, estimate.as_u64(), now);
             }
@@ -475,8 +483,12 @@ impl Room {
         }
     }
 
-    fn on_client_message(&mut self, i: usize, data: &[u8]) {
+    fn on_client_message(&mut self, i: usize, data: &[u8], now: Instant) {
         let msg = ClientMessage::parse(data);
+        if let Ok(m @ (ClientMessage::Chat { .. } | ClientMessage::Key { .. })) = msg {
+            self.on_chat(i, m, now);
+            return;
+        }
         let Some(p) = self.slab[i].as_mut() else {
             return;
         };
@@ -506,6 +518,8 @@ impl Room {
                     self.needs_reassign = true;
                 }
             }
+            // Handled above (`on_chat`).
+            Ok(ClientMessage::Chat { .. } | ClientMessage::Key { .. }) => {}
             Err(e) => {
                 send_control(
                     p,
@@ -611,9 +625,9 @@ impl Room {
 
     /// Test hook: deliver a client control message as if it came on the data channel.
     #[cfg(any(test, feature = "sim"))]
-    pub fn inject_client_message(&mut self, p: ParticipantId, data: &[u8]) {
+    pub fn inject_client_message(&mut self, p: ParticipantId, data: &[u8], now: Instant) {
         if let Some(&i) = self.index.get(&p) {
-            self.on_client_message(i, data);
+            self.on_client_message(i, data, now);
         }
     }
 }

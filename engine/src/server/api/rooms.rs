@@ -11,6 +11,8 @@ pub(super) struct CreateRoom {
     max_participants: Option<usize>,
     public: Option<bool>,
     starts_at: Option<StartsAt>,
+    /// End-to-end encrypted media and chat (`docs/e2ee.md`).
+    e2ee: Option<bool>,
 }
 
 /// RFC 3339 UTC text or Unix seconds.
@@ -51,6 +53,7 @@ pub(super) struct CreatedRoom {
     public: bool,
     max_participants: usize,
     starts_at: Option<String>,
+    e2ee: bool,
     invite_url: String,
     invite_token: String,
     owner_token: String,
@@ -94,6 +97,12 @@ pub(super) async fn create_room(
     }
     let starts_at = req.starts_at.as_ref().map(StartsAt::time).transpose()?;
     let public = req.public.unwrap_or(false);
+    let e2ee = req.e2ee.unwrap_or(false);
+    if e2ee && public {
+        return Err(ApiError::bad_request(
+            "a public room cannot be end-to-end encrypted: the room list shows invite links without the room secret; create it with \"public\": false and share the invite link with its secret",
+        ));
+    }
 
     if state.drain.is_draining() {
         return Err(ApiError::new(
@@ -115,7 +124,9 @@ pub(super) async fn create_room(
     }
     let slug = random_slug()?;
     let engine = state.engine.clone();
-    let config = RoomConfig::named(name.clone()).max_participants(max_participants);
+    let config = RoomConfig::named(name.clone())
+        .max_participants(max_participants)
+        .e2ee(e2ee);
     let id = blocking(move || engine.create_room(config))
         .await?
         .map_err(|e| ApiError::from_engine(e, &slug))?;
@@ -146,7 +157,7 @@ pub(super) async fn create_room(
             return Err(e);
         }
     }
-    state.rooms().insert(RoomState::new(
+    let mut room = RoomState::new(
         id,
         slug.clone(),
         name.clone(),
@@ -155,9 +166,11 @@ pub(super) async fn create_room(
         starts_at,
         now,
         now,
-    ));
+    );
+    room.e2ee = e2ee;
+    state.rooms().insert(room);
     state.counters().rooms_created += 1;
-    tracing::info!(room = %slug, engine_room = %id, public, "room created");
+    tracing::info!(room = %slug, engine_room = %id, public, e2ee, "room created");
 
     let ttl = state.config.token_ttl;
     let owner = Claims::new(&slug, "owner", &Grant::ALL, ttl);
@@ -173,6 +186,7 @@ pub(super) async fn create_room(
         public,
         max_participants,
         starts_at: starts_at.map(rfc3339),
+        e2ee,
     };
     Ok((
         StatusCode::CREATED,
@@ -191,6 +205,7 @@ pub(super) struct RoomView {
     max_participants: usize,
     starts_at: Option<String>,
     created_at: String,
+    e2ee: bool,
     participants: Vec<MemberView>,
     /// Only for tokens with `admin`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -221,6 +236,7 @@ fn room_view(
         max_participants: room.max_participants,
         starts_at: room.starts_at.map(rfc3339),
         created_at: rfc3339(room.created_at),
+        e2ee: room.e2ee,
         participants: room.member_views(),
         invite_url,
     })

@@ -28,6 +28,8 @@
     speaker: null,
     error: null, // {status, code, message} of the last refused request
     sharing: false,
+    e2ee: false, // the room is end-to-end encrypted (e2ee.js)
+    secret: null, // the room secret from the invite link's fragment (never sent)
   };
 
   let pc = null;
@@ -38,6 +40,20 @@
   const tiles = new Map(); // mid -> tile element
   let selfTile = null;
   const slotHistory = []; // the last 50 `slots` messages (occupied video slots), for debugging
+  let e2ee = null; // the E2EE session of the current (or last) join
+  const chat = window.PiazzaChat.create({
+    send: sendControl,
+    me: () => state.me,
+    nameOf: (id, fallback) => (state.participants.has(id) ? nameOf(id) : fallback),
+    participants: () => [...state.participants.values()],
+    e2ee: () => (state.e2ee ? e2ee : null),
+  });
+
+  function sendControl(msg) {
+    if (!dc || dc.readyState !== 'open') return false;
+    dc.send(JSON.stringify(msg));
+    return true;
+  }
 
   // ---- small helpers -------------------------------------------------------
 
@@ -135,11 +151,14 @@
     $('create-form').addEventListener('submit', async (ev) => {
       ev.preventDefault();
       const body = { name: $('create-name').value, public: $('create-public').checked };
+      if ($('create-e2ee').checked) body.e2ee = true;
       const max = parseInt($('create-max').value, 10);
       if (max > 0) body.max_participants = max;
       const res = await api('POST', '/v1/rooms', { token: $('create-key').value || undefined, json: body });
       if (!res.ok) return refusal(res);
-      location.assign(`/r/${res.data.room}#t=${res.data.owner_token}`);
+      // An E2EE room's secret is made here and lives only in link fragments.
+      const secret = body.e2ee ? `&k=${window.PiazzaE2EE.newSecret()}` : '';
+      location.assign(`/r/${res.data.room}#t=${res.data.owner_token}${secret}`);
     });
   }
 
@@ -152,10 +171,13 @@
     const key = `piazza:token:${room}`;
     if (fromLink) {
       sessionStorage.setItem(key, fromLink);
+      if (params.get('k')) sessionStorage.setItem(`piazza:secret:${room}`, params.get('k'));
+      else sessionStorage.removeItem(`piazza:secret:${room}`);
       // Keep the token out of the address bar (and of screenshots).
       history.replaceState(null, '', location.pathname);
     }
     state.token = fromLink || sessionStorage.getItem(key);
+    state.secret = sessionStorage.getItem(`piazza:secret:${room}`);
     if (!state.token) {
       notice('This link has no room token. Open the full invite link you were given.', 'error');
       return;
@@ -176,6 +198,11 @@
     let info = `${count} participant${count === 1 ? '' : 's'} inside.`;
     if (res.data.starts_at && Date.parse(res.data.starts_at) > Date.now()) info += ` Opens at ${new Date(res.data.starts_at).toLocaleString()}.`;
     if (res.data.locked) info += ' The room is locked.';
+    if (res.data.e2ee) {
+      info += state.secret
+        ? ' End-to-end encrypted: the server cannot see or hear the call.'
+        : ' End-to-end encrypted, but this link has no room secret: you will not see, hear or read anything. Ask for the full invite link.';
+    }
     $('lobby-info').textContent = info;
     $('name').value = localStorage.getItem('piazza:name') || '';
     $('join-form').addEventListener('submit', (ev) => {
@@ -189,7 +216,9 @@
   function applyRoomInfo(info) {
     state.roomInfo = info;
     state.locked = !!info.locked;
-    if (info.invite_url) state.inviteUrl = info.invite_url;
+    state.e2ee = !!info.e2ee;
+    if (info.invite_url) state.inviteUrl = state.e2ee && state.secret ? `${info.invite_url}&k=${state.secret}` : info.invite_url;
+    $('e2ee-badge').hidden = !state.e2ee;
     $('room-name').textContent = info.name || info.room;
     $('lock').textContent = state.locked ? 'Unlock room' : 'Lock room';
     $('lock').setAttribute('aria-pressed', String(state.locked));
@@ -233,6 +262,23 @@
 
     const infoRes = await api('GET', '/v1/info');
     const info = infoRes.ok ? infoRes.data : { client_video_slots: 9, client_audio_slots: 3 };
+    chat.reset();
+    if (state.e2ee) {
+      if (!window.PiazzaE2EE.supported()) {
+        state.phase = 'refused';
+        $('join').disabled = false;
+        notice('This room is end-to-end encrypted and this browser cannot encrypt media frames (it lacks encoded transforms). Use a current Chromium-based browser.', 'error');
+        return;
+      }
+      e2ee = await window.PiazzaE2EE.start({
+        room: state.room,
+        secret: state.secret,
+        send: (to, data) => sendControl({ type: 'key', to, data }),
+        onChange: (what) => {
+          if (what.event === 'rejected') notice(`Warning: ${nameOf(what.from)}'s key could not be verified with the room secret; they get no keys.`, 'error');
+        },
+      });
+    }
     const others = Math.max(1, ((state.roomInfo && state.roomInfo.max_participants) || 50) - 1);
     const videoSlots = Math.min(info.client_video_slots, others);
     const audioSlots = Math.min(info.client_audio_slots, others);
@@ -245,7 +291,8 @@
     // credentials): a network that lets only a relay through still joins.
     const iceRes = await api('GET', `/v1/rooms/${state.room}/ice_servers`, { token: state.token });
     const iceServers = iceRes.ok && iceRes.data && Array.isArray(iceRes.data.ice_servers) ? iceRes.data.ice_servers : [];
-    pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', iceServers });
+    const e2eeConfig = state.e2ee ? window.PiazzaE2EE.pcConfig() : {};
+    pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', iceServers, ...e2eeConfig });
     const streams = local.stream ? [local.stream] : [];
     tx.audio = pc.addTransceiver(local.audio || 'audio', { direction: 'sendonly', streams });
     tx.camera = pc.addTransceiver(local.video || 'video', {
@@ -262,6 +309,10 @@
     for (let i = 0; i < videoSlots; i++) recv.push(pc.addTransceiver('video', { direction: 'recvonly' }));
     for (let i = 0; i < audioSlots; i++) recv.push(pc.addTransceiver('audio', { direction: 'recvonly' }));
     for (const t of pc.getTransceivers()) preferCodecs(t, t.receiver.track.kind);
+    if (e2ee && state.e2ee) {
+      for (const t of [tx.audio, tx.camera, tx.screen]) e2ee.attach(t.sender, 'send', t.sender.track ? t.sender.track.kind : t.receiver.track.kind);
+      for (const t of recv) e2ee.attach(t.receiver, 'receive', t.receiver.track.kind);
+    }
 
     dc = pc.createDataChannel('control');
     dc.onmessage = (ev) => onControl(ev.data);
@@ -303,6 +354,7 @@
     }
     state.participantToken = res.headers.get('x-piazza-token');
     state.me = res.headers.get('x-piazza-participant');
+    if (e2ee && state.e2ee) await e2ee.setMe(state.me);
     await pc.setRemoteDescription({ type: 'answer', sdp: res.data });
 
     for (const t of recv) {
@@ -358,9 +410,12 @@
     switch (msg.type) {
       case 'welcome':
         state.me = msg.participant;
+        if (msg.e2ee && e2ee) e2ee.announce();
         break;
       case 'participants':
         state.participants = new Map(msg.participants.map((p) => [p.id, p]));
+        if (e2ee && state.e2ee) e2ee.onParticipants([...state.participants.keys()]);
+        chat.renderRecipients();
         renderPeople();
         renderGrid();
         break;
@@ -387,6 +442,13 @@
         notice(`The call ended: ${msg.reason || 'the room closed'}.`, 'error');
         // A stopping or draining node: the room continues elsewhere.
         if (/shutting down/.test(msg.reason || '')) scheduleRejoin();
+        break;
+      case 'chat':
+      case 'chat_error':
+        chat.onMessage(msg);
+        break;
+      case 'key':
+        if (e2ee) e2ee.onMessage(msg.from, msg.data);
         break;
       case 'error':
         console.warn('piazza control error:', msg.message);
@@ -627,6 +689,17 @@
       await tx.audio.sender.replaceTrack(track);
     },
     stopShare,
+    chat,
+    /** Send a chat message (as the chat form does); false if not sent. */
+    sendChat: (text, to) => chat.submit(text, to),
+    /** E2EE counters (frames encrypted/decrypted, keys) or null. */
+    e2eeStats: () => (e2ee ? e2ee.stats() : null),
+    /** E2EE key-exchange log (no key material). */
+    e2eeEvents: () => (e2ee ? e2ee.events.slice() : []),
+    /** The last frames received, as ciphertext (tests). */
+    e2eeCapture: () => (e2ee ? e2ee.capture() : []),
+    /** Try to decrypt frames captured on another page (tests). */
+    e2eeTryDecrypt: (frames) => (e2ee ? e2ee.tryDecrypt(frames) : { decrypted: 0, kids: [] }),
     /** Receive statistics per slot: what the tests assert on. */
     async inbound() {
       if (!pc) return [];

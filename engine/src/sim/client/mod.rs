@@ -22,6 +22,7 @@ use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 use crate::core::control::{ClientMessage, ServerMessage};
 use crate::ids::VideoSource;
+use crate::sim::e2ee::{self, FrameKey};
 use crate::sim::media::Trailer;
 
 mod send;
@@ -72,6 +73,18 @@ pub struct ClientConfig {
     /// [`SimClient::take_arrivals`] (the load generator computes its metrics
     /// from it). Off by default: the log grows until taken.
     pub record_arrivals: bool,
+    /// End-to-end encrypted media (for rooms with
+    /// [`RoomConfig::e2ee`](crate::RoomConfig::e2ee)): every payload is
+    /// encrypted after its clear VP8 header bytes as the browser client
+    /// does, and received payloads are decrypted ([`crate::sim::e2ee`]).
+    /// Default off.
+    pub e2ee: bool,
+    /// Bytes written at the start of every payload's body (after the clear
+    /// header bytes, when they fit): what an encrypted room must never let
+    /// the engine see. Receivers count payloads that carry any client's
+    /// marker as they arrive, before decryption
+    /// ([`ClientStats::marker_packets`]). Default none.
+    pub plaintext_marker: Option<Vec<u8>>,
 }
 
 impl ClientConfig {
@@ -91,6 +104,8 @@ impl ClientConfig {
             seed: publisher as u64,
             mtu_payload: 1100,
             record_arrivals: false,
+            e2ee: false,
+            plaintext_marker: None,
         }
     }
 }
@@ -152,6 +167,11 @@ pub struct SimClient {
     pt_opus: Option<Pt>,
     transmits: VecDeque<Transmit>,
     stats: ClientStats,
+    /// This client's frame key and counter (end-to-end encryption).
+    e2ee_key: Option<FrameKey>,
+    e2ee_ctr: u64,
+    /// Other senders' keys, by KID.
+    e2ee_keys: HashMap<u64, FrameKey>,
     arrivals: Vec<Arrival>,
     measure_from: Option<Instant>,
     /// Hash of every RTP packet received (see [`SimClient::rx_trace`]).
@@ -166,6 +186,9 @@ pub struct SimClient {
     pub kicked: bool,
     /// The reason of a `closing` message (room closed, server shutting down).
     pub closing: Option<String>,
+    /// The last 64 `chat`, `chat_error` and `key` messages received,
+    /// oldest first.
+    pub chat: VecDeque<ServerMessage>,
     timeout: Instant,
 }
 
@@ -243,6 +266,7 @@ impl SimClient {
             .enumerate()
             .map(|(i, (m, _))| (*m, i))
             .collect();
+        let (config_e2ee, config_publisher) = (config.e2ee, config.publisher);
         SimClient {
             audio_seq: rng.u64(0..30_000),
             audio_ts: rng.u32(..),
@@ -267,11 +291,15 @@ impl SimClient {
             pt_opus: None,
             transmits: VecDeque::new(),
             stats,
+            e2ee_key: config_e2ee.then(|| FrameKey::for_publisher(config_publisher)),
+            e2ee_ctr: 0,
+            e2ee_keys: HashMap::new(),
             arrivals: Vec::new(),
             measure_from: None,
             rx_trace: std::hash::DefaultHasher::new(),
             last_slots: None,
             last_participants: None,
+            chat: VecDeque::new(),
             active_speaker: None,
             kicked: false,
             closing: None,
@@ -547,6 +575,14 @@ impl SimClient {
                             self.active_speaker = participant.clone()
                         }
                         ServerMessage::Kicked { .. } => self.kicked = true,
+                        ServerMessage::Chat { .. }
+                        | ServerMessage::ChatError { .. }
+                        | ServerMessage::Key { .. } => {
+                            if self.chat.len() == 64 {
+                                self.chat.pop_front();
+                            }
+                            self.chat.push_back(msg);
+                        }
                         ServerMessage::Closing { reason } => self.closing = Some(reason.clone()),
                         ServerMessage::PublishLayers { source, active } => {
                             let track = match source {
@@ -589,7 +625,40 @@ impl SimClient {
             return;
         };
         let measuring = self.measure_from.is_none_or(|t| now >= t);
-        let trailer = Trailer::read(&p.payload);
+        if let Some(m) = &self.config.plaintext_marker
+            && !m.is_empty()
+            && p.payload.windows(m.len()).any(|w| w == m.as_slice())
+        {
+            self.stats.marker_packets += 1;
+        }
+        let opened;
+        let payload: &[u8] = if self.config.e2ee {
+            let video = self.stats.slots[i].video;
+            let clear = e2ee::clear_len(video, &p.payload);
+            let skip = e2ee::descriptor_len(video, &p.payload);
+            let key = e2ee::kid_of(&p.payload, clear).and_then(|kid| {
+                let n = u32::try_from(kid).ok()?;
+                Some(
+                    self.e2ee_keys
+                        .entry(kid)
+                        .or_insert_with(|| FrameKey::for_publisher(n)),
+                )
+            });
+            opened = key.and_then(|k| k.open(&p.payload, skip, clear));
+            match &opened {
+                Some(plain) => {
+                    self.stats.e2ee_decrypted += 1;
+                    plain
+                }
+                None => {
+                    self.stats.e2ee_failures += 1;
+                    &p.payload
+                }
+            }
+        } else {
+            &p.payload
+        };
+        let trailer = Trailer::read(payload);
         // What arrived, decrypted: slot, header fields, payload, time.
         let h = &mut self.rx_trace;
         h.write_usize(i);

@@ -8,6 +8,7 @@ use str0m::media::{Mid, Rid};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 
 use super::{LayerSpec, SimClient};
+use crate::sim::e2ee::{self, FrameKey};
 use crate::sim::media::{Trailer, opus_payload, vp8_payload};
 
 #[derive(Debug)]
@@ -76,7 +77,21 @@ impl SimClient {
                 end_of_frame: true,
                 keyframe: false,
             };
-            let payload = opus_payload(80, &trailer);
+            let mut payload = opus_payload(
+                if self.e2ee_key.is_some() {
+                    80 - E2EE_OVERHEAD
+                } else {
+                    80
+                },
+                &trailer,
+            );
+            payload = protect(
+                payload,
+                false,
+                &self.config.plaintext_marker,
+                self.e2ee_key.as_ref(),
+                &mut self.e2ee_ctr,
+            );
             let level = if self.config.speaking { -20 } else { -127 };
             let exts = ExtensionValues {
                 audio_level: Some(level),
@@ -148,6 +163,11 @@ impl SimClient {
                     end_of_frame: last,
                     keyframe,
                 };
+                let overhead = if self.e2ee_key.is_some() {
+                    E2EE_OVERHEAD
+                } else {
+                    0
+                };
                 let payload = vp8_payload(
                     k == 0,
                     keyframe,
@@ -155,8 +175,16 @@ impl SimClient {
                     v.tl0,
                     v.spec.width,
                     v.spec.height,
-                    size.max(crate::sim::media::TRAILER_LEN + 16),
+                    size.saturating_sub(overhead)
+                        .max(crate::sim::media::TRAILER_LEN + 16),
                     &trailer,
+                );
+                let payload = protect(
+                    payload,
+                    true,
+                    &self.config.plaintext_marker,
+                    self.e2ee_key.as_ref(),
+                    &mut self.e2ee_ctr,
                 );
                 if let Some(stream) = self.rtc.direct_api().stream_tx_by_mid(v.mid, v.rid) {
                     stream.write_rtp(
@@ -170,5 +198,35 @@ impl SimClient {
                 v.payload_seq += 1;
             }
         }
+    }
+}
+
+/// About what encryption adds to a payload (16-byte tag, 3-5 byte header):
+/// taken from the body so encrypted packets keep their sizes.
+const E2EE_OVERHEAD: usize = 20;
+
+/// Stamp the plaintext marker into a payload's body, then encrypt it after
+/// its clear bytes when the client has a key.
+fn protect(
+    mut payload: Vec<u8>,
+    video: bool,
+    marker: &Option<Vec<u8>>,
+    key: Option<&FrameKey>,
+    ctr: &mut u64,
+) -> Vec<u8> {
+    let clear = e2ee::clear_len(video, &payload);
+    if let Some(m) = marker
+        && payload.len() >= clear + m.len() + crate::sim::media::TRAILER_LEN
+    {
+        payload[clear..clear + m.len()].copy_from_slice(m);
+    }
+    match key {
+        Some(k) => {
+            let skip = e2ee::descriptor_len(video, &payload);
+            let sealed = k.seal(&payload, skip, clear, *ctr);
+            *ctr += 1;
+            sealed
+        }
+        None => payload,
     }
 }

@@ -103,4 +103,13 @@ pub struct ClientStats {
     pub unexpected_packets: u64,
     /// Dynacast messages received (which layers to encode).
     pub layer_updates: u64,
+    /// Received payloads that carried the configured
+    /// [`ClientConfig::plaintext_marker`](super::ClientConfig::plaintext_marker),
+    /// as forwarded (before decryption).
+    pub marker_packets: u64,
+    /// Received payloads decrypted (end-to-end encrypted clients).
+    pub e2ee_decrypted: u64,
+    /// Received payloads that did not decrypt (no valid header, or failed
+    /// authentication).
+    pub e2ee_failures: u64,
 }

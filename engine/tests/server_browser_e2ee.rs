@@ -1,0 +1,115 @@
+//! Chat and end-to-end encrypted rooms in real headless Chromium against
+//! the reference server: chat in a normal room (everyone, private, history,
+//! rate limit), then an E2EE room where three participants decode each
+//! other through frame encryption, a participant without the room secret
+//! decodes nothing, and a removed participant cannot decrypt what is sent
+//! after the key change.
+//!
+//! The scenario itself is `browser/e2ee.mjs` (playwright-core driving
+//! Debian's `/usr/bin/chromium`); this test starts the server on 127.0.0.1
+//! with an ephemeral port, runs it, and checks the engine forwarded media.
+//! It installs nothing: `browser/ci.sh` installs chromium and the npm
+//! packages, then runs these ignored tests.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use piazza::server::{Server, ServerConfig};
+
+/// The whole scenario takes ~1-2 minutes; allow a busy machine plenty more.
+const NODE_LIMIT: Duration = Duration::from_secs(320);
+
+fn browser_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../browser")
+}
+
+#[test]
+#[ignore = "needs chromium and browser/node_modules; run by browser/ci.sh"]
+fn chat_and_an_end_to_end_encrypted_room_in_chromium() {
+    let dir = browser_dir();
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: run `npm ci` in {} (browser/ci.sh does)",
+        dir.display()
+    );
+    let chromium = std::env::var("PIAZZA_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} not found: apt-get install -y chromium (browser/ci.sh does)"
+    );
+
+    let filter = std::env::var("PIAZZA_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = ServerConfig {
+        http: "127.0.0.1:0".parse().unwrap(),
+        shards: Some(2),
+        ..Default::default()
+    };
+    let server = runtime
+        .block_on(Server::bind(config))
+        .expect("server starts");
+    let base = format!("http://{}", server.local_addr());
+    let engine = server.engine();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = runtime.spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-e2ee");
+    let started = Instant::now();
+    let mut child = Command::new("node")
+        .arg(dir.join("e2ee.mjs"))
+        .arg("--base")
+        .arg(&base)
+        .arg("--out")
+        .arg(&out)
+        .arg("--chromium")
+        .arg(&chromium)
+        .current_dir(&dir)
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node runs (apt-get install -y nodejs npm)");
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > NODE_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!(
+        "browser scenario took {:.1} s; screenshots in {}",
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+
+    let stats = engine.stats();
+    let _ = stop.send(());
+    runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), serving).await })
+        .expect("server stops within 10 s")
+        .unwrap()
+        .unwrap();
+
+    let status = status.unwrap_or_else(|| panic!("the browser scenario ran past {NODE_LIMIT:?}"));
+    assert!(status.success(), "the browser scenario failed: {status}");
+    let forwarded: u64 = stats.shards.iter().map(|s| s.core.rtp_forwarded).sum();
+    assert!(
+        forwarded > 1000,
+        "the engine forwarded {forwarded} RTP packets"
+    );
+    assert!(out.join("e2ee-three.png").is_file());
+}
