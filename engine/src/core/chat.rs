@@ -15,7 +15,7 @@
 //! never kept.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::core::control::ServerMessage;
 use crate::ids::ParticipantId;
@@ -290,18 +290,20 @@ impl Chat {
         self.limits.remove(&p);
     }
 
-    /// The message's time in Unix milliseconds. The core never reads a
-    /// clock to decide anything; this one read of the wall clock, at a
-    /// room's first chat message, only labels messages with a time people
-    /// can read: later times are that anchor plus the room's own `now`.
+    /// Label messages with wall-clock times: at `at` the wall clock read
+    /// `unix_ms`. The driver reads the clock, never the core: the shard
+    /// thread passes `Instant::now()` and `SystemTime::now()` read together,
+    /// the simulator a fixed anchor, so a seeded run replays exactly.
+    pub fn set_wall_clock(&mut self, at: Instant, unix_ms: u64) {
+        self.anchor = Some((at, unix_ms));
+    }
+
+    /// The message's time in Unix milliseconds: the wall-clock anchor plus
+    /// the room's own `now` since then. Without an anchor
+    /// ([`Chat::set_wall_clock`]) times count from the room's first message
+    /// as if it were sent at the Unix epoch.
     fn unix_ms(&mut self, now: Instant) -> u64 {
-        let (at, ms) = *self.anchor.get_or_insert_with(|| {
-            let wall = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0);
-            (now, wall)
-        });
+        let (at, ms) = *self.anchor.get_or_insert((now, 0));
         ms + now.saturating_duration_since(at).as_millis() as u64
     }
 

@@ -100,6 +100,8 @@ pub struct ShardCore {
     admission_budget: Option<usize>,
     /// The latest `now` of an adopt, flush or timeout.
     last_now: Option<Instant>,
+    /// Wall-clock anchor for chat message times ([`ShardCore::set_wall_clock`]).
+    wall_clock: Option<(Instant, u64)>,
     #[cfg(feature = "bench-slowdown")]
     slowdown: slowdown::Slowdown,
 }
@@ -133,6 +135,7 @@ impl ShardCore {
             deadlines: HashMap::new(),
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
+            wall_clock: None,
             out: CoreOutput::default(),
             stats: CoreStats::default(),
             admission_budget: None,
@@ -149,7 +152,19 @@ impl ShardCore {
 
     /// Open a room on this shard.
     pub fn create_room(&mut self, id: RoomId, config: RoomConfig) {
-        self.rooms.insert(id, room::Room::new(id, config));
+        let mut room = room::Room::new(id, config);
+        if let Some((at, unix_ms)) = self.wall_clock {
+            room.set_wall_clock(at, unix_ms);
+        }
+        self.rooms.insert(id, room);
+    }
+
+    /// Tell the core what the wall clock read at `at` (Unix milliseconds),
+    /// to label chat messages with times people can read. The core reads no
+    /// clock itself: the shard thread reads both clocks together at start,
+    /// the simulator gives a fixed anchor. Applies to rooms created after.
+    pub fn set_wall_clock(&mut self, at: Instant, unix_ms: u64) {
+        self.wall_clock = Some((at, unix_ms));
     }
 
     /// Refuse joins ([`Error::Overloaded`]) once the core holds this many

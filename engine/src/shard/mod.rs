@@ -207,6 +207,11 @@ impl ShardHandle {
         let snapshot = Arc::new(Mutex::new(ShardStats::new(index, local_addr)));
         let mut core = ShardCore::with_seed(advertised_addr, &config.ingress, config.seed);
         core.set_admission_budget(config.admission_budget);
+        // The one place the wall clock is read for the core: chat labels.
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        core.set_wall_clock(std::time::Instant::now(), unix_ms);
         let (done_tx, done) = bounded::<()>(1);
         let shard = Shard {
             index,

@@ -238,12 +238,17 @@ impl Simulator {
         // same instant see the same NTP values, and replay.
         static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
         let start = *EPOCH;
+        /// What the simulated wall clock reads at the simulation's start
+        /// (2026-01-01T00:00:00Z), for chat message times.
+        const SIM_WALL_CLOCK_UNIX_MS: u64 = 1_767_225_600_000;
         let shards = (0..config.shards.max(1))
             .map(|k| {
                 let addr =
                     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 255, 0, 1)), 4000 + k as u16);
                 let seed = rng::derive(config.seed, rng::stream::SHARD + k as u64);
-                let core = ShardCore::with_seed(addr, &IngressConfig::default(), seed);
+                let mut core = ShardCore::with_seed(addr, &IngressConfig::default(), seed);
+                // Virtual wall clock: chat times are the same in every run.
+                core.set_wall_clock(start, SIM_WALL_CLOCK_UNIX_MS);
                 SimShard {
                     driver: Driver::new(k, addr, core),
                     io: SimIo::default(),

@@ -85,6 +85,13 @@ pub(crate) struct Room {
 }
 
 impl Room {
+    /// Label chat messages with wall-clock times ([`ShardCore::set_wall_clock`]).
+    ///
+    /// [`ShardCore::set_wall_clock`]: crate::core::ShardCore::set_wall_clock
+    pub fn set_wall_clock(&mut self, at: Instant, unix_ms: u64) {
+        self.chat.set_wall_clock(at, unix_ms);
+    }
+
     pub fn new(id: RoomId, config: RoomConfig) -> Self {
         let chat = crate::core::chat::Chat::new(config.chat.clone(), config.e2ee);
         Room {
