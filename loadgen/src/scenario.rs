@@ -30,6 +30,10 @@ pub struct Scenario {
     pub mode: Mode,
     /// Base URL of an external server (mode `target`).
     pub target: Option<String>,
+    /// An existing room's invite link (`http://HOST:PORT/r/ROOM#t=TOKEN`):
+    /// the participants join that room (mode `target`, one room) instead of
+    /// creating their own, and leave it at the end.
+    pub invite: Option<String>,
     /// Rooms, all running at once.
     pub rooms: usize,
     /// Participants per room (each publishes and subscribes).
@@ -86,6 +90,10 @@ pub struct Scenario {
     /// How long the flood lasts from the start of the measurement window,
     /// seconds.
     pub flood_s: f64,
+    /// Test hook for the validity check: every client thread sleeps this
+    /// many milliseconds in every 200 ms of the measurement window, so the
+    /// clients fall behind their media schedule on purpose (0: never).
+    pub starve_clients_ms: f64,
 }
 
 impl Default for Scenario {
@@ -93,6 +101,7 @@ impl Default for Scenario {
         Scenario {
             mode: Mode::Embedded,
             target: None,
+            invite: None,
             rooms: 1,
             participants: 50,
             duration_s: 20.0,
@@ -117,6 +126,7 @@ impl Default for Scenario {
             slo: None,
             flood_pps: 0,
             flood_s: 10.0,
+            starve_clients_ms: 0.0,
         }
     }
 }
@@ -231,6 +241,25 @@ impl Scenario {
             }
             _ => {}
         }
+        if let Some(url) = &self.target {
+            crate::run::target::check_base(url).map_err(LoadgenError::InvalidScenario)?;
+        }
+        if let Some(link) = &self.invite {
+            let invite =
+                crate::run::target::parse_invite(link).map_err(LoadgenError::InvalidScenario)?;
+            if self.mode != Mode::Target || self.target.as_deref() != Some(invite.base.as_str()) {
+                return bad(format!(
+                    "invite needs mode = \"target\" and target = \"{}\" (the invite link's server)",
+                    invite.base
+                ));
+            }
+            if self.rooms != 1 {
+                return bad(format!(
+                    "rooms = {}: an invite link names one room; use rooms = 1",
+                    self.rooms
+                ));
+            }
+        }
         if self.flood_pps > 200_000 || !(self.flood_s.is_finite() && self.flood_s > 0.0) {
             return bad(format!(
                 "flood_pps = {}, flood_s = {}: use 0..=200000 datagrams per second for more than 0 s",
@@ -240,6 +269,19 @@ impl Scenario {
         if self.flood_pps > 0 && self.mode != Mode::Embedded {
             return bad(
                 "flood_pps needs the embedded engine (the flood aims at its shard ports)".into(),
+            );
+        }
+        if !(self.starve_clients_ms.is_finite() && (0.0..=200.0).contains(&self.starve_clients_ms))
+        {
+            return bad(format!(
+                "starve_clients_ms = {}: use 0..=200 (milliseconds of every 200 ms)",
+                self.starve_clients_ms
+            ));
+        }
+        if self.mode == Mode::InProcess && self.starve_clients_ms > 0.0 {
+            return bad(
+                "starve_clients_ms needs real client threads (the embedded engine or --target)"
+                    .into(),
             );
         }
         if self.mode == Mode::InProcess && self.churn_per_min > 0.0 {

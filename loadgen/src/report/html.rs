@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::report::Report;
+use crate::report::{Outcome, Report};
 
 const W: f64 = 540.0;
 const H: f64 = 260.0;
@@ -448,7 +448,7 @@ pub fn render(r: &Report) -> String {
         (
             "Latency",
             format!(
-                "p50 {:.3} ms, p90 {:.3}, p99 {:.3}, p99.9 {:.3}, max {:.3}",
+                "p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
                 ms(r.latency_us.p50),
                 ms(r.latency_us.p90),
                 ms(r.latency_us.p99),
@@ -459,7 +459,7 @@ pub fn render(r: &Report) -> String {
         (
             "Throughput",
             format!(
-                "engine in {:.0} pps, out {:.0} pps ({:.1} Mbit/s)",
+                "engine in {:.0} packets/s, out {:.0} packets/s ({:.1} Mbit/s)",
                 r.media.ingress_pps, r.media.egress_pps, r.media.egress_mbps
             ),
         ),
@@ -487,13 +487,52 @@ pub fn render(r: &Report) -> String {
         (
             "Engine",
             format!(
-                "{:.2} CPU-s ({:.2} cores), {:.0} egress pps per core, peak RSS {:.0} MiB",
+                "{:.2} CPU-s ({:.2} cores), {:.0} egress packets/s per core ({:.0} ns per packet), peak RSS {:.0} MiB",
                 r.engine.cpu_s,
                 r.engine.cpu_cores,
                 r.engine.egress_pps_per_core,
+                r.engine.ns_per_egress_packet,
                 r.engine.peak_rss_mb
             ),
         ),
+        (
+            "Load generator",
+            format!(
+                "{:.2} CPU-s; timer lateness p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; thread cores {:?}",
+                r.loadgen.cpu_s,
+                r.validity.schedule_lateness.p50_ms,
+                r.validity.schedule_lateness.p99_ms,
+                r.validity.schedule_lateness.max_ms,
+                r.validity.client_thread_cores
+            ),
+        ),
+        (
+            "Machine",
+            format!(
+                "{} ({} cores), host {}; load average {:.2} / {:.2} / {:.2} at start, {:.2} / {:.2} / {:.2} at end; run queue mean {:.1}, cpu busy {:.0} %{}",
+                r.meta.cpu_model,
+                r.meta.cores,
+                r.meta.host,
+                r.meta.loadavg_start[0],
+                r.meta.loadavg_start[1],
+                r.meta.loadavg_start[2],
+                r.meta.loadavg_end[0],
+                r.meta.loadavg_end[1],
+                r.meta.loadavg_end[2],
+                r.validity.machine.run_queue_mean,
+                r.validity.machine.cpu_busy * 100.0,
+                r.validity
+                    .machine
+                    .cpu_pressure
+                    .map_or(String::new(), |p| format!(
+                        ", CPU pressure (PSI some) {:.0} %",
+                        p * 100.0
+                    ))
+            ),
+        ),
+        ("Date", r.meta.date_utc.clone()),
+        ("Commit", r.meta.git_commit.clone()),
+        ("Command", r.meta.command_line.clone()),
     ];
     let mut table = String::new();
     for (k, v) in rows {
@@ -514,6 +553,39 @@ pub fn render(r: &Report) -> String {
             .map(|v| format!("<li>{}</li>", esc(v)))
             .collect();
         format!(r#"<div class="bad">SLO violated<ul>{items}</ul></div>"#)
+    };
+    let banner = match r.outcome {
+        Outcome::Invalid => {
+            let items: String = r
+                .validity
+                .reasons
+                .iter()
+                .map(|v| format!("<li>{}</li>", esc(v)))
+                .collect();
+            format!(
+                r#"<div class="bad banner">INVALID RUN: the load generator, not the SFU, was the bottleneck; latency, jitter and freezes describe the clients' starvation.<ul>{items}</ul></div>"#
+            )
+        }
+        Outcome::NotMeasured => format!(
+            r#"<div class="bad banner">NOT MEASURED: {}</div>"#,
+            if r.measured_s <= 0.0 {
+                "the measurement window never opened (see the notes)"
+            } else {
+                "most joins failed (see the join failures)"
+            }
+        ),
+        Outcome::Passed | Outcome::SloFailed => String::new(),
+    };
+    let failures: String = if r.join.failures.is_empty() {
+        String::new()
+    } else {
+        let items: String = r
+            .join
+            .failures
+            .iter()
+            .map(|f| format!("<li>{} x {}</li>", f.count, esc(&f.reason)))
+            .collect();
+        format!("<h2>Join failures</h2><ul>{items}</ul>")
     };
     let notes: String = r
         .notes
@@ -540,11 +612,14 @@ svg .axis {{ stroke: #9ca3af; }}
 svg .window {{ fill: #eff6ff; }}
 .ok {{ color: #166534; font-weight: 600; }}
 .bad {{ color: #991b1b; font-weight: 600; }}
+.banner {{ border: 2px solid #991b1b; background: #fef2f2; padding: 8px 12px; margin: 8px 0; }}
 pre {{ background: #f9fafb; padding: 8px; font-size: 12px; }}
 </style></head><body>
 <h1>Piazza load test</h1>
+{banner}
 <table>{table}</table>
 {slo}
+{failures}
 <p>Shaded: the measurement window (latency, loss, freezes and rates are counted there).</p>
 <div class="charts">
 {hist}

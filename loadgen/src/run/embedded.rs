@@ -11,6 +11,7 @@
 //! external server through its HTTP API ([`crate::run::target`]); the
 //! clients, the meters and the report are the same for both.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -23,9 +24,10 @@ use piazza::{
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::LoadgenError;
-use crate::metrics::{Collector, EngineSample, MediaTotals, ParticipantMeter};
+use crate::metrics::{Collector, EngineSample, LatencyHistogram, MediaTotals, ParticipantMeter};
 use crate::run::driver::{self, Command, DriverHandle, NewClient, thread_cpu_time};
-use crate::run::{EngineWindow, Progress, RunOutcome, flood};
+use crate::run::health::MachineWatch;
+use crate::run::{ClientHealth, EngineWindow, Progress, RunOutcome, flood};
 use crate::scenario::Scenario;
 
 /// Socket buffers of each client: a few keyframe bursts deep.
@@ -34,10 +36,14 @@ const CLIENT_SOCKET_BUFFER: usize = 1 << 20;
 const DOWNLINK_QUEUE: Duration = Duration::from_millis(250);
 /// How often the progress line is refreshed.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+/// The progress line's packet rate is averaged over this long.
+const RATE_WINDOW: Duration = Duration::from_secs(2);
 /// Churned participants do not rejoin this close to the end of the run.
 const LATE_JOIN_CUTOFF: Duration = Duration::from_secs(2);
 /// Refusal messages kept for the report.
 const MAX_ERRORS: usize = 10;
+/// Distinct refusal messages counted; the rest are counted together.
+const MAX_REASONS: usize = 20;
 
 /// Who a joined participant is to the backend.
 pub(crate) enum MemberId {
@@ -89,6 +95,11 @@ pub(crate) trait Backend {
     /// The engine, when it runs in this process (`--flood-pps` needs it).
     fn engine(&self) -> Option<&Engine> {
         None
+    }
+    /// Whether every participant still present leaves explicitly at the
+    /// end (a server's room may outlive the run: an invited room).
+    fn leave_at_end(&self) -> bool {
+        false
     }
 }
 
@@ -194,6 +205,7 @@ struct Orchestrator<'a> {
     rotation: usize,
     join_refused: usize,
     join_errors: Vec<String>,
+    refusal_reasons: BTreeMap<String, usize>,
     disconnects: Option<u64>,
 }
 
@@ -249,9 +261,12 @@ pub(crate) fn drive(
     let t0 = Instant::now();
     let epoch = t0;
     let bucket = s.bucket();
+    let mut machine = MachineWatch::new();
+    let starve =
+        (s.starve_clients_ms > 0.0).then(|| Duration::from_secs_f64(s.starve_clients_ms / 1000.0));
     let mut drivers = Vec::with_capacity(s.client_threads);
     for i in 0..s.client_threads {
-        drivers.push(driver::spawn(i, epoch, t0, bucket)?);
+        drivers.push(driver::spawn(i, epoch, t0, bucket, starve)?);
     }
     let disconnects = backend.disconnects();
     let mut o = Orchestrator {
@@ -265,6 +280,7 @@ pub(crate) fn drive(
         rotation: 0,
         join_refused: 0,
         join_errors: Vec::new(),
+        refusal_reasons: BTreeMap::new(),
         disconnects,
     };
     for r in 0..s.rooms {
@@ -291,7 +307,11 @@ pub(crate) fn drive(
     let mut samples = vec![o.backend.counters(false)?.sample];
     let mut next_sample = t0 + bucket;
     let mut next_progress = t0;
-    let mut last_progress = (t0, 0u64);
+    // (when, packets received so far) over the last RATE_WINDOW: the
+    // progress line's rate is their slope, smooth across the drivers'
+    // 250 ms publishing steps.
+    let mut recent: std::collections::VecDeque<(Instant, u64)> =
+        std::collections::VecDeque::from([(t0, 0)]);
     let mut notes = Vec::new();
     progress.message("joining");
 
@@ -328,6 +348,7 @@ pub(crate) fn drive(
             for d in &o.drivers {
                 d.send(Command::StartWindow);
             }
+            machine.open_window();
             if s.flood_pps > 0
                 && let Some(engine) = o.backend.engine()
             {
@@ -385,6 +406,9 @@ pub(crate) fn drive(
             c.t = now - t0;
             samples.push(c);
             next_sample += bucket;
+            if window.is_some() {
+                machine.sample();
+            }
         }
         o.count_disconnects();
         if now >= next_progress {
@@ -409,13 +433,16 @@ pub(crate) fn drive(
                 })
                 .max()
                 .unwrap_or(0);
-            let dt = now.saturating_duration_since(last_progress.0).as_secs_f64();
-            let pps = if dt > 0.0 {
-                packets.saturating_sub(last_progress.1) as f64 / dt
-            } else {
-                0.0
+            recent.push_back((now, packets));
+            while recent.len() > 2 && now.duration_since(recent[1].0) >= RATE_WINDOW {
+                recent.pop_front();
+            }
+            let pps = match recent.front() {
+                Some(&(t, p)) if now > t => {
+                    packets.saturating_sub(p) as f64 / (now - t).as_secs_f64()
+                }
+                _ => 0.0,
             };
-            last_progress = (now, packets);
             progress.update(now - t0, joined, s.total_participants(), pps, p99);
         }
         // Sleep until the next thing to do.
@@ -451,6 +478,7 @@ pub(crate) fn drive(
         d.send(Command::Stop);
     }
     let end_stats = o.backend.counters(true)?;
+    let machine = machine.finish();
     if let Some(r) = &mut flood_report
         && let Some(engine) = o.backend.engine()
     {
@@ -490,9 +518,15 @@ pub(crate) fn drive(
     let mut participants = Vec::new();
     let mut loadgen_cpu = thread_cpu_time().saturating_sub(main_cpu_start);
     let mut client_send_errors = 0;
+    let mut lateness = LatencyHistogram::new();
+    let mut thread_cores = Vec::new();
     let drivers = std::mem::take(&mut o.drivers);
     for d in drivers {
         if let Some(out) = d.join() {
+            lateness.merge(&out.lateness);
+            if out.window_wall > Duration::ZERO {
+                thread_cores.push(out.window_cpu.as_secs_f64() / out.window_wall.as_secs_f64());
+            }
             collector.merge(&out.collector);
             totals.merge(&out.totals);
             participants.extend(out.participants);
@@ -509,6 +543,16 @@ pub(crate) fn drive(
         }
     }
     let peak_rss_mb = o.backend.peak_rss_mb();
+    if o.backend.leave_at_end() {
+        for r in 0..o.rooms.len() {
+            for p in 0..o.rooms[r].positions.len() {
+                if let Some(m) = o.rooms[r].positions[p].take() {
+                    // Best effort: the server also times silent participants out.
+                    let _ = o.backend.leave(r, &m.id);
+                }
+            }
+        }
+    }
     o.backend.close();
     o.count_disconnects();
     let shards = o.backend.shards();
@@ -521,6 +565,13 @@ pub(crate) fn drive(
         participants,
         join_refused: o.join_refused,
         join_errors: o.join_errors,
+        refusal_reasons: o.refusal_reasons,
+        planned_joins: plan.len(),
+        health: Some(ClientHealth {
+            lateness,
+            thread_cores,
+            machine,
+        }),
         disconnects: o.disconnects,
         engine: engine_window,
         engine_samples: samples,
@@ -568,7 +619,16 @@ impl Orchestrator<'_> {
             Err(e) => {
                 self.join_refused += 1;
                 if self.join_errors.len() < MAX_ERRORS {
-                    self.join_errors.push(e);
+                    self.join_errors.push(e.clone());
+                }
+                if self.refusal_reasons.len() < MAX_REASONS || self.refusal_reasons.contains_key(&e)
+                {
+                    *self.refusal_reasons.entry(e).or_default() += 1;
+                } else {
+                    *self
+                        .refusal_reasons
+                        .entry("other refusals (too many distinct messages)".into())
+                        .or_default() += 1;
                 }
             }
         }
