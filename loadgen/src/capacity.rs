@@ -164,7 +164,7 @@ pub struct CapacityReport {
 impl CapacityReport {
     /// From the steps run (the last one may have broken the SLO).
     pub fn new(plan: Plan, steps: Vec<Step>) -> Self {
-        let capacity = steps.iter().filter(|s| s.held()).next_back().cloned();
+        let capacity = steps.iter().rev().find(|s| s.held()).cloned();
         let last = steps.last();
         let (stopped, lower_bound) = match last {
             None => ("no step ran".to_string(), false),
@@ -177,9 +177,14 @@ impl CapacityReport {
             ),
             Some(s) if s.outcome == Outcome::Invalid => (
                 format!(
-                    "at {} participants the load generator became the bottleneck ({}); the SFU's capacity is at least the last step that held",
+                    "at {} participants the load generator became the bottleneck ({}); {}",
                     s.participants,
-                    s.why.first().map_or("", String::as_str)
+                    s.why.first().map_or("", String::as_str),
+                    if capacity.is_some() {
+                        "the SFU's capacity is at least the last step that held"
+                    } else {
+                        "this machine cannot measure the SFU at this load (free CPUs, give the load generator more --client-threads, or start smaller)"
+                    }
                 ),
                 true,
             ),
@@ -198,6 +203,16 @@ impl CapacityReport {
             capacity,
             stopped,
             lower_bound,
+        }
+    }
+
+    /// The process exit code: 0 when some step held, else the first
+    /// step's outcome's (3 SLO broken, 4 not measured, 5 invalid).
+    pub fn exit_code(&self) -> u8 {
+        match (&self.capacity, self.steps.last()) {
+            (Some(_), _) => 0,
+            (None, Some(s)) => s.outcome.exit_code().max(1),
+            (None, None) => 1,
         }
     }
 
@@ -298,6 +313,7 @@ mod tests {
             slo: DEFAULT_SLO.into(),
         };
         assert_eq!(plan.values(), vec![10, 20, 30]);
+        crate::slo::Slo::parse(DEFAULT_SLO).expect("the default SLO parses");
         let s = plan.scenario(&Scenario::default(), 20);
         assert_eq!(s.participants, 20);
         assert_eq!(s.slo.as_deref(), Some(DEFAULT_SLO));
@@ -330,5 +346,9 @@ mod tests {
         assert_eq!(r.capacity.as_ref().map(|c| c.participants), Some(10));
         assert!(r.lower_bound);
         assert!(r.render().contains("at least 10 participants"));
+        assert_eq!(r.exit_code(), 0);
+        let none = CapacityReport::new(r.plan.clone(), vec![step(10, Outcome::Invalid)]);
+        assert!(none.capacity.is_none());
+        assert_eq!(none.exit_code(), 5);
     }
 }

@@ -497,11 +497,7 @@ fn capacity(
             d.display()
         );
     }
-    if result.capacity.is_some() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(report::EXIT_SLO)
-    }
+    ExitCode::from(result.exit_code())
 }
 
 /// Write `report` as JSON or HTML.

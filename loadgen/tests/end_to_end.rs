@@ -240,7 +240,7 @@ fn a_starved_run_is_flagged_invalid_and_a_normal_run_is_not() {
     let args = [
         "-n", "4", "-d", "4", "--warmup", "1", "--slots", "3", "--quiet",
     ];
-    let starved = bin()
+    let starved = Command::new(env!("CARGO_BIN_EXE_piazza-loadgen"))
         .args(args)
         .args(["--starve-clients", "120", "--slo", "p99_ms=100000"])
         .arg("--out")

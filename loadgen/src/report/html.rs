@@ -498,12 +498,17 @@ pub fn render(r: &Report) -> String {
         (
             "Load generator",
             format!(
-                "{:.2} CPU-s; timer lateness p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; thread cores {:?}",
+                "{:.2} CPU-s; timer lateness p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; client threads {} cores in the window",
                 r.loadgen.cpu_s,
                 r.validity.schedule_lateness.p50_ms,
                 r.validity.schedule_lateness.p99_ms,
                 r.validity.schedule_lateness.max_ms,
-                r.validity.client_thread_cores
+                r.validity
+                    .client_thread_cores
+                    .iter()
+                    .map(|c| format!("{c:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
             ),
         ),
         (

@@ -544,12 +544,10 @@ pub(crate) fn drive(
     }
     let peak_rss_mb = o.backend.peak_rss_mb();
     if o.backend.leave_at_end() {
-        for r in 0..o.rooms.len() {
-            for p in 0..o.rooms[r].positions.len() {
-                if let Some(m) = o.rooms[r].positions[p].take() {
-                    // Best effort: the server also times silent participants out.
-                    let _ = o.backend.leave(r, &m.id);
-                }
+        for (r, room) in o.rooms.iter_mut().enumerate() {
+            for m in room.positions.iter_mut().filter_map(Option::take) {
+                // Best effort: the server also times silent participants out.
+                let _ = o.backend.leave(r, &m.id);
             }
         }
     }

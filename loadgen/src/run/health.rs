@@ -138,7 +138,7 @@ impl MachineWatch {
         };
         let cpu_pressure = match (self.start.psi_some_us, end.psi_some_us) {
             (Some(a), Some(b)) if window > Duration::ZERO => {
-                Some(((b.saturating_sub(a)) as f64 / window.as_micros() as f64).min(1.0))
+                Some((b.saturating_sub(a) as f64 / window.as_micros() as f64).min(1.0))
             }
             _ => None,
         };
@@ -246,12 +246,10 @@ impl Verdict {
         if !reasons.is_empty() {
             if let Some(p) = machine.cpu_pressure.filter(|p| *p > 0.2) {
                 reasons.push(format!(
-                    "the machine was contended: some task waited for a CPU {:.0} % of the window (PSI), run queue mean {:.1} on {} core(s), load average {:.2} at the start and {:.2} at the end",
+                    "the machine was contended: some task waited for a CPU {:.0} % of the window (PSI), run queue mean {:.1} tasks on {} core(s)",
                     p * 100.0,
                     machine.run_queue_mean,
-                    machine.cores,
-                    machine.loadavg_start[0],
-                    machine.loadavg_end[0]
+                    machine.cores
                 ));
             }
         } else if window_open && machine.run_queue_mean > machine.cores as f64 * 1.5 {
