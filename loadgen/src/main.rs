@@ -16,8 +16,15 @@ use piazza_loadgen::error::LoadgenError;
 use piazza_loadgen::report::meta::Meta;
 use piazza_loadgen::report::{self, EXIT_FAILED, EXIT_USAGE, Report, html, summary};
 use piazza_loadgen::run::{self, Progress};
-use piazza_loadgen::scenario::{Mode, Scenario};
+use piazza_loadgen::scenario::{Mode, Scenario, Sfu};
 use piazza_loadgen::slo::Slo;
+
+/// `--sfu`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SfuArg {
+    Piazza,
+    Janus,
+}
 
 /// Load generator for the Piazza SFU: simulated WebRTC participants (str0m
 /// peers with ICE, DTLS and SRTP) in rooms against an engine, reporting
@@ -102,6 +109,16 @@ struct Cli {
     /// (http://127.0.0.1:8080): rooms, joins and metrics through its API.
     #[arg(long, value_name = "URL")]
     target: Option<String>,
+    /// Which SFU --target is: piazza (its HTTP API) or janus (Janus
+    /// VideoRoom through the Janus HTTP transport, e.g.
+    /// http://127.0.0.1:8088/janus; JANUS_ADMIN_KEY from the environment
+    /// is sent when creating rooms).
+    #[arg(long, value_enum, default_value = "piazza", requires = "target")]
+    sfu: SfuArg,
+    /// The SFU's process id: its /proc/PID/stat CPU time is the engine
+    /// CPU (default: the process listening on --target's port).
+    #[arg(long, value_name = "PID", requires = "target")]
+    sfu_pid: Option<u32>,
     /// Join an existing room by its invite link
     /// (http://127.0.0.1:8080/r/ROOM#t=TOKEN) on a Piazza server on this
     /// machine, e.g. one real browsers are in; one room, the participants
@@ -267,6 +284,13 @@ fn scenario_from(cli: &Cli) -> Result<Scenario, LoadgenError> {
     if let Some(t) = &cli.target {
         s.mode = Mode::Target;
         s.target = Some(t.clone());
+        s.sfu = match cli.sfu {
+            SfuArg::Piazza => Sfu::Piazza,
+            SfuArg::Janus => Sfu::Janus,
+        };
+    }
+    if cli.sfu_pid.is_some() {
+        s.sfu_pid = cli.sfu_pid;
     }
     if let Some(link) = &cli.invite {
         let invite = piazza_loadgen::run::target::parse_invite(link)

@@ -22,6 +22,27 @@ pub enum Mode {
     Target,
 }
 
+/// Which SFU an external target (`--target`) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Sfu {
+    /// Piazza's reference server (its HTTP API, docs/api.md).
+    #[default]
+    Piazza,
+    /// Janus VideoRoom through the Janus HTTP transport (`run::janus`).
+    Janus,
+}
+
+impl Sfu {
+    /// Lower-case name, as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sfu::Piazza => "piazza",
+            Sfu::Janus => "janus",
+        }
+    }
+}
+
 /// A load test scenario. Every field has a default; see `docs/loadgen.md`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -30,6 +51,12 @@ pub struct Scenario {
     pub mode: Mode,
     /// Base URL of an external server (mode `target`).
     pub target: Option<String>,
+    /// Which SFU the target is (mode `target`).
+    pub sfu: Sfu,
+    /// The SFU's process id, whose CPU time (`/proc/PID/stat` utime +
+    /// stime) is the engine CPU of the report (mode `target`); `None`: the
+    /// process listening on the target's TCP port.
+    pub sfu_pid: Option<u32>,
     /// An existing room's invite link (`http://HOST:PORT/r/ROOM#t=TOKEN`):
     /// the participants join that room (mode `target`, one room) instead of
     /// creating their own, and leave it at the end.
@@ -101,6 +128,8 @@ impl Default for Scenario {
         Scenario {
             mode: Mode::Embedded,
             target: None,
+            sfu: Sfu::Piazza,
+            sfu_pid: None,
             invite: None,
             rooms: 1,
             participants: 50,
@@ -258,6 +287,14 @@ impl Scenario {
                     "rooms = {}: an invite link names one room; use rooms = 1",
                     self.rooms
                 ));
+            }
+        }
+        if self.sfu == Sfu::Janus {
+            if self.mode != Mode::Target {
+                return bad("sfu = \"janus\" needs mode = \"target\" (--target http://127.0.0.1:8088/janus)".into());
+            }
+            if self.invite.is_some() || self.churn_per_min > 0.0 {
+                return bad("sfu = \"janus\" supports neither invite links nor churn".into());
             }
         }
         if self.flood_pps > 200_000 || !(self.flood_s.is_finite() && self.flood_s > 0.0) {

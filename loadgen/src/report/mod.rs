@@ -354,9 +354,9 @@ pub fn build(s: &Scenario, o: &RunOutcome, meta: meta::Meta) -> Report {
             "peak_rss_mb is the whole process: the embedded engine and the load generator's clients together".into(),
         );
     }
-    if s.mode == crate::scenario::Mode::Target {
+    if s.mode == crate::scenario::Mode::Target && s.sfu == crate::scenario::Sfu::Piazza {
         notes.push(
-            "external server: engine counters, CPU and peak_rss_mb come from its /metrics (the whole server, other rooms included, snapshots up to ~100 ms old); disconnects are not observable through its HTTP API".into(),
+            "external server: engine counters and (when its process is not visible) CPU and peak_rss_mb come from its /metrics (the whole server, other rooms included, snapshots up to ~100 ms old); disconnects are not observable through its HTTP API".into(),
         );
     }
 

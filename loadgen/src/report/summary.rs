@@ -15,7 +15,11 @@ pub fn render(r: &Report) -> String {
             r.engine.shards
         ),
         Mode::InProcess => "in-process simulator (virtual time)".to_string(),
-        Mode::Target => format!("external server {}", s.target.as_deref().unwrap_or("?")),
+        Mode::Target => format!(
+            "external {} server {}",
+            s.sfu.name(),
+            s.target.as_deref().unwrap_or("?")
+        ),
     };
     let mut out = String::new();
     let _ = writeln!(

@@ -54,6 +54,11 @@ pub struct NewClient {
     pub meter: ParticipantMeter,
     /// Receive-path impairment, if any.
     pub link: Option<Link>,
+    /// Whether this peer is a participant of the report. False for a
+    /// publish-only companion peer (on Janus a participant is two peers:
+    /// its publisher and its subscriber, which carries the meter): driven
+    /// like the others, but neither reported nor counted as joined.
+    pub measured: bool,
 }
 
 /// What the orchestrator asks of a driver.
@@ -199,6 +204,7 @@ struct Entry {
     watch: PauseWatch,
     link: Option<Link>,
     scheduled: Instant,
+    measured: bool,
 }
 
 /// A datagram held back by the receive-path delay.
@@ -349,6 +355,7 @@ impl Driver {
             watch: PauseWatch::default(),
             link: c.link,
             scheduled: now,
+            measured: c.measured,
         };
         if let Some(w) = self.window_start {
             entry.meter.start_window(w);
@@ -377,6 +384,9 @@ impl Driver {
     }
 
     fn finalize(&mut self, mut e: Entry) {
+        if !e.measured {
+            return;
+        }
         e.client.take_arrivals(&mut self.arrivals);
         for a in self.arrivals.drain(..) {
             e.meter.on_arrival(&a, self.epoch, &mut self.collector);
@@ -525,7 +535,7 @@ impl Driver {
         self.live.recent_p99_us.store(p99, Ordering::Relaxed);
         let mut connected = 0;
         for e in self.entries.iter_mut().flatten() {
-            connected += e.client.connected_at().is_some() as usize;
+            connected += (e.measured && e.client.connected_at().is_some()) as usize;
             // The client's own latency list is not used (the meters compute
             // latency from the arrival log); keep it from growing.
             drop(e.client.take_latencies());

@@ -513,35 +513,16 @@ pub(crate) fn drive(
         }
     };
 
-    let mut collector = Collector::new(t0, bucket);
-    let mut totals = MediaTotals::default();
-    let mut participants = Vec::new();
-    let mut loadgen_cpu = thread_cpu_time().saturating_sub(main_cpu_start);
-    let mut client_send_errors = 0;
-    let mut lateness = LatencyHistogram::new();
-    let mut thread_cores = Vec::new();
     let drivers = std::mem::take(&mut o.drivers);
-    for d in drivers {
-        if let Some(out) = d.join() {
-            lateness.merge(&out.lateness);
-            if out.window_wall > Duration::ZERO {
-                thread_cores.push(out.window_cpu.as_secs_f64() / out.window_wall.as_secs_f64());
-            }
-            collector.merge(&out.collector);
-            totals.merge(&out.totals);
-            participants.extend(out.participants);
-            loadgen_cpu += out.cpu;
-            client_send_errors += out.send_errors;
-            if out.blocked > 0 {
-                notes.push(format!(
-                    "{} datagrams to non-loopback destinations were not sent",
-                    out.blocked
-                ));
-            }
-        } else {
-            notes.push("a client driver thread panicked; its participants are missing".into());
-        }
-    }
+    let Gathered {
+        collector,
+        totals,
+        participants,
+        loadgen_cpu,
+        client_send_errors,
+        lateness,
+        thread_cores,
+    } = gather(drivers, t0, bucket, main_cpu_start, &mut notes);
     let peak_rss_mb = o.backend.peak_rss_mb();
     if o.backend.leave_at_end() {
         for (r, room) in o.rooms.iter_mut().enumerate() {
@@ -554,7 +535,6 @@ pub(crate) fn drive(
     o.backend.close();
     o.count_disconnects();
     let shards = o.backend.shards();
-    participants.sort_by(|a, b| a.join_at_s.total_cmp(&b.join_at_s));
     Ok(RunOutcome {
         measured,
         elapsed: stop - t0,
@@ -675,6 +655,7 @@ impl Orchestrator<'_> {
             socket,
             meter,
             link,
+            measured: true,
         })));
         self.rooms[r].positions[p] = Some(Member { key, id, driver });
         Ok(())
@@ -719,7 +700,7 @@ pub(crate) fn cap_messages(client: &SimClient, s: &Scenario) -> Vec<ClientMessag
 }
 
 /// The receive-path impairment of every client, if any.
-fn link_config(s: &Scenario) -> Option<LinkConfig> {
+pub(crate) fn link_config(s: &Scenario) -> Option<LinkConfig> {
     s.impaired().then(|| LinkConfig {
         delay: Duration::from_secs_f64(s.delay_ms / 1000.0),
         jitter: Duration::from_secs_f64(s.delay_jitter_ms / 1000.0),
@@ -730,7 +711,7 @@ fn link_config(s: &Scenario) -> Option<LinkConfig> {
 }
 
 /// A client's nonblocking UDP socket on 127.0.0.1 with an OS-chosen port.
-fn client_socket() -> std::io::Result<UdpSocket> {
+pub(crate) fn client_socket() -> std::io::Result<UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     // Best effort: the kernel caps these at rmem_max / wmem_max.
     let _ = s.set_recv_buffer_size(CLIENT_SOCKET_BUFFER);
@@ -753,4 +734,66 @@ fn counters(stats: &EngineStats) -> Counters {
         x.send_drops += sh.socket.send_errors + sh.socket.send_would_block;
     }
     x
+}
+
+/// What the driver threads measured, merged.
+pub(crate) struct Gathered {
+    pub collector: Collector,
+    pub totals: MediaTotals,
+    /// Sorted by join time.
+    pub participants: Vec<crate::metrics::ParticipantResult>,
+    /// This thread's CPU since `main_cpu_start` plus the drivers'.
+    pub loadgen_cpu: Duration,
+    pub client_send_errors: u64,
+    pub lateness: LatencyHistogram,
+    pub thread_cores: Vec<f64>,
+}
+
+/// Stop the driver threads and merge what they measured; observations go
+/// to `notes`.
+pub(crate) fn gather(
+    drivers: Vec<DriverHandle>,
+    t0: Instant,
+    bucket: Duration,
+    main_cpu_start: Duration,
+    notes: &mut Vec<String>,
+) -> Gathered {
+    let mut collector = Collector::new(t0, bucket);
+    let mut totals = MediaTotals::default();
+    let mut participants = Vec::new();
+    let mut loadgen_cpu = thread_cpu_time().saturating_sub(main_cpu_start);
+    let mut client_send_errors = 0;
+    let mut lateness = LatencyHistogram::new();
+    let mut thread_cores = Vec::new();
+    for d in drivers {
+        if let Some(out) = d.join() {
+            lateness.merge(&out.lateness);
+            if out.window_wall > Duration::ZERO {
+                thread_cores.push(out.window_cpu.as_secs_f64() / out.window_wall.as_secs_f64());
+            }
+            collector.merge(&out.collector);
+            totals.merge(&out.totals);
+            participants.extend(out.participants);
+            loadgen_cpu += out.cpu;
+            client_send_errors += out.send_errors;
+            if out.blocked > 0 {
+                notes.push(format!(
+                    "{} datagrams to non-loopback destinations were not sent",
+                    out.blocked
+                ));
+            }
+        } else {
+            notes.push("a client driver thread panicked; its participants are missing".into());
+        }
+    }
+    participants.sort_by(|a, b| a.join_at_s.total_cmp(&b.join_at_s));
+    Gathered {
+        collector,
+        totals,
+        participants,
+        loadgen_cpu,
+        client_send_errors,
+        lateness,
+        thread_cores,
+    }
 }

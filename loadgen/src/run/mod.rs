@@ -8,7 +8,9 @@ pub mod embedded;
 pub mod flood;
 pub mod health;
 pub mod in_process;
+pub mod janus;
 pub mod poll;
+pub mod process;
 pub mod progress;
 pub mod target;
 
@@ -103,6 +105,9 @@ pub fn run(scenario: &Scenario, progress: &Progress) -> Result<RunOutcome, Loadg
         Mode::Embedded => embedded::run(scenario, progress),
         Mode::InProcess => in_process::run(scenario, progress),
         Mode::Target => match scenario.target.as_deref() {
+            Some(url) if scenario.sfu == crate::scenario::Sfu::Janus => {
+                janus::run(scenario, url, progress)
+            }
             Some(url) => target::run(scenario, url, progress),
             None => Err(LoadgenError::InvalidScenario(
                 "mode = \"target\" needs `target`, the server's base URL".into(),

@@ -98,10 +98,20 @@ pub fn run(s: &Scenario, url: &str, progress: &Progress) -> Result<RunOutcome, L
             .filter(|k| !k.is_empty()),
         rooms: Vec::new(),
         invite,
+        pid: s.sfu_pid.or_else(|| {
+            crate::run::process::url_port(url).and_then(crate::run::process::listening_pid)
+        }),
     };
-    let outcome = embedded::drive(s, progress, &mut backend, main_cpu_start);
-    if outcome.is_err() {
-        backend.close();
+    let pid = backend.pid;
+    let mut outcome = embedded::drive(s, progress, &mut backend, main_cpu_start);
+    match &mut outcome {
+        Err(_) => backend.close(),
+        Ok(o) => o.notes.push(match pid {
+            Some(p) => format!(
+                "engine CPU: the server process {p}'s utime+stime (/proc/{p}/stat), HTTP and event threads included"
+            ),
+            None => "engine CPU: the shards' own counter (the server's process is not visible to this user; give --sfu-pid)".into(),
+        }),
     }
     outcome
 }
@@ -122,6 +132,10 @@ struct Server {
     rooms: Vec<ServerRoom>,
     /// `--invite`: join this existing room instead of creating one.
     invite: Option<Invite>,
+    /// The server's process (`--sfu-pid`, or the one listening on the
+    /// target's port): its `/proc/PID/stat` CPU time is the engine CPU,
+    /// measured as for any other SFU.
+    pid: Option<u32>,
 }
 
 impl Backend for Server {
@@ -241,6 +255,12 @@ impl Backend for Server {
             )
         })?;
         let count = |name: &str| m.sum(name).unwrap_or(0.0) as u64;
+        // The whole process (HTTP, event pump and shards), as for Janus;
+        // the shards' own figure when the process is not visible.
+        let cpu = match self.pid.and_then(crate::run::process::cpu_time) {
+            Some(t) => t.as_secs_f64(),
+            None => cpu,
+        };
         Ok(Counters {
             sample: EngineSample {
                 t: Duration::ZERO,
@@ -265,6 +285,9 @@ impl Backend for Server {
     }
 
     fn peak_rss_mb(&mut self) -> Option<f64> {
+        if let Some(mb) = self.pid.and_then(crate::run::process::peak_rss_mb) {
+            return Some(mb);
+        }
         let text = self.http.get_text("/metrics").ok()?;
         Metrics::parse(&text)
             .sum("piazza_process_peak_resident_bytes")
@@ -328,9 +351,9 @@ impl Metrics {
 
 /// A response: status, headers (names lowercased), body.
 pub(crate) struct Response {
-    status: u16,
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Response {
