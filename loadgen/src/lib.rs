@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod capacity;
+pub mod compare;
 pub mod error;
 pub mod metrics;
 pub mod report;

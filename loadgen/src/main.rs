@@ -109,6 +109,22 @@ struct Cli {
     /// (http://127.0.0.1:8080): rooms, joins and metrics through its API.
     #[arg(long, value_name = "URL")]
     target: Option<String>,
+    /// Compare Piazza and Janus VideoRoom: start each here on loopback
+    /// (Piazza's `piazza` server, Janus with a generated configuration),
+    /// run this scenario on each, alternating the order over --rounds,
+    /// stop both, and write one report with the two side by side.
+    #[arg(long, conflicts_with_all = ["target", "in_process", "invite", "capacity"])]
+    compare: bool,
+    /// Rounds of --compare (medians over rounds).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
+    /// Piazza's server binary for --compare (default: `piazza` next to
+    /// this executable).
+    #[arg(long, value_name = "PATH")]
+    piazza_bin: Option<PathBuf>,
+    /// Janus binary for --compare.
+    #[arg(long, value_name = "PATH", default_value = "janus")]
+    janus_bin: PathBuf,
     /// Which SFU --target is: piazza (its HTTP API) or janus (Janus
     /// VideoRoom through the Janus HTTP transport, e.g.
     /// http://127.0.0.1:8088/janus; JANUS_ADMIN_KEY from the environment
@@ -351,6 +367,9 @@ fn main() -> ExitCode {
     if let Some(what) = &cli.capacity {
         return capacity(&cli, what, &scenario, slo, dir);
     }
+    if cli.compare {
+        return compare(&cli, &scenario, dir);
+    }
     let progress = Progress::new(
         scenario.duration(),
         !cli.quiet && std::io::stderr().is_terminal(),
@@ -404,6 +423,61 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_FAILED);
     }
     ExitCode::from(code)
+}
+
+/// `--compare`: both SFUs, side by side. Exit code: 1 if an SFU could not
+/// be started or a run failed, 4 if a run measured nothing, 5 if a run was
+/// invalid (the load generator was the bottleneck), else 0.
+fn compare(cli: &Cli, base: &Scenario, dir: Option<PathBuf>) -> ExitCode {
+    use piazza_loadgen::compare::{self, Programs};
+    use piazza_loadgen::report::{EXIT_INVALID, EXIT_NOT_MEASURED};
+    let mut programs = Programs::default_paths();
+    if let Some(p) = &cli.piazza_bin {
+        programs.piazza = p.clone();
+    }
+    programs.janus = cli.janus_bin.clone();
+    let show = !cli.quiet && std::io::stderr().is_terminal();
+    let mut each = |r: &compare::RoundRun| {
+        print!("{}", summary::render(&r.report));
+    };
+    let c = match compare::run(base, cli.rounds as usize, &programs, show, &mut each) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let Some(d) = &dir {
+                let _ = std::fs::remove_dir(d);
+            }
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    print!("{}", compare::render_table(&c));
+    let mut failed_write = false;
+    if let Some(d) = &dir {
+        let json = serde_json::to_string_pretty(&c).unwrap_or_default();
+        for (name, text) in [
+            ("compare.json", json),
+            ("compare.html", html::render_compare(&c)),
+        ] {
+            if let Err(e) = std::fs::write(d.join(name), text) {
+                eprintln!("error: cannot write {}: {e}", d.join(name).display());
+                failed_write = true;
+            }
+        }
+        println!(
+            "  reports     {}/ (compare.json, compare.html)",
+            d.display()
+        );
+    }
+    if failed_write {
+        return ExitCode::from(EXIT_FAILED);
+    }
+    if c.runs.iter().any(|r| r.report.measured_s <= 0.0) {
+        return ExitCode::from(EXIT_NOT_MEASURED);
+    }
+    if c.runs.iter().any(|r| !r.report.validity.valid) {
+        return ExitCode::from(EXIT_INVALID);
+    }
+    ExitCode::SUCCESS
 }
 
 /// The capacity search (`--capacity`): one run per step, each step's

@@ -336,6 +336,18 @@ struct Room {
 
 /// Run the scenario against Janus at `base` (`http://127.0.0.1:8088/janus`).
 pub fn run(s: &Scenario, base: &str, progress: &Progress) -> Result<RunOutcome, LoadgenError> {
+    let key = std::env::var("JANUS_ADMIN_KEY").ok();
+    run_with_key(s, base, progress, key.as_deref())
+}
+
+/// [`run`] with the VideoRoom `admin_key` to create rooms with (`None`:
+/// Janus asks for none).
+pub fn run_with_key(
+    s: &Scenario,
+    base: &str,
+    progress: &Progress,
+    admin_key: Option<&str>,
+) -> Result<RunOutcome, LoadgenError> {
     let main_cpu_start = thread_cpu_time();
     let pid = match s.sfu_pid {
         Some(p) => p,
@@ -356,7 +368,6 @@ pub fn run(s: &Scenario, base: &str, progress: &Progress) -> Result<RunOutcome, 
     };
     cpu_now()?;
     let mut session = Session::open(base)?;
-    let admin_key = std::env::var("JANUS_ADMIN_KEY").ok();
     let control = session.attach().map_err(LoadgenError::Target)?;
     let mut rng = fastrand::Rng::with_seed(s.seed);
     let mut rooms = Vec::new();
