@@ -643,29 +643,6 @@ pre {{ background: #f9fafb; padding: 8px; font-size: 12px; }}
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ticks_are_nice() {
-        assert_eq!(ticks(0.0, 10.0, 5), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
-        assert_eq!(ticks(0.0, 0.9, 3), vec![0.0, 0.5]);
-    }
-
-    #[test]
-    fn nice_tops() {
-        assert_eq!(nice_top(26.0), 30.0);
-        assert_eq!(nice_top(0.0), 1.0);
-        assert_eq!(nice_top(0.42), 0.5);
-    }
-
-    #[test]
-    fn escapes() {
-        assert_eq!(esc("<a&\"b>"), "&lt;a&amp;&quot;b&gt;");
-    }
-}
-
 /// The comparison's page (`--compare`): the median table, then each chart
 /// with every run of both SFUs (Piazza blue, Janus orange).
 pub fn render_compare(c: &crate::compare::Comparison) -> String {
@@ -785,8 +762,7 @@ pub fn render_compare(c: &crate::compare::Comparison) -> String {
             c.runs
                 .iter()
                 .filter(|r| !r.report.validity.valid)
-                .map(|r| &r.report.validity.reasons)
-                .flatten(),
+                .flat_map(|r| &r.report.validity.reasons),
         )
         .map(|n| format!("<li>{}</li>", esc(n)))
         .collect();
@@ -825,4 +801,27 @@ svg .axis {{ stroke: #9ca3af; }}
         cmd = esc(&m.command_line),
         cpu_chart = cpu,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_nice() {
+        assert_eq!(ticks(0.0, 10.0, 5), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
+        assert_eq!(ticks(0.0, 0.9, 3), vec![0.0, 0.5]);
+    }
+
+    #[test]
+    fn nice_tops() {
+        assert_eq!(nice_top(26.0), 30.0);
+        assert_eq!(nice_top(0.0), 1.0);
+        assert_eq!(nice_top(0.42), 0.5);
+    }
+
+    #[test]
+    fn escapes() {
+        assert_eq!(esc("<a&\"b>"), "&lt;a&amp;&quot;b&gt;");
+    }
 }
