@@ -1009,6 +1009,42 @@ mod tests {
     }
 
     #[test]
+    fn a_subscriber_answers_an_sfu_offer_with_one_slot_per_m_line() {
+        // A publisher's offer (sendonly Opus + simulcast VP8) stands in for
+        // Janus's subscriber offer: every audio/video m-line becomes a
+        // receive slot, video first as offered, and the answer receives.
+        let now = Instant::now();
+        let mut cfg = ClientConfig::new(1);
+        cfg.video_slots = 0;
+        cfg.audio_slots = 0;
+        let offerer = SimClient::new(cfg, "127.0.0.1:40000".parse().unwrap(), now, now);
+        let answerer = SimClient::answering(
+            ClientConfig::new(2),
+            "127.0.0.1:40001".parse().unwrap(),
+            now,
+            now,
+            offerer.offer(),
+        )
+        .unwrap();
+        let slots: Vec<bool> = answerer.stats().slots.iter().map(|s| s.video).collect();
+        assert_eq!(slots, vec![false, true]);
+        let answer = answerer.offer();
+        assert!(answer.contains("a=recvonly"), "{answer}");
+        assert!(!answer.contains("a=sendonly"), "{answer}");
+        assert!(answer.contains("127.0.0.1 40001"), "{answer}");
+        assert!(
+            SimClient::answering(
+                ClientConfig::new(3),
+                "127.0.0.1:40002".parse().unwrap(),
+                now,
+                now,
+                "not sdp"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn layer_from_max_height() {
         let mut s = Scenario::default();
         assert_eq!(substream(&s), 1);
