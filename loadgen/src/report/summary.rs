@@ -16,8 +16,11 @@ pub fn render(r: &Report) -> String {
         ),
         Mode::InProcess => "in-process simulator (virtual time)".to_string(),
         Mode::Target => format!(
-            "external {} server {}",
-            s.sfu.name(),
+            "external {}server {}",
+            match s.sfu {
+                crate::scenario::Sfu::Piazza => "",
+                crate::scenario::Sfu::Janus => "Janus ",
+            },
             s.target.as_deref().unwrap_or("?")
         ),
     };
