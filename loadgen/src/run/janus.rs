@@ -55,7 +55,7 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 const MAX_ERRORS: usize = 10;
 
 /// What the report says differs on Janus.
-pub const DIFFERENCES: &str = "Janus VideoRoom: no dynacast (publishers send all three layers all the time), no bandwidth-driven layer allocation (each video slot is pinned to the substream max_height asks for), no loudest-speaker audio (the load generator switches audio and video slots to the talkers itself with switch + configure); forwarded packets are those the clients received; CPU is the Janus process's utime+stime from /proc";
+pub const DIFFERENCES: &str = "Janus VideoRoom: no dynacast (publishers send all three layers all the time), no bandwidth-driven layer allocation (each video slot is pinned to the substream max_height asks for), no loudest-speaker audio (the load generator switches audio and video slots to the talkers itself with switch + configure); forwarded packets are those the clients received; Janus's ingress packets and bytes out are not measured (shown as 0); CPU is the Janus process's utime+stime from /proc";
 
 /// A Janus session over HTTP, its events from a long-poll thread.
 struct Session {
