@@ -298,7 +298,23 @@ pub fn start_janus(bin: &Path, dir: &Path) -> Result<(Server, String), LoadgenEr
         std::fs::write(cfg.join(name), text).map_err(|e| LoadgenError::Io(e.to_string()))?;
     }
     let log = dir.join("janus.log");
-    let child = Command::new(bin)
+    let mut cmd = Command::new(bin);
+    // Janus 1.1.2 sometimes crashes while it shuts down with many handles
+    // (seen once after a 50-person run): no core file of ~1 GB in the
+    // working directory for that.
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            Ok(())
+        });
+    }
+    let child = cmd
         .arg("-C")
         .arg(cfg.join("janus.jcfg"))
         .arg("-F")
