@@ -12,6 +12,7 @@
 //!   in-process simulator, an external server through its HTTP API.
 //! - [`metrics`]: the measurements.
 //! - [`report`]: JSON, HTML and the terminal summary; [`slo`]: thresholds.
+//! - [`capacity`]: the capacity search (growing load until the SLO breaks).
 //!
 //! The binary's flags and every report key are documented in
 //! `docs/loadgen.md`.
@@ -23,7 +24,8 @@
 //!     ..Default::default()
 //! };
 //! let outcome = piazza_loadgen::run::run(&scenario, &piazza_loadgen::run::Progress::hidden())?;
-//! let report = piazza_loadgen::report::build(&scenario, &outcome);
+//! let meta = piazza_loadgen::report::meta::Meta::at_start();
+//! let report = piazza_loadgen::report::build(&scenario, &outcome, meta);
 //! println!("{}", piazza_loadgen::report::summary::render(&report));
 //! # Ok::<(), piazza_loadgen::error::LoadgenError>(())
 //! ```
@@ -31,6 +33,8 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod capacity;
+pub mod compare;
 pub mod error;
 pub mod metrics;
 pub mod report;

@@ -1,18 +1,30 @@
 //! `piazza-loadgen`: see `docs/loadgen.md`.
 //!
-//! Exit codes: 0 success, 1 the run could not start or finish, 2 bad
-//! usage (flags, scenario, SLO syntax), 3 an SLO threshold was violated.
+//! Exit codes (docs/loadgen.md): 0 success, 1 the run could not start or
+//! finish, 2 bad usage (flags, scenario, SLO syntax, target URL), 3 a valid
+//! run violated an SLO threshold, 4 nothing was measured (the window never
+//! opened or most joins failed), 5 the run is invalid (the load generator
+//! was the bottleneck).
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::SystemTime;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use piazza_loadgen::error::LoadgenError;
-use piazza_loadgen::report::{self, html, summary};
+use piazza_loadgen::report::meta::Meta;
+use piazza_loadgen::report::{self, EXIT_FAILED, EXIT_USAGE, Report, html, summary};
 use piazza_loadgen::run::{self, Progress};
-use piazza_loadgen::scenario::{Mode, Scenario};
+use piazza_loadgen::scenario::{Mode, Scenario, Sfu};
 use piazza_loadgen::slo::Slo;
+
+/// `--sfu`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SfuArg {
+    Piazza,
+    Janus,
+}
 
 /// Load generator for the Piazza SFU: simulated WebRTC participants (str0m
 /// peers with ICE, DTLS and SRTP) in rooms against an engine, reporting
@@ -97,10 +109,49 @@ struct Cli {
     /// (http://127.0.0.1:8080): rooms, joins and metrics through its API.
     #[arg(long, value_name = "URL")]
     target: Option<String>,
-    /// Write the JSON report here.
+    /// Compare Piazza and Janus VideoRoom: start each here on loopback
+    /// (Piazza's `piazza` server, Janus with a generated configuration),
+    /// run this scenario on each, alternating the order over --rounds,
+    /// stop both, and write one report with the two side by side.
+    #[arg(long, conflicts_with_all = ["target", "in_process", "invite", "capacity"])]
+    compare: bool,
+    /// Rounds of --compare (medians over rounds).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
+    /// Piazza's server binary for --compare (default: `piazza` next to
+    /// this executable).
+    #[arg(long, value_name = "PATH")]
+    piazza_bin: Option<PathBuf>,
+    /// Janus binary for --compare.
+    #[arg(long, value_name = "PATH", default_value = "janus")]
+    janus_bin: PathBuf,
+    /// Which SFU --target is: piazza (its HTTP API) or janus (Janus
+    /// VideoRoom through the Janus HTTP transport, e.g.
+    /// http://127.0.0.1:8088/janus; JANUS_ADMIN_KEY from the environment
+    /// is sent when creating rooms).
+    #[arg(long, value_enum, default_value = "piazza", requires = "target")]
+    sfu: SfuArg,
+    /// The SFU's process id: its /proc/PID/stat CPU time is the engine
+    /// CPU (default: the process listening on --target's port).
+    #[arg(long, value_name = "PID", requires = "target")]
+    sfu_pid: Option<u32>,
+    /// Join an existing room by its invite link
+    /// (http://127.0.0.1:8080/r/ROOM#t=TOKEN) on a Piazza server on this
+    /// machine, e.g. one real browsers are in; one room, the participants
+    /// leave at the end.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["target", "in_process", "rooms"])]
+    invite: Option<String>,
+    /// Reports (report.json, report.html) go into a fresh directory named
+    /// after the start time (UTC) under this one; its path is printed.
+    #[arg(long, value_name = "DIR", default_value = "loadgen-reports")]
+    out: PathBuf,
+    /// Write no report files (only the terminal summary).
+    #[arg(long)]
+    no_report: bool,
+    /// Also write the JSON report here.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Write the self-contained HTML report here.
+    /// Also write the self-contained HTML report here.
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
     /// Thresholds, e.g. p99_ms=5,loss=0.001,freezes=0: exit code 3 when violated.
@@ -113,9 +164,82 @@ struct Cli {
     /// How long the flood lasts, seconds (default 10).
     #[arg(long, value_name = "SECONDS")]
     flood_duration: Option<f64>,
+    /// Test hook for the validity check: each client thread sleeps MS
+    /// milliseconds in every 200 ms of the window, so the run must come out
+    /// invalid (exit code 5).
+    #[arg(long, value_name = "MS")]
+    starve_clients: Option<f64>,
+    /// Capacity search: grow `participants` (per room) or `rooms` step by
+    /// step until the SLO (--slo, default p99_ms=50,loss=0.01,freezes=0)
+    /// breaks; report the largest load that held.
+    #[arg(long, value_name = "WHAT", value_parser = ["participants", "rooms"])]
+    capacity: Option<String>,
+    /// Capacity search: first value [default: 10 participants, or 1 room].
+    #[arg(long, value_name = "N", requires = "capacity")]
+    capacity_start: Option<usize>,
+    /// Capacity search: added each step [default: 10 participants, or 1 room].
+    #[arg(long, value_name = "N", requires = "capacity")]
+    capacity_step: Option<usize>,
+    /// Capacity search: largest value tried [default: 200 participants, or 8 rooms].
+    #[arg(long, value_name = "N", requires = "capacity")]
+    capacity_max: Option<usize>,
     /// No progress line.
     #[arg(long, short = 'q')]
     quiet: bool,
+}
+
+/// Flags that override a scenario key, with the key whose default `--help`
+/// shows.
+const FLAG_KEYS: &[(&str, &str)] = &[
+    ("rooms", "rooms"),
+    ("participants", "participants"),
+    ("duration", "duration_s"),
+    ("warmup", "warmup_s"),
+    ("shards", "shards"),
+    ("client_threads", "client_threads"),
+    ("speakers", "speakers"),
+    ("speaker_rotation", "speaker_rotation_s"),
+    ("slots", "video_slots"),
+    ("audio_slots", "audio_slots"),
+    ("max_height", "max_height"),
+    ("join_rate", "join_rate"),
+    ("churn", "churn_per_min"),
+    ("rejoin_after", "rejoin_after_s"),
+    ("downlink_kbps", "downlink_kbps"),
+    ("loss", "loss"),
+    ("delay", "delay_ms"),
+    ("delay_jitter", "delay_jitter_ms"),
+    ("fps", "fps"),
+    ("keyframe_interval", "keyframe_interval_s"),
+    ("seed", "seed"),
+    ("slo", "slo"),
+    ("flood_pps", "flood_pps"),
+    ("flood_duration", "flood_s"),
+    ("starve_clients", "starve_clients_ms"),
+];
+
+/// The command line, with every scenario default in its flag's help (taken
+/// from `Scenario::default()`, so help and behaviour cannot disagree).
+fn command() -> clap::Command {
+    let defaults = serde_json::to_value(Scenario::default()).unwrap_or_default();
+    let mut cmd = Cli::command();
+    for (id, key) in FLAG_KEYS {
+        let shown = match &defaults[*key] {
+            serde_json::Value::Null => "none".to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        let extra = if *key == "warmup_s" {
+            " (shrunk to a quarter of --duration when that is shorter)"
+        } else {
+            ""
+        };
+        cmd = cmd.mut_arg(*id, |a| {
+            let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+            a.help(format!("{help} [default: {shown}{extra}]"))
+        });
+    }
+    cmd
 }
 
 fn scenario_from(cli: &Cli) -> Result<Scenario, LoadgenError> {
@@ -176,6 +300,23 @@ fn scenario_from(cli: &Cli) -> Result<Scenario, LoadgenError> {
     if let Some(t) = &cli.target {
         s.mode = Mode::Target;
         s.target = Some(t.clone());
+        s.sfu = match cli.sfu {
+            SfuArg::Piazza => Sfu::Piazza,
+            SfuArg::Janus => Sfu::Janus,
+        };
+    }
+    if cli.sfu_pid.is_some() {
+        s.sfu_pid = cli.sfu_pid;
+    }
+    if let Some(link) = &cli.invite {
+        let invite = piazza_loadgen::run::target::parse_invite(link)
+            .map_err(LoadgenError::InvalidScenario)?;
+        s.mode = Mode::Target;
+        s.target = Some(invite.base);
+        s.invite = Some(link.clone());
+    }
+    if let Some(ms) = cli.starve_clients {
+        s.starve_clients_ms = ms;
     }
     // A warmup longer than a short run would leave nothing to measure:
     // when only --duration was given, shrink the default warmup to fit.
@@ -187,21 +328,48 @@ fn scenario_from(cli: &Cli) -> Result<Scenario, LoadgenError> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 2 with clap's one-line message (and a hint).
+    let matches = command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     let scenario = match scenario_from(&cli) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     let slo = match scenario.slo.as_deref().map(Slo::parse).transpose() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
+    let mut meta = Meta::at_start();
+    // The directory first: a run is not wasted on a path that cannot be written.
+    let dir = if cli.no_report {
+        None
+    } else {
+        match fresh_dir(&cli.out) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!(
+                    "error: cannot create a report directory under {}: {e} (choose another with --out DIR, or --no-report)",
+                    cli.out.display()
+                );
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
+    };
+    if let Some(what) = &cli.capacity {
+        return capacity(&cli, what, &scenario, slo, dir);
+    }
+    if cli.compare {
+        return compare(&cli, &scenario, dir);
+    }
     let progress = Progress::new(
         scenario.duration(),
         !cli.quiet && std::io::stderr().is_terminal(),
@@ -211,35 +379,255 @@ fn main() -> ExitCode {
         Err(e) => {
             progress.finish();
             eprintln!("error: {e}");
-            return ExitCode::from(1);
+            if let Some(d) = &dir {
+                // Nothing was written into it.
+                let _ = std::fs::remove_dir(d);
+            }
+            return ExitCode::from(match e {
+                LoadgenError::InvalidScenario(_) | LoadgenError::InvalidSlo(_) => EXIT_USAGE,
+                _ => EXIT_FAILED,
+            });
         }
     };
     progress.finish();
-    let mut report = report::build(&scenario, &outcome);
+    meta.finish();
+    let mut report = report::build(&scenario, &outcome, meta);
     if let Some(slo) = &slo {
         report.slo = slo.evaluate(&report);
     }
+    let outcome = report.decide();
     print!("{}", summary::render(&report));
     let mut failed_write = false;
-    if let Some(path) = &cli.json {
-        // The report holds only numbers, strings and plain structs.
-        let text = serde_json::to_string_pretty(&report).expect("the report serializes");
-        if let Err(e) = std::fs::write(path, text + "\n") {
+    let mut targets: Vec<(PathBuf, bool)> = Vec::new();
+    if let Some(d) = &dir {
+        targets.push((d.join("report.json"), true));
+        targets.push((d.join("report.html"), false));
+    }
+    if let Some(p) = &cli.json {
+        targets.push((p.clone(), true));
+    }
+    if let Some(p) = &cli.html {
+        targets.push((p.clone(), false));
+    }
+    for (path, json) in &targets {
+        if let Err(e) = write_report(&report, path, *json) {
             eprintln!("error: cannot write {}: {e}", path.display());
             failed_write = true;
         }
     }
-    if let Some(path) = &cli.html
-        && let Err(e) = std::fs::write(path, html::render(&report))
-    {
-        eprintln!("error: cannot write {}: {e}", path.display());
-        failed_write = true;
+    if let Some(d) = &dir {
+        println!("  reports     {}/ (report.json, report.html)", d.display());
     }
-    if !report.slo.passed {
-        return ExitCode::from(3);
+    let code = outcome.exit_code();
+    if code == 0 && failed_write {
+        return ExitCode::from(EXIT_FAILED);
+    }
+    ExitCode::from(code)
+}
+
+/// `--compare`: both SFUs, side by side. Exit code: 1 if an SFU could not
+/// be started or a run failed, 4 if a run measured nothing, 5 if a run was
+/// invalid (the load generator was the bottleneck), else 0.
+fn compare(cli: &Cli, base: &Scenario, dir: Option<PathBuf>) -> ExitCode {
+    use piazza_loadgen::compare::{self, Programs};
+    use piazza_loadgen::report::{EXIT_INVALID, EXIT_NOT_MEASURED};
+    let mut programs = Programs::default_paths();
+    if let Some(p) = &cli.piazza_bin {
+        programs.piazza = p.clone();
+    }
+    programs.janus = cli.janus_bin.clone();
+    let show = !cli.quiet && std::io::stderr().is_terminal();
+    let mut each = |r: &compare::RoundRun| {
+        print!("{}", summary::render(&r.report));
+    };
+    let c = match compare::run(base, cli.rounds as usize, &programs, show, &mut each) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let Some(d) = &dir {
+                let _ = std::fs::remove_dir(d);
+            }
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    print!("{}", compare::render_table(&c));
+    let mut failed_write = false;
+    if let Some(d) = &dir {
+        let json = serde_json::to_string_pretty(&c).unwrap_or_default();
+        for (name, text) in [
+            ("compare.json", json),
+            ("compare.html", html::render_compare(&c)),
+        ] {
+            if let Err(e) = std::fs::write(d.join(name), text) {
+                eprintln!("error: cannot write {}: {e}", d.join(name).display());
+                failed_write = true;
+            }
+        }
+        println!(
+            "  reports     {}/ (compare.json, compare.html)",
+            d.display()
+        );
     }
     if failed_write {
-        return ExitCode::from(1);
+        return ExitCode::from(EXIT_FAILED);
+    }
+    if c.runs.iter().any(|r| r.report.measured_s <= 0.0) {
+        return ExitCode::from(EXIT_NOT_MEASURED);
+    }
+    if c.runs.iter().any(|r| !r.report.validity.valid) {
+        return ExitCode::from(EXIT_INVALID);
     }
     ExitCode::SUCCESS
+}
+
+/// The capacity search (`--capacity`): one run per step, each step's
+/// reports and `capacity.json` in the report directory.
+fn capacity(
+    cli: &Cli,
+    what: &str,
+    base: &Scenario,
+    slo: Option<Slo>,
+    dir: Option<PathBuf>,
+) -> ExitCode {
+    use piazza_loadgen::capacity::{CapacityReport, DEFAULT_SLO, Grow, Plan, Step};
+    let grow = if what == "rooms" {
+        Grow::Rooms
+    } else {
+        Grow::Participants
+    };
+    let (start, step, max) = match grow {
+        Grow::Participants => (10, 10, 200),
+        Grow::Rooms => (1, 1, 8),
+    };
+    let slo_text = base.slo.clone().unwrap_or_else(|| DEFAULT_SLO.to_string());
+    let slo = match slo {
+        Some(s) => s,
+        // A constant known to parse (a unit test checks it).
+        None => Slo::parse(DEFAULT_SLO).expect("the default capacity SLO parses"),
+    };
+    let plan = Plan {
+        grow,
+        start: cli.capacity_start.unwrap_or(start),
+        step: cli.capacity_step.unwrap_or(step),
+        max: cli.capacity_max.unwrap_or(max),
+        slo: slo_text,
+    };
+    let values = plan.values();
+    if values.is_empty() || plan.step == 0 {
+        eprintln!(
+            "error: --capacity-start {} --capacity-step {} --capacity-max {} gives no step",
+            plan.start, plan.step, plan.max
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    for v in [values[0], *values.last().unwrap_or(&values[0])] {
+        if let Err(e) = plan.scenario(base, v).validate() {
+            eprintln!("error: capacity step {v}: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    println!(
+        "capacity search: {what} {} to {} by {}, {:.0} s per step, SLO {}",
+        plan.start, plan.max, plan.step, base.duration_s, plan.slo
+    );
+    let mut steps = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let s = plan.scenario(base, *v);
+        let progress = Progress::new(s.duration(), !cli.quiet && std::io::stderr().is_terminal());
+        let mut meta = Meta::at_start();
+        let outcome = match run::run(&s, &progress) {
+            Ok(o) => o,
+            Err(e) => {
+                progress.finish();
+                eprintln!("error: capacity step {v}: {e}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        };
+        progress.finish();
+        meta.finish();
+        let mut report = report::build(&s, &outcome, meta);
+        report.slo = slo.evaluate(&report);
+        report.decide();
+        let row = Step::of(&report);
+        println!(
+            "  step {:>2}: {} room(s) x {} participants: p99 {:.2} ms, loss {:.3} %, freezes {}, {:.0} egress packets/s on {:.2} SFU cores: {}",
+            i + 1,
+            row.rooms,
+            row.participants_per_room,
+            row.p99_ms,
+            row.loss_ratio * 100.0,
+            row.freezes,
+            row.egress_pps,
+            row.sfu_cores,
+            if row.held() {
+                "held".to_string()
+            } else {
+                format!("{:?}: {}", row.outcome, row.why.join("; "))
+            }
+        );
+        if let Some(d) = &dir {
+            let name = format!("step-{:02}-{}", i + 1, v);
+            for (ext, json) in [("json", true), ("html", false)] {
+                let path = d.join(format!("{name}.{ext}"));
+                if let Err(e) = write_report(&report, &path, json) {
+                    eprintln!("error: cannot write {}: {e}", path.display());
+                }
+            }
+        }
+        let held = row.held();
+        steps.push(row);
+        if !held {
+            break;
+        }
+    }
+    let result = CapacityReport::new(plan, steps);
+    print!("{}", result.render());
+    if let Some(d) = &dir {
+        let path = d.join("capacity.json");
+        // Plain structs of numbers and strings.
+        let text = serde_json::to_string_pretty(&result).expect("the capacity report serializes");
+        if let Err(e) = std::fs::write(&path, text + "\n") {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::from(EXIT_FAILED);
+        }
+        println!(
+            "  reports     {}/ (capacity.json, step-NN-*.json and .html)",
+            d.display()
+        );
+    }
+    ExitCode::from(result.exit_code())
+}
+
+/// Write `report` as JSON or HTML.
+fn write_report(report: &Report, path: &Path, json: bool) -> std::io::Result<()> {
+    let text = if json {
+        // The report holds only numbers, strings and plain structs.
+        serde_json::to_string_pretty(report).expect("the report serializes") + "\n"
+    } else {
+        html::render(report)
+    };
+    std::fs::write(path, text)
+}
+
+/// A new directory under `parent` named after the time (UTC), with a
+/// suffix when one of that name exists.
+fn fresh_dir(parent: &Path) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(parent)?;
+    let stamp = report::meta::compact(SystemTime::now());
+    for i in 0..1000 {
+        let name = if i == 0 {
+            stamp.clone()
+        } else {
+            format!("{stamp}-{i}")
+        };
+        let path = parent.join(name);
+        match std::fs::create_dir(&path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other(
+        "1000 directories of this second exist",
+    ))
 }

@@ -22,6 +22,27 @@ pub enum Mode {
     Target,
 }
 
+/// Which SFU an external target (`--target`) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Sfu {
+    /// Piazza's reference server (its HTTP API, docs/api.md).
+    #[default]
+    Piazza,
+    /// Janus VideoRoom through the Janus HTTP transport (`run::janus`).
+    Janus,
+}
+
+impl Sfu {
+    /// Lower-case name, as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sfu::Piazza => "piazza",
+            Sfu::Janus => "janus",
+        }
+    }
+}
+
 /// A load test scenario. Every field has a default; see `docs/loadgen.md`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -30,6 +51,16 @@ pub struct Scenario {
     pub mode: Mode,
     /// Base URL of an external server (mode `target`).
     pub target: Option<String>,
+    /// Which SFU the target is (mode `target`).
+    pub sfu: Sfu,
+    /// The SFU's process id, whose CPU time (`/proc/PID/stat` utime +
+    /// stime) is the engine CPU of the report (mode `target`); `None`: the
+    /// process listening on the target's TCP port.
+    pub sfu_pid: Option<u32>,
+    /// An existing room's invite link (`http://HOST:PORT/r/ROOM#t=TOKEN`):
+    /// the participants join that room (mode `target`, one room) instead of
+    /// creating their own, and leave it at the end.
+    pub invite: Option<String>,
     /// Rooms, all running at once.
     pub rooms: usize,
     /// Participants per room (each publishes and subscribes).
@@ -86,6 +117,10 @@ pub struct Scenario {
     /// How long the flood lasts from the start of the measurement window,
     /// seconds.
     pub flood_s: f64,
+    /// Test hook for the validity check: every client thread sleeps this
+    /// many milliseconds in every 200 ms of the measurement window, so the
+    /// clients fall behind their media schedule on purpose (0: never).
+    pub starve_clients_ms: f64,
 }
 
 impl Default for Scenario {
@@ -93,6 +128,9 @@ impl Default for Scenario {
         Scenario {
             mode: Mode::Embedded,
             target: None,
+            sfu: Sfu::Piazza,
+            sfu_pid: None,
+            invite: None,
             rooms: 1,
             participants: 50,
             duration_s: 20.0,
@@ -117,6 +155,7 @@ impl Default for Scenario {
             slo: None,
             flood_pps: 0,
             flood_s: 10.0,
+            starve_clients_ms: 0.0,
         }
     }
 }
@@ -231,6 +270,33 @@ impl Scenario {
             }
             _ => {}
         }
+        if let Some(url) = &self.target {
+            crate::run::target::check_base(url).map_err(LoadgenError::InvalidScenario)?;
+        }
+        if let Some(link) = &self.invite {
+            let invite =
+                crate::run::target::parse_invite(link).map_err(LoadgenError::InvalidScenario)?;
+            if self.mode != Mode::Target || self.target.as_deref() != Some(invite.base.as_str()) {
+                return bad(format!(
+                    "invite needs mode = \"target\" and target = \"{}\" (the invite link's server)",
+                    invite.base
+                ));
+            }
+            if self.rooms != 1 {
+                return bad(format!(
+                    "rooms = {}: an invite link names one room; use rooms = 1",
+                    self.rooms
+                ));
+            }
+        }
+        if self.sfu == Sfu::Janus {
+            if self.mode != Mode::Target {
+                return bad("sfu = \"janus\" needs mode = \"target\" (--target http://127.0.0.1:8088/janus)".into());
+            }
+            if self.invite.is_some() || self.churn_per_min > 0.0 {
+                return bad("sfu = \"janus\" supports neither invite links nor churn".into());
+            }
+        }
         if self.flood_pps > 200_000 || !(self.flood_s.is_finite() && self.flood_s > 0.0) {
             return bad(format!(
                 "flood_pps = {}, flood_s = {}: use 0..=200000 datagrams per second for more than 0 s",
@@ -240,6 +306,19 @@ impl Scenario {
         if self.flood_pps > 0 && self.mode != Mode::Embedded {
             return bad(
                 "flood_pps needs the embedded engine (the flood aims at its shard ports)".into(),
+            );
+        }
+        if !(self.starve_clients_ms.is_finite() && (0.0..=200.0).contains(&self.starve_clients_ms))
+        {
+            return bad(format!(
+                "starve_clients_ms = {}: use 0..=200 (milliseconds of every 200 ms)",
+                self.starve_clients_ms
+            ));
+        }
+        if self.mode == Mode::InProcess && self.starve_clients_ms > 0.0 {
+            return bad(
+                "starve_clients_ms needs real client threads (the embedded engine or --target)"
+                    .into(),
             );
         }
         if self.mode == Mode::InProcess && self.churn_per_min > 0.0 {

@@ -5,8 +5,36 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// Runs of the binary one at a time: parallel tests starving each other
+/// would make the validity check (rightly) call a normal run invalid.
+static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_RUN_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The binary, writing its report directories under the temp dir (not
+/// into the source tree).
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_piazza-loadgen"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_piazza-loadgen"));
+    c.arg("--out").arg(tmp("reports"));
+    c
+}
+
+/// Run `cmd` (rebuilt by `make` for each try) until it is not an invalid
+/// run (exit 5: the machine starved the clients, which these tests do not
+/// test), at most three times.
+fn run_valid(make: impl Fn() -> Command) -> std::process::Output {
+    let mut out = make().output().expect("run the load generator");
+    for _ in 0..2 {
+        if out.status.code() != Some(5) {
+            break;
+        }
+        out = make().output().expect("run the load generator");
+    }
+    out
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -15,10 +43,12 @@ fn tmp(name: &str) -> PathBuf {
 
 #[test]
 fn short_run_writes_every_report_key_with_plausible_latency() {
+    let _serial = serial();
     let json = tmp("report.json");
     let html = tmp("report.html");
-    let out = bin()
-        .args([
+    let out = run_valid(|| {
+        let mut c = bin();
+        c.args([
             "-n", "3", "-d", "2", "--warmup", "0.5", "--slots", "2", "--quiet",
         ])
         .arg("--json")
@@ -26,9 +56,9 @@ fn short_run_writes_every_report_key_with_plausible_latency() {
         .arg("--html")
         .arg(&html)
         .arg("--slo")
-        .arg("join_failed=0")
-        .output()
-        .expect("run the load generator");
+        .arg("join_failed=0");
+        c
+    });
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -77,7 +107,31 @@ fn short_run_writes_every_report_key_with_plausible_latency() {
     ] {
         assert!(r.pointer(key).is_some(), "missing {key} in {text}");
     }
-    assert_eq!(r["version"], 1);
+    assert_eq!(r["version"], 2);
+    assert_eq!(r["outcome"], "passed");
+    assert_eq!(r["validity"]["valid"], true, "{text}");
+    for key in [
+        "/meta/date_utc",
+        "/meta/git_commit",
+        "/meta/command_line",
+        "/meta/cpu_model",
+        "/meta/cores",
+        "/meta/loadavg_start",
+        "/meta/loadavg_end",
+        "/validity/schedule_lateness/p99_ms",
+        "/validity/client_thread_cores",
+        "/validity/machine/run_queue_mean",
+        "/join/failures",
+        "/join/not_attempted",
+    ] {
+        assert!(r.pointer(key).is_some(), "missing {key} in {text}");
+    }
+    assert!(
+        r["meta"]["command_line"]
+            .as_str()
+            .unwrap()
+            .contains("--slots 2")
+    );
     assert_eq!(r["rooms"], 1);
     assert_eq!(r["participants_per_room"], 3);
     assert_eq!(r["join"]["failed"], 0);
@@ -108,13 +162,15 @@ fn short_run_writes_every_report_key_with_plausible_latency() {
 
 #[test]
 fn violated_slo_exits_non_zero_and_names_the_threshold() {
-    let out = bin()
-        .args([
+    let _serial = serial();
+    let out = run_valid(|| {
+        let mut c = bin();
+        c.args([
             "-n", "2", "-d", "1.5", "--warmup", "0.5", "--slots", "1", "--quiet",
         ])
-        .args(["--slo", "p99_ms=0.001"])
-        .output()
-        .expect("run the load generator");
+        .args(["--slo", "p99_ms=0.001"]);
+        c
+    });
     assert_eq!(
         out.status.code(),
         Some(3),
@@ -130,7 +186,140 @@ fn violated_slo_exits_non_zero_and_names_the_threshold() {
 
 #[test]
 fn bad_flags_say_what_is_wrong() {
-    let out = bin().args(["--loss", "2"]).output().expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("loss"));
+    for (args, word) in [
+        (&["--loss", "2"][..], "loss"),
+        (&["--participants", "x"][..], "participants"),
+        (&["--no-such-flag"][..], "no-such-flag"),
+        (&["--target", "https://127.0.0.1:8080"][..], "--target"),
+        (&["--target", "http://192.0.2.1:8080"][..], "loopback"),
+        (&["--target", "http://127.0.0.1:notaport"][..], "port"),
+        (
+            &["--invite", "http://127.0.0.1:8080/r/room"][..],
+            "--invite",
+        ),
+        (&["--capacity", "bananas"][..], "capacity"),
+        (&["--starve-clients", "999"][..], "starve"),
+    ] {
+        let out = bin().args(args).output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(word), "{args:?}: {stderr}");
+        // One clear line (clap adds a usage hint after a blank line).
+        assert!(
+            stderr.trim().lines().next().unwrap().starts_with("error:"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn help_shows_every_default() {
+    let out = bin().arg("--help").output().expect("run");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for shown in [
+        "[default: 50]",
+        "[default: 20.0]",
+        "[default: 9]",
+        "[default: 360]",
+        "[default: loadgen-reports]",
+        "[default: none]",
+    ] {
+        assert!(help.contains(shown), "{shown} missing in\n{help}");
+    }
+}
+
+/// The clients fall behind on purpose (each client thread sleeps 120 ms of
+/// every 200 ms): the run must be flagged invalid, exit 5 and say why; the
+/// same scenario without starvation is valid.
+#[test]
+fn a_starved_run_is_flagged_invalid_and_a_normal_run_is_not() {
+    let _serial = serial();
+    let dir = tmp("starve");
+    let _ = std::fs::remove_dir_all(&dir);
+    let args = [
+        "-n", "4", "-d", "4", "--warmup", "1", "--slots", "3", "--quiet",
+    ];
+    let starved = Command::new(env!("CARGO_BIN_EXE_piazza-loadgen"))
+        .args(args)
+        .args(["--starve-clients", "120", "--slo", "p99_ms=100000"])
+        .arg("--out")
+        .arg(&dir)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&starved.stdout);
+    assert_eq!(starved.status.code(), Some(5), "{stdout}");
+    assert!(stdout.contains("INVALID RUN"), "{stdout}");
+    // The report went into one fresh directory, whose path was printed.
+    let runs: Vec<_> = std::fs::read_dir(&dir)
+        .expect("report directory made")
+        .flatten()
+        .collect();
+    assert_eq!(runs.len(), 1);
+    let run_dir = runs[0].path();
+    assert!(stdout.contains(&run_dir.display().to_string()), "{stdout}");
+    let text = std::fs::read_to_string(run_dir.join("report.json")).expect("report.json");
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(r["outcome"], "invalid");
+    assert_eq!(r["validity"]["valid"], false);
+    assert!(
+        r["validity"]["schedule_lateness"]["p99_ms"]
+            .as_f64()
+            .unwrap()
+            > 20.0
+    );
+    let page = std::fs::read_to_string(run_dir.join("report.html")).expect("report.html");
+    assert!(page.contains("INVALID RUN"));
+
+    // The same run without starvation is valid. Other processes on a busy
+    // CI machine can starve it for real (and then it is rightly invalid):
+    // up to three tries, one valid run needed.
+    let mut tries = Vec::new();
+    for _ in 0..3 {
+        let normal = bin()
+            .args(args)
+            .arg("--json")
+            .arg(dir.join("normal.json"))
+            .output()
+            .expect("run");
+        let text = std::fs::read_to_string(dir.join("normal.json")).expect("normal.json");
+        let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if r["validity"]["valid"] == true {
+            assert_eq!(r["outcome"], "passed", "{text}");
+            assert_eq!(normal.status.code(), Some(0), "{text}");
+            tries.clear();
+            break;
+        }
+        assert_eq!(normal.status.code(), Some(5), "{text}");
+        tries.push(r["validity"].to_string());
+    }
+    assert!(tries.is_empty(), "no valid normal run in 3: {tries:#?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// More participants than the run can join: it ends before the window
+/// opens, exits 4 (not measured) and says why, grouped.
+#[test]
+fn an_oversized_room_is_not_measured_and_says_why() {
+    let _serial = serial();
+    let out = bin()
+        .args([
+            "--participants",
+            "500",
+            "-d",
+            "1.5",
+            "--warmup",
+            "0.5",
+            "--quiet",
+        ])
+        .arg("--no-report")
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{stdout}");
+    assert!(stdout.contains("NOT MEASURED"), "{stdout}");
+    assert!(
+        stdout.contains("never attempted") || stdout.contains("join failed"),
+        "{stdout}"
+    );
 }

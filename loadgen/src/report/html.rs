@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::report::Report;
+use crate::report::{Outcome, Report};
 
 const W: f64 = 540.0;
 const H: f64 = 260.0;
@@ -448,7 +448,7 @@ pub fn render(r: &Report) -> String {
         (
             "Latency",
             format!(
-                "p50 {:.3} ms, p90 {:.3}, p99 {:.3}, p99.9 {:.3}, max {:.3}",
+                "p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
                 ms(r.latency_us.p50),
                 ms(r.latency_us.p90),
                 ms(r.latency_us.p99),
@@ -459,7 +459,7 @@ pub fn render(r: &Report) -> String {
         (
             "Throughput",
             format!(
-                "engine in {:.0} pps, out {:.0} pps ({:.1} Mbit/s)",
+                "engine in {:.0} packets/s, out {:.0} packets/s ({:.1} Mbit/s)",
                 r.media.ingress_pps, r.media.egress_pps, r.media.egress_mbps
             ),
         ),
@@ -487,13 +487,57 @@ pub fn render(r: &Report) -> String {
         (
             "Engine",
             format!(
-                "{:.2} CPU-s ({:.2} cores), {:.0} egress pps per core, peak RSS {:.0} MiB",
+                "{:.2} CPU-s ({:.2} cores), {:.0} egress packets/s per core ({:.0} ns per packet), peak RSS {:.0} MiB",
                 r.engine.cpu_s,
                 r.engine.cpu_cores,
                 r.engine.egress_pps_per_core,
+                r.engine.ns_per_egress_packet,
                 r.engine.peak_rss_mb
             ),
         ),
+        (
+            "Load generator",
+            format!(
+                "{:.2} CPU-s; timer lateness p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; client threads {} cores in the window",
+                r.loadgen.cpu_s,
+                r.validity.schedule_lateness.p50_ms,
+                r.validity.schedule_lateness.p99_ms,
+                r.validity.schedule_lateness.max_ms,
+                r.validity
+                    .client_thread_cores
+                    .iter()
+                    .map(|c| format!("{c:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            ),
+        ),
+        (
+            "Machine",
+            format!(
+                "{} ({} cores), host {}; load average {:.2} / {:.2} / {:.2} at start, {:.2} / {:.2} / {:.2} at end; run queue mean {:.1}, cpu busy {:.0} %{}",
+                r.meta.cpu_model,
+                r.meta.cores,
+                r.meta.host,
+                r.meta.loadavg_start[0],
+                r.meta.loadavg_start[1],
+                r.meta.loadavg_start[2],
+                r.meta.loadavg_end[0],
+                r.meta.loadavg_end[1],
+                r.meta.loadavg_end[2],
+                r.validity.machine.run_queue_mean,
+                r.validity.machine.cpu_busy * 100.0,
+                r.validity
+                    .machine
+                    .cpu_pressure
+                    .map_or(String::new(), |p| format!(
+                        ", CPU pressure (PSI some) {:.0} %",
+                        p * 100.0
+                    ))
+            ),
+        ),
+        ("Date", r.meta.date_utc.clone()),
+        ("Commit", r.meta.git_commit.clone()),
+        ("Command", r.meta.command_line.clone()),
     ];
     let mut table = String::new();
     for (k, v) in rows {
@@ -514,6 +558,39 @@ pub fn render(r: &Report) -> String {
             .map(|v| format!("<li>{}</li>", esc(v)))
             .collect();
         format!(r#"<div class="bad">SLO violated<ul>{items}</ul></div>"#)
+    };
+    let banner = match r.outcome {
+        Outcome::Invalid => {
+            let items: String = r
+                .validity
+                .reasons
+                .iter()
+                .map(|v| format!("<li>{}</li>", esc(v)))
+                .collect();
+            format!(
+                r#"<div class="bad banner">INVALID RUN: the load generator, not the SFU, was the bottleneck; latency, jitter and freezes describe the clients' starvation.<ul>{items}</ul></div>"#
+            )
+        }
+        Outcome::NotMeasured => format!(
+            r#"<div class="bad banner">NOT MEASURED: {}</div>"#,
+            if r.measured_s <= 0.0 {
+                "the measurement window never opened (see the notes)"
+            } else {
+                "most joins failed (see the join failures)"
+            }
+        ),
+        Outcome::Passed | Outcome::SloFailed => String::new(),
+    };
+    let failures: String = if r.join.failures.is_empty() {
+        String::new()
+    } else {
+        let items: String = r
+            .join
+            .failures
+            .iter()
+            .map(|f| format!("<li>{} x {}</li>", f.count, esc(&f.reason)))
+            .collect();
+        format!("<h2>Join failures</h2><ul>{items}</ul>")
     };
     let notes: String = r
         .notes
@@ -540,11 +617,14 @@ svg .axis {{ stroke: #9ca3af; }}
 svg .window {{ fill: #eff6ff; }}
 .ok {{ color: #166534; font-weight: 600; }}
 .bad {{ color: #991b1b; font-weight: 600; }}
+.banner {{ border: 2px solid #991b1b; background: #fef2f2; padding: 8px 12px; margin: 8px 0; }}
 pre {{ background: #f9fafb; padding: 8px; font-size: 12px; }}
 </style></head><body>
 <h1>Piazza load test</h1>
+{banner}
 <table>{table}</table>
 {slo}
+{failures}
 <p>Shaded: the measurement window (latency, loss, freezes and rates are counted there).</p>
 <div class="charts">
 {hist}
@@ -560,6 +640,166 @@ pre {{ background: #f9fafb; padding: 8px; font-size: 12px; }}
         hist = histogram_chart(r),
         joins = join_chart(r),
         scenario = esc(&scenario),
+    )
+}
+
+/// The comparison's page (`--compare`): the median table, then each chart
+/// with every run of both SFUs (Piazza blue, Janus orange).
+pub fn render_compare(c: &crate::compare::Comparison) -> String {
+    let (p, j) = (&c.sides[0], &c.sides[1]);
+    let mut rows = String::new();
+    let mut row = |name: &str, a: String, b: String| {
+        let _ = write!(
+            rows,
+            "<tr><th>{}</th><td>{}</td><td>{}</td></tr>",
+            esc(name),
+            esc(&a),
+            esc(&b)
+        );
+    };
+    row(
+        "valid rounds",
+        format!("{}/{}", p.valid_rounds, c.rounds),
+        format!("{}/{}", j.valid_rounds, c.rounds),
+    );
+    for (name, a, b, d, unit) in [
+        ("latency p50", p.latency_p50_ms, j.latency_p50_ms, 2, "ms"),
+        ("latency p99", p.latency_p99_ms, j.latency_p99_ms, 2, "ms"),
+        ("loss", p.loss_pct, j.loss_pct, 4, "%"),
+        ("jitter", p.jitter_ms, j.jitter_ms, 2, "ms"),
+        ("freezes", p.freezes, j.freezes, 0, ""),
+        (
+            "first frame p50",
+            p.first_frame_p50_ms,
+            j.first_frame_p50_ms,
+            0,
+            "ms",
+        ),
+        (
+            "first frame p99",
+            p.first_frame_p99_ms,
+            j.first_frame_p99_ms,
+            0,
+            "ms",
+        ),
+        (
+            "clients received",
+            p.received_pps,
+            j.received_pps,
+            0,
+            "packets/s",
+        ),
+        ("SFU forwarded", p.egress_pps, j.egress_pps, 0, "packets/s"),
+        ("SFU process CPU", p.cpu_cores, j.cpu_cores, 2, "cores"),
+        (
+            "SFU CPU per received packet",
+            p.cpu_us_per_received_packet,
+            j.cpu_us_per_received_packet,
+            2,
+            "us",
+        ),
+        ("SFU peak RSS", p.peak_rss_mb, j.peak_rss_mb, 0, "MiB"),
+    ] {
+        row(name, format!("{a:.d$} {unit}"), format!("{b:.d$} {unit}"));
+    }
+    row(
+        "CPU per packet, janus / piazza",
+        String::new(),
+        format!("{:.2}x", c.cpu_per_packet_ratio_janus_to_piazza),
+    );
+    let x_max = c
+        .runs
+        .iter()
+        .map(|r| r.report.duration_s)
+        .fold(1.0f64, f64::max);
+    let names: Vec<String> = c
+        .runs
+        .iter()
+        .map(|r| format!("{} r{}", r.sfu.name(), r.round))
+        .collect();
+    let chart = |title: &str, unit: &str, f: &dyn Fn(&Report) -> Vec<(f64, f64)>| {
+        let lines: Vec<Line<'_>> = c
+            .runs
+            .iter()
+            .zip(&names)
+            .map(|(r, n)| {
+                let color = match r.sfu {
+                    crate::scenario::Sfu::Piazza => BLUE,
+                    crate::scenario::Sfu::Janus => ORANGE,
+                };
+                (n.as_str(), color, f(&r.report))
+            })
+            .collect();
+        line_chart(title, unit, &lines, (0.0, 0.0), x_max)
+    };
+    let points = |r: &Report, v: &dyn Fn(usize) -> Option<f64>| -> Vec<(f64, f64)> {
+        let s = &r.series;
+        (0..s.t_s.len())
+            .filter_map(|i| v(i).map(|y| (s.t_s[i] + s.bucket_s / 2.0, y)))
+            .collect()
+    };
+    let p99 = chart("Latency p99 over time", "ms", &|r| {
+        points(r, &|i| {
+            r.series
+                .p99_us
+                .get(i)
+                .filter(|v| **v > 0)
+                .map(|v| *v as f64 / 1000.0)
+        })
+    });
+    let rate = chart(
+        "Packets per second the clients received",
+        "packets/s",
+        &|r| points(r, &|i| r.series.received_pps.get(i).copied()),
+    );
+    let cpu = chart("SFU process CPU over time", "cores", &|r| {
+        points(r, &|i| r.series.engine_cores.get(i).copied())
+    });
+    let notes: String = c
+        .notes
+        .iter()
+        .chain(
+            c.runs
+                .iter()
+                .filter(|r| !r.report.validity.valid)
+                .flat_map(|r| &r.report.validity.reasons),
+        )
+        .map(|n| format!("<li>{}</li>", esc(n)))
+        .collect();
+    let m = &c.meta;
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Piazza vs Janus</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #111827; max-width: 1180px; }}
+table {{ border-collapse: collapse; margin-bottom: 12px; }}
+th {{ text-align: left; padding: 2px 16px 2px 0; color: #374151; font-weight: 600; }}
+td {{ padding: 2px 16px 2px 0; font-variant-numeric: tabular-nums; }}
+.charts {{ display: flex; flex-wrap: wrap; gap: 16px; }}
+.charts svg {{ border: 1px solid #e5e7eb; border-radius: 6px; background: #fff; }}
+svg .title {{ font-size: 13px; font-weight: 600; fill: #111827; }}
+svg .tick {{ font-size: 10px; fill: #4b5563; }}
+svg .label {{ font-size: 11px; fill: #374151; }}
+svg .grid {{ stroke: #f3f4f6; }}
+svg .axis {{ stroke: #9ca3af; }}
+</style></head><body>
+<h1>Piazza vs Janus: {rooms} room(s) x {n}, {d:.0} s per run, {rounds} round(s)</h1>
+<p>{date} &middot; commit {commit} &middot; {cpu} ({cores} cores) &middot; <code>{cmd}</code></p>
+<table><tr><th>median of valid rounds</th><th>piazza</th><th>janus</th></tr>{rows}</table>
+<div class="charts">{p99}{rate}{cpu_chart}</div>
+<h2>Notes</h2><ul>{notes}</ul>
+</body></html>
+"#,
+        rooms = c.scenario.rooms,
+        n = c.scenario.participants,
+        d = c.scenario.duration_s,
+        rounds = c.rounds,
+        date = esc(&m.date_utc),
+        commit = esc(&m.git_commit),
+        cpu = esc(&m.cpu_model),
+        cores = m.cores,
+        cmd = esc(&m.command_line),
+        cpu_chart = cpu,
     )
 }
 

@@ -3,6 +3,7 @@
 //! is documented in `docs/loadgen.md`.
 
 pub mod html;
+pub mod meta;
 pub mod summary;
 
 use serde::Serialize;
@@ -10,17 +11,68 @@ use serde::Serialize;
 use crate::metrics::{FrameGap, ParticipantResult, Percentiles, Series};
 use crate::run::RunOutcome;
 use crate::run::flood::FloodReport;
+use crate::run::health::{MachineReport, Verdict};
 use crate::scenario::Scenario;
 use crate::slo::SloReport;
 
 /// Version of the JSON layout; bumped when a key changes meaning.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+
+/// Exit code: the run completed, was valid, and every SLO threshold held.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the run could not start or finish, or a report file could not
+/// be written.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: bad usage (a flag, scenario key, SLO spec or target URL).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: a valid run violated an SLO threshold.
+pub const EXIT_SLO: u8 = 3;
+/// Exit code: nothing was measured: the measurement window never opened, or
+/// most joins failed.
+pub const EXIT_NOT_MEASURED: u8 = 4;
+/// Exit code: the run is invalid: the load generator, not the SFU, was the
+/// bottleneck (see `validity`).
+pub const EXIT_INVALID: u8 = 5;
+
+/// The run's overall outcome, in the order it is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Measured, valid, every threshold held (or none given).
+    #[default]
+    Passed,
+    /// The window never opened or most joins failed.
+    NotMeasured,
+    /// The clients were the bottleneck.
+    Invalid,
+    /// A valid run broke an SLO threshold.
+    SloFailed,
+}
+
+impl Outcome {
+    /// The process exit code of this outcome.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Passed => EXIT_OK,
+            Outcome::NotMeasured => EXIT_NOT_MEASURED,
+            Outcome::Invalid => EXIT_INVALID,
+            Outcome::SloFailed => EXIT_SLO,
+        }
+    }
+}
 
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// Layout version.
     pub version: u32,
+    /// `passed`, `not_measured`, `invalid` or `slo_failed` (the exit code's
+    /// reason); see [`Report::decide`].
+    pub outcome: Outcome,
+    /// Date, commit, command line, machine.
+    pub meta: meta::Meta,
+    /// Whether the load generator kept up (its own health).
+    pub validity: Verdict,
     /// The scenario that ran.
     pub scenario: Scenario,
     /// Rooms.
@@ -151,6 +203,10 @@ pub struct JoinReport {
     pub first_frame_p99_ms: f64,
     /// Slowest, ms.
     pub first_frame_max_ms: f64,
+    /// Initial joins the run ended before attempting.
+    pub not_attempted: usize,
+    /// Every failed join counted by reason, most frequent first.
+    pub failures: Vec<FailureCount>,
     /// Participants missing a first frame on some expected video.
     pub first_frame_missing: usize,
     /// Participants the engine dropped for silence (ICE/DTLS timeout).
@@ -158,6 +214,15 @@ pub struct JoinReport {
     pub disconnects: Option<u64>,
     /// The first refusal messages.
     pub errors: Vec<String>,
+}
+
+/// Failed joins with one reason.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct FailureCount {
+    /// The refusal message, or why a join never connected.
+    pub reason: String,
+    /// Joins that failed so.
+    pub count: usize,
 }
 
 /// The engine's cost.
@@ -207,8 +272,57 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank.min(sorted.len()) - 1]
 }
 
-/// Build the report (without SLO outcome) from a run.
-pub fn build(s: &Scenario, o: &RunOutcome) -> Report {
+impl Report {
+    /// Decide the outcome (after the SLO was evaluated): not measured
+    /// first, then invalid, then the SLO. Returns it.
+    pub fn decide(&mut self) -> Outcome {
+        let most_failed = self.join.attempted + self.join.not_attempted > 0
+            && self.join.failed + self.join.not_attempted
+                > (self.join.attempted + self.join.not_attempted) / 2;
+        self.outcome = if self.measured_s <= 0.0 || most_failed {
+            Outcome::NotMeasured
+        } else if !self.validity.valid {
+            Outcome::Invalid
+        } else if !self.slo.passed {
+            Outcome::SloFailed
+        } else {
+            Outcome::Passed
+        };
+        self.outcome
+    }
+}
+
+/// Reason for joins that were accepted but never reached connected.
+pub const NEVER_CONNECTED: &str = "accepted, but ICE + DTLS did not complete before the run ended (or the participant left first)";
+
+/// Failed joins by reason, most frequent first.
+fn failures(o: &RunOutcome) -> Vec<FailureCount> {
+    let mut v: Vec<FailureCount> = o
+        .refusal_reasons
+        .iter()
+        .map(|(reason, count)| FailureCount {
+            reason: reason.clone(),
+            count: *count,
+        })
+        .collect();
+    let never = o
+        .participants
+        .iter()
+        .filter(|p| p.join_ms.is_none())
+        .count();
+    if never > 0 {
+        v.push(FailureCount {
+            reason: NEVER_CONNECTED.into(),
+            count: never,
+        });
+    }
+    v.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
+    v
+}
+
+/// Build the report (without SLO outcome) from a run; `meta` says where
+/// and when it ran.
+pub fn build(s: &Scenario, o: &RunOutcome, meta: meta::Meta) -> Report {
     let secs = o.measured.as_secs_f64();
     let per_s = |x: u64| if secs > 0.0 { x as f64 / secs } else { 0.0 };
     let cpu_s = o.engine.cpu.as_secs_f64();
@@ -240,13 +354,45 @@ pub fn build(s: &Scenario, o: &RunOutcome) -> Report {
             "peak_rss_mb is the whole process: the embedded engine and the load generator's clients together".into(),
         );
     }
-    if s.mode == crate::scenario::Mode::Target {
+    if s.mode == crate::scenario::Mode::Target && s.sfu == crate::scenario::Sfu::Piazza {
         notes.push(
-            "external server: engine counters, CPU and peak_rss_mb come from its /metrics (the whole server, other rooms included, snapshots up to ~100 ms old); disconnects are not observable through its HTTP API".into(),
+            "external server: engine counters and (when its process is not visible) CPU and peak_rss_mb come from its /metrics (the whole server, other rooms included, snapshots up to ~100 ms old); disconnects are not observable through its HTTP API".into(),
         );
     }
 
+    let validity = match &o.health {
+        Some(h) => Verdict::of(
+            o.measured > std::time::Duration::ZERO,
+            &h.lateness,
+            h.thread_cores.clone(),
+            h.machine.clone(),
+        ),
+        None => Verdict {
+            valid: true,
+            machine: MachineReport {
+                cores: meta.cores,
+                loadavg_start: meta.loadavg_start,
+                loadavg_end: meta.loadavg_end,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    };
+    notes.extend(validity.warnings.iter().cloned());
+    let not_attempted = o
+        .planned_joins
+        .saturating_sub(o.participants.len() + o.join_refused);
+    if not_attempted > 0 {
+        notes.push(format!(
+            "{not_attempted} of {} initial joins were never attempted: the run ended first; lengthen --duration or lower the load",
+            o.planned_joins
+        ));
+    }
+
     Report {
+        outcome: Outcome::Passed,
+        meta,
+        validity,
         flood: o.flood.clone(),
         version: VERSION,
         scenario: s.clone(),
@@ -291,6 +437,8 @@ pub fn build(s: &Scenario, o: &RunOutcome) -> Report {
             first_frame_p50_ms: percentile(&first, 0.5),
             first_frame_p99_ms: percentile(&first, 0.99),
             first_frame_max_ms: first.last().copied().unwrap_or(0.0),
+            not_attempted,
+            failures: failures(o),
             first_frame_missing: o
                 .participants
                 .iter()

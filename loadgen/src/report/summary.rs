@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::report::Report;
+use crate::report::{Outcome, Report};
 use crate::scenario::Mode;
 
 /// The summary table as text.
@@ -15,7 +15,14 @@ pub fn render(r: &Report) -> String {
             r.engine.shards
         ),
         Mode::InProcess => "in-process simulator (virtual time)".to_string(),
-        Mode::Target => format!("external server {}", s.target.as_deref().unwrap_or("?")),
+        Mode::Target => format!(
+            "external {}server {}",
+            match s.sfu {
+                crate::scenario::Sfu::Piazza => "",
+                crate::scenario::Sfu::Janus => "Janus ",
+            },
+            s.target.as_deref().unwrap_or("?")
+        ),
     };
     let mut out = String::new();
     let _ = writeln!(
@@ -44,8 +51,17 @@ pub fn render(r: &Report) -> String {
         (
             "joins",
             format!(
-                "{} ok, {} failed   join p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-                r.join.connected, r.join.failed, r.join.p50_ms, r.join.p99_ms, r.join.max_ms
+                "{} ok, {} failed{}   join p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                r.join.connected,
+                r.join.failed,
+                if r.join.not_attempted > 0 {
+                    format!(", {} never attempted", r.join.not_attempted)
+                } else {
+                    String::new()
+                },
+                r.join.p50_ms,
+                r.join.p99_ms,
+                r.join.max_ms
             ),
         ),
         (
@@ -68,7 +84,7 @@ pub fn render(r: &Report) -> String {
         (
             "latency",
             format!(
-                "p50 {:.3} ms, p90 {:.3}, p99 {:.3}, p99.9 {:.3}, max {:.3} ({} samples)",
+                "p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms ({} samples)",
                 ms(r.latency_us.p50),
                 ms(r.latency_us.p90),
                 ms(r.latency_us.p99),
@@ -80,14 +96,14 @@ pub fn render(r: &Report) -> String {
         (
             "throughput",
             format!(
-                "engine in {:.0} pps, out {:.0} pps ({:.1} Mbit/s); clients received {:.0} pps",
+                "engine in {:.0} packets/s, out {:.0} packets/s ({:.1} Mbit/s); clients received {:.0} packets/s",
                 r.media.ingress_pps, r.media.egress_pps, r.media.egress_mbps, r.media.received_pps
             ),
         ),
         (
             "quality",
             format!(
-                "loss {:.4} % ({} of {}), jitter {:.3} ms (max {:.3}), freezes {} ({:.0} ms), longest frame gap {:.0} ms",
+                "loss {:.4} % ({} of {} packets), jitter {:.3} ms (max {:.3} ms), freezes {} ({:.0} ms), longest frame gap {:.0} ms",
                 r.media.loss_ratio * 100.0,
                 r.media.packets_lost,
                 r.media.packets_expected,
@@ -120,7 +136,7 @@ pub fn render(r: &Report) -> String {
         (
             "engine",
             format!(
-                "cpu {:.2} s ({:.2} cores), {:.0} egress pps per core ({:.0} ns per packet), peak RSS {:.0} MiB",
+                "cpu {:.2} CPU-s ({:.2} cores), {:.0} egress packets/s per core ({:.0} ns CPU per packet), peak RSS {:.0} MiB",
                 r.engine.cpu_s,
                 r.engine.cpu_cores,
                 r.engine.egress_pps_per_core,
@@ -131,12 +147,54 @@ pub fn render(r: &Report) -> String {
         (
             "loadgen",
             format!(
-                "cpu {:.2} s on {} client thread(s)",
-                r.loadgen.cpu_s, r.loadgen.client_threads
+                "cpu {:.2} CPU-s on {} client thread(s){}; timer lateness p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms",
+                r.loadgen.cpu_s,
+                r.loadgen.client_threads,
+                if r.validity.client_thread_cores.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} cores each in the window)",
+                        r.validity
+                            .client_thread_cores
+                            .iter()
+                            .map(|c| format!("{c:.2}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                },
+                r.validity.schedule_lateness.p50_ms,
+                r.validity.schedule_lateness.p99_ms,
+                r.validity.schedule_lateness.max_ms
+            ),
+        ),
+        ("machine", machine(r)),
+        (
+            "run",
+            format!(
+                "{} commit {} on {} ({} core(s))",
+                r.meta.date_utc,
+                short(&r.meta.git_commit),
+                r.meta.cpu_model,
+                r.meta.cores
             ),
         ),
     ];
+    // Without a window the media rows are zeros that describe nothing.
+    let unmeasured = ["latency", "throughput", "quality", "video", "switches"];
+    let mut said = false;
     for (k, v) in rows {
+        if r.measured_s <= 0.0 && unmeasured.contains(&k) {
+            if !said {
+                said = true;
+                let _ = writeln!(
+                    out,
+                    "  {:<11} not measured: the measurement window never opened",
+                    "media"
+                );
+            }
+            continue;
+        }
         let _ = writeln!(out, "  {k:<11} {v}");
     }
     for g in r.media.frame_gaps.iter().filter(|g| g.freeze).take(5) {
@@ -146,8 +204,8 @@ pub fn render(r: &Report) -> String {
             g.gap_ms, g.at_s, g.room, g.subscriber, g.slot, g.from.0, g.from.1, g.to.0, g.to.1
         );
     }
-    for e in &r.join.errors {
-        let _ = writeln!(out, "  join error  {e}");
+    for f in r.join.failures.iter().take(10) {
+        let _ = writeln!(out, "  join failed {} x {}", f.count, f.reason);
     }
     if let Some(f) = &r.flood {
         let d = &f.engine_drops.drops;
@@ -173,7 +231,30 @@ pub fn render(r: &Report) -> String {
     for n in &r.notes {
         let _ = writeln!(out, "  note        {n}");
     }
-    if s.slo.is_some() {
+    match r.outcome {
+        Outcome::NotMeasured => {
+            let _ = writeln!(
+                out,
+                "\n  NOT MEASURED  {}",
+                if r.measured_s <= 0.0 {
+                    "the measurement window never opened (see the notes): no figure above describes a running room"
+                } else {
+                    "most joins failed (reasons above): the figures describe a partial room"
+                }
+            );
+        }
+        Outcome::Invalid => {
+            let _ = writeln!(
+                out,
+                "\n  INVALID RUN  the load generator, not the SFU, was the bottleneck; latency, jitter and freezes above describe the clients' starvation:"
+            );
+            for reason in &r.validity.reasons {
+                let _ = writeln!(out, "               - {reason}");
+            }
+        }
+        Outcome::Passed | Outcome::SloFailed => {}
+    }
+    if s.slo.is_some() && r.outcome != Outcome::NotMeasured && r.outcome != Outcome::Invalid {
         if r.slo.passed {
             let _ = writeln!(
                 out,
@@ -187,6 +268,30 @@ pub fn render(r: &Report) -> String {
         }
     }
     out
+}
+
+/// A commit hash shortened to 12 characters (a `-dirty` mark kept).
+fn short(commit: &str) -> String {
+    match commit.split_once('-') {
+        Some((h, rest)) => format!("{}-{rest}", &h[..h.len().min(12)]),
+        None => commit[..commit.len().min(12)].to_string(),
+    }
+}
+
+fn machine(r: &Report) -> String {
+    let m = &r.validity.machine;
+    format!(
+        "load average {:.2} at start, {:.2} at end; run queue mean {:.1}, max {} tasks; cpu busy {:.0} %{}",
+        r.meta.loadavg_start[0],
+        r.meta.loadavg_end[0],
+        m.run_queue_mean,
+        m.run_queue_max,
+        m.cpu_busy * 100.0,
+        m.cpu_pressure.map_or(String::new(), |p| format!(
+            ", tasks waiting for a CPU {:.0} % of the time (PSI)",
+            p * 100.0
+        ))
+    )
 }
 
 fn impairment(r: &Report) -> String {

@@ -2,8 +2,8 @@
 //! with its own UDP socket on 127.0.0.1 (the engine routes by source
 //! address), and drives them with the real clock.
 //!
-//! The loop: wait in epoll for a readable socket, the next deadline (a
-//! timerfd: sub-millisecond) or the doorbell; read each readable socket,
+//! The loop: wait (the `polling` crate: epoll) for a readable socket, the
+//! next deadline (sub-millisecond) or a wake from the orchestrator; read each readable socket,
 //! stamping every datagram with `Instant::now()` as `recv` returns; pass it
 //! through the participant's receive-path impairment (a seeded
 //! [`piazza::sim::Link`]: loss, delay, downlink cap) into the client; run
@@ -16,7 +16,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -26,8 +26,10 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use piazza::sim::client::Arrival;
 use piazza::sim::{Link, SimClient};
 
-use crate::metrics::{Collector, MediaTotals, ParticipantMeter, ParticipantResult, PauseWatch};
-use crate::run::poll::{Doorbell, Poller};
+use crate::metrics::{
+    Collector, LatencyHistogram, MediaTotals, ParticipantMeter, ParticipantResult, PauseWatch,
+};
+use crate::run::poll::{Poller, Waker};
 
 /// Datagrams read from one socket per wakeup before the others get a turn.
 const READ_BUDGET: usize = 64;
@@ -36,6 +38,9 @@ const LIVE_INTERVAL: Duration = Duration::from_millis(250);
 /// A client whose timer is due again right after being driven waits this
 /// long (str0m can ask for "now" repeatedly; never spin on it).
 const MIN_REARM: Duration = Duration::from_micros(50);
+/// With a starvation hook (`starve_clients_ms`), the thread sleeps once per
+/// this period during the window.
+const STARVE_PERIOD: Duration = Duration::from_millis(200);
 
 /// A joined participant handed to a driver.
 pub struct NewClient {
@@ -49,6 +54,11 @@ pub struct NewClient {
     pub meter: ParticipantMeter,
     /// Receive-path impairment, if any.
     pub link: Option<Link>,
+    /// Whether this peer is a participant of the report. False for a
+    /// publish-only companion peer (on Janus a participant is two peers:
+    /// its publisher and its subscriber, which carries the meter): driven
+    /// like the others, but neither reported nor counted as joined.
+    pub measured: bool,
 }
 
 /// What the orchestrator asks of a driver.
@@ -90,12 +100,19 @@ pub struct DriverOutput {
     pub send_errors: u64,
     /// Transmits to a non-loopback destination, not sent.
     pub blocked: u64,
+    /// How late client timers ran against their deadline in the window,
+    /// microseconds (the load generator's own health).
+    pub lateness: LatencyHistogram,
+    /// CPU time of the thread in the measurement window.
+    pub window_cpu: Duration,
+    /// Length of the window as this thread saw it.
+    pub window_wall: Duration,
 }
 
 /// The orchestrator's side of a driver thread.
 pub struct DriverHandle {
     tx: Sender<Command>,
-    bell: Arc<Doorbell>,
+    waker: Waker,
     thread: Option<JoinHandle<DriverOutput>>,
     /// Live counters.
     pub live: Arc<Live>,
@@ -106,7 +123,7 @@ impl DriverHandle {
     pub fn send(&self, cmd: Command) {
         // The thread only ends on Stop, after which nothing is sent.
         let _ = self.tx.send(cmd);
-        self.bell.ring();
+        self.waker.wake();
     }
 
     /// Stop the thread (if not yet asked to) and collect what it measured;
@@ -128,15 +145,19 @@ impl Drop for DriverHandle {
 }
 
 /// Start a driver thread. `epoch` is the trailers' time base, `t0` the
-/// start of the run, `bucket` the time-series width.
+/// start of the run, `bucket` the time-series width. `starve`: a test hook
+/// that makes the thread sleep this long every 200 ms of the window, so its
+/// clients fall behind their schedule on purpose (the validity check must
+/// catch it); `None` in real runs.
 pub fn spawn(
     index: usize,
     epoch: Instant,
     t0: Instant,
     bucket: Duration,
+    starve: Option<Duration>,
 ) -> io::Result<DriverHandle> {
-    let bell = Arc::new(Doorbell::new()?);
-    let poller = Poller::new(&bell)?;
+    let poller = Poller::new()?;
+    let waker = poller.waker();
     let (tx, rx) = crossbeam_channel::unbounded();
     let live = Arc::new(Live::default());
     let driver = Driver {
@@ -159,13 +180,17 @@ pub fn spawn(
         next_live: Instant::now() + LIVE_INTERVAL,
         send_errors: 0,
         blocked: 0,
+        lateness: LatencyHistogram::new(),
+        window_cpu_start: Duration::ZERO,
+        starve,
+        next_starve: None,
     };
     let thread = std::thread::Builder::new()
         .name(format!("loadgen-clients-{index}"))
         .spawn(move || driver.run())?;
     Ok(DriverHandle {
         tx,
-        bell,
+        waker,
         thread: Some(thread),
         live,
     })
@@ -179,6 +204,7 @@ struct Entry {
     watch: PauseWatch,
     link: Option<Link>,
     scheduled: Instant,
+    measured: bool,
 }
 
 /// A datagram held back by the receive-path delay.
@@ -229,6 +255,10 @@ struct Driver {
     next_live: Instant,
     send_errors: u64,
     blocked: u64,
+    lateness: LatencyHistogram,
+    window_cpu_start: Duration,
+    starve: Option<Duration>,
+    next_starve: Option<Instant>,
 }
 
 impl Driver {
@@ -247,7 +277,7 @@ impl Driver {
                 std::thread::sleep(Duration::from_millis(1));
             }
             for &token in &ready {
-                self.read_socket(token as usize, &mut buf);
+                self.read_socket(token, &mut buf);
             }
             let now = Instant::now();
             self.run_delayed(now);
@@ -255,6 +285,7 @@ impl Driver {
             if now >= self.next_live {
                 self.publish_live(now);
             }
+            self.starve_if_asked(now);
         }
         self.finish()
     }
@@ -297,6 +328,8 @@ impl Driver {
                 }
                 Command::StartWindow => {
                     self.window_start = Some(now);
+                    self.window_cpu_start = thread_cpu_time();
+                    self.next_starve = self.starve.map(|_| now);
                     for e in self.entries.iter_mut().flatten() {
                         e.meter.start_window(now);
                     }
@@ -311,7 +344,7 @@ impl Driver {
             self.entries.push(None);
             self.entries.len() - 1
         });
-        if let Err(e) = self.poller.add(c.socket.as_raw_fd(), index as u64) {
+        if let Err(e) = self.poller.add(c.socket.as_fd(), index) {
             eprintln!("loadgen: cannot watch a client socket: {e}");
         }
         let mut entry = Entry {
@@ -322,6 +355,7 @@ impl Driver {
             watch: PauseWatch::default(),
             link: c.link,
             scheduled: now,
+            measured: c.measured,
         };
         if let Some(w) = self.window_start {
             entry.meter.start_window(w);
@@ -344,12 +378,15 @@ impl Driver {
         };
         e.client.close(now);
         self.flush_transmits_of(&mut e);
-        self.poller.remove(e.socket.as_raw_fd());
+        self.poller.remove(e.socket.as_fd());
         self.finalize(e);
         self.free.push(index);
     }
 
     fn finalize(&mut self, mut e: Entry) {
+        if !e.measured {
+            return;
+        }
         e.client.take_arrivals(&mut self.arrivals);
         for a in self.arrivals.drain(..) {
             e.meter.on_arrival(&a, self.epoch, &mut self.collector);
@@ -435,6 +472,12 @@ impl Driver {
             if e.scheduled != at {
                 continue;
             }
+            if self.window_start.is_some() {
+                // Measured when the driver gets to this timer, not when the
+                // batch began: a long batch makes its last timers late.
+                let late = Instant::now().saturating_duration_since(at);
+                self.lateness.record(late.as_micros() as u64);
+            }
             e.client.handle_timeout(now);
             self.after_io(index, now, true);
         }
@@ -492,7 +535,7 @@ impl Driver {
         self.live.recent_p99_us.store(p99, Ordering::Relaxed);
         let mut connected = 0;
         for e in self.entries.iter_mut().flatten() {
-            connected += e.client.connected_at().is_some() as usize;
+            connected += (e.measured && e.client.connected_at().is_some()) as usize;
             // The client's own latency list is not used (the meters compute
             // latency from the arrival log); keep it from growing.
             drop(e.client.take_latencies());
@@ -500,16 +543,34 @@ impl Driver {
         self.live.connected.store(connected, Ordering::Relaxed);
     }
 
+    /// The starvation test hook: sleep through part of every period.
+    fn starve_if_asked(&mut self, now: Instant) {
+        if let (Some(d), Some(next)) = (self.starve, self.next_starve)
+            && now >= next
+        {
+            self.next_starve = Some(now + STARVE_PERIOD);
+            std::thread::sleep(d.min(STARVE_PERIOD));
+        }
+    }
+
     fn finish(mut self) -> DriverOutput {
         let entries: Vec<Entry> = self.entries.iter_mut().filter_map(|e| e.take()).collect();
         for e in entries {
             self.finalize(e);
         }
+        let cpu = thread_cpu_time();
+        let (window_cpu, window_wall) = match self.window_start {
+            Some(w) => (cpu.saturating_sub(self.window_cpu_start), w.elapsed()),
+            None => (Duration::ZERO, Duration::ZERO),
+        };
         DriverOutput {
+            lateness: self.lateness,
+            window_cpu,
+            window_wall,
             collector: self.collector,
             totals: self.totals,
             participants: self.results,
-            cpu: thread_cpu_time(),
+            cpu,
             send_errors: self.send_errors,
             blocked: self.blocked,
         }

@@ -11,6 +11,7 @@
 //! external server through its HTTP API ([`crate::run::target`]); the
 //! clients, the meters and the report are the same for both.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -22,9 +23,10 @@ use piazza::{
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::LoadgenError;
-use crate::metrics::{Collector, EngineSample, MediaTotals, ParticipantMeter};
+use crate::metrics::{Collector, EngineSample, LatencyHistogram, MediaTotals, ParticipantMeter};
 use crate::run::driver::{self, Command, DriverHandle, NewClient, thread_cpu_time};
-use crate::run::{EngineWindow, Progress, RunOutcome, flood};
+use crate::run::health::MachineWatch;
+use crate::run::{ClientHealth, EngineWindow, Progress, RunOutcome, flood};
 use crate::scenario::Scenario;
 
 /// Socket buffers of each client: a few keyframe bursts deep.
@@ -33,10 +35,14 @@ const CLIENT_SOCKET_BUFFER: usize = 1 << 20;
 const DOWNLINK_QUEUE: Duration = Duration::from_millis(250);
 /// How often the progress line is refreshed.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+/// The progress line's packet rate is averaged over this long.
+const RATE_WINDOW: Duration = Duration::from_secs(2);
 /// Churned participants do not rejoin this close to the end of the run.
 const LATE_JOIN_CUTOFF: Duration = Duration::from_secs(2);
 /// Refusal messages kept for the report.
 const MAX_ERRORS: usize = 10;
+/// Distinct refusal messages counted; the rest are counted together.
+const MAX_REASONS: usize = 20;
 
 /// Who a joined participant is to the backend.
 pub(crate) enum MemberId {
@@ -88,6 +94,11 @@ pub(crate) trait Backend {
     /// The engine, when it runs in this process (`--flood-pps` needs it).
     fn engine(&self) -> Option<&Engine> {
         None
+    }
+    /// Whether every participant still present leaves explicitly at the
+    /// end (a server's room may outlive the run: an invited room).
+    fn leave_at_end(&self) -> bool {
+        false
     }
 }
 
@@ -193,6 +204,7 @@ struct Orchestrator<'a> {
     rotation: usize,
     join_refused: usize,
     join_errors: Vec<String>,
+    refusal_reasons: BTreeMap<String, usize>,
     disconnects: Option<u64>,
 }
 
@@ -248,9 +260,12 @@ pub(crate) fn drive(
     let t0 = Instant::now();
     let epoch = t0;
     let bucket = s.bucket();
+    let mut machine = MachineWatch::new();
+    let starve =
+        (s.starve_clients_ms > 0.0).then(|| Duration::from_secs_f64(s.starve_clients_ms / 1000.0));
     let mut drivers = Vec::with_capacity(s.client_threads);
     for i in 0..s.client_threads {
-        drivers.push(driver::spawn(i, epoch, t0, bucket)?);
+        drivers.push(driver::spawn(i, epoch, t0, bucket, starve)?);
     }
     let disconnects = backend.disconnects();
     let mut o = Orchestrator {
@@ -264,6 +279,7 @@ pub(crate) fn drive(
         rotation: 0,
         join_refused: 0,
         join_errors: Vec::new(),
+        refusal_reasons: BTreeMap::new(),
         disconnects,
     };
     for r in 0..s.rooms {
@@ -290,7 +306,11 @@ pub(crate) fn drive(
     let mut samples = vec![o.backend.counters(false)?.sample];
     let mut next_sample = t0 + bucket;
     let mut next_progress = t0;
-    let mut last_progress = (t0, 0u64);
+    // (when, packets received so far) over the last RATE_WINDOW: the
+    // progress line's rate is their slope, smooth across the drivers'
+    // 250 ms publishing steps.
+    let mut recent: std::collections::VecDeque<(Instant, u64)> =
+        std::collections::VecDeque::from([(t0, 0)]);
     let mut notes = Vec::new();
     progress.message("joining");
 
@@ -327,6 +347,7 @@ pub(crate) fn drive(
             for d in &o.drivers {
                 d.send(Command::StartWindow);
             }
+            machine.open_window();
             if s.flood_pps > 0
                 && let Some(engine) = o.backend.engine()
             {
@@ -384,6 +405,9 @@ pub(crate) fn drive(
             c.t = now - t0;
             samples.push(c);
             next_sample += bucket;
+            if window.is_some() {
+                machine.sample();
+            }
         }
         o.count_disconnects();
         if now >= next_progress {
@@ -408,13 +432,16 @@ pub(crate) fn drive(
                 })
                 .max()
                 .unwrap_or(0);
-            let dt = now.saturating_duration_since(last_progress.0).as_secs_f64();
-            let pps = if dt > 0.0 {
-                packets.saturating_sub(last_progress.1) as f64 / dt
-            } else {
-                0.0
+            recent.push_back((now, packets));
+            while recent.len() > 2 && now.duration_since(recent[1].0) >= RATE_WINDOW {
+                recent.pop_front();
+            }
+            let pps = match recent.front() {
+                Some(&(t, p)) if now > t => {
+                    packets.saturating_sub(p) as f64 / (now - t).as_secs_f64()
+                }
+                _ => 0.0,
             };
-            last_progress = (now, packets);
             progress.update(now - t0, joined, s.total_participants(), pps, p99);
         }
         // Sleep until the next thing to do.
@@ -450,6 +477,7 @@ pub(crate) fn drive(
         d.send(Command::Stop);
     }
     let end_stats = o.backend.counters(true)?;
+    let machine = machine.finish();
     if let Some(r) = &mut flood_report
         && let Some(engine) = o.backend.engine()
     {
@@ -484,34 +512,28 @@ pub(crate) fn drive(
         }
     };
 
-    let mut collector = Collector::new(t0, bucket);
-    let mut totals = MediaTotals::default();
-    let mut participants = Vec::new();
-    let mut loadgen_cpu = thread_cpu_time().saturating_sub(main_cpu_start);
-    let mut client_send_errors = 0;
     let drivers = std::mem::take(&mut o.drivers);
-    for d in drivers {
-        if let Some(out) = d.join() {
-            collector.merge(&out.collector);
-            totals.merge(&out.totals);
-            participants.extend(out.participants);
-            loadgen_cpu += out.cpu;
-            client_send_errors += out.send_errors;
-            if out.blocked > 0 {
-                notes.push(format!(
-                    "{} datagrams to non-loopback destinations were not sent",
-                    out.blocked
-                ));
+    let Gathered {
+        collector,
+        totals,
+        participants,
+        loadgen_cpu,
+        client_send_errors,
+        lateness,
+        thread_cores,
+    } = gather(drivers, t0, bucket, main_cpu_start, &mut notes);
+    let peak_rss_mb = o.backend.peak_rss_mb();
+    if o.backend.leave_at_end() {
+        for (r, room) in o.rooms.iter_mut().enumerate() {
+            for m in room.positions.iter_mut().filter_map(Option::take) {
+                // Best effort: the server also times silent participants out.
+                let _ = o.backend.leave(r, &m.id);
             }
-        } else {
-            notes.push("a client driver thread panicked; its participants are missing".into());
         }
     }
-    let peak_rss_mb = o.backend.peak_rss_mb();
     o.backend.close();
     o.count_disconnects();
     let shards = o.backend.shards();
-    participants.sort_by(|a, b| a.join_at_s.total_cmp(&b.join_at_s));
     Ok(RunOutcome {
         measured,
         elapsed: stop - t0,
@@ -520,6 +542,13 @@ pub(crate) fn drive(
         participants,
         join_refused: o.join_refused,
         join_errors: o.join_errors,
+        refusal_reasons: o.refusal_reasons,
+        planned_joins: plan.len(),
+        health: Some(ClientHealth {
+            lateness,
+            thread_cores,
+            machine,
+        }),
         disconnects: o.disconnects,
         engine: engine_window,
         engine_samples: samples,
@@ -567,7 +596,16 @@ impl Orchestrator<'_> {
             Err(e) => {
                 self.join_refused += 1;
                 if self.join_errors.len() < MAX_ERRORS {
-                    self.join_errors.push(e);
+                    self.join_errors.push(e.clone());
+                }
+                if self.refusal_reasons.len() < MAX_REASONS || self.refusal_reasons.contains_key(&e)
+                {
+                    *self.refusal_reasons.entry(e).or_default() += 1;
+                } else {
+                    *self
+                        .refusal_reasons
+                        .entry("other refusals (too many distinct messages)".into())
+                        .or_default() += 1;
                 }
             }
         }
@@ -616,6 +654,7 @@ impl Orchestrator<'_> {
             socket,
             meter,
             link,
+            measured: true,
         })));
         self.rooms[r].positions[p] = Some(Member { key, id, driver });
         Ok(())
@@ -660,7 +699,7 @@ pub(crate) fn cap_messages(client: &SimClient, s: &Scenario) -> Vec<ClientMessag
 }
 
 /// The receive-path impairment of every client, if any.
-fn link_config(s: &Scenario) -> Option<LinkConfig> {
+pub(crate) fn link_config(s: &Scenario) -> Option<LinkConfig> {
     s.impaired().then(|| LinkConfig {
         delay: Duration::from_secs_f64(s.delay_ms / 1000.0),
         jitter: Duration::from_secs_f64(s.delay_jitter_ms / 1000.0),
@@ -671,7 +710,7 @@ fn link_config(s: &Scenario) -> Option<LinkConfig> {
 }
 
 /// A client's nonblocking UDP socket on 127.0.0.1 with an OS-chosen port.
-fn client_socket() -> std::io::Result<UdpSocket> {
+pub(crate) fn client_socket() -> std::io::Result<UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     // Best effort: the kernel caps these at rmem_max / wmem_max.
     let _ = s.set_recv_buffer_size(CLIENT_SOCKET_BUFFER);
@@ -694,4 +733,66 @@ fn counters(stats: &EngineStats) -> Counters {
         x.send_drops += sh.socket.send_errors + sh.socket.send_would_block;
     }
     x
+}
+
+/// What the driver threads measured, merged.
+pub(crate) struct Gathered {
+    pub collector: Collector,
+    pub totals: MediaTotals,
+    /// Sorted by join time.
+    pub participants: Vec<crate::metrics::ParticipantResult>,
+    /// This thread's CPU since `main_cpu_start` plus the drivers'.
+    pub loadgen_cpu: Duration,
+    pub client_send_errors: u64,
+    pub lateness: LatencyHistogram,
+    pub thread_cores: Vec<f64>,
+}
+
+/// Stop the driver threads and merge what they measured; observations go
+/// to `notes`.
+pub(crate) fn gather(
+    drivers: Vec<DriverHandle>,
+    t0: Instant,
+    bucket: Duration,
+    main_cpu_start: Duration,
+    notes: &mut Vec<String>,
+) -> Gathered {
+    let mut collector = Collector::new(t0, bucket);
+    let mut totals = MediaTotals::default();
+    let mut participants = Vec::new();
+    let mut loadgen_cpu = thread_cpu_time().saturating_sub(main_cpu_start);
+    let mut client_send_errors = 0;
+    let mut lateness = LatencyHistogram::new();
+    let mut thread_cores = Vec::new();
+    for d in drivers {
+        if let Some(out) = d.join() {
+            lateness.merge(&out.lateness);
+            if out.window_wall > Duration::ZERO {
+                thread_cores.push(out.window_cpu.as_secs_f64() / out.window_wall.as_secs_f64());
+            }
+            collector.merge(&out.collector);
+            totals.merge(&out.totals);
+            participants.extend(out.participants);
+            loadgen_cpu += out.cpu;
+            client_send_errors += out.send_errors;
+            if out.blocked > 0 {
+                notes.push(format!(
+                    "{} datagrams to non-loopback destinations were not sent",
+                    out.blocked
+                ));
+            }
+        } else {
+            notes.push("a client driver thread panicked; its participants are missing".into());
+        }
+    }
+    participants.sort_by(|a, b| a.join_at_s.total_cmp(&b.join_at_s));
+    Gathered {
+        collector,
+        totals,
+        participants,
+        loadgen_cpu,
+        client_send_errors,
+        lateness,
+        thread_cores,
+    }
 }

@@ -66,7 +66,16 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
         totals: total.totals,
         participants: total.participants,
         join_refused: total.join_refused,
+        refusal_reasons: total
+            .join_errors
+            .iter()
+            .fold(Default::default(), |mut m: std::collections::BTreeMap<String, usize>, e| {
+                *m.entry(e.clone()).or_default() += 1;
+                m
+            }),
         join_errors: total.join_errors,
+        planned_joins: s.total_participants(),
+        health: None,
         disconnects: Some(total.disconnects),
         engine: total.engine,
         engine_samples: samples,

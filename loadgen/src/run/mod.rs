@@ -6,15 +6,19 @@
 pub mod driver;
 pub mod embedded;
 pub mod flood;
+pub mod health;
 pub mod in_process;
+pub mod janus;
 pub mod poll;
+pub mod process;
 pub mod progress;
 pub mod target;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::error::LoadgenError;
-use crate::metrics::{Collector, EngineSample, MediaTotals, ParticipantResult};
+use crate::metrics::{Collector, EngineSample, LatencyHistogram, MediaTotals, ParticipantResult};
 use crate::scenario::{Mode, Scenario};
 
 pub use progress::Progress;
@@ -49,6 +53,13 @@ pub struct RunOutcome {
     pub join_refused: usize,
     /// The first few refusal messages.
     pub join_errors: Vec<String>,
+    /// Every refusal, counted by message.
+    pub refusal_reasons: BTreeMap<String, usize>,
+    /// Initial joins the scenario planned (rooms x participants); fewer
+    /// were attempted when the run ended first.
+    pub planned_joins: usize,
+    /// The load generator's own health (real client threads only).
+    pub health: Option<ClientHealth>,
     /// Participants the engine reported as disconnected (ICE/DTLS timeout);
     /// `None` when the target cannot tell (an external server).
     pub disconnects: Option<u64>,
@@ -77,12 +88,26 @@ pub struct RunOutcome {
     pub flood: Option<flood::FloodReport>,
 }
 
+/// What the client threads and the machine did during the window.
+#[derive(Debug, Clone, Default)]
+pub struct ClientHealth {
+    /// Client timer lateness in the window, microseconds.
+    pub lateness: LatencyHistogram,
+    /// Each driver thread's CPU-seconds per second in the window.
+    pub thread_cores: Vec<f64>,
+    /// The machine.
+    pub machine: health::MachineReport,
+}
+
 /// Run the scenario against its target.
 pub fn run(scenario: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError> {
     match scenario.mode {
         Mode::Embedded => embedded::run(scenario, progress),
         Mode::InProcess => in_process::run(scenario, progress),
         Mode::Target => match scenario.target.as_deref() {
+            Some(url) if scenario.sfu == crate::scenario::Sfu::Janus => {
+                janus::run(scenario, url, progress)
+            }
             Some(url) => target::run(scenario, url, progress),
             None => Err(LoadgenError::InvalidScenario(
                 "mode = \"target\" needs `target`, the server's base URL".into(),

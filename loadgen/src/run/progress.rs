@@ -1,5 +1,6 @@
 //! The live progress line (indicatif): elapsed time, joined participants,
-//! received packets per second and recent p99 latency. Drawn on stderr,
+//! received packets per second (averaged over the last 2 s) and recent p99
+//! latency. Drawn on stderr,
 //! only when it is a terminal.
 
 use std::time::Duration;
@@ -39,7 +40,7 @@ impl Progress {
         self.bar
             .set_prefix(format!("{:.1}s", elapsed.as_secs_f64()));
         self.bar.set_message(format!(
-            "joined {joined}/{total}  rx {pps:>7.0} pps  p99 {:.2} ms",
+            "joined {joined}/{total}  received {pps:>7.0} packets/s (2 s average)  latency p99 {:.2} ms",
             p99_us as f64 / 1000.0
         ));
     }

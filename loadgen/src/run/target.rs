@@ -11,12 +11,11 @@
 //! The engine's counters (forwarded packets, shard CPU seconds, drops,
 //! panics, peak RSS) come from `GET /metrics`.
 //!
-//! Plain HTTP/1.1 over a `TcpStream`, one request per connection: a few
-//! hundred requests per run do not need more. The server must be on this
-//! machine: the clients send only to loopback addresses.
+//! HTTP through `ureq` (blocking, plain HTTP/1.1, connections reused). The
+//! server must be on this machine: the clients send only to loopback
+//! addresses.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::error::LoadgenError;
@@ -32,8 +31,57 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest response accepted (a `/metrics` page of a few shards is ~10 KiB).
 const MAX_RESPONSE: usize = 4 << 20;
 
+/// An invite link `{base}/r/{room}#t={token}` taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invite {
+    /// The server's base URL (`http://127.0.0.1:8080`).
+    pub base: String,
+    /// The room id.
+    pub room: String,
+    /// The invite token.
+    pub token: String,
+}
+
+/// Parse an invite link as the server prints it (`invite_url`,
+/// docs/api.md): `http://HOST:PORT/r/ROOM#t=TOKEN`. A usage error says what
+/// is missing.
+pub fn parse_invite(url: &str) -> Result<Invite, String> {
+    let bad = |why: &str| {
+        format!(
+            "--invite {url}: {why} (an invite link looks like http://127.0.0.1:8080/r/ROOM#t=TOKEN)"
+        )
+    };
+    let (before, fragment) = url.split_once('#').ok_or_else(|| bad("no #t=TOKEN part"))?;
+    let token = fragment
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("t="))
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| bad("no t=TOKEN after #"))?;
+    let (base, room) = before
+        .rsplit_once("/r/")
+        .ok_or_else(|| bad("no /r/ROOM path"))?;
+    let room = room.trim_end_matches('/');
+    if room.is_empty() || room.contains('/') || room.contains('?') {
+        return Err(bad("the room id after /r/ is empty or malformed"));
+    }
+    let base = check_base(base)?;
+    Ok(Invite {
+        base,
+        room: room.to_string(),
+        token: token.to_string(),
+    })
+}
+
 /// Run the scenario against the server at `url`.
 pub fn run(s: &Scenario, url: &str, progress: &Progress) -> Result<RunOutcome, LoadgenError> {
+    let (url, invite) = match &s.invite {
+        Some(link) => {
+            let i = parse_invite(link).map_err(LoadgenError::InvalidScenario)?;
+            (i.base.clone(), Some(i))
+        }
+        None => (url.to_string(), None),
+    };
+    let url = url.as_str();
     let main_cpu_start = thread_cpu_time();
     let http = Http::new(url)?;
     let health = http.get_json("/healthz")?;
@@ -49,10 +97,21 @@ pub fn run(s: &Scenario, url: &str, progress: &Progress) -> Result<RunOutcome, L
             .ok()
             .filter(|k| !k.is_empty()),
         rooms: Vec::new(),
+        invite,
+        pid: s.sfu_pid.or_else(|| {
+            crate::run::process::url_port(url).and_then(crate::run::process::listening_pid)
+        }),
     };
-    let outcome = embedded::drive(s, progress, &mut backend, main_cpu_start);
-    if outcome.is_err() {
-        backend.close();
+    let pid = backend.pid;
+    let mut outcome = embedded::drive(s, progress, &mut backend, main_cpu_start);
+    match &mut outcome {
+        Err(_) => backend.close(),
+        Ok(o) => o.notes.push(match pid {
+            Some(p) => format!(
+                "engine CPU: the server process {p}'s utime+stime (/proc/{p}/stat), HTTP and event threads included"
+            ),
+            None => "engine CPU: the shards' own counter (the server's process is not visible to this user; give --sfu-pid)".into(),
+        }),
     }
     outcome
 }
@@ -61,7 +120,8 @@ pub fn run(s: &Scenario, url: &str, progress: &Progress) -> Result<RunOutcome, L
 struct ServerRoom {
     id: String,
     invite: String,
-    owner: String,
+    /// None: a room joined by its invite link (not ours to close).
+    owner: Option<String>,
 }
 
 /// The external server as a [`Backend`].
@@ -70,6 +130,12 @@ struct Server {
     shards: usize,
     api_key: Option<String>,
     rooms: Vec<ServerRoom>,
+    /// `--invite`: join this existing room instead of creating one.
+    invite: Option<Invite>,
+    /// The server's process (`--sfu-pid`, or the one listening on the
+    /// target's port): its `/proc/PID/stat` CPU time is the engine CPU,
+    /// measured as for any other SFU.
+    pid: Option<u32>,
 }
 
 impl Backend for Server {
@@ -78,6 +144,29 @@ impl Backend for Server {
     }
 
     fn create_room(&mut self, index: usize, participants: usize) -> Result<(), LoadgenError> {
+        if let Some(i) = &self.invite {
+            // Check the link before the first join: the room's state as
+            // an invited participant sees it.
+            let res = self.http.request(
+                "GET",
+                &format!("/v1/rooms/{}", i.room),
+                &[("Authorization", format!("Bearer {}", i.token))],
+                b"",
+            )?;
+            if res.status != 200 {
+                return Err(LoadgenError::Target(format!(
+                    "the invite link's room {}: {}",
+                    i.room,
+                    res.refusal()
+                )));
+            }
+            self.rooms.push(ServerRoom {
+                id: i.room.clone(),
+                invite: i.token.clone(),
+                owner: None,
+            });
+            return Ok(());
+        }
         let body = serde_json::json!({
             "name": format!("loadgen-{index}"),
             "max_participants": participants,
@@ -106,7 +195,7 @@ impl Backend for Server {
         self.rooms.push(ServerRoom {
             id: field("room")?,
             invite: field("invite_token")?,
-            owner: field("owner_token")?,
+            owner: Some(field("owner_token")?),
         });
         Ok(())
     }
@@ -166,6 +255,12 @@ impl Backend for Server {
             )
         })?;
         let count = |name: &str| m.sum(name).unwrap_or(0.0) as u64;
+        // The whole process (HTTP, event pump and shards), as for Janus;
+        // the shards' own figure when the process is not visible.
+        let cpu = match self.pid.and_then(crate::run::process::cpu_time) {
+            Some(t) => t.as_secs_f64(),
+            None => cpu,
+        };
         Ok(Counters {
             sample: EngineSample {
                 t: Duration::ZERO,
@@ -185,7 +280,14 @@ impl Backend for Server {
         None
     }
 
+    fn leave_at_end(&self) -> bool {
+        true
+    }
+
     fn peak_rss_mb(&mut self) -> Option<f64> {
+        if let Some(mb) = self.pid.and_then(crate::run::process::peak_rss_mb) {
+            return Some(mb);
+        }
         let text = self.http.get_text("/metrics").ok()?;
         Metrics::parse(&text)
             .sum("piazza_process_peak_resident_bytes")
@@ -195,10 +297,13 @@ impl Backend for Server {
     fn close(&mut self) {
         // Best effort: the server also closes empty rooms after its grace.
         for r in std::mem::take(&mut self.rooms) {
+            let Some(owner) = r.owner else {
+                continue;
+            };
             let _ = self.http.request(
                 "DELETE",
                 &format!("/v1/rooms/{}", r.id),
-                &[("Authorization", format!("Bearer {}", r.owner))],
+                &[("Authorization", format!("Bearer {owner}"))],
                 b"",
             );
         }
@@ -245,10 +350,10 @@ impl Metrics {
 }
 
 /// A response: status, headers (names lowercased), body.
-struct Response {
-    status: u16,
+pub(crate) struct Response {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Response {
@@ -274,46 +379,59 @@ impl Response {
     }
 }
 
-/// A minimal HTTP/1.1 client for one `http://host:port` base.
-struct Http {
-    addr: SocketAddr,
-    host: String,
-    base_path: String,
+/// The HTTP client for one `http://host:port[/path]` base: a `ureq` agent
+/// (a maintained, blocking HTTP/1.1 client with connection reuse, which
+/// fits the orchestrator's one-thread-per-run design: no async runtime to
+/// start for a few hundred requests).
+pub(crate) struct Http {
+    agent: ureq::Agent,
+    base: String,
+}
+
+/// Check a `--target` base URL: plain HTTP to a loopback address (the
+/// load generator sends media only to loopback). Returns the base without
+/// a trailing slash; the error is a usage error (exit code 2).
+pub fn check_base(url: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("--target {url}: {why}");
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        bad("give the server's base URL as http://HOST:PORT (the load generator speaks plain HTTP; run it next to the server)")
+    })?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    if authority.is_empty() {
+        return Err(bad("no host"));
+    }
+    let with_port = match authority.rsplit_once(':') {
+        Some((_, p)) if p.parse::<u16>().is_ok() => authority.to_string(),
+        Some((_, p)) if !authority.ends_with(']') => {
+            return Err(bad(&format!("bad port `{p}`")));
+        }
+        _ => format!("{authority}:80"),
+    };
+    let addrs: Vec<SocketAddr> = with_port
+        .to_socket_addrs()
+        .map_err(|e| bad(&format!("cannot resolve {authority}: {e}")))?
+        .collect();
+    if !addrs.iter().any(|a| a.ip().is_loopback()) {
+        return Err(bad(
+            "the server must run on this machine (a loopback address such as 127.0.0.1): the load generator sends only to loopback",
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_string())
 }
 
 impl Http {
-    fn new(url: &str) -> Result<Http, LoadgenError> {
-        let bad = |why: &str| LoadgenError::Target(format!("--target {url}: {why}"));
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            bad("give the server's base URL as http://HOST:PORT (the load generator speaks plain HTTP; run it next to the server)")
-        })?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        let with_port = if authority
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
-        };
-        let addrs: Vec<SocketAddr> = with_port
-            .to_socket_addrs()
-            .map_err(|e| bad(&format!("cannot resolve {authority}: {e}")))?
-            .collect();
-        let addr = addrs
-            .iter()
-            .copied()
-            .find(|a| a.ip().is_loopback())
-            .ok_or_else(|| {
-                bad("the server must run on this machine (a loopback address such as 127.0.0.1): the load generator sends only to loopback")
-            })?;
+    pub(crate) fn new(url: &str) -> Result<Http, LoadgenError> {
+        let base = check_base(url).map_err(LoadgenError::InvalidScenario)?;
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(HTTP_TIMEOUT))
+            // Refusals are answers to report, not transport errors.
+            .http_status_as_error(false)
+            // Loopback only: never through a proxy from the environment.
+            .proxy(None)
+            .build();
         Ok(Http {
-            addr,
-            host: authority.to_string(),
-            base_path: path.trim_end_matches('/').to_string(),
+            agent: config.into(),
+            base,
         })
     }
 
@@ -334,113 +452,63 @@ impl Http {
         serde_json::from_str(&text).map_err(|e| LoadgenError::Target(format!("GET {path}: {e}")))
     }
 
-    fn request(
+    pub(crate) fn request(
         &self,
         method: &str,
         path: &str,
         headers: &[(&str, String)],
         body: &[u8],
     ) -> Result<Response, LoadgenError> {
-        let fail = |e: std::io::Error| {
-            LoadgenError::Target(format!("{method} http://{}{path}: {e}", self.host))
+        let url = format!("{}{path}", self.base);
+        let fail = |e: ureq::Error| LoadgenError::Target(format!("{method} {url}: {e}"));
+        let mut res = match method {
+            "GET" | "DELETE" => {
+                let mut req = if method == "GET" {
+                    self.agent.get(&url)
+                } else {
+                    self.agent.delete(&url)
+                };
+                for (k, v) in headers {
+                    req = req.header(*k, v.as_str());
+                }
+                req.call().map_err(fail)?
+            }
+            _ => {
+                let mut req = self.agent.post(&url);
+                for (k, v) in headers {
+                    req = req.header(*k, v.as_str());
+                }
+                req.send(body).map_err(fail)?
+            }
         };
-        let mut stream = TcpStream::connect_timeout(&self.addr, HTTP_TIMEOUT).map_err(fail)?;
-        stream.set_read_timeout(Some(HTTP_TIMEOUT)).map_err(fail)?;
-        stream.set_write_timeout(Some(HTTP_TIMEOUT)).map_err(fail)?;
-        let _ = stream.set_nodelay(true);
-        let mut req = format!(
-            "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.base_path,
-            self.host,
-            body.len()
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        stream.write_all(req.as_bytes()).map_err(fail)?;
-        stream.write_all(body).map_err(fail)?;
-        let mut raw = Vec::new();
-        stream
-            .take(MAX_RESPONSE as u64 + 1)
-            .read_to_end(&mut raw)
+        let status = res.status().as_u16();
+        let headers = res
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = res
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE as u64)
+            .read_to_vec()
             .map_err(fail)?;
-        if raw.len() > MAX_RESPONSE {
-            return Err(LoadgenError::Target(format!(
-                "{method} {path}: response larger than {MAX_RESPONSE} bytes"
-            )));
-        }
-        parse_response(&raw).ok_or_else(|| {
-            LoadgenError::Target(format!("{method} {path}: malformed HTTP response"))
+        Ok(Response {
+            status,
+            headers,
+            body,
         })
-    }
-}
-
-fn parse_response(raw: &[u8]) -> Option<Response> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            Some((k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        })
-        .collect();
-    let rest = &raw[end + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
-        dechunk(rest)?
-    } else {
-        match headers.iter().find(|(k, _)| k == "content-length") {
-            Some((_, n)) => rest.get(..n.parse::<usize>().ok()?)?.to_vec(),
-            None => rest.to_vec(),
-        }
-    };
-    Some(Response {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// The body of a `Transfer-Encoding: chunked` message (RFC 9112 section 7.1).
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn responses_with_length_and_chunks() {
-        let r = parse_response(
-            b"HTTP/1.1 201 Created\r\nX-Piazza-Participant: p3\r\ncontent-length: 5\r\n\r\nhello",
-        )
-        .unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (201, &b"hello"[..]));
-        assert_eq!(r.header("x-piazza-participant").as_deref(), Some("p3"));
-        let r = parse_response(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!(r.body, b"abcde");
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nshort").is_none());
-    }
 
     #[test]
     fn metrics_sum_over_shards_and_labels() {
@@ -464,10 +532,39 @@ mod tests {
 
     #[test]
     fn only_plain_http_to_this_machine() {
-        assert!(Http::new("https://127.0.0.1:8080").is_err());
-        assert!(Http::new("http://192.0.2.1:8080").is_err());
-        let h = Http::new("http://127.0.0.1:8080/").unwrap();
-        assert_eq!(h.addr, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(h.base_path, "");
+        assert!(check_base("https://127.0.0.1:8080").is_err());
+        assert!(check_base("http://192.0.2.1:8080").is_err());
+        assert!(check_base("http://127.0.0.1:notaport").is_err());
+        assert!(check_base("http://").is_err());
+        assert_eq!(
+            check_base("http://127.0.0.1:8080/").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            check_base("http://localhost:8088/janus").unwrap(),
+            "http://localhost:8088/janus"
+        );
+    }
+
+    #[test]
+    fn invite_links() {
+        assert_eq!(
+            parse_invite("http://127.0.0.1:8080/r/k3J9xQ2mLp#t=eyJ0.a-b_c").unwrap(),
+            Invite {
+                base: "http://127.0.0.1:8080".into(),
+                room: "k3J9xQ2mLp".into(),
+                token: "eyJ0.a-b_c".into(),
+            }
+        );
+        for bad in [
+            "http://127.0.0.1:8080/r/room",
+            "http://127.0.0.1:8080/x/room#t=abc",
+            "http://127.0.0.1:8080/r/#t=abc",
+            "http://127.0.0.1:8080/r/room#t=",
+            "https://127.0.0.1:8080/r/room#t=abc",
+            "http://192.0.2.1:8080/r/room#t=abc",
+        ] {
+            assert!(parse_invite(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -12,7 +12,7 @@ use std::hash::Hasher;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
@@ -196,6 +196,35 @@ impl SimClient {
     /// Build the peer and its offer. `epoch` is the common time base of the
     /// payload trailers (all clients of one run share it).
     pub fn new(config: ClientConfig, addr: SocketAddr, epoch: Instant, now: Instant) -> Self {
+        // Without a remote offer, building only adds media and offers it.
+        Self::build(config, addr, epoch, now, None).expect("a fresh offer cannot fail")
+    }
+
+    /// A receive-only peer that answers `offer` from an SFU that makes the
+    /// subscriber's offer (Janus VideoRoom): each audio or video m-line of
+    /// the offer is a receive slot, in offer order; `config`'s own media
+    /// and slot counts are ignored (nothing is published). Returns the
+    /// peer; its SDP answer is [`SimClient::offer`].
+    pub fn answering(
+        mut config: ClientConfig,
+        addr: SocketAddr,
+        epoch: Instant,
+        now: Instant,
+        offer: &str,
+    ) -> Result<Self, String> {
+        config.audio = false;
+        config.camera_layers.clear();
+        config.screen = false;
+        Self::build(config, addr, epoch, now, Some(offer))
+    }
+
+    fn build(
+        mut config: ClientConfig,
+        addr: SocketAddr,
+        epoch: Instant,
+        now: Instant,
+        remote_offer: Option<&str>,
+    ) -> Result<Self, String> {
         let mut rtc = RtcConfig::new()
             .set_rtp_mode(true)
             .clear_codecs()
@@ -205,6 +234,20 @@ impl SimClient {
         // Only valid addresses reach here (the simulator and tests choose them).
         if let Ok(c) = Candidate::host(addr, "udp") {
             rtc.add_local_candidate(c);
+        }
+        if let Some(remote) = remote_offer {
+            let offer = SdpOffer::from_sdp_string(remote).map_err(|e| e.to_string())?;
+            let answer = rtc
+                .sdp_api()
+                .accept_offer(offer)
+                .map_err(|e| e.to_string())?;
+            let slot_mids = offer_slots(remote);
+            config.video_slots = slot_mids.iter().filter(|(_, v)| *v).count();
+            config.audio_slots = slot_mids.len() - config.video_slots;
+            let mut c = Self::assemble(config, rtc, addr, epoch, now, None, answer.to_sdp_string());
+            c.set_slots(&slot_mids);
+            c.remote_ice = sdp_attr(remote, "ice-ufrag").zip(sdp_attr(remote, "ice-pwd"));
+            return Ok(c);
         }
         let mut api = rtc.sdp_api();
         let audio_mid = config
@@ -236,62 +279,90 @@ impl SimClient {
         }
         api.add_channel("control".into());
         // A fresh SdpApi with added media always yields an offer.
-        let (offer, pending) = api.apply().expect("new media makes an offer");
-
-        let mut rng = fastrand::Rng::with_seed(config.seed ^ 0x9e37_79b9_7f4a_7c15);
-        let mut video = Vec::new();
-        if let Some(mid) = camera_mid {
-            let simulcast = config.camera_layers.len() > 1;
-            for (i, spec) in config.camera_layers.iter().enumerate() {
-                let rid = simulcast.then(|| Rid::from(spec.rid.as_str()));
-                video.push(VideoTx::new(mid, rid, spec.clone(), 1, i as u8, &mut rng));
-            }
-        }
-        if let Some(mid) = screen_mid {
-            video.push(VideoTx::new(mid, None, SCREEN, 2, 0, &mut rng));
-        }
-        let stats = ClientStats {
-            slots: slot_mids
-                .iter()
-                .map(|(mid, video)| SlotStats {
-                    mid: mid.to_string(),
-                    video: *video,
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        };
-        let slot_index = slot_mids
-            .iter()
-            .enumerate()
-            .map(|(i, (m, _))| (*m, i))
-            .collect();
-        let (config_e2ee, config_publisher) = (config.e2ee, config.publisher);
-        SimClient {
-            audio_seq: rng.u64(0..30_000),
-            audio_ts: rng.u32(..),
+        let (offer, pending) = api.apply().ok_or("adding media did not make an offer")?;
+        let mut c = Self::assemble(
             config,
             rtc,
             addr,
             epoch,
-            pending: Some(pending),
-            offer: offer.to_sdp_string(),
+            now,
+            Some(pending),
+            offer.to_sdp_string(),
+        );
+        c.audio_mid = audio_mid;
+        let mut rng = fastrand::Rng::with_seed(c.config.seed ^ 0x9e37_79b9_7f4a_7c15);
+        if let Some(mid) = camera_mid {
+            let simulcast = c.config.camera_layers.len() > 1;
+            for (i, spec) in c.config.camera_layers.iter().enumerate() {
+                let rid = simulcast.then(|| Rid::from(spec.rid.as_str()));
+                c.video
+                    .push(VideoTx::new(mid, rid, spec.clone(), 1, i as u8, &mut rng));
+            }
+        }
+        if let Some(mid) = screen_mid {
+            c.video
+                .push(VideoTx::new(mid, None, SCREEN, 2, 0, &mut rng));
+        }
+        c.audio_seq = rng.u64(0..30_000);
+        c.audio_ts = rng.u32(..);
+        c.set_slots(&slot_mids);
+        Ok(c)
+    }
+
+    /// Receive slots: these m-lines (video or audio), in this order.
+    fn set_slots(&mut self, slot_mids: &[(Mid, bool)]) {
+        self.stats.slots = slot_mids
+            .iter()
+            .map(|(mid, video)| SlotStats {
+                mid: mid.to_string(),
+                video: *video,
+                ..Default::default()
+            })
+            .collect();
+        self.slot_index = slot_mids
+            .iter()
+            .enumerate()
+            .map(|(i, (m, _))| (*m, i))
+            .collect();
+    }
+
+    fn assemble(
+        config: ClientConfig,
+        rtc: Rtc,
+        addr: SocketAddr,
+        epoch: Instant,
+        now: Instant,
+        pending: Option<SdpPendingOffer>,
+        offer: String,
+    ) -> Self {
+        let e2ee_key = config
+            .e2ee
+            .then(|| FrameKey::for_publisher(config.publisher));
+        SimClient {
+            audio_seq: 0,
+            audio_ts: 0,
+            config,
+            rtc,
+            addr,
+            epoch,
+            pending,
+            offer,
             remote_ice: None,
             connected_at: None,
             channel: None,
             control_out: VecDeque::new(),
-            audio_mid,
+            audio_mid: None,
             audio_payload_seq: 0,
             next_audio: None,
-            video,
+            video: Vec::new(),
             next_frame: None,
             next_screen_frame: None,
-            slot_index,
+            slot_index: HashMap::new(),
             pt_vp8: None,
             pt_opus: None,
             transmits: VecDeque::new(),
-            stats,
-            e2ee_key: config_e2ee.then(|| FrameKey::for_publisher(config_publisher)),
+            stats: ClientStats::default(),
+            e2ee_key,
             e2ee_ctr: 0,
             e2ee_keys: HashMap::new(),
             arrivals: Vec::new(),
@@ -745,6 +816,26 @@ impl SimClient {
 }
 
 /// The value of the first `a=name:value` line of an SDP.
+/// The audio and video m-lines of an SDP offer with their mids, in order
+/// (true: video).
+fn offer_slots(sdp: &str) -> Vec<(Mid, bool)> {
+    let mut out = Vec::new();
+    let mut kind = None;
+    for l in sdp.lines().map(str::trim_end) {
+        if let Some(m) = l.strip_prefix("m=") {
+            kind = match m.split(' ').next() {
+                Some("video") => Some(true),
+                Some("audio") => Some(false),
+                _ => None,
+            };
+        } else if let (Some(video), Some(mid)) = (kind, l.strip_prefix("a=mid:")) {
+            out.push((Mid::from(mid), video));
+            kind = None;
+        }
+    }
+    out
+}
+
 fn sdp_attr(sdp: &str, name: &str) -> Option<String> {
     sdp.lines().find_map(|l| {
         l.trim_end()
