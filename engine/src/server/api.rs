@@ -57,6 +57,10 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
             "/v1/rooms/{room}/participants/{participant}",
             delete(remove_participant),
         )
+        .route(
+            "/v1/rooms/{room}/participants/{participant}/bandwidth",
+            get(super::bandwidth_api::participant_bandwidth),
+        )
         .route("/v1/rooms/{room}/tokens", post(mint_token))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -821,7 +825,7 @@ async fn mint_token(
 // Helpers
 
 /// The bearer token of the request; 401 when absent.
-fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+pub(super) fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let missing = || {
         ApiError::unauthorized(
             "missing_token",
@@ -841,7 +845,11 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 /// Verify a token (401) and that it is for `slug` (403).
-fn verify_for_room(state: &AppState, token: &str, slug: &str) -> Result<Claims, ApiError> {
+pub(super) fn verify_for_room(
+    state: &AppState,
+    token: &str,
+    slug: &str,
+) -> Result<Claims, ApiError> {
     let claims = state.keys.verify(token)?;
     if claims.room != slug {
         return Err(ApiError::forbidden(
@@ -852,7 +860,7 @@ fn verify_for_room(state: &AppState, token: &str, slug: &str) -> Result<Claims, 
     Ok(claims)
 }
 
-fn check_not_kicked(room: &RoomState, claims: &Claims) -> Result<(), ApiError> {
+pub(super) fn check_not_kicked(room: &RoomState, claims: &Claims) -> Result<(), ApiError> {
     match claims.participant() {
         Some(p) if room.kicked.contains(&p) => Err(ApiError::forbidden(
             "kicked",
@@ -1019,7 +1027,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Run a blocking engine call on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {

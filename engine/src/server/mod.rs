@@ -31,6 +31,7 @@
 //! period and samples the forwarding rate for `/metrics`.
 
 mod api;
+mod bandwidth_api;
 mod config;
 mod error;
 mod metrics;
