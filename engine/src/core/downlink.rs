@@ -79,6 +79,8 @@ pub(crate) struct Downlink {
     rtt_base: Option<(Duration, Instant)>,
     /// Times the allocator paused a slot of this subscriber.
     pauses: u64,
+    /// Since when every allocation has wanted to resume a paused slot.
+    resume_wanted: Option<Instant>,
 }
 
 impl Downlink {
@@ -146,6 +148,16 @@ impl Downlink {
         } else {
             self.delivered_bps()
         }
+    }
+
+    /// Whether this allocation wants to resume a paused slot; returns for
+    /// how long every allocation has (zero when not now).
+    pub fn resume_wanted(&mut self, wants: bool, now: Instant) -> Duration {
+        if !wants {
+            self.resume_wanted = None;
+            return Duration::ZERO;
+        }
+        now.saturating_duration_since(*self.resume_wanted.get_or_insert(now))
     }
 
     /// A slot was paused for bandwidth.

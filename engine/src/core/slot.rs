@@ -50,9 +50,6 @@ pub(crate) struct VideoSlot {
     paused: bool,
     /// The bandwidth allocator paused this slot (not even the lowest layer fits).
     bw_paused: bool,
-    /// Since when the allocator has wanted to resume this slot (paused for
-    /// bandwidth) without a break; the room resumes it after a hold.
-    pub resume_wanted: Option<std::time::Instant>,
 }
 
 impl VideoSlot {
@@ -66,7 +63,6 @@ impl VideoSlot {
             current: None,
             paused: false,
             bw_paused: false,
-            resume_wanted: None,
         }
     }
 
@@ -180,7 +176,6 @@ impl VideoSlot {
         }
         self.bw_paused = true;
         self.current = None;
-        self.resume_wanted = None;
         true
     }
 

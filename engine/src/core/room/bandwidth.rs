@@ -27,7 +27,7 @@ const ACTIVATION_RETRY: Duration = Duration::from_secs(30);
 /// keyframe) must not cost its publisher an off/on pair and a keyframe.
 const DYNACAST_OFF_DELAY: Duration = Duration::from_secs(5);
 /// A slot paused for bandwidth resumes only once the allocation has wanted
-/// to resume it for this long without a break.
+/// to resume a slot for this long without a break.
 const RESUME_HOLD: Duration = Duration::from_secs(3);
 
 /// One subscriber's bandwidth state, for stats.
@@ -212,7 +212,12 @@ impl Room {
                 .effective_bps()
                 .unwrap_or(self.config.initial_bitrate_bps);
             let usable = (estimate as f64 * self.config.estimate_utilization) as u64;
-            sub.downlink.delivery_floor_bps() > usable && b.bps > 0
+            // Only while video flows: with every slot paused the floor is
+            // the audio alone, and blocking growth there would keep the
+            // estimate application-limited and the slots paused for good.
+            sub.downlink.delivery_floor_bps() > usable
+                && b.bps > 0
+                && sub.downlink.allocated_bps() > 0
         });
         let Some(sub) = self.slab[si].as_mut() else {
             return;
@@ -523,6 +528,14 @@ fn apply_layers(
     // steps down) applies at once; one that spends more than what is
     // allocated now is growth, and growth waits for evidence.
     let grows = alloc.allocated_bps > sub.downlink.allocated_bps();
+    // The headroom for a resume must hold RESUME_HOLD, whichever slot it
+    // would go to (the one chosen moves with every speaker change).
+    let wants_resume = grows
+        && order
+            .iter()
+            .enumerate()
+            .any(|(n, &(_, k))| sub.video_slots[k].bandwidth_paused() && alloc.layers[n].is_some());
+    let resume_ready = sub.downlink.resume_wanted(wants_resume, now) >= RESUME_HOLD;
     let mut downgraded = false;
     let mut slots_changed = false;
     for (n, &(_, k)) in order.iter().enumerate() {
@@ -544,13 +557,8 @@ fn apply_layers(
             _ => false,
         };
         let resume = slot.bandwidth_paused() && new.is_some();
-        if resume && grows {
-            let since = *slot.resume_wanted.get_or_insert(now);
-            if now.saturating_duration_since(since) < RESUME_HOLD {
-                continue;
-            }
-        } else if !resume {
-            slot.resume_wanted = None;
+        if resume && grows && !resume_ready {
+            continue;
         }
         if ((up && same_source) || resume) && (grows || !resume) {
             if holding || !may_upgrade || sustained {
