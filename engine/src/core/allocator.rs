@@ -35,6 +35,13 @@
 /// of their measured rate.
 pub(crate) const KEEP_DISCOUNT: f64 = 0.9;
 
+/// What resuming a slot paused for bandwidth costs, as a share of its
+/// layer's measured rate: the resume starts with a keyframe (about three
+/// frames' worth of bytes in one burst), and a resume that only just fits
+/// dips the estimate and trips the next pause. Charging it keeps a resume
+/// for when the headroom covers the burst too.
+pub(crate) const RESUME_CHARGE: f64 = 1.25;
+
 /// One video slot as the allocator sees it, in priority order.
 #[derive(Debug, Clone)]
 pub(crate) struct AllocSlot {
@@ -47,6 +54,9 @@ pub(crate) struct AllocSlot {
     pub max_layer: u8,
     /// The layer the slot is allocated now (`None`: paused or new).
     pub current: Option<u8>,
+    /// Paused for bandwidth now: getting a layer is a resume
+    /// ([`RESUME_CHARGE`]).
+    pub paused: bool,
 }
 
 /// What the allocator may hand out.
@@ -88,6 +98,8 @@ fn cost(slot: &AllocSlot, layer: u8) -> Option<u64> {
     let r = rate(slot, layer)?;
     Some(if keeps(slot, layer) {
         (r as f64 * KEEP_DISCOUNT) as u64
+    } else if slot.paused {
+        (r as f64 * RESUME_CHARGE) as u64
     } else {
         r
     })
@@ -159,8 +171,20 @@ pub(crate) fn allocate(
     }
     // The headroom is the featured slots' only.
     left = left.saturating_sub(budget.headroom_bps);
-    // 2. Everyone else gets the lowest layer, or is paused.
-    for (i, s) in slots.iter().enumerate() {
+    // 2. Everyone else gets the lowest layer, or is paused: first the
+    //    slots that show video now (never pause what fits to resume
+    //    another), then the others, each group in priority order.
+    let shown_first = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.current.is_some())
+        .chain(
+            slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.current.is_none()),
+        );
+    for (i, s) in shown_first {
         if layers[i].is_some() {
             continue;
         }
@@ -227,6 +251,7 @@ mod tests {
             layer_bps: vec![Some(150_000), Some(500_000), Some(1_500_000)],
             max_layer: 2,
             current: None,
+            paused: false,
         }
     }
 
@@ -329,5 +354,30 @@ mod tests {
         };
         let a = allocate(Some(budget), &slots, 1);
         assert_eq!(a.layers, vec![Some(1), Some(0), None]);
+    }
+
+    #[test]
+    fn a_shown_slot_keeps_its_layer_before_a_paused_one_resumes() {
+        // Room for one l: slot 0 (higher priority) is paused, slot 1 shows
+        // l. The shown tile keeps it; no pause to resume another.
+        let mut paused = cam(false);
+        paused.paused = true;
+        let mut shown = cam(false);
+        shown.current = Some(0);
+        let a = allocate(b(200_000), &[paused, shown], 1);
+        assert_eq!(a.layers, vec![None, Some(0)]);
+    }
+
+    #[test]
+    fn a_resume_is_charged_for_its_keyframe() {
+        let mut paused = cam(false);
+        paused.paused = true;
+        // 150k fits a new slot's l, not a resume's (187.5k).
+        assert_eq!(allocate(b(150_000), &[cam(false)], 1).layers, vec![Some(0)]);
+        assert_eq!(
+            allocate(b(150_000), &[paused.clone()], 1).layers,
+            vec![None]
+        );
+        assert_eq!(allocate(b(187_500), &[paused], 1).layers, vec![Some(0)]);
     }
 }

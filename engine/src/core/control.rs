@@ -23,7 +23,8 @@ pub struct ParticipantInfo {
 pub struct VideoSlotInfo {
     /// The m-line of the client's offer this slot is.
     pub mid: String,
-    /// The publisher shown, `null` when empty.
+    /// The publisher shown, or held while the slot is paused; `null` when
+    /// empty.
     pub participant: Option<String>,
     /// `camera` or `screen`.
     pub source: Option<crate::ids::VideoSource>,

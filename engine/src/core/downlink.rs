@@ -25,6 +25,16 @@ const UPGRADE_SPACING: Duration = Duration::from_millis(300);
 /// While the estimate is below what the slots want, ask str0m for a probe
 /// this often.
 const REPROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// Loss (share of the last second's packets, TWCC) at or above which the
+/// link counts as congested: its delivery no longer sustains the
+/// allocation. Below the loss cap's threshold: a loss this small only stops
+/// the delivery floor, it does not cut the estimate.
+const CONGESTION_LOSS: f32 = 0.02;
+/// Queueing delay (TWCC round-trip time above the lowest one seen within
+/// [`RTT_BASE_WINDOW`]) at or above which the link counts as congested.
+const CONGESTION_QUEUE_DELAY: Duration = Duration::from_millis(60);
+/// The lowest round-trip time is the link's base (no queue) for this long.
+const RTT_BASE_WINDOW: Duration = Duration::from_secs(10);
 
 /// Downlink bandwidth state of one subscriber.
 #[derive(Debug, Clone, Copy, Default)]
@@ -60,6 +70,17 @@ pub(crate) struct Downlink {
     /// Since when every estimate has been above `effective_bps`, and the
     /// lowest of them (a sustained rise).
     rising: Option<(Instant, u64)>,
+    /// Latest transport loss (TWCC, last second).
+    loss: f32,
+    /// Latest TWCC round-trip time.
+    rtt: Option<Duration>,
+    /// The lowest round-trip time seen, and when (the base expires after
+    /// [`RTT_BASE_WINDOW`] so a route change is followed).
+    rtt_base: Option<(Duration, Instant)>,
+    /// Times the allocator paused a slot of this subscriber.
+    pauses: u64,
+    /// Since when every allocation has wanted to resume a paused slot.
+    resume_wanted: Option<Instant>,
 }
 
 impl Downlink {
@@ -86,6 +107,88 @@ impl Downlink {
     /// A loss report says the link is overrun (the cap holds).
     pub fn is_loss_capped(&self) -> bool {
         self.loss_capped_at.is_some()
+    }
+
+    /// Bitrate the link carried over the last second: media written into
+    /// the slots times the share that arrived (TWCC loss).
+    pub fn delivered_bps(&self) -> u64 {
+        let (bytes, span) = self.sent_span();
+        if span.is_zero() {
+            return 0;
+        }
+        let sent = bytes as f64 * 8.0 / span.as_secs_f64();
+        (sent * (1.0 - self.loss.clamp(0.0, 1.0) as f64)) as u64
+    }
+
+    /// Queueing delay: the latest round-trip time over the base one.
+    pub fn queue_delay(&self) -> Duration {
+        match (self.rtt, self.rtt_base) {
+            (Some(r), Some((b, _))) => r.saturating_sub(b),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Evidence that the link is full: the loss cap holds, packets are lost
+    /// ([`CONGESTION_LOSS`]), or a queue builds ([`CONGESTION_QUEUE_DELAY`]).
+    pub fn congested(&self) -> bool {
+        self.is_loss_capped()
+            || self.loss >= CONGESTION_LOSS
+            || self.queue_delay() >= CONGESTION_QUEUE_DELAY
+    }
+
+    /// What the allocation may rely on however low str0m's estimate sinks:
+    /// what the link measurably delivered over the last second, while
+    /// there is no evidence of congestion (none otherwise). GCC's estimate
+    /// undershoots a link it is not filling (after a loss burst it sank to
+    /// 140-340 kbps on a 500 kbps link), and pausing a slot the link carries
+    /// with no loss and no queue is the flapping this floor ends.
+    pub fn delivery_floor_bps(&self) -> u64 {
+        if self.congested() {
+            0
+        } else {
+            self.delivered_bps()
+        }
+    }
+
+    /// Whether this allocation wants to resume a paused slot; returns for
+    /// how long every allocation has (zero when not now).
+    pub fn resume_wanted(&mut self, wants: bool, now: Instant) -> Duration {
+        if !wants {
+            self.resume_wanted = None;
+            return Duration::ZERO;
+        }
+        now.saturating_duration_since(*self.resume_wanted.get_or_insert(now))
+    }
+
+    /// A slot was paused for bandwidth.
+    pub fn paused_one(&mut self) {
+        self.pauses += 1;
+    }
+
+    /// Slots paused for bandwidth so far.
+    pub fn pauses(&self) -> u64 {
+        self.pauses
+    }
+
+    /// Bytes and time in the sent-media history.
+    fn sent_span(&self) -> (u64, Duration) {
+        self.sent_ticks
+            .iter()
+            .fold((0u64, Duration::ZERO), |(b, t), (tb, tt)| (b + tb, t + *tt))
+    }
+
+    /// The transport's loss and round-trip time (str0m's `PeerStats`, from
+    /// TWCC feedback), every stats interval.
+    pub fn on_transport(&mut self, loss: Option<f32>, rtt: Option<Duration>, now: Instant) {
+        self.loss = loss.unwrap_or(0.0);
+        let Some(rtt) = rtt else { return };
+        self.rtt = Some(rtt);
+        let renew = self
+            .rtt_base
+            .is_none_or(|(b, at)| rtt <= b || now.saturating_duration_since(at) >= RTT_BASE_WINDOW);
+        if renew {
+            self.rtt_base = Some((rtt, now));
+        }
     }
 
     /// Media bytes written for this subscriber.
@@ -165,10 +268,7 @@ impl Downlink {
         let Some(loss) = loss.filter(|l| *l >= LOSS_CAP_THRESHOLD) else {
             return false;
         };
-        let (bytes, span) = self
-            .sent_ticks
-            .iter()
-            .fold((0u64, Duration::ZERO), |(b, t), (tb, tt)| (b + tb, t + *tt));
+        let (bytes, span) = self.sent_span();
         let Some(effective) = self.effective_bps.filter(|_| !span.is_zero()) else {
             return false;
         };
@@ -393,5 +493,37 @@ mod tests {
         // Not again within the interval.
         assert_eq!(d.bwe_request(0, 800_000, t + ms(1000)), Some((0, 800_000)));
         assert_eq!(d.bwe_request(0, 800_000, t + ms(2000)), Some((0, 800_001)));
+    }
+
+    #[test]
+    fn the_delivery_floor_holds_only_without_congestion() {
+        let t = Instant::now();
+        let mut d = Downlink::default();
+        sent_one_second(&mut d, t, 400_000);
+        d.on_transport(Some(0.0), Some(ms(40)), t);
+        assert!(!d.congested());
+        assert_eq!(d.delivery_floor_bps(), 400_000);
+        // A queue builds: 60 ms over the base round trip.
+        d.on_transport(Some(0.0), Some(ms(100)), t + ms(200));
+        assert_eq!(d.queue_delay(), ms(60));
+        assert!(d.congested());
+        assert_eq!(d.delivery_floor_bps(), 0);
+        // Loss of 2 % or more.
+        d.on_transport(Some(0.02), Some(ms(40)), t + ms(400));
+        assert!(d.congested());
+        d.on_transport(Some(0.01), Some(ms(41)), t + ms(600));
+        assert!(!d.congested());
+        assert_eq!(d.delivery_floor_bps(), 396_000);
+    }
+
+    #[test]
+    fn the_round_trip_base_follows_a_route_change() {
+        let t = Instant::now();
+        let mut d = Downlink::default();
+        d.on_transport(None, Some(ms(20)), t);
+        d.on_transport(None, Some(ms(90)), t + ms(9_000));
+        assert_eq!(d.queue_delay(), ms(70));
+        d.on_transport(None, Some(ms(90)), t + ms(10_000));
+        assert_eq!(d.queue_delay(), Duration::ZERO);
     }
 }

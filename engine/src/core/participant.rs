@@ -46,6 +46,9 @@ pub(crate) struct LayerMeter {
     pub last_packet: Option<Instant>,
     /// When the publisher was (re)asked to send this layer.
     pub activated_at: Option<Instant>,
+    /// When a subscriber's slot last watched this layer (dynacast switches
+    /// a layer off only a while after that).
+    pub watched_at: Option<Instant>,
 }
 
 /// Per-participant counters.

@@ -27,9 +27,24 @@ pub(crate) struct LayerState {
 /// first packet arrives), or switched off by dynacast (it resumes when
 /// asked). A layer that stops arriving becomes unavailable after `stall`,
 /// so the allocator falls back to a lower one at the next tick.
-pub(crate) fn layer_available(l: LayerState, stall: Duration, grace: Duration) -> bool {
+///
+/// A switched-off layer whose last request went unanswered (nothing
+/// arrived since it was asked for, `grace` ago or more) is not available
+/// again until `retry` after that request: a publisher that declares a
+/// layer it never sends (Chromium drops the top simulcast layer when the
+/// camera is too small for it) would otherwise be asked for it, and told
+/// to stop it, every `grace`.
+pub(crate) fn layer_available(
+    l: LayerState,
+    stall: Duration,
+    grace: Duration,
+    retry: Duration,
+) -> bool {
+    let unanswered = l
+        .since_activated
+        .is_some_and(|a| a >= grace && a < retry && l.since_packet.is_none_or(|p| p > a));
     l.declared
-        && (l.switched_off
+        && ((l.switched_off && !unanswered)
             || l.since_packet.is_some_and(|d| d < stall)
             || l.since_activated.is_some_and(|d| d < grace))
 }
@@ -98,6 +113,7 @@ mod tests {
 
     const STALL: Duration = Duration::from_millis(500);
     const GRACE: Duration = Duration::from_secs(2);
+    const RETRY: Duration = Duration::from_secs(30);
 
     fn ms(v: u64) -> Option<Duration> {
         Some(Duration::from_millis(v))
@@ -121,12 +137,19 @@ mod tests {
             (LayerState { since_activated: ms(2000), ..on }, false), // requested, never came
             (LayerState { since_packet: ms(900), since_activated: ms(300), ..on }, true),
             (LayerState { switched_off: true, ..on }, true),         // dynacast off: resumes
+            // Asked for 5 s ago, it came, then was switched off: resumes.
+            (LayerState { switched_off: true, since_activated: ms(5000), since_packet: ms(1000), ..on }, true),
+            // Asked for 5 s ago, nothing came: not asked again for a while...
+            (LayerState { switched_off: true, since_activated: ms(5000), ..on }, false),
+            (LayerState { switched_off: true, since_activated: ms(5000), since_packet: ms(9000), ..on }, false),
+            // ...until the retry interval has passed.
+            (LayerState { switched_off: true, since_activated: ms(30000), ..on }, true),
             (LayerState { declared: false, since_packet: ms(1), ..on }, false),
             (on, false),                                             // never seen
         ];
         for (i, (state, want)) in table.into_iter().enumerate() {
             assert_eq!(
-                layer_available(state, STALL, GRACE),
+                layer_available(state, STALL, GRACE, RETRY),
                 want,
                 "row {i}: {state:?}"
             );

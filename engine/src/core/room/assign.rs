@@ -107,6 +107,10 @@ impl Room {
                     source: src,
                     layer: Layer::LOW,
                 });
+                // A paused slot names whom it holds: say who it is now.
+                if sub.video_slots[si].is_paused() {
+                    sub.mark_slots_changed();
+                }
             }
             for si in free {
                 if sub.video_slots[si].clear() {

@@ -18,6 +18,17 @@ const METER_ALPHA: f64 = 0.2;
 /// A layer the publisher was just asked for counts as available this long
 /// before its first packet.
 const ACTIVATION_GRACE: Duration = Duration::from_secs(2);
+/// A layer asked for that did not arrive within [`ACTIVATION_GRACE`] (a
+/// browser whose camera is too small for its top simulcast layer declares
+/// it and never sends it) is not asked for again for this long.
+const ACTIVATION_RETRY: Duration = Duration::from_secs(30);
+/// A layer nobody watches any more is switched off only after this long:
+/// an allocation that drops a layer for a moment (a speaker change, a
+/// keyframe) must not cost its publisher an off/on pair and a keyframe.
+const DYNACAST_OFF_DELAY: Duration = Duration::from_secs(5);
+/// A slot paused for bandwidth resumes only once the allocation has wanted
+/// to resume a slot for this long without a break.
+const RESUME_HOLD: Duration = Duration::from_secs(3);
 
 /// One subscriber's bandwidth state, for stats.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +41,16 @@ pub struct SubscriberStats {
     pub allocated_bps: u64,
     /// Bitrate every slot at its cap would need.
     pub desired_bps: u64,
+    /// Bitrate the downlink carried over the last second (media written
+    /// times the share that arrived, by TWCC feedback).
+    pub delivered_bps: u64,
+    /// Queueing delay: TWCC round-trip time over the lowest one recently
+    /// seen.
+    pub queue_delay: Duration,
+    /// The link shows congestion (loss or a queue): allocations may fall.
+    pub congested: bool,
+    /// Times a slot of this subscriber was paused for bandwidth.
+    pub pauses: u64,
     /// Per video slot, in offer order.
     pub slots: Vec<SlotState>,
     /// Publisher or layer switches completed in this subscriber's slots.
@@ -121,6 +142,7 @@ impl Room {
         let Some(p) = self.slab[i].as_mut() else {
             return;
         };
+        p.downlink.on_transport(s.egress_loss_fraction, s.rtt, now);
         if p.downlink.on_egress_loss(s.egress_loss_fraction, now) {
             self.stats.loss_caps += 1;
             // Retransmitting what the overrun lost would only overrun the
@@ -149,7 +171,12 @@ impl Room {
             since_packet: m.last_packet.map(|t| now.saturating_duration_since(t)),
             since_activated: m.activated_at.map(|t| now.saturating_duration_since(t)),
         };
-        selector::layer_available(state, self.config.layer_stall, ACTIVATION_GRACE)
+        selector::layer_available(
+            state,
+            self.config.layer_stall,
+            ACTIVATION_GRACE,
+            ACTIVATION_RETRY,
+        )
     }
 
     /// Run the allocator for every subscriber and set its slots' target
@@ -177,10 +204,25 @@ impl Room {
         let alloc = allocate(budget, &slots, self.config.featured_layer.0);
 
         let hold = self.config.upgrade_hold;
+        // The delivery floor keeps what the link carries; it never funds an
+        // upgrade or a resume (up only on the estimate's evidence).
+        let sustained = budget.is_some_and(|b| {
+            let estimate = sub
+                .downlink
+                .effective_bps()
+                .unwrap_or(self.config.initial_bitrate_bps);
+            let usable = (estimate as f64 * self.config.estimate_utilization) as u64;
+            // Only while video flows: with every slot paused the floor is
+            // the audio alone, and blocking growth there would keep the
+            // estimate application-limited and the slots paused for good.
+            sub.downlink.delivery_floor_bps() > usable
+                && b.bps > 0
+                && sub.downlink.allocated_bps() > 0
+        });
         let Some(sub) = self.slab[si].as_mut() else {
             return;
         };
-        apply_layers(sub, &order, &alloc, hold, now);
+        apply_layers(sub, &order, &alloc, hold, sustained, now);
         // What is allocated now (held-back upgrades excluded).
         let allocated_bps = order
             .iter()
@@ -252,6 +294,7 @@ impl Room {
                 layer_bps: Vec::new(),
                 max_layer: 0,
                 current: None,
+                paused: false,
             };
         };
         let declared = publisher.declared_layers(t.source).max(1);
@@ -282,6 +325,7 @@ impl Room {
             layer_bps,
             max_layer,
             current: slot.allocated().map(|f| f.layer.0),
+            paused: slot.bandwidth_paused(),
         }
     }
 
@@ -314,8 +358,9 @@ impl Room {
                 .effective_bps()
                 .unwrap_or(self.config.initial_bitrate_bps);
             let usable = (estimate as f64 * self.config.estimate_utilization) as u64;
+            let floor = sub.downlink.delivery_floor_bps();
             Budget {
-                bps: usable.saturating_sub(audio_reserve),
+                bps: usable.max(floor).saturating_sub(audio_reserve),
                 headroom_bps: estimate.saturating_sub(usable),
             }
         })
@@ -393,11 +438,25 @@ impl Room {
                     continue;
                 }
                 let si = source_index(source);
-                let mask = watched
+                let watched_now = watched
                     .iter()
                     .find(|w| w.0 == p.id && w.1 == si)
                     .map_or(0, |w| w.2);
                 let before = p.told_layers[si].unwrap_or(u8::MAX);
+                // A layer that is on stays on until nobody has watched it
+                // for DYNACAST_OFF_DELAY; one that is off goes on at once.
+                let mut mask = watched_now;
+                for l in 0..declared.min(MAX_LAYERS as u8) {
+                    let m = &mut p.meters[si][l as usize];
+                    if watched_now & (1 << l) != 0 {
+                        m.watched_at = Some(now);
+                    } else if before & (1 << l) != 0
+                        && m.watched_at
+                            .is_some_and(|t| now.saturating_duration_since(t) < DYNACAST_OFF_DELAY)
+                    {
+                        mask |= 1 << l;
+                    }
+                }
                 if p.told_layers[si] == Some(mask) {
                     continue;
                 }
@@ -421,6 +480,10 @@ impl Room {
             estimate_bps: p.downlink.estimate_bps(),
             allocated_bps: p.downlink.allocated_bps(),
             desired_bps: p.downlink.desired_bps(),
+            delivered_bps: p.downlink.delivered_bps(),
+            queue_delay: p.downlink.queue_delay(),
+            congested: p.downlink.congested(),
+            pauses: p.downlink.pauses(),
             slots: p
                 .video_slots
                 .iter()
@@ -446,17 +509,33 @@ impl Room {
 
 /// Apply an allocation to a subscriber's slots (`order` as allocated): a
 /// layer for each slot, or a bandwidth pause. Upgrades of a slot's shown
-/// track wait out a forced downgrade's hold and go one at a time; a
-/// downgrade the estimate forced starts a hold.
+/// track and resumes wait out a forced downgrade's hold and go one at a
+/// time, and none happens while only the delivery floor (`sustained`)
+/// carries the allocation; a resume also waits until the allocation has
+/// wanted it for [`RESUME_HOLD`]. A downgrade the estimate forced starts a
+/// hold.
 fn apply_layers(
     sub: &mut Participant,
     order: &[(u8, usize)],
     alloc: &Allocation,
     hold: Duration,
+    sustained: bool,
     now: Instant,
 ) {
     let (holding, mut may_upgrade) = sub.downlink.upgrade_gate(now, hold);
     let estimate_fell = sub.downlink.begin_allocation();
+    // An allocation that only reshuffles (a new speaker climbs as another
+    // steps down) applies at once; one that spends more than what is
+    // allocated now is growth, and growth waits for evidence.
+    let grows = alloc.allocated_bps > sub.downlink.allocated_bps();
+    // The headroom for a resume must hold RESUME_HOLD, whichever slot it
+    // would go to (the one chosen moves with every speaker change).
+    let wants_resume = grows
+        && order
+            .iter()
+            .enumerate()
+            .any(|(n, &(_, k))| sub.video_slots[k].bandwidth_paused() && alloc.layers[n].is_some());
+    let resume_ready = sub.downlink.resume_wanted(wants_resume, now) >= RESUME_HOLD;
     let mut downgraded = false;
     let mut slots_changed = false;
     for (n, &(_, k)) in order.iter().enumerate() {
@@ -477,8 +556,12 @@ fn apply_layers(
             (Some(o), Some(l)) => l < o,
             _ => false,
         };
-        if up && same_source {
-            if holding || !may_upgrade {
+        let resume = slot.bandwidth_paused() && new.is_some();
+        if resume && grows && !resume_ready {
+            continue;
+        }
+        if ((up && same_source) || resume) && (grows || !resume) {
+            if holding || !may_upgrade || sustained {
                 continue;
             }
             may_upgrade = false;
@@ -487,10 +570,15 @@ fn apply_layers(
         if down && same_source && estimate_fell {
             downgraded = true;
         }
-        slots_changed |= match new {
-            None => slot.pause_for_bandwidth(),
-            Some(l) => slot.allocate_layer(Layer(l)),
-        };
+        match new {
+            None => {
+                if slot.pause_for_bandwidth() {
+                    slots_changed = true;
+                    sub.downlink.paused_one();
+                }
+            }
+            Some(l) => slots_changed |= slot.allocate_layer(Layer(l)),
+        }
     }
     if slots_changed {
         sub.mark_slots_changed();

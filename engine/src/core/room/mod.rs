@@ -646,8 +646,16 @@ fn slots_message(p: &Participant) -> ServerMessage {
             .iter()
             .map(|s| VideoSlotInfo {
                 mid: s.mid.to_string(),
-                participant: s.current().map(|f| f.publisher.to_string()),
-                source: s.current().map(|f| f.source),
+                // A paused slot still names whom it holds (its target), so
+                // the page keeps the tile with a "paused" state.
+                participant: s
+                    .current()
+                    .or(s.target().filter(|_| s.is_paused()))
+                    .map(|f| f.publisher.to_string()),
+                source: s
+                    .current()
+                    .or(s.target().filter(|_| s.is_paused()))
+                    .map(|f| f.source),
                 layer: s.current().map(|f| f.layer.name()),
                 paused: s.is_paused(),
                 paused_reason: if s.client_paused() {

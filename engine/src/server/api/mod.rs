@@ -10,6 +10,7 @@
 //! `rooms`, `participants` (join, leave, kick) and `tokens`; this file holds
 //! the router and the helpers they share.
 
+mod bandwidth;
 mod ice;
 mod node;
 mod participants;
@@ -76,6 +77,10 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/rooms/{room}/participants/{participant}",
             delete(remove_participant),
+        )
+        .route(
+            "/v1/rooms/{room}/participants/{participant}/bandwidth",
+            get(bandwidth::participant_bandwidth),
         )
         .route("/v1/rooms/{room}/tokens", post(mint_token))
         .route("/v1/rooms/{room}/ice_servers", get(ice_servers))

@@ -490,7 +490,12 @@
       tile.classList.toggle('speaking', !!who && who === state.speaker && slot.source !== 'screen');
       tile.querySelector('.label').textContent = who ? `${nameOf(who)}${slot.source === 'screen' ? ' — screen' : ''}` : '';
       const badge = tile.querySelector('.badge');
-      badge.textContent = slot.paused ? 'paused' : '';
+      // A paused slot still names whom it holds: keep the tile, dimmed,
+      // with the last frame (or only the name if it never showed them).
+      if (!slot.paused && who) tile.dataset.shown = who;
+      tile.querySelector('video').style.visibility =
+        slot.paused && tile.dataset.shown !== who ? 'hidden' : '';
+      badge.textContent = !slot.paused ? '' : slot.paused_reason === 'bandwidth' ? 'paused: low bandwidth' : 'paused';
       badge.hidden = !slot.paused;
       // Screen shares first, then the slots in offer order.
       tile.style.order = slot.source === 'screen' ? '-1' : '0';

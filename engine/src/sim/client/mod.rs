@@ -36,7 +36,9 @@ pub use stats::{Arrival, ClientStats, SlotStats};
 pub struct LayerSpec {
     /// rid in the offer.
     pub rid: String,
-    /// Target bitrate, bits per second.
+    /// Target bitrate, bits per second. 0: declared in the offer but never
+    /// sent (Chromium drops the top simulcast layer when the camera is too
+    /// small for it).
     pub bitrate_bps: u32,
     /// Frame width and height (in the keyframe header).
     pub width: u16,

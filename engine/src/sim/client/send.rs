@@ -133,7 +133,7 @@ impl SimClient {
         for v in self
             .video
             .iter_mut()
-            .filter(|v| v.track == track && v.enabled)
+            .filter(|v| v.track == track && v.enabled && v.spec.bitrate_bps > 0)
         {
             let periodic = v
                 .last_keyframe
