@@ -157,6 +157,10 @@ struct Cli {
     /// Thresholds, e.g. p99_ms=5,loss=0.001,freezes=0: exit code 3 when violated.
     #[arg(long, value_name = "SPEC")]
     slo: Option<String>,
+    /// End-to-end encrypted room: clients encrypt every frame (docs/e2ee.md)
+    /// and the engine forwards ciphertext; embedded engine only.
+    #[arg(long)]
+    e2ee: bool,
     /// Flood the shard ports with this many hostile datagrams per second
     /// (garbage, truncated RTP, bad STUN, replays) during the window.
     #[arg(long, value_name = "PER_SECOND")]
@@ -292,6 +296,9 @@ fn scenario_from(cli: &Cli) -> Result<Scenario, LoadgenError> {
     }
     if cli.slo.is_some() {
         s.slo = cli.slo.clone();
+    }
+    if cli.e2ee {
+        s.e2ee = true;
     }
     if cli.in_process {
         s.mode = Mode::InProcess;

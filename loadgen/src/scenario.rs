@@ -111,6 +111,11 @@ pub struct Scenario {
     pub seed: u64,
     /// SLO thresholds (`p99_ms=5,loss=0.001,freezes=0`); see [`crate::slo`].
     pub slo: Option<String>,
+    /// End-to-end encrypted rooms (`docs/e2ee.md`): the room is created
+    /// with E2EE on and every client encrypts its frames SFrame-style after
+    /// the clear VP8 header bytes, as the browser client does, and decrypts
+    /// what it receives. Embedded target only.
+    pub e2ee: bool,
     /// Hostile datagrams per second sent at the shard ports while the room
     /// runs (0: none); see `run::flood`. Embedded target only.
     pub flood_pps: u64,
@@ -153,6 +158,7 @@ impl Default for Scenario {
             keyframe_interval_s: 10.0,
             seed: 1,
             slo: None,
+            e2ee: false,
             flood_pps: 0,
             flood_s: 10.0,
             starve_clients_ms: 0.0,
@@ -302,6 +308,9 @@ impl Scenario {
                 "flood_pps = {}, flood_s = {}: use 0..=200000 datagrams per second for more than 0 s",
                 self.flood_pps, self.flood_s
             ));
+        }
+        if self.e2ee && self.mode != Mode::Embedded {
+            return bad("e2ee needs the embedded engine (the room is created with E2EE on)".into());
         }
         if self.flood_pps > 0 && self.mode != Mode::Embedded {
             return bad(

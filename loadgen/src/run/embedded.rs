@@ -107,6 +107,8 @@ struct Embedded {
     engine: Engine,
     events: piazza::Events,
     rooms: Vec<RoomId>,
+    /// Create the rooms end-to-end encrypted (`Scenario::e2ee`).
+    e2ee: bool,
 }
 
 impl Backend for Embedded {
@@ -115,7 +117,9 @@ impl Backend for Embedded {
     }
 
     fn create_room(&mut self, index: usize, participants: usize) -> Result<(), LoadgenError> {
-        let config = RoomConfig::named(format!("loadgen-{index}")).max_participants(participants);
+        let config = RoomConfig::named(format!("loadgen-{index}"))
+            .max_participants(participants)
+            .e2ee(self.e2ee);
         self.rooms.push(self.engine.create_room(config)?);
         Ok(())
     }
@@ -219,6 +223,7 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
         events: engine.events(),
         engine,
         rooms: Vec::new(),
+        e2ee: s.e2ee,
     };
     drive(s, progress, &mut backend, main_cpu_start)
 }
@@ -625,6 +630,7 @@ impl Orchestrator<'_> {
         cfg.keyframe_interval = Duration::from_secs_f64(s.keyframe_interval_s);
         cfg.record_arrivals = true;
         cfg.speaking = self.rooms[r].speaking[p];
+        cfg.e2ee = s.e2ee;
         cfg.seed = s.seed.wrapping_mul(0x9e37_79b9).wrapping_add(key);
         let mut client = SimClient::new(cfg, addr, self.epoch, Instant::now());
         // Queued until the control channel opens.
