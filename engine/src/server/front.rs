@@ -203,7 +203,9 @@ async fn recreate(
         .await
         .map_err(|e| cluster.unavailable(&e))?;
     let engine = state.engine.clone();
-    let config = RoomConfig::named(meta.name.clone()).max_participants(meta.max_participants);
+    let config = RoomConfig::named(meta.name.clone())
+        .max_participants(meta.max_participants)
+        .e2ee(meta.e2ee);
     let locked = meta.locked;
     let id = super::api::blocking(move || {
         let id = engine.create_room(config)?;
@@ -227,6 +229,7 @@ async fn recreate(
         now,
     );
     room.kicked = kicked;
+    room.e2ee = meta.e2ee;
     state.rooms().insert(room);
     cluster.count(|s| s.rooms_recreated += 1);
     tracing::info!(room = %meta.slug, engine_room = %id, "room recreated here from the directory");

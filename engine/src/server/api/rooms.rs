@@ -143,6 +143,7 @@ pub(super) async fn create_room(
             created_at: unix_secs(now),
             locked: false,
             participants: 0,
+            e2ee,
         };
         let recorded = match cluster.dir.create(&meta, &cluster.id).await {
             Ok(true) => Ok(()),

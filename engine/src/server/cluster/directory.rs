@@ -53,6 +53,10 @@ pub struct RoomMeta {
     pub created_at: u64,
     pub locked: bool,
     pub participants: usize,
+    /// End-to-end encrypted (docs/e2ee.md): a room recreated on another
+    /// node after a failover must stay encrypted, or its clients would
+    /// send plaintext.
+    pub e2ee: bool,
 }
 
 impl RoomMeta {
@@ -65,6 +69,7 @@ impl RoomMeta {
             ("created_at", self.created_at.to_string()),
             ("locked", flag(self.locked).into()),
             ("participants", self.participants.to_string()),
+            ("e2ee", flag(self.e2ee).into()),
         ]
     }
 
@@ -81,6 +86,7 @@ impl RoomMeta {
             participants: num("participants")
                 .and_then(|n| usize::try_from(n).ok())
                 .unwrap_or(0),
+            e2ee: f.get("e2ee").is_some_and(|v| v == "1"),
         })
     }
 }
@@ -727,6 +733,7 @@ mod tests {
                     created_at: 1,
                     locked: false,
                     participants: 0,
+                    e2ee: false,
                 };
                 assert!(d.create(&meta, "n0").await.unwrap());
             }

@@ -189,6 +189,7 @@ impl Cluster {
             created_at: secs(r.created_at),
             locked: info.is_some_and(|i| i.locked),
             participants: info.map_or(r.members.len(), |i| i.participants),
+            e2ee: r.e2ee,
         })
     }
 
