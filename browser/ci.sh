@@ -20,4 +20,3 @@ npm ci --no-audit --no-fund --loglevel=error
 
 cd ..
 cargo test -p piazza --test server_browser -- --ignored --nocapture --test-threads=1
-cargo test -p piazza --test server_browser_e2ee -- --ignored --nocapture --test-threads=1

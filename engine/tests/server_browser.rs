@@ -1,11 +1,19 @@
 //! The browser client in real headless Chromium against the reference
-//! server: three participants join through invite links and decode each
-//! other, one shares a screen, the owner locks the room (a fourth gets 423),
-//! removes a participant, and leaves while the others keep receiving.
+//! server, two scenarios:
 //!
-//! The scenario itself is `browser/e2e.mjs` (playwright-core driving Debian's
-//! `/usr/bin/chromium`); this test starts the server on 127.0.0.1 with an
-//! ephemeral port, runs it, and checks the engine saw the media. It installs
+//! - `browser/e2e.mjs`: three participants join through invite links and
+//!   decode each other, one shares a screen, the owner locks the room (a
+//!   fourth gets 423), removes a participant, and leaves while the others
+//!   keep receiving.
+//! - `browser/e2ee.mjs`: chat in a normal room (everyone, private, history,
+//!   rate limit), then an E2EE room where three participants decode each
+//!   other through frame encryption, a participant without the room secret
+//!   decodes nothing, and a removed participant cannot decrypt what is sent
+//!   after the key change.
+//!
+//! Each scenario is a script (playwright-core driving Debian's
+//! `/usr/bin/chromium`); each test starts the server on 127.0.0.1 with an
+//! ephemeral port, runs its script, and checks the engine saw the media. It installs
 //! nothing: `browser/ci.sh` installs chromium and the npm packages, then runs
 //! these ignored tests.
 
@@ -15,9 +23,6 @@ use std::time::{Duration, Instant};
 
 use piazza::server::{Server, ServerConfig};
 
-/// The whole scenario takes ~20-40 s; allow a busy machine plenty more.
-const NODE_LIMIT: Duration = Duration::from_secs(300);
-
 fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../browser")
 }
@@ -25,6 +30,31 @@ fn browser_dir() -> PathBuf {
 #[test]
 #[ignore = "needs chromium and browser/node_modules; run by browser/ci.sh"]
 fn three_browsers_share_lock_kick_and_leave() {
+    // The scenario takes ~20-40 s; a busy machine gets plenty more.
+    run_scenario(
+        "e2e.mjs",
+        "browser-e2e",
+        "three-participants.png",
+        Duration::from_secs(300),
+    );
+}
+
+#[test]
+#[ignore = "needs chromium and browser/node_modules; run by browser/ci.sh"]
+fn chat_and_an_end_to_end_encrypted_room_in_chromium() {
+    // The scenario takes ~1-2 minutes; a busy machine gets plenty more.
+    run_scenario(
+        "e2ee.mjs",
+        "browser-e2ee",
+        "e2ee-three.png",
+        Duration::from_secs(320),
+    );
+}
+
+/// Start the server, run `browser/SCRIPT` against it within `limit`, stop
+/// the server, and check the script passed, the engine forwarded media and
+/// the script left `screenshot` in its output folder `out_name`.
+fn run_scenario(script: &str, out_name: &str, screenshot: &str, limit: Duration) {
     let dir = browser_dir();
     assert!(
         dir.join("node_modules/playwright-core").is_dir(),
@@ -62,10 +92,10 @@ fn three_browsers_share_lock_kick_and_leave() {
         let _ = stopped.await;
     }));
 
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-e2e");
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(out_name);
     let started = Instant::now();
     let mut child = Command::new("node")
-        .arg(dir.join("e2e.mjs"))
+        .arg(dir.join(script))
         .arg("--base")
         .arg(&base)
         .arg("--out")
@@ -81,7 +111,7 @@ fn three_browsers_share_lock_kick_and_leave() {
         if let Some(status) = child.try_wait().unwrap() {
             break Some(status);
         }
-        if started.elapsed() > NODE_LIMIT {
+        if started.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
             break None;
@@ -102,12 +132,15 @@ fn three_browsers_share_lock_kick_and_leave() {
         .unwrap()
         .unwrap();
 
-    let status = status.unwrap_or_else(|| panic!("the browser scenario ran past {NODE_LIMIT:?}"));
+    let status = status.unwrap_or_else(|| panic!("the browser scenario ran past {limit:?}"));
     assert!(status.success(), "the browser scenario failed: {status}");
     let forwarded: u64 = stats.shards.iter().map(|s| s.core.rtp_forwarded).sum();
     assert!(
         forwarded > 1000,
         "the engine forwarded {forwarded} RTP packets"
     );
-    assert!(out.join("three-participants.png").is_file());
+    assert!(
+        out.join(screenshot).is_file(),
+        "{screenshot} was not written"
+    );
 }
