@@ -578,6 +578,52 @@ fn run_rounds(
     Ok(runs)
 }
 
+/// The side-by-side metric rows of the terminal table and the HTML report:
+/// name, Piazza's value, Janus's value, decimals, unit.
+pub(crate) fn metric_rows(
+    p: &Side,
+    j: &Side,
+) -> [(&'static str, f64, f64, usize, &'static str); 12] {
+    [
+        ("latency p50", p.latency_p50_ms, j.latency_p50_ms, 2, "ms"),
+        ("latency p99", p.latency_p99_ms, j.latency_p99_ms, 2, "ms"),
+        ("loss", p.loss_pct, j.loss_pct, 4, "%"),
+        ("jitter", p.jitter_ms, j.jitter_ms, 2, "ms"),
+        ("freezes", p.freezes, j.freezes, 0, ""),
+        (
+            "first frame p50",
+            p.first_frame_p50_ms,
+            j.first_frame_p50_ms,
+            0,
+            "ms",
+        ),
+        (
+            "first frame p99",
+            p.first_frame_p99_ms,
+            j.first_frame_p99_ms,
+            0,
+            "ms",
+        ),
+        (
+            "clients received",
+            p.received_pps,
+            j.received_pps,
+            0,
+            "packets/s",
+        ),
+        ("SFU forwarded", p.egress_pps, j.egress_pps, 0, "packets/s"),
+        ("SFU process CPU", p.cpu_cores, j.cpu_cores, 2, "cores"),
+        (
+            "SFU CPU per received packet",
+            p.cpu_us_per_received_packet,
+            j.cpu_us_per_received_packet,
+            2,
+            "us",
+        ),
+        ("SFU peak RSS", p.peak_rss_mb, j.peak_rss_mb, 0, "MiB"),
+    ]
+}
+
 /// The terminal table: one row per figure, Piazza and Janus side by side.
 pub fn render_table(c: &Comparison) -> String {
     use std::fmt::Write;
@@ -605,44 +651,7 @@ pub fn render_table(c: &Comparison) -> String {
         format!("{:.0}", j.joined),
     );
     let f = |v: f64, d: usize, unit: &str| format!("{v:.d$} {unit}");
-    for (name, a, b, d, unit) in [
-        ("latency p50", p.latency_p50_ms, j.latency_p50_ms, 2, "ms"),
-        ("latency p99", p.latency_p99_ms, j.latency_p99_ms, 2, "ms"),
-        ("loss", p.loss_pct, j.loss_pct, 4, "%"),
-        ("jitter", p.jitter_ms, j.jitter_ms, 2, "ms"),
-        ("freezes", p.freezes, j.freezes, 0, ""),
-        (
-            "first frame p50",
-            p.first_frame_p50_ms,
-            j.first_frame_p50_ms,
-            0,
-            "ms",
-        ),
-        (
-            "first frame p99",
-            p.first_frame_p99_ms,
-            j.first_frame_p99_ms,
-            0,
-            "ms",
-        ),
-        (
-            "clients received",
-            p.received_pps,
-            j.received_pps,
-            0,
-            "pkt/s",
-        ),
-        ("SFU forwarded", p.egress_pps, j.egress_pps, 0, "pkt/s"),
-        ("SFU process CPU", p.cpu_cores, j.cpu_cores, 2, "cores"),
-        (
-            "SFU CPU per received packet",
-            p.cpu_us_per_received_packet,
-            j.cpu_us_per_received_packet,
-            2,
-            "us",
-        ),
-        ("SFU peak RSS", p.peak_rss_mb, j.peak_rss_mb, 0, "MiB"),
-    ] {
+    for (name, a, b, d, unit) in metric_rows(p, j) {
         row(&mut out, name, f(a, d, unit), f(b, d, unit));
     }
     let _ = writeln!(

@@ -662,44 +662,7 @@ pub fn render_compare(c: &crate::compare::Comparison) -> String {
         format!("{}/{}", p.valid_rounds, c.rounds),
         format!("{}/{}", j.valid_rounds, c.rounds),
     );
-    for (name, a, b, d, unit) in [
-        ("latency p50", p.latency_p50_ms, j.latency_p50_ms, 2, "ms"),
-        ("latency p99", p.latency_p99_ms, j.latency_p99_ms, 2, "ms"),
-        ("loss", p.loss_pct, j.loss_pct, 4, "%"),
-        ("jitter", p.jitter_ms, j.jitter_ms, 2, "ms"),
-        ("freezes", p.freezes, j.freezes, 0, ""),
-        (
-            "first frame p50",
-            p.first_frame_p50_ms,
-            j.first_frame_p50_ms,
-            0,
-            "ms",
-        ),
-        (
-            "first frame p99",
-            p.first_frame_p99_ms,
-            j.first_frame_p99_ms,
-            0,
-            "ms",
-        ),
-        (
-            "clients received",
-            p.received_pps,
-            j.received_pps,
-            0,
-            "packets/s",
-        ),
-        ("SFU forwarded", p.egress_pps, j.egress_pps, 0, "packets/s"),
-        ("SFU process CPU", p.cpu_cores, j.cpu_cores, 2, "cores"),
-        (
-            "SFU CPU per received packet",
-            p.cpu_us_per_received_packet,
-            j.cpu_us_per_received_packet,
-            2,
-            "us",
-        ),
-        ("SFU peak RSS", p.peak_rss_mb, j.peak_rss_mb, 0, "MiB"),
-    ] {
+    for (name, a, b, d, unit) in crate::compare::metric_rows(p, j) {
         row(name, format!("{a:.d$} {unit}"), format!("{b:.d$} {unit}"));
     }
     row(
