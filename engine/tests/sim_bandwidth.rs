@@ -51,12 +51,9 @@ fn timeline_line(sim: &Simulator, i: usize) -> String {
 
 /// The allocation issue's first target, asserted as the issue states it,
 /// at every 100 ms sample after convergence (not only at the end). The
-/// seed fixes Piazza's and str0m's random draws (see `sim_shards.rs`'s
-/// replay test), but the DTLS handshake's randomness comes from the crypto
-/// library: its ECDSA signatures vary in length by a byte or two, and on
-/// these rate-limited downlinks that can move the handshake's timing, so runs
-/// of this test may still differ (not checked). Before the runs were seeded, at the last
-/// change 48 of 48 consecutive runs passed, every subscriber
+/// seed fixes the run: the same samples in every run and every process
+/// (`sim_shards.rs`, `a_seeded_run_replays_in_another_process`). Before the
+/// runs were seeded, at the last change 48 of 48 consecutive runs passed, every subscriber
 /// had the speaker on `m` or better in every sample, and the worst
 /// queueing delay after convergence was 52-113 ms. Before the initial
 /// estimate came down to 1 Mbps (from 2.5 Mbps, which overran every

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use piazza::core::control::ServerMessage;
-use piazza::sim::{SimConfig, Simulator};
+use piazza::sim::{LinkConfig, SimConfig, Simulator};
 use piazza::{EngineEvent, LeaveReason};
 
 /// Eight participants, two rooms, two shards: room 1 on shard 0 with
@@ -86,6 +86,60 @@ fn a_seeded_run_replays_exactly() {
     let b = run(42);
     assert!(a.1 > 0, "nothing forwarded");
     assert_eq!(a, b, "two runs with seed 42 differ");
+}
+
+/// A narrow, lossy, jittery run: everything that turns a seed into
+/// behaviour (random loss and jitter, a rate limit that spaces packets by
+/// their size, bandwidth estimation from round-trip times) is in play.
+fn narrow_lossy_run(seed: u64) -> (u64, u64) {
+    let mut cfg = SimConfig::new(4);
+    cfg.seed = seed;
+    cfg.downlink = LinkConfig {
+        rate_bps: Some(700_000),
+        loss: 0.01,
+        jitter: Duration::from_millis(3),
+        ..Default::default()
+    };
+    cfg.uplink = LinkConfig {
+        loss: 0.01,
+        ..Default::default()
+    };
+    let mut sim = Simulator::new(cfg).unwrap();
+    sim.run_for(Duration::from_secs(6));
+    let forwarded = sim.core_of(0).stats().rtp_forwarded;
+    (sim.trace_hash(), forwarded)
+}
+
+/// The same seed gives the same run in a fresh process: the child runs
+/// this test again with `PIAZZA_REPLAY_CHILD` set and prints its trace;
+/// nothing it computes may depend on the process (the wall clock, the
+/// crypto library's randomness, hash seeds, other tests running beside
+/// it).
+#[test]
+fn a_seeded_run_replays_in_another_process() {
+    const NAME: &str = "a_seeded_run_replays_in_another_process";
+    let here = narrow_lossy_run(11);
+    if std::env::var_os("PIAZZA_REPLAY_CHILD").is_some() {
+        println!("replay-trace {} {}", here.0, here.1);
+        return;
+    }
+    assert!(here.1 > 0, "nothing forwarded");
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .env("PIAZZA_REPLAY_CHILD", "1")
+        .output()
+        .expect("run the test binary again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed: {stdout}");
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("replay-trace ").map(|(_, t)| t))
+        .unwrap_or_else(|| panic!("no trace in the child's output: {stdout}"));
+    assert_eq!(
+        line,
+        format!("{} {}", here.0, here.1),
+        "seed 11 ran differently in another process"
+    );
 }
 
 #[test]

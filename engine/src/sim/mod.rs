@@ -232,10 +232,11 @@ impl Simulator {
         // every shard of the simulation, makes those draws replay too.
         fastrand::seed(rng::derive(config.seed, rng::stream::STR0M));
         // Virtual time starts at one instant per process (taken when the
-        // first simulator is built) and only moves forward from there:
+        // first simulator is built) and only moves forward from there.
         // str0m maps instants to NTP time (RTCP sender reports, round-trip
-        // times) against a process-wide origin, so two runs starting at the
-        // same instant see the same NTP values, and replay.
+        // times) against a process-wide origin; only differences of
+        // instants reach behaviour, and a run replays in another process
+        // (sim_shards.rs, `a_seeded_run_replays_in_another_process`).
         static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
         let start = *EPOCH;
         /// What the simulated wall clock reads at the simulation's start
@@ -717,7 +718,7 @@ impl Simulator {
                 continue;
             }
             let p = &mut self.participants[i];
-            if let Some(at) = p.downlink.send(now, t.contents.len()) {
+            if let Some(at) = p.downlink.send(now, net::charged_size(&t.contents)) {
                 self.order += 1;
                 self.in_flight.push(Reverse(InFlight {
                     at,
@@ -737,7 +738,7 @@ impl Simulator {
                     self.held_media.push((p.client.addr(), t.contents.into()));
                     continue;
                 }
-                if let Some(at) = p.uplink.send(now, t.contents.len()) {
+                if let Some(at) = p.uplink.send(now, net::charged_size(&t.contents)) {
                     self.order += 1;
                     let to = self
                         .shards

@@ -3,6 +3,28 @@
 
 use std::time::{Duration, Instant};
 
+/// The size a datagram is charged on a rate-limited link.
+///
+/// Its length, except for DTLS handshake flights (records of content type
+/// 20 to 22: change cipher spec, alert, handshake), which are charged a
+/// nominal [`HANDSHAKE_CHARGE`] bytes each. Their real length carries the
+/// crypto library's randomness, which cannot be seeded: an ECDSA
+/// signature's DER encoding is 70 to 72 bytes, one per certificate and one
+/// per key exchange. Charged as they are, a byte more or less moves every
+/// later packet on a narrow link by a few microseconds, and a seeded run
+/// would not replay. Everything after the handshake (SRTP, SRTCP, STUN,
+/// DTLS application data) has a length that depends only on what was sent.
+pub fn charged_size(datagram: &[u8]) -> usize {
+    match datagram.first() {
+        Some(20..=22) => HANDSHAKE_CHARGE,
+        _ => datagram.len(),
+    }
+}
+
+/// What a DTLS handshake datagram is charged on a rate-limited link: about
+/// the size of a handshake flight fragment at str0m's default MTU.
+pub const HANDSHAKE_CHARGE: usize = 1000;
+
 /// One direction of a link.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
