@@ -23,6 +23,7 @@ pub mod e2ee;
 pub mod flood;
 pub mod media;
 pub mod net;
+mod prepare;
 mod udp;
 
 use std::cmp::Reverse;
@@ -38,6 +39,7 @@ pub use client::{ClientConfig, ClientStats, LayerSpec, SimClient, SlotStats, def
 pub use counting::CountingAlloc;
 pub use flood::{FloodKind, FloodMix};
 pub use net::{Link, LinkConfig, LinkStats};
+pub use prepare::JoinPreparer;
 
 use crate::config::{IngressConfig, RoomConfig};
 use crate::core::ShardCore;
@@ -763,45 +765,4 @@ impl Simulator {
 /// masked), the rule str0m demultiplexes by.
 fn is_rtp_media(buf: &[u8]) -> bool {
     buf.len() >= 12 && (128..=191).contains(&buf[0]) && !(64..96).contains(&(buf[1] & 0x7f))
-}
-
-/// Join preparation alone, exactly as the engine runs it off the shards
-/// (parse the offer, build the participant's `Rtc`, accept the offer, write
-/// the answer), with no core to adopt the result: what the join-cost
-/// benchmark measures.
-pub struct JoinPreparer {
-    ctx: JoinContext,
-    room: RoomConfig,
-    server: SocketAddr,
-    next_pid: u32,
-}
-
-impl JoinPreparer {
-    /// One engine-wide DTLS certificate, as the engine shares one.
-    pub fn new(room: RoomConfig) -> Result<Self, Error> {
-        Ok(JoinPreparer {
-            ctx: JoinContext::new(1)?,
-            room,
-            server: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 255, 0, 1)), 4000),
-            next_pid: 1,
-        })
-    }
-
-    /// Prepare one join and return the SDP answer; the prepared participant
-    /// (its `Rtc`) is dropped, as no shard adopts it.
-    pub fn prepare(&mut self, offer: &str, now: Instant) -> Result<String, Error> {
-        let pid = ParticipantId(self.next_pid);
-        self.next_pid += 1;
-        let p = join::prepare(
-            &self.ctx,
-            RoomId(1),
-            &self.room,
-            pid,
-            "bench".into(),
-            offer,
-            self.server,
-            now,
-        )?;
-        Ok(p.answer)
-    }
 }
