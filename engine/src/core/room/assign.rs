@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use super::Room;
 use crate::core::participant::VideoFeed;
+use crate::core::slot::VideoSlot;
 use crate::ids::{Layer, ParticipantId, VideoSource};
 
 /// Audio slot hysteresis: a challenger must be this much louder (dB) than
@@ -117,6 +118,9 @@ impl Room {
                     sub.mark_slots_changed();
                 }
             }
+            if show_the_best(&mut sub.video_slots, &wanted) {
+                sub.mark_slots_changed();
+            }
         }
         self.update_audio_slots(now);
         self.routes_dirty = true;
@@ -212,10 +216,134 @@ impl Room {
     }
 }
 
+/// Tiles the link carries show the best-ranked sources: while a slot paused
+/// for bandwidth holds a source ranked above one a shown slot holds, the
+/// two slots trade sources (the shown slot switches on the better source's
+/// keyframe; the paused one names the other and stays paused). A new
+/// speaker placed in a paused slot so takes over the tile of the source
+/// that fell furthest, instead of a resume in one slot and a pause in
+/// another every time the speaker changes on a link that carries only a
+/// few tiles. Returns whether a paused slot now holds someone else.
+fn show_the_best(slots: &mut [VideoSlot], wanted: &[(ParticipantId, VideoSource)]) -> bool {
+    let rank = |s: &VideoSlot| {
+        let f = s.target()?;
+        wanted.iter().position(|w| *w == (f.publisher, f.source))
+    };
+    let mut traded = false;
+    // Each trade moves a better source into a shown slot: at most one per
+    // slot.
+    for _ in 0..slots.len() {
+        let best_paused = slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.bandwidth_paused() && !s.client_paused())
+            .filter_map(|(i, s)| Some((rank(s)?, i)))
+            .min();
+        let worst_shown = slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.bandwidth_paused() && !s.client_paused())
+            .filter_map(|(i, s)| Some((rank(s)?, i)))
+            .max();
+        let (Some((rp, p)), Some((rs, s))) = (best_paused, worst_shown) else {
+            break;
+        };
+        if rp >= rs {
+            break;
+        }
+        // Both hold a target: `rank` found one.
+        let (Some(better), Some(worse)) = (slots[p].target(), slots[s].target()) else {
+            break;
+        };
+        slots[s].assign(better);
+        slots[p].assign(worse);
+        traded = true;
+    }
+    traded
+}
+
 fn signed_nanos(t: Instant, base: Instant) -> i128 {
     if t >= base {
         (t - base).as_nanos() as i128
     } else {
         -((base - t).as_nanos() as i128)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use str0m::media::Mid;
+
+    use super::*;
+
+    fn feed(p: u32) -> VideoFeed {
+        VideoFeed {
+            publisher: ParticipantId(p),
+            source: VideoSource::Camera,
+            layer: Layer::LOW,
+        }
+    }
+
+    /// Slots holding publishers `held` (in slot order); those in `paused`
+    /// are paused for bandwidth.
+    fn slots(held: &[u32], paused: &[u32]) -> Vec<VideoSlot> {
+        held.iter()
+            .enumerate()
+            .map(|(i, &p)| {
+                let mut s = VideoSlot::new(Mid::from(i.to_string().as_str()));
+                s.assign(feed(p));
+                if paused.contains(&p) {
+                    s.pause_for_bandwidth();
+                }
+                s
+            })
+            .collect()
+    }
+
+    fn held(slots: &[VideoSlot]) -> Vec<u32> {
+        slots.iter().map(|s| s.target().unwrap().publisher.0).collect()
+    }
+
+    fn ranking(order: &[u32]) -> Vec<(ParticipantId, VideoSource)> {
+        order
+            .iter()
+            .map(|&p| (ParticipantId(p), VideoSource::Camera))
+            .collect()
+    }
+
+    #[test]
+    fn a_new_speaker_in_a_paused_slot_takes_the_tile_of_the_lowest_ranked_shown() {
+        // 1 and 2 shown, 3 and 4 paused; 4 starts speaking and ranks first.
+        let mut s = slots(&[1, 2, 3, 4], &[3, 4]);
+        assert!(show_the_best(&mut s, &ranking(&[4, 1, 2, 3])));
+        assert_eq!(held(&s), vec![1, 4, 3, 2]);
+        // The paused slots stay paused, now holding 3 and 2.
+        let paused: Vec<bool> = s.iter().map(VideoSlot::bandwidth_paused).collect();
+        assert_eq!(paused, vec![false, false, true, true]);
+    }
+
+    #[test]
+    fn nothing_moves_while_the_shown_slots_hold_the_best() {
+        let mut s = slots(&[1, 2, 3, 4], &[3, 4]);
+        assert!(!show_the_best(&mut s, &ranking(&[2, 1, 4, 3])));
+        assert_eq!(held(&s), vec![1, 2, 3, 4]);
+        // Nothing paused: nothing to trade.
+        let mut s = slots(&[1, 2, 3], &[]);
+        assert!(!show_the_best(&mut s, &ranking(&[3, 2, 1])));
+        assert_eq!(held(&s), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn several_trades_at_once_and_a_client_paused_slot_is_left_alone() {
+        // 3 and 4 outrank both shown ones; slot 0 is paused by its
+        // subscriber and keeps publisher 5 whatever its rank.
+        let mut s = slots(&[5, 1, 2, 3, 4], &[3, 4]);
+        s[0].pause();
+        assert!(show_the_best(&mut s, &ranking(&[5, 3, 4, 1, 2])));
+        let h = held(&s);
+        assert_eq!(h[0], 5);
+        let mut shown: Vec<u32> = vec![h[1], h[2]];
+        shown.sort();
+        assert_eq!(shown, vec![3, 4]);
     }
 }
