@@ -23,6 +23,7 @@ enum Key {
     JoinFailed,
     MinEgressPpsPerCore,
     PeakRssMb,
+    E2eeFailures,
 }
 
 const KEYS: &[(&str, Key)] = &[
@@ -40,6 +41,7 @@ const KEYS: &[(&str, Key)] = &[
     ("join_failed", Key::JoinFailed),
     ("min_egress_pps_per_core", Key::MinEgressPpsPerCore),
     ("peak_rss_mb", Key::PeakRssMb),
+    ("e2ee_failures", Key::E2eeFailures),
 ];
 
 /// Parsed thresholds, in the order given.
@@ -122,6 +124,12 @@ impl Slo {
                     true,
                 ),
                 Key::PeakRssMb => ("peak RSS", r.engine.peak_rss_mb, " MB", false),
+                Key::E2eeFailures => (
+                    "payloads that did not decrypt",
+                    r.media.e2ee.as_ref().map_or(0, |e| e.failures) as f64,
+                    "",
+                    false,
+                ),
             };
             let latency_key = matches!(
                 key,

@@ -184,6 +184,35 @@ fn violated_slo_exits_non_zero_and_names_the_threshold() {
     );
 }
 
+/// An end-to-end encrypted run says what its clients decrypted, and can be
+/// held to no failure.
+#[test]
+fn an_e2ee_run_reports_what_the_clients_decrypted() {
+    let _serial = serial();
+    let json = tmp("e2ee.json");
+    let out = run_valid(|| {
+        let mut c = bin();
+        c.args([
+            "-n", "3", "-d", "2", "--warmup", "0.5", "--slots", "2", "--e2ee",
+        ])
+        .args(["--slo", "e2ee_failures=0"])
+        .arg("--json")
+        .arg(&json);
+        c
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exit {:?}\n{stdout}", out.status);
+    let text = std::fs::read_to_string(&json).expect("JSON report written");
+    let r: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let decrypted = r["media"]["e2ee"]["decrypted"]
+        .as_u64()
+        .expect("e2ee.decrypted");
+    assert!(decrypted > 100, "{text}");
+    assert_eq!(r["media"]["e2ee"]["failures"], 0, "{text}");
+    assert!(stdout.contains("received payloads decrypted"), "{stdout}");
+    let _ = std::fs::remove_file(json);
+}
+
 #[test]
 fn bad_flags_say_what_is_wrong() {
     for (args, word) in [

@@ -136,6 +136,12 @@ pub struct MediaTotals {
     pub paused_time: Duration,
     /// Complete camera frames received in the window per layer (l, m, h).
     pub layer_frames: [u64; 3],
+    /// End-to-end encrypted runs: received payloads the clients decrypted
+    /// (whole run).
+    pub e2ee_decrypted: u64,
+    /// ... and those that did not decrypt (no valid header, failed
+    /// authentication; whole run).
+    pub e2ee_failures: u64,
 }
 
 impl MediaTotals {
@@ -160,6 +166,14 @@ impl MediaTotals {
         for (a, b) in self.layer_frames.iter_mut().zip(o.layer_frames) {
             *a += b;
         }
+        self.e2ee_decrypted += o.e2ee_decrypted;
+        self.e2ee_failures += o.e2ee_failures;
+    }
+
+    /// Count what one client decrypted and failed to (its whole run).
+    pub fn add_e2ee(&mut self, client: &piazza::sim::ClientStats) {
+        self.e2ee_decrypted += client.e2ee_decrypted;
+        self.e2ee_failures += client.e2ee_failures;
     }
 
     /// Lost / expected in the window (0 when nothing was expected).

@@ -149,10 +149,24 @@ pub struct MediaReport {
     pub paused_ms_total: f64,
     /// Which simulcast layers the subscribers received.
     pub layers: LayerShare,
+    /// End-to-end encrypted runs (`--e2ee`): what the clients decrypted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e2ee: Option<E2eeReport>,
     /// The longest gaps between two frames of a slot in the window, with
     /// what the slot carried on either side: freezes first, then other
     /// gaps, then pauses; longest first in each.
     pub frame_gaps: Vec<FrameGap>,
+}
+
+/// What the clients of an end-to-end encrypted run decrypted, over the
+/// whole run.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct E2eeReport {
+    /// Received payloads decrypted.
+    pub decrypted: u64,
+    /// Received payloads that did not decrypt (no valid frame header, or
+    /// failed authentication). Anything above 0 is a fault: the run says so.
+    pub failures: u64,
 }
 
 /// Complete camera frames received in the window per simulcast layer.
@@ -349,6 +363,13 @@ pub fn build(s: &Scenario, o: &RunOutcome, meta: meta::Meta) -> Report {
             "downlink cap: applied in the clients' receive path; the engine's bandwidth allocator sees it through its estimate and lowers or pauses slots; a slot the engine paused counts in paused_slots and paused_ms_total, not as a freeze".into(),
         );
     }
+    if s.e2ee && o.totals.e2ee_failures > 0 {
+        notes.push(format!(
+            "E2EE: {} of {} received payloads did not decrypt (a fault of the clients, the engine or the key relay; hold runs to it with --slo e2ee_failures=0)",
+            o.totals.e2ee_failures,
+            o.totals.e2ee_failures + o.totals.e2ee_decrypted
+        ));
+    }
     if s.mode == crate::scenario::Mode::Embedded {
         notes.push(
             "peak_rss_mb is the whole process: the embedded engine and the load generator's clients together".into(),
@@ -425,6 +446,10 @@ pub fn build(s: &Scenario, o: &RunOutcome, meta: meta::Meta) -> Report {
             pauses: o.totals.pauses,
             paused_ms_total: o.totals.paused_time.as_secs_f64() * 1000.0,
             layers: LayerShare::new(o.totals.layer_frames),
+            e2ee: s.e2ee.then_some(E2eeReport {
+                decrypted: o.totals.e2ee_decrypted,
+                failures: o.totals.e2ee_failures,
+            }),
             frame_gaps: o.collector.gaps.clone(),
         },
         join: JoinReport {

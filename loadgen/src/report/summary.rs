@@ -127,6 +127,16 @@ pub fn render(r: &Report) -> String {
             ),
         ),
         (
+            "e2ee",
+            match &r.media.e2ee {
+                Some(e) => format!(
+                    "{} received payloads decrypted, {} did not (whole run)",
+                    e.decrypted, e.failures
+                ),
+                None => String::new(),
+            },
+        ),
+        (
             "switches",
             format!(
                 "publisher {}, layer {}",
@@ -184,6 +194,10 @@ pub fn render(r: &Report) -> String {
     let unmeasured = ["latency", "throughput", "quality", "video", "switches"];
     let mut said = false;
     for (k, v) in rows {
+        // A row that does not apply to this run (e2ee without --e2ee).
+        if v.is_empty() {
+            continue;
+        }
         if r.measured_s <= 0.0 && unmeasured.contains(&k) {
             if !said {
                 said = true;

@@ -396,6 +396,7 @@ impl Driver {
         self.results
             .push(e.meter.result(e.client.connected_at(), self.t0));
         e.meter.add_totals(now, &mut self.totals);
+        self.totals.add_e2ee(e.client.stats());
     }
 
     fn read_socket(&mut self, index: usize, buf: &mut [u8]) {

@@ -289,6 +289,7 @@ fn run_room(s: &Scenario, room: usize, progress: &Progress) -> Result<RoomRun, L
     let end = sim.now();
     for (i, m) in meters.iter_mut().enumerate() {
         m.add_totals(end, &mut totals);
+        totals.add_e2ee(sim.participants()[i].client.stats());
         participants.push(m.result(sim.participants()[i].client.connected_at(), t0));
     }
     let disconnects = sim

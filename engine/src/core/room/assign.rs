@@ -301,7 +301,10 @@ mod tests {
     }
 
     fn held(slots: &[VideoSlot]) -> Vec<u32> {
-        slots.iter().map(|s| s.target().unwrap().publisher.0).collect()
+        slots
+            .iter()
+            .map(|s| s.target().unwrap().publisher.0)
+            .collect()
     }
 
     fn ranking(order: &[u32]) -> Vec<(ParticipantId, VideoSource)> {
