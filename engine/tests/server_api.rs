@@ -225,6 +225,26 @@ async fn drive_async(peers: Vec<Peer>, d: Duration) -> Vec<Peer> {
     .unwrap()
 }
 
+/// Drive the peers until `done` holds (checked every 100 ms) or `max`
+/// passed. Real UDP on a loaded machine: wait for what must happen,
+/// bounded, not for a guessed time.
+async fn drive_async_until(
+    peers: Vec<Peer>,
+    max: Duration,
+    done: impl Fn(&[Peer]) -> bool + Send + 'static,
+) -> Vec<Peer> {
+    tokio::task::spawn_blocking(move || {
+        let mut peers = peers;
+        let end = Instant::now() + max;
+        while Instant::now() < end && !done(&peers) {
+            drive(&mut peers, Duration::from_millis(100));
+        }
+        peers
+    })
+    .await
+    .unwrap()
+}
+
 fn error_code(v: &Value) -> &str {
     v["error"].as_str().unwrap_or("<no error code>")
 }
@@ -686,7 +706,19 @@ async fn leave_kick_rejoin_and_media_through_the_api() {
     let guest = s.join(&room.id, &room.invite, "Gus", 2).await.unwrap();
     let third = s.join(&room.id, &room.invite, "Tess", 3).await.unwrap();
 
-    let mut peers = drive_async(vec![owner, guest, third], Duration::from_secs(3)).await;
+    let mut peers = drive_async_until(
+        vec![owner, guest, third],
+        Duration::from_secs(20),
+        |peers| {
+            peers.iter().all(|p| {
+                let slots = &p.client.stats().slots;
+                p.client.connected_at().is_some()
+                    && slots.iter().filter(|s| s.video && s.packets > 0).count() >= 2
+                    && slots.iter().filter(|s| !s.video && s.packets > 0).count() >= 2
+            })
+        },
+    )
+    .await;
     for p in &peers {
         assert!(p.client.connected_at().is_some(), "{} connected", p.id);
         let slots = &p.client.stats().slots;
@@ -719,9 +751,59 @@ async fn leave_kick_rejoin_and_media_through_the_api() {
     let res = s.http.get(s.url("/metrics")).send().await.unwrap();
     let metrics = res.text().await.unwrap();
     let forwarded = metric(&metrics, "piazza_rtp_forwarded_total{shard=\"0\"}");
-    assert!(forwarded > 100.0, "forwarded {forwarded}");
+    // Every packet a client received was forwarded (and counted) first.
+    let received: u64 = peers
+        .iter()
+        .flat_map(|p| p.client.stats().slots.iter().map(|s| s.packets))
+        .sum();
+    assert!(
+        forwarded >= received as f64 && received > 0,
+        "forwarded {forwarded}, clients received {received}"
+    );
     assert_eq!(metric(&metrics, "piazza_participants{shard=\"0\"}"), 3.0);
     assert_eq!(metric(&metrics, "piazza_http_joins_total"), 3.0);
+
+    // A subscriber's downlink as the allocator sees it: readable by the
+    // participant itself and by the owner, not by another guest.
+    let bw = format!(
+        "/v1/rooms/{}/participants/{}/bandwidth",
+        room.id, peers[1].id
+    );
+    let (status, v) = s.get(&bw, Some(&peers[1].token)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["participant"], peers[1].id.as_str(), "{v}");
+    assert!(v["estimate_bps"].as_u64().is_some_and(|e| e > 0), "{v}");
+    let slots = v["slots"].as_array().expect("slots");
+    let video_slots = peers[1]
+        .client
+        .stats()
+        .slots
+        .iter()
+        .filter(|x| x.video)
+        .count();
+    assert_eq!(slots.len(), video_slots, "{v}");
+    let shown: Vec<&str> = slots
+        .iter()
+        .filter_map(|x| x["participant"].as_str())
+        .collect();
+    assert!(!shown.is_empty(), "{v}");
+    for p in shown {
+        assert!(p == peers[0].id || p == peers[2].id, "{p} in {v}");
+    }
+    let (status, _) = s.get(&bw, Some(&peers[0].token)).await;
+    assert_eq!(status, StatusCode::OK, "the owner reads it too");
+    let (status, v) = s.get(&bw, Some(&peers[2].token)).await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (StatusCode::FORBIDDEN, "not_owner")
+    );
+    let (status, _) = s
+        .get(
+            &format!("/v1/rooms/{}/participants/p999999/bandwidth", room.id),
+            Some(&room.owner),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 
     // A guest cannot remove others; unknown participants are 404.
     let p = |id: &str| format!("/v1/rooms/{}/participants/{id}", room.id);
@@ -744,7 +826,7 @@ async fn leave_kick_rejoin_and_media_through_the_api() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let mut all = peers;
     all.push(tess);
-    let mut all = drive_async(all, Duration::from_millis(500)).await;
+    let mut all = drive_async_until(all, Duration::from_secs(10), |p| p[2].client.kicked).await;
     assert!(all[2].client.kicked, "the kicked client was told");
     let tess = all.pop().unwrap();
     let err = s
