@@ -57,4 +57,28 @@ for sfu in piazza janus; do
          and .join.first_frame_missing == 0)] | all' "$report" >/dev/null \
     || { echo "janus-ci: FAILED: $sfu did not carry media as expected"; exit 1; }
 done
+
+# One command for both capacities at the same SLO: a two-step search
+# (4 then 8 participants, 4 s each) on each SFU. On a loaded machine a
+# step may be invalid or break the SLO; the search must still run on both
+# and write each SFU's capacity.json with its steps.
+cap="$out/capacity"
+set +e
+timeout 300 target/debug/piazza-loadgen --compare --capacity participants \
+  --capacity-start 4 --capacity-step 4 --capacity-max 8 -d 4 --warmup 1 \
+  --piazza-bin target/debug/piazza --out "$cap" --quiet
+rc=$?
+set -e
+case $rc in
+  0|3|4|5) ;;
+  *) echo "janus-ci: FAILED: piazza-loadgen --compare --capacity exited $rc"; exit 1 ;;
+esac
+for sfu in piazza janus; do
+  c=$(ls -d "$cap"/*/capacity-$sfu.json 2>/dev/null | head -n1)
+  [ -n "$c" ] || { echo "janus-ci: FAILED: no capacity-$sfu.json under $cap"; exit 1; }
+  steps=$(jq '.steps | length' "$c")
+  first=$(jq '.steps[0].participants' "$c")
+  echo "janus-ci: $sfu capacity search: $steps step(s), first at $first participants, capacity $(jq -c '.capacity.participants' "$c")"
+  [ "$steps" -ge 1 ] && [ "$first" = 4 ] || { echo "janus-ci: FAILED: $sfu capacity search ran no step"; exit 1; }
+done
 echo "janus-ci: OK"

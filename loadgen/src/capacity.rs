@@ -12,8 +12,12 @@
 
 use serde::Serialize;
 
-use crate::report::{Outcome, Report};
+use crate::error::LoadgenError;
+use crate::report::meta::Meta;
+use crate::report::{self, Outcome, Report};
+use crate::run::RunOutcome;
 use crate::scenario::Scenario;
+use crate::slo::Slo;
 
 /// The SLO a capacity search uses unless `--slo` gives another: one-way
 /// latency p99 within 50 ms (a third of ITU-T G.114's 150 ms one-way budget,
@@ -69,6 +73,37 @@ impl Plan {
         }
         v
     }
+}
+
+/// Run the steps of `plan` on `base`, one run each (`run_one`), until a
+/// step does not hold or the plan ends. `on_step` sees every finished step
+/// (its index, grown value, row and full report) as it ends. An error of a
+/// run ends the search with the value it failed at.
+pub fn search(
+    plan: &Plan,
+    base: &Scenario,
+    slo: &Slo,
+    run_one: &mut dyn FnMut(&Scenario) -> Result<RunOutcome, LoadgenError>,
+    on_step: &mut dyn FnMut(usize, usize, &Step, &Report),
+) -> Result<CapacityReport, (usize, LoadgenError)> {
+    let mut steps = Vec::new();
+    for (i, v) in plan.values().into_iter().enumerate() {
+        let s = plan.scenario(base, v);
+        let mut meta = Meta::at_start();
+        let outcome = run_one(&s).map_err(|e| (v, e))?;
+        meta.finish();
+        let mut report = report::build(&s, &outcome, meta);
+        report.slo = slo.evaluate(&report);
+        report.decide();
+        let row = Step::of(&report);
+        on_step(i, v, &row, &report);
+        let held = row.held();
+        steps.push(row);
+        if !held {
+            break;
+        }
+    }
+    Ok(CapacityReport::new(plan.clone(), steps))
 }
 
 /// One step's figures.

@@ -113,7 +113,9 @@ struct Cli {
     /// (Piazza's `piazza` server, Janus with a generated configuration),
     /// run this scenario on each, alternating the order over --rounds,
     /// stop both, and write one report with the two side by side.
-    #[arg(long, conflicts_with_all = ["target", "in_process", "invite", "capacity"])]
+    /// With --capacity: the capacity search on each (one each, Piazza
+    /// first), and the two capacities side by side at the same SLO.
+    #[arg(long, conflicts_with_all = ["target", "in_process", "invite"])]
     compare: bool,
     /// Rounds of --compare (medians over rounds).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
@@ -496,7 +498,7 @@ fn capacity(
     slo: Option<Slo>,
     dir: Option<PathBuf>,
 ) -> ExitCode {
-    use piazza_loadgen::capacity::{CapacityReport, DEFAULT_SLO, Grow, Plan, Step};
+    use piazza_loadgen::capacity::{DEFAULT_SLO, Grow, Plan, Step, search};
     let grow = if what == "rooms" {
         Grow::Rooms
     } else {
@@ -537,65 +539,32 @@ fn capacity(
         "capacity search: {what} {} to {} by {}, {:.0} s per step, SLO {}",
         plan.start, plan.max, plan.step, base.duration_s, plan.slo
     );
-    let mut steps = Vec::new();
-    for (i, v) in values.iter().enumerate() {
-        let s = plan.scenario(base, *v);
-        let progress = Progress::new(s.duration(), !cli.quiet && std::io::stderr().is_terminal());
-        let mut meta = Meta::at_start();
-        let outcome = match run::run(&s, &progress) {
-            Ok(o) => o,
-            Err(e) => {
-                progress.finish();
-                eprintln!("error: capacity step {v}: {e}");
-                return ExitCode::from(EXIT_FAILED);
-            }
-        };
-        progress.finish();
-        meta.finish();
-        let mut report = report::build(&s, &outcome, meta);
-        report.slo = slo.evaluate(&report);
-        report.decide();
-        let row = Step::of(&report);
-        println!(
-            "  step {:>2}: {} room(s) x {} participants: p99 {:.2} ms, loss {:.3} %, freezes {}, {:.0} egress packets/s on {:.2} SFU cores: {}",
-            i + 1,
-            row.rooms,
-            row.participants_per_room,
-            row.p99_ms,
-            row.loss_ratio * 100.0,
-            row.freezes,
-            row.egress_pps,
-            row.sfu_cores,
-            if row.held() {
-                "held".to_string()
-            } else {
-                format!("{:?}: {}", row.outcome, row.why.join("; "))
-            }
-        );
-        if let Some(d) = &dir {
-            let name = format!("step-{:02}-{}", i + 1, v);
-            for (ext, json) in [("json", true), ("html", false)] {
-                let path = d.join(format!("{name}.{ext}"));
-                if let Err(e) = write_report(&report, &path, json) {
-                    eprintln!("error: cannot write {}: {e}", path.display());
-                }
-            }
-        }
-        let held = row.held();
-        steps.push(row);
-        if !held {
-            break;
-        }
+    if cli.compare {
+        return compare_capacity(cli, &plan, base, &slo, dir);
     }
-    let result = CapacityReport::new(plan, steps);
+    let mut run_one = |s: &Scenario| {
+        let progress = Progress::new(s.duration(), !cli.quiet && std::io::stderr().is_terminal());
+        let outcome = run::run(s, &progress);
+        progress.finish();
+        outcome
+    };
+    let mut on_step = |i: usize, v: usize, row: &Step, report: &Report| {
+        print_step(i, row);
+        if let Some(d) = &dir {
+            write_step(d, "", i, v, report);
+        }
+    };
+    let result = match search(&plan, base, &slo, &mut run_one, &mut on_step) {
+        Ok(r) => r,
+        Err((v, e)) => {
+            eprintln!("error: capacity step {v}: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
     print!("{}", result.render());
     if let Some(d) = &dir {
-        let path = d.join("capacity.json");
-        // Plain structs of numbers and strings.
-        let text = serde_json::to_string_pretty(&result).expect("the capacity report serializes");
-        if let Err(e) = std::fs::write(&path, text + "\n") {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            return ExitCode::from(EXIT_FAILED);
+        if let Err(code) = write_capacity(&d.join("capacity.json"), &result) {
+            return code;
         }
         println!(
             "  reports     {}/ (capacity.json, step-NN-*.json and .html)",
@@ -603,6 +572,174 @@ fn capacity(
         );
     }
     ExitCode::from(result.exit_code())
+}
+
+/// `--compare --capacity`: the same capacity search on each SFU, each
+/// started here on loopback (Piazza first, then Janus; one search each,
+/// `--rounds` does not apply), then the two capacities side by side at the
+/// same SLO. Exit code: 1 if an SFU could not be started or a run failed,
+/// else the worse of the two searches' codes.
+fn compare_capacity(
+    cli: &Cli,
+    plan: &piazza_loadgen::capacity::Plan,
+    base: &Scenario,
+    slo: &Slo,
+    dir: Option<PathBuf>,
+) -> ExitCode {
+    use piazza_loadgen::capacity::{CapacityReport, Step, search};
+    use piazza_loadgen::compare::{self, Programs};
+    let mut programs = Programs::default_paths();
+    if let Some(p) = &cli.piazza_bin {
+        programs.piazza = p.clone();
+    }
+    programs.janus = cli.janus_bin.clone();
+    let scratch = std::env::temp_dir().join(format!(
+        "piazza-loadgen-capacity-{}-{:x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let mut results: Vec<(Sfu, CapacityReport)> = Vec::new();
+    for sfu in [Sfu::Piazza, Sfu::Janus] {
+        let sub = scratch.join(sfu.name());
+        if let Err(e) = std::fs::create_dir_all(&sub) {
+            eprintln!("error: cannot create {}: {e}", sub.display());
+            return ExitCode::from(EXIT_FAILED);
+        }
+        let started = match sfu {
+            Sfu::Piazza => {
+                compare::start_piazza(&programs.piazza, base.shards, &sub).map(|s| (s, None))
+            }
+            Sfu::Janus => compare::start_janus(&programs.janus, &sub).map(|(s, k)| (s, Some(k))),
+        };
+        let (mut server, admin_key) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                let _ = std::fs::remove_dir_all(&scratch);
+                return ExitCode::from(EXIT_FAILED);
+            }
+        };
+        println!("{} (pid {}, {})", sfu.name(), server.pid, server.url);
+        let mut side = base.clone();
+        side.mode = Mode::Target;
+        side.sfu = sfu;
+        side.target = Some(server.url.clone());
+        side.sfu_pid = Some(server.pid);
+        let url = server.url.clone();
+        let mut run_one = |s: &Scenario| {
+            let progress =
+                Progress::new(s.duration(), !cli.quiet && std::io::stderr().is_terminal());
+            let outcome = match &admin_key {
+                Some(k) => run::janus::run_with_key(s, &url, &progress, Some(k)),
+                None => run::run(s, &progress),
+            };
+            progress.finish();
+            outcome
+        };
+        let prefix = format!("{}-", sfu.name());
+        let mut on_step = |i: usize, v: usize, row: &Step, report: &Report| {
+            print!("  {} ", sfu.name());
+            print_step(i, row);
+            if let Some(d) = &dir {
+                write_step(d, &prefix, i, v, report);
+            }
+        };
+        let result = search(plan, &side, slo, &mut run_one, &mut on_step);
+        server.stop();
+        match result {
+            Ok(r) => results.push((sfu, r)),
+            Err((v, e)) => {
+                eprintln!("error: {} capacity step {v}: {e}", sfu.name());
+                let _ = std::fs::remove_dir_all(&scratch);
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    for (sfu, r) in &results {
+        print!("\n{}:{}", sfu.name(), r.render());
+    }
+    println!("\nCapacity side by side, SLO {}:", plan.slo);
+    for (sfu, r) in &results {
+        println!("  {:<7} {}", sfu.name(), capacity_line(r));
+    }
+    if let Some(d) = &dir {
+        for (sfu, r) in &results {
+            if let Err(code) = write_capacity(&d.join(format!("capacity-{}.json", sfu.name())), r) {
+                return code;
+            }
+        }
+        println!(
+            "  reports     {}/ (capacity-piazza.json, capacity-janus.json, <sfu>-step-NN-*.json and .html)",
+            d.display()
+        );
+    }
+    let code = results
+        .iter()
+        .map(|(_, r)| r.exit_code())
+        .max()
+        .unwrap_or(1);
+    ExitCode::from(code)
+}
+
+/// One line for a capacity: the largest step that held and its per-core
+/// figure, or none.
+fn capacity_line(r: &piazza_loadgen::capacity::CapacityReport) -> String {
+    match &r.capacity {
+        Some(c) => format!(
+            "{}{} participants: {:.0} egress packets/s on {:.2} SFU cores = {:.0} per SFU core",
+            if r.lower_bound { "at least " } else { "" },
+            c.participants,
+            c.egress_pps,
+            c.sfu_cores,
+            c.egress_pps_per_core
+        ),
+        None => format!("none held ({})", r.stopped),
+    }
+}
+
+/// The terminal line of a finished capacity step.
+fn print_step(i: usize, row: &piazza_loadgen::capacity::Step) {
+    println!(
+        "  step {:>2}: {} room(s) x {} participants: p99 {:.2} ms, loss {:.3} %, freezes {}, {:.0} egress packets/s on {:.2} SFU cores: {}",
+        i + 1,
+        row.rooms,
+        row.participants_per_room,
+        row.p99_ms,
+        row.loss_ratio * 100.0,
+        row.freezes,
+        row.egress_pps,
+        row.sfu_cores,
+        if row.held() {
+            "held".to_string()
+        } else {
+            format!("{:?}: {}", row.outcome, row.why.join("; "))
+        }
+    );
+}
+
+/// A capacity step's reports, `<prefix>step-NN-<value>.json` and `.html`.
+fn write_step(d: &Path, prefix: &str, i: usize, v: usize, report: &Report) {
+    let name = format!("{prefix}step-{:02}-{}", i + 1, v);
+    for (ext, json) in [("json", true), ("html", false)] {
+        let path = d.join(format!("{name}.{ext}"));
+        if let Err(e) = write_report(report, &path, json) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+        }
+    }
+}
+
+/// A capacity search's result as JSON.
+fn write_capacity(
+    path: &Path,
+    result: &piazza_loadgen::capacity::CapacityReport,
+) -> Result<(), ExitCode> {
+    // Plain structs of numbers and strings.
+    let text = serde_json::to_string_pretty(result).expect("the capacity report serializes");
+    std::fs::write(path, text + "\n").map_err(|e| {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        ExitCode::from(EXIT_FAILED)
+    })
 }
 
 /// Write `report` as JSON or HTML.
