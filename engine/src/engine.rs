@@ -499,12 +499,23 @@ impl Engine {
     /// Close a room: everyone in it is removed ([`LeaveReason::RoomClosed`])
     /// and the id becomes unknown.
     pub fn close_room(&self, room: RoomId) -> Result<(), Error> {
+        self.close(room, false)
+    }
+
+    /// Close a room that continues on another server: as
+    /// [`Engine::close_room`], but everyone is told the room moved and to
+    /// rejoin ([`LeaveReason::Moved`]) rather than that it closed.
+    pub fn hand_over_room(&self, room: RoomId) -> Result<(), Error> {
+        self.close(room, true)
+    }
+
+    fn close(&self, room: RoomId, moved: bool) -> Result<(), Error> {
         self.check_open()?;
         let entry = self
             .registry()
             .remove(&room)
             .ok_or(Error::UnknownRoom(room))?;
-        self.shards[entry.shard].request(|reply| Command::CloseRoom { room, reply })
+        self.shards[entry.shard].request(|reply| Command::CloseRoom { room, moved, reply })
     }
 
     /// The engine's events (joins, connections, leaves, speakers). Every call
