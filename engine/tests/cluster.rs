@@ -888,3 +888,153 @@ async fn a_node_back_from_a_stall_keeps_a_room_nobody_claimed() {
     );
     drop(peers);
 }
+
+/// The load generator's binary, built next to this test's (`cargo build
+/// -p piazza-loadgen`, which engine/tests/cluster.sh runs), or
+/// `PIAZZA_LOADGEN`.
+fn loadgen_binary() -> std::path::PathBuf {
+    let path = std::env::var_os("PIAZZA_LOADGEN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            // target/PROFILE/deps/cluster-HASH -> target/PROFILE/piazza-loadgen
+            let exe = std::env::current_exe().expect("the test's own path");
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .expect("the test binary is in target/PROFILE/deps")
+                .join("piazza-loadgen")
+        });
+    assert!(
+        path.is_file(),
+        "{} is missing: cargo build -p piazza-loadgen (engine/tests/cluster.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// The load generator against the cluster (docs/loadgen.md): rooms created
+/// and joined through every node, per-node figures in its report, and with
+/// `--rejoin` the participants of a node killed mid-run back on the other
+/// nodes, with how long it took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server and piazza-loadgen: run engine/tests/cluster.sh"]
+async fn the_load_generator_rejoins_through_the_cluster_when_a_node_is_killed() {
+    let loadgen = loadgen_binary();
+    let mut c = Cluster::start(&[]).await;
+    let targets: Vec<String> = c.nodes.iter().map(|n| n.url.clone()).collect();
+    let json = std::env::temp_dir().join(format!(
+        "piazza-cluster-loadgen-{}-{}.json",
+        std::process::id(),
+        common::free_port()
+    ));
+    let (rooms, per_room) = (3, 4);
+    let mut run = std::process::Command::new(&loadgen)
+        .args(["--target", &targets.join(","), "--rejoin"])
+        .args(["--rooms", &rooms.to_string(), "-n", &per_room.to_string()])
+        .args(["-d", "25", "--warmup", "2", "--slots", "3"])
+        .args(["--audio-slots", "2", "--client-threads", "1"])
+        .args(["--no-report", "--quiet", "--json"])
+        .arg(&json)
+        .env("PIAZZA_API_KEY", API_KEY)
+        .spawn()
+        .expect("piazza-loadgen runs");
+    // Everyone in, then the node with the most participants dies.
+    let end = Instant::now() + Duration::from_secs(20);
+    let load = loop {
+        let mut load = Vec::new();
+        for i in 0..3 {
+            let (_, v) = c.get(i, "/healthz", None).await;
+            load.push(v["participants"].as_u64().unwrap_or(0));
+        }
+        if load.iter().sum::<u64>() == (rooms * per_room) as u64 {
+            break load;
+        }
+        if Instant::now() > end || run.try_wait().unwrap().is_some() {
+            let _ = run.kill();
+            let _ = run.wait();
+            panic!(
+                "the load generator's {rooms} x {per_room} participants did not all join: {load:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let victim = (0..3).max_by_key(|&i| load[i]).unwrap();
+    c.nodes[victim].kill9();
+    println!(
+        "loadgen: killed node {victim} with {} of {load:?} participants",
+        load[victim]
+    );
+
+    let end = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = run.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > end {
+            let _ = run.kill();
+            let _ = run.wait();
+            panic!("the load generator ran past its 25 s by more than a minute");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // 0, or 5 when the busy machine made the run invalid (the report is
+    // written all the same); anything else is a failure.
+    assert!(
+        matches!(status.code(), Some(0 | 5)),
+        "piazza-loadgen exited {status}"
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let cluster = &report["cluster"];
+    let nodes = cluster["nodes"].as_array().expect("per-node figures");
+    assert_eq!(nodes.len(), 3, "{cluster}");
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(n["url"], targets[i].as_str());
+        assert!(
+            n["joins_sent"].as_u64().unwrap() > 0,
+            "joins through every node: {n}"
+        );
+        assert_eq!(n["up_at_end"], i != victim, "{n}");
+        if i != victim {
+            assert!(n["egress_pps"].as_f64().unwrap() > 0.0, "{n}");
+        }
+    }
+    let rooms_at_window: u64 = nodes.iter().map(|n| n["rooms"].as_u64().unwrap()).sum();
+    assert_eq!(rooms_at_window, rooms as u64, "{cluster}");
+    let j = &cluster["rejoins"];
+    println!(
+        "loadgen: {} lost, {} rejoined; last datagram to rejoined {} s median, {} s max; to media {} s median, {} s max (node TTL {} s)",
+        j["lost"],
+        j["rejoined"],
+        j["rejoined_s_p50"],
+        j["rejoined_s_max"],
+        j["media_s_p50"],
+        j["media_s_max"],
+        NODE_TTL.as_secs()
+    );
+    assert_eq!(
+        j["lost"], load[victim],
+        "every session of the killed node, and only those: {j}"
+    );
+    assert_eq!(j["rejoined"], j["lost"], "{j}");
+    // Silence for 3 s before it counts as lost, then at most the TTL
+    // and 10 s.
+    let bound = 3.0 + NODE_TTL.as_secs_f64() + 10.0;
+    assert!(j["rejoined_s_max"].as_f64().unwrap() <= bound, "{j}");
+    // Connected again, and media again (the first back in a room has
+    // nobody to see yet: no media figure for it).
+    for s in j["sessions"].as_array().unwrap() {
+        assert!(s["connected_s"].as_f64().is_some(), "connected again: {s}");
+    }
+    assert!(j["media_s_max"].as_f64().is_some(), "media again: {j}");
+    let survivors: u64 = [0, 1, 2]
+        .iter()
+        .filter(|&&i| i != victim)
+        .map(|&i| nodes[i]["participants_at_end"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        survivors,
+        (rooms * per_room) as u64,
+        "everyone on the live nodes at the end: {cluster}"
+    );
+}

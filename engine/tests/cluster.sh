@@ -13,6 +13,8 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 redis-server --version
 
+# The load generator's binary, for the test that runs it against the cluster.
+cargo build -p piazza-loadgen
 # One test at a time: each starts its own Redis and three nodes, and the
 # failover and drain tests time what clients see.
 timeout 900 cargo test -p piazza --test cluster -- --ignored --test-threads=1 --nocapture
