@@ -10,10 +10,12 @@
 // the API; Ann (owner link) and Bob (invite link) open the room page on two
 // nodes that do not host it (their requests are proxied to the owner) and
 // decode each other, with media going straight to the owner's address.
-// Then the owner is killed with SIGKILL. Each page must notice on its own,
-// rejoin with its participant token and be back in the room within 10 s
-// of the node's TTL expiring (issue 16), on a live node: decoding the other
-// again, the room's metadata unchanged, the owner's rights intact.
+// Ann locks the room, then the owner node is killed with SIGKILL. Each
+// page must notice on its own, rejoin with its participant token (the lock
+// keeps newcomers out, not the room's own participants) and be back in the
+// room within 10 s of the node's TTL expiring (issue 16), on a live node:
+// decoding the other again, the room's metadata unchanged (still locked),
+// the owner's rights intact.
 //
 // Every wait is bounded; the run aborts after RUN_LIMIT_MS. Exit code 0
 // when every check passed; on failure, screenshots of every page go to --out.
@@ -96,14 +98,15 @@ async function until(what, fn, ms = 20_000, every = 200) {
 }
 
 /** One API call to node `i` (outside the browser). */
-async function api(i, method, path, { token, json } = {}) {
+async function api(i, method, path, { token, json, sdp } = {}) {
   const headers = {};
   if (token) headers.Authorization = `Bearer ${token}`;
   if (json !== undefined) headers['Content-Type'] = 'application/json';
+  if (sdp !== undefined) headers['Content-Type'] = 'application/sdp';
   const res = await fetch(`${nodes[i]}${path}`, {
     method,
     headers,
-    body: json === undefined ? undefined : JSON.stringify(json),
+    body: json === undefined ? sdp : JSON.stringify(json),
     signal: AbortSignal.timeout(10_000),
   });
   const data = (res.headers.get('content-type') || '').includes('json') ? await res.json() : await res.text();
@@ -246,8 +249,10 @@ async function scenario(browser) {
     const { node } = await st(page);
     check(node === hostId, `${label}'s page knows its session is on ${node} (X-Piazza-Node)`);
   }
+  await ann.click('#lock');
+  await until('the room is locked', async () => (await st(ann)).locked, 10_000);
   const before = await api(annNode, 'GET', `/v1/rooms/${room}`, { token: owner });
-  check(before.status === 200 && before.via, `the room's metadata through node ${annNode} (via ${before.via})`);
+  check(before.status === 200 && before.via && before.data.locked === true, `ann locked the room; its metadata through node ${annNode} (via ${before.via})`);
   await ann.screenshot({ path: join(opts.out, 'cluster-before.png') });
 
   // 3. kill -9 of the owning node, mid-call.
@@ -313,14 +318,15 @@ async function scenario(browser) {
   const title = await ann.evaluate(() => document.getElementById('room-name').textContent);
   check(title === meta.name, `ann's page still shows the room as "${title}"`);
 
-  // 6. The owner's rights came along: Ann locks the room from her page.
-  check((await st(ann)).owner, 'ann is still the owner');
-  await ann.click('#lock');
-  await until('the room is locked', async () => (await st(ann)).locked, 10_000);
-  const locked = await api(bobNode, 'GET', `/v1/rooms/${room}`, { token: invite });
-  check(locked.status === 200 && locked.data.locked === true, 'the lock holds on the new host, read through another node');
+  // 6. The lock still keeps newcomers out, and the owner's rights came
+  //    along: Ann unlocks the room from her page.
+  const newcomer = await api(bobNode, 'POST', `/v1/rooms/${room}/participants?name=Cy`, { token: invite, sdp: 'v=0\r\n' });
+  check(newcomer.status === 423 && newcomer.data.error === 'room_locked', `a newcomer is refused: ${newcomer.status} ${newcomer.data.error}`);
+  check((await st(ann)).owner && (await st(ann)).locked, 'ann is still the owner and her page shows the room locked');
   await ann.click('#lock');
   await until('the room is unlocked', async () => !(await st(ann)).locked, 10_000);
+  const unlocked = await api(bobNode, 'GET', `/v1/rooms/${room}`, { token: invite });
+  check(unlocked.status === 200 && unlocked.data.locked === false, 'unlocked on the new host, read through another node');
 
   // 7. The public list, from every live node, has the room.
   for (const i of live) {

@@ -245,7 +245,7 @@ impl ShardCore {
             .rooms
             .get_mut(&room_id)
             .ok_or(Error::UnknownRoom(room_id))?;
-        if room.locked {
+        if room.locked && !p.rejoining {
             return Err(Error::RoomLocked(room_id));
         }
         if room.len() >= room.config.max_participants {

@@ -244,6 +244,7 @@ async fn recreate(
     );
     room.kicked = kicked;
     room.e2ee = meta.e2ee;
+    room.recreated_at = Some(now);
     state.rooms().insert(room);
     cluster.count(|s| s.rooms_recreated += 1);
     tracing::info!(room = %meta.slug, engine_room = %id, "room recreated here from the directory");
