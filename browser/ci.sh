@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Browser end-to-end tests: installs Debian's chromium and node (if absent)
-# and the npm packages (playwright-core, from package-lock.json), then runs
-# the ignored Rust tests that start the server and drive headless Chromium.
-# Takes about two minutes once chromium is installed. Called by .ci/run.
+# Browser end-to-end tests: installs Debian's chromium, node and
+# redis-server (if absent; Redis for the cluster failover scenario) and the
+# npm packages (playwright-core, from package-lock.json), then runs the
+# ignored Rust tests that start the server (or a cluster of nodes) and drive
+# headless Chromium. Takes about three minutes once chromium is installed.
+# Called by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -10,10 +12,11 @@ missing=()
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "browser/ci.sh: installing ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
 fi
 
 npm ci --no-audit --no-fund --loglevel=error

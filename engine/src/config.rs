@@ -198,12 +198,25 @@ impl RoomConfig {
 pub struct JoinOptions {
     /// Display name shown to the others.
     pub name: String,
+    /// A participant coming back, not a newcomer (its connection was lost,
+    /// or the room moved to this engine after its server failed): a locked
+    /// room admits it. The embedder decides who that is; default false.
+    pub rejoining: bool,
 }
 
 impl JoinOptions {
     /// Join under a display name.
     pub fn new(name: impl Into<String>) -> Self {
-        JoinOptions { name: name.into() }
+        JoinOptions {
+            name: name.into(),
+            rejoining: false,
+        }
+    }
+
+    /// Set [`JoinOptions::rejoining`].
+    pub fn rejoining(mut self, rejoining: bool) -> Self {
+        self.rejoining = rejoining;
+        self
     }
 }
 

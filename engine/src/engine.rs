@@ -425,7 +425,7 @@ impl Engine {
             let entry = registry.get(&room).ok_or(Error::UnknownRoom(room))?;
             // Early refusals from what the shard published; the shard's
             // core decides on adoption.
-            if entry.shared.locked.load(Ordering::Relaxed) {
+            if entry.shared.locked.load(Ordering::Relaxed) && !options.rejoining {
                 return Err(Error::RoomLocked(room));
             }
             let max = entry.config.max_participants;
@@ -461,6 +461,7 @@ impl Engine {
             candidate,
             Instant::now(),
         )?;
+        prepared.rejoining = options.rejoining;
         let answer = std::mem::take(&mut prepared.answer);
         // The shard re-checks lock and size: they may have changed meanwhile.
         let adopted = self.shards[shard].request(|reply| Command::Adopt(Box::new(prepared), reply));
@@ -483,7 +484,8 @@ impl Engine {
     }
 
     /// Lock (`true`) or unlock a room. A locked room refuses joins with
-    /// [`Error::RoomLocked`]; participants already in it stay.
+    /// [`Error::RoomLocked`]; participants already in it stay, and those
+    /// coming back ([`JoinOptions::rejoining`]) are admitted.
     pub fn lock(&self, room: RoomId, locked: bool) -> Result<(), Error> {
         self.check_open()?;
         // The shard owns the lock (and publishes it for early refusals).
@@ -499,12 +501,23 @@ impl Engine {
     /// Close a room: everyone in it is removed ([`LeaveReason::RoomClosed`])
     /// and the id becomes unknown.
     pub fn close_room(&self, room: RoomId) -> Result<(), Error> {
+        self.close(room, false)
+    }
+
+    /// Close a room that continues on another server: as
+    /// [`Engine::close_room`], but everyone is told the room moved and to
+    /// rejoin ([`LeaveReason::Moved`]) rather than that it closed.
+    pub fn hand_over_room(&self, room: RoomId) -> Result<(), Error> {
+        self.close(room, true)
+    }
+
+    fn close(&self, room: RoomId, moved: bool) -> Result<(), Error> {
         self.check_open()?;
         let entry = self
             .registry()
             .remove(&room)
             .ok_or(Error::UnknownRoom(room))?;
-        self.shards[entry.shard].request(|reply| Command::CloseRoom { room, reply })
+        self.shards[entry.shard].request(|reply| Command::CloseRoom { room, moved, reply })
     }
 
     /// The engine's events (joins, connections, leaves, speakers). Every call

@@ -19,6 +19,11 @@ pub enum LeaveReason {
     Timeout,
     /// The engine is shutting down ([`Engine::shutdown_within`](crate::Engine::shutdown_within)).
     Shutdown,
+    /// The room was handed over to another server, where the client
+    /// should rejoin ([`Engine::hand_over_room`](crate::Engine::hand_over_room):
+    /// in a cluster, another node took the room over while this one was
+    /// cut off).
+    Moved,
 }
 
 /// A published track kind.

@@ -89,6 +89,8 @@ pub(crate) struct Prepared {
     pub ufrag: String,
     pub layout: MediaLayout,
     pub answer: String,
+    /// Admitted into a locked room ([`crate::JoinOptions::rejoining`]).
+    pub rejoining: bool,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -179,6 +181,7 @@ pub(crate) fn prepare(
         layout,
         // Candidates in every m-section and a=end-of-candidates (answer.rs).
         answer: crate::answer::with_candidates_in_every_section(&answer.to_sdp_string()),
+        rejoining: false,
     })
 }
 

@@ -6,141 +6,19 @@
 //! in a plain `cargo test`; `engine/tests/cluster.sh` (which CI runs)
 //! installs Redis and runs them with `--ignored`.
 
-use std::net::{TcpListener, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
+use common::{API_KEY, Node, Redis, SECRET};
 use piazza::server::{Claims, Grant, TokenKeys};
 use piazza::sim::{ClientConfig, SimClient};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const SECRET: &str = "cluster test secret, 32 bytes or more";
-const API_KEY: &str = "cluster-test-api-key";
 /// Short, so the failover test is quick; heartbeats go every third of it.
 const NODE_TTL: Duration = Duration::from_secs(2);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// `redis-server` in a temporary directory, no persistence.
-struct Redis {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Redis {
-    fn start_on(port: u16, dir: PathBuf) -> Redis {
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                dir.to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (engine/tests/cluster.sh installs it)");
-        let end = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < end,
-                "redis-server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Redis { child, port, dir }
-    }
-
-    fn start() -> Redis {
-        let dir = std::env::temp_dir().join(format!(
-            "piazza-cluster-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        Redis::start_on(free_port(), dir)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-struct Node {
-    child: Child,
-    url: String,
-}
-
-impl Node {
-    fn start(redis: &Redis, name: &str, extra: &[&str]) -> Node {
-        let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
-        let log = std::env::temp_dir().join(format!("piazza-cluster-{name}-{port}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_piazza"))
-            .args([
-                "--http",
-                &format!("127.0.0.1:{port}"),
-                "--shards",
-                "1",
-                "--token-secret",
-                SECRET,
-                "--api-key",
-                API_KEY,
-                "--redis-url",
-                &redis.url(),
-                "--node-id",
-                name,
-                "--node-url",
-                &url,
-                "--node-ttl",
-                &format!("{}s", NODE_TTL.as_secs()),
-                "--shutdown-timeout",
-                "2s",
-            ])
-            .args(extra)
-            .env("PIAZZA_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("the piazza binary runs");
-        Node { child, url }
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 struct Cluster {
     http: reqwest::Client,
@@ -149,34 +27,17 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Redis and three nodes `a`, `b`, `c` that all see each other.
     async fn start(extra: &[&str]) -> Cluster {
-        let redis = Redis::start();
-        let nodes: Vec<Node> = ["a", "b", "c"]
-            .iter()
-            .map(|n| Node::start(&redis, n, extra))
-            .collect();
-        let c = Cluster {
+        let (redis, nodes) = common::start_cluster(&["a", "b", "c"], NODE_TTL, extra).await;
+        Cluster {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
                 .build()
                 .unwrap(),
             nodes,
             redis: Some(redis),
-        };
-        // Every node up and every node sees all three.
-        let end = Instant::now() + Duration::from_secs(60);
-        for i in 0..c.nodes.len() {
-            loop {
-                assert!(Instant::now() < end, "node {i} did not join the cluster");
-                if let Ok((StatusCode::OK, v)) = c.try_get(i, "/v1/cluster", Some(API_KEY)).await
-                    && v["nodes"].as_array().is_some_and(|n| n.len() == 3)
-                {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
         }
-        c
     }
 
     fn url(&self, node: usize, path: &str) -> String {
@@ -255,7 +116,14 @@ impl Cluster {
     /// Which node hosts `room`: the one that answers for it without
     /// forwarding (a forwarded answer names the node it came from).
     async fn host_of(&self, room: &Room) -> usize {
-        for i in 0..self.nodes.len() {
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        self.host_among(room, &all).await
+    }
+
+    /// [`Cluster::host_of`] asking only the nodes `among` (a stopped node
+    /// would hold the request until the client's timeout).
+    async fn host_among(&self, room: &Room, among: &[usize]) -> usize {
+        for &i in among {
             let Ok(res) = self
                 .http
                 .get(self.url(i, &format!("/v1/rooms/{}", room.id)))
@@ -269,7 +137,44 @@ impl Cluster {
                 return i;
             }
         }
-        panic!("no node hosts room {}", room.id);
+        panic!("none of the nodes {among:?} hosts room {}", room.id);
+    }
+
+    /// One value of node `node`'s `/metrics`.
+    async fn metric(&self, node: usize, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(self.url(node, "/metrics"))
+            .send()
+            .await
+            .expect("node answers")
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} is not in node {node}'s /metrics"))
+    }
+
+    /// Wait until node `observer` no longer lists node `gone` as alive
+    /// (its entry expired), or panic after `within`.
+    async fn until_gone(&self, observer: usize, gone: usize, within: Duration) {
+        let end = Instant::now() + within;
+        loop {
+            let (_, v) = self.get(observer, "/v1/cluster", Some(API_KEY)).await;
+            let urls: Vec<&str> = v["nodes"]
+                .as_array()
+                .map(|n| n.iter().filter_map(|n| n["url"].as_str()).collect())
+                .unwrap_or_default();
+            if !urls.contains(&self.nodes[gone].url.as_str()) {
+                return;
+            }
+            assert!(
+                Instant::now() < end,
+                "node {gone} still listed as alive {within:?} later: {urls:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Join with a str0m client through `node`; retries 503s (a node
@@ -328,6 +233,51 @@ impl Cluster {
                 token: headers["x-piazza-token"].to_str().unwrap().to_string(),
             });
         }
+    }
+}
+
+impl Cluster {
+    /// Two peers in a call in `room`, media flowing: Ada (owner token)
+    /// joins through node `host + via[0]`, Bo (invite) through
+    /// `host + via[1]` (0 is the hosting node, 1 and 2 the others).
+    /// Returns the hosting node and the peers.
+    async fn two_in_a_call(&self, room: &Room, via: [usize; 2], what: &str) -> (usize, Vec<Peer>) {
+        let host = self.host_of(room).await;
+        let node = |k: usize| (host + via[k]) % self.nodes.len();
+        let far = Instant::now() + Duration::from_secs(10);
+        let a = self
+            .join(node(0), &room.id, &room.owner, "Ada", 1, far)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: Ada's join: {e:?}"));
+        let b = self
+            .join(node(1), &room.id, &room.invite, "Bo", 2, far)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: Bo's join: {e:?}"));
+        let peers = media_flows(vec![a, b], Duration::from_secs(15), what).await;
+        (host, peers)
+    }
+
+    /// Every peer joins `room` again through `node` with its participant
+    /// token (retrying 503s until `deadline`), as a client does after its
+    /// node died or drained.
+    async fn rejoin_all(
+        &self,
+        node: usize,
+        room: &Room,
+        peers: &[Peer],
+        deadline: Instant,
+        what: &str,
+    ) -> Vec<Peer> {
+        let mut back = Vec::new();
+        for (i, p) in peers.iter().enumerate() {
+            let n = i as u32 + 1;
+            let peer = self
+                .join(node, &room.id, &p.token, &format!("again {n}"), n, deadline)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: rejoin of peer {n}: {e:?}"));
+            back.push(peer);
+        }
+        back
     }
 }
 
@@ -421,24 +371,11 @@ async fn rooms_spread_any_node_answers_and_bad_input_is_refused() {
     // A join through a node that does not host the room reaches the owner,
     // and media flows.
     let room = &rooms[0];
-    let host = c.host_of(room).await;
+    let (host, mut peers) = c
+        .two_in_a_call(room, [1, 2], "joined via other nodes")
+        .await;
     let other = (host + 1) % 3;
     let third = (host + 2) % 3;
-    let far = Instant::now() + Duration::from_secs(10);
-    let a = c
-        .join(other, &room.id, &room.owner, "Ada", 1, far)
-        .await
-        .unwrap();
-    let b = c
-        .join(third, &room.id, &room.invite, "Bo", 2, far)
-        .await
-        .unwrap();
-    let mut peers = media_flows(
-        vec![a, b],
-        Duration::from_secs(15),
-        "joined via other nodes",
-    )
-    .await;
     let (_, v) = c.get(host, "/healthz", None).await;
     assert_eq!(v["participants"], 2, "both are on the hosting node");
 
@@ -652,40 +589,17 @@ async fn a_killed_node_s_room_comes_back_on_another_node_with_its_metadata() {
             json!({ "name": "survivor", "public": true, "max_participants": 7 }),
         )
         .await;
-    let host = c.host_of(&room).await;
+    let (host, peers) = c.two_in_a_call(&room, [1, 1], "before the kill").await;
     let entry = (host + 1) % 3;
-    let far = Instant::now() + Duration::from_secs(10);
-    let a = c
-        .join(entry, &room.id, &room.owner, "Ada", 1, far)
-        .await
-        .unwrap();
-    let b = c
-        .join(entry, &room.id, &room.invite, "Bo", 2, far)
-        .await
-        .unwrap();
-    let peers = media_flows(vec![a, b], Duration::from_secs(15), "before the kill").await;
 
     c.nodes[host].kill9();
     let killed = Instant::now();
     // The clients notice and rejoin with their own tokens through a live
     // node; until the TTL passes they get 503 and retry.
     let deadline = killed + NODE_TTL + Duration::from_secs(10);
-    let mut back = Vec::new();
-    for (i, p) in peers.iter().enumerate() {
-        let n = i as u32 + 1;
-        let peer = c
-            .join(
-                entry,
-                &room.id,
-                &p.token,
-                &format!("again {n}"),
-                n,
-                deadline,
-            )
-            .await
-            .unwrap_or_else(|e| panic!("rejoin after the kill: {e:?}"));
-        back.push(peer);
-    }
+    let back = c
+        .rejoin_all(entry, &room, &peers, deadline, "after the kill")
+        .await;
     let rejoined = killed.elapsed();
     assert!(
         rejoined <= NODE_TTL + Duration::from_secs(10),
@@ -717,18 +631,8 @@ async fn a_killed_node_s_room_comes_back_on_another_node_with_its_metadata() {
 async fn drain_moves_a_live_room_s_participants_off_the_node() {
     let mut c = Cluster::start(&[]).await;
     let room = c.create(1, json!({ "name": "moving" })).await;
-    let host = c.host_of(&room).await;
+    let (host, mut peers) = c.two_in_a_call(&room, [0, 1], "before the drain").await;
     let entry = (host + 1) % 3;
-    let far = Instant::now() + Duration::from_secs(10);
-    let a = c
-        .join(host, &room.id, &room.owner, "Ada", 1, far)
-        .await
-        .unwrap();
-    let b = c
-        .join(entry, &room.id, &room.invite, "Bo", 2, far)
-        .await
-        .unwrap();
-    let mut peers = media_flows(vec![a, b], Duration::from_secs(15), "before the drain").await;
 
     let (status, _, v) = c
         .send(
@@ -767,15 +671,9 @@ async fn drain_moves_a_live_room_s_participants_off_the_node() {
 
     // They rejoin (no TTL wait: the node released its rooms) elsewhere.
     let soon = Instant::now() + Duration::from_secs(10);
-    let mut back = Vec::new();
-    for (i, p) in peers.iter().enumerate() {
-        let n = i as u32 + 1;
-        back.push(
-            c.join(entry, &room.id, &p.token, "again", n, soon)
-                .await
-                .unwrap(),
-        );
-    }
+    let back = c
+        .rejoin_all(entry, &room, &peers, soon, "after the drain")
+        .await;
     let back = media_flows(back, Duration::from_secs(15), "after the drain").await;
     let (status, v) = c
         .get(entry, &format!("/v1/rooms/{}", room.id), Some(&room.owner))
@@ -792,27 +690,11 @@ async fn a_redis_restart_loses_no_running_room() {
     let room = c
         .create(2, json!({ "name": "steady", "public": true }))
         .await;
-    let host = c.host_of(&room).await;
+    let (host, mut peers) = c.two_in_a_call(&room, [1, 0], "before").await;
     let entry = (host + 1) % 3;
-    let far = Instant::now() + Duration::from_secs(10);
-    let a = c
-        .join(entry, &room.id, &room.owner, "Ada", 1, far)
-        .await
-        .unwrap();
-    let b = c
-        .join(host, &room.id, &room.invite, "Bo", 2, far)
-        .await
-        .unwrap();
-    let mut peers = media_flows(vec![a, b], Duration::from_secs(15), "before").await;
 
     // Redis goes away: media keeps flowing; what needs it says 503.
-    let redis = c.redis.take().unwrap();
-    let port = redis.port;
-    let dir = redis.dir.clone();
-    let mut redis = redis;
-    let _ = redis.child.kill();
-    let _ = redis.child.wait();
-    std::mem::forget(redis);
+    let (port, dir) = c.redis.take().unwrap().kill();
     peers = media_flows(peers, Duration::from_secs(10), "Redis down").await;
     let res = c
         .http
@@ -863,4 +745,296 @@ async fn a_redis_restart_loses_no_running_room() {
     assert!(peers.iter().all(|p| p.client.is_alive()));
     // And new rooms can be made again.
     c.create(entry, json!({})).await;
+}
+
+/// The `ADOPT` path (docs/cluster.md, "a node cut off longer than
+/// node_ttl"): a node that stalls past the TTL (SIGSTOP stands for a frozen
+/// VM, a long pause or a cut network) while its clients stay, and whose room
+/// a join has meanwhile recreated on a live node. Back, its first
+/// heartbeat finds its own entry gone, re-announces its rooms, learns the
+/// room has another live owner, and closes its copy: its participants are
+/// told the room moved, and rejoin the surviving copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: run engine/tests/cluster.sh"]
+async fn a_node_back_from_a_stall_gives_up_a_room_recreated_elsewhere() {
+    let c = Cluster::start(&[]).await;
+    let room = c
+        .create(0, json!({ "name": "split", "max_participants": 9 }))
+        .await;
+    let (host, mut peers) = c.two_in_a_call(&room, [1, 1], "before the stall").await;
+    let entry = (host + 1) % 3;
+    let live = [entry, (host + 2) % 3];
+
+    c.nodes[host].signal("STOP");
+    c.until_gone(entry, host, NODE_TTL + Duration::from_secs(5))
+        .await;
+    // Ada gives up on the silent node and rejoins: the room moves.
+    let soon = Instant::now() + Duration::from_secs(10);
+    let ada = c
+        .join(entry, &room.id, &peers[0].token, "Ada", 1, soon)
+        .await
+        .unwrap_or_else(|e| panic!("Ada's rejoin while the host is stopped: {e:?}"));
+    let new_host = c.host_among(&room, &live).await;
+    assert_ne!(new_host, host);
+
+    // The host is back. Bo's session there is closed, with a notice.
+    c.nodes[host].signal("CONT");
+    let resumed = Instant::now();
+    let told = loop {
+        let bo = &peers[1].client;
+        if bo.closing.is_some() || !bo.is_alive() {
+            break resumed.elapsed();
+        }
+        assert!(
+            resumed.elapsed() < Duration::from_secs(15),
+            "Bo's session on the stalled node was not closed 15 s after it came back; its log:\n{}",
+            c.nodes[host].log_tail(20)
+        );
+        peers = drive(peers, Duration::from_millis(100)).await;
+    };
+    println!(
+        "stall: the stalled node closed its copy {:.2} s after it came back; Bo was told {:?}",
+        told.as_secs_f64(),
+        peers[1].client.closing
+    );
+    let reason = peers[1].client.closing.clone().unwrap_or_default();
+    assert!(
+        reason.contains("moved"),
+        "Bo's client was not told the room moved (closing {:?})",
+        peers[1].client.closing
+    );
+    let (_, v) = c.get(host, "/healthz", None).await;
+    assert_eq!(v["rooms"], 0, "the stalled node keeps no copy: {v}");
+    assert_eq!(c.metric(host, "piazza_cluster_rooms_lost_total").await, 1.0);
+    // The directory still names the node that took the room over, and
+    // its copy kept Ada.
+    assert_eq!(c.host_of(&room).await, new_host);
+    let (status, v) = c
+        .get(host, &format!("/v1/rooms/{}", room.id), Some(&room.owner))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["name"], "split");
+    assert_eq!(v["max_participants"], 9);
+    let names: Vec<&str> = v["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["Ada"]);
+
+    // Bo rejoins through the node he was on: it forwards to the new host.
+    let bo = c
+        .join(
+            host,
+            &room.id,
+            &peers[1].token,
+            "Bo",
+            2,
+            soon + Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("Bo's rejoin: {e:?}"));
+    let back = media_flows(vec![ada, bo], Duration::from_secs(15), "after the stall").await;
+    let (_, v) = c.get(new_host, "/healthz", None).await;
+    assert_eq!(v["participants"], 2, "both on the surviving copy: {v}");
+    drop(back);
+}
+
+/// The other side of `ADOPT`: a node stalls past the TTL, nobody touches
+/// its room meanwhile, and when it is back it re-announces the room and
+/// keeps it: the same sessions carry on, and other nodes reach it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: run engine/tests/cluster.sh"]
+async fn a_node_back_from_a_stall_keeps_a_room_nobody_claimed() {
+    let c = Cluster::start(&[]).await;
+    let room = c
+        .create(1, json!({ "name": "patient", "public": true }))
+        .await;
+    let (host, peers) = c.two_in_a_call(&room, [1, 1], "before the stall").await;
+    let entry = (host + 1) % 3;
+
+    c.nodes[host].signal("STOP");
+    c.until_gone(entry, host, NODE_TTL + Duration::from_secs(5))
+        .await;
+    c.nodes[host].signal("CONT");
+    // The same sessions carry on.
+    let peers = media_flows(peers, Duration::from_secs(15), "after the stall").await;
+    assert!(peers.iter().all(|p| p.client.closing.is_none()));
+
+    // The node is back in the directory and owns its room again.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = c.get(entry, "/v1/cluster", Some(API_KEY)).await;
+        if v["nodes"].as_array().is_some_and(|n| n.len() == 3) {
+            break;
+        }
+        assert!(Instant::now() < end, "the node did not re-register: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(c.host_of(&room).await, host);
+    let (status, v) = c
+        .get(entry, &format!("/v1/rooms/{}", room.id), Some(&room.owner))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["participants"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(c.metric(host, "piazza_cluster_rooms_lost_total").await, 0.0);
+    let log = std::fs::read_to_string(&c.nodes[host].log).unwrap();
+    assert_eq!(
+        log.matches("re-announcing this node's rooms").count(),
+        1,
+        "the node re-announced its room once after the stall; its log:\n{}",
+        c.nodes[host].log_tail(20)
+    );
+    drop(peers);
+}
+
+/// The load generator's binary, built next to this test's (`cargo build
+/// -p piazza-loadgen`, which engine/tests/cluster.sh runs), or
+/// `PIAZZA_LOADGEN`.
+fn loadgen_binary() -> std::path::PathBuf {
+    let path = std::env::var_os("PIAZZA_LOADGEN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            // target/PROFILE/deps/cluster-HASH -> target/PROFILE/piazza-loadgen
+            let exe = std::env::current_exe().expect("the test's own path");
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .expect("the test binary is in target/PROFILE/deps")
+                .join("piazza-loadgen")
+        });
+    assert!(
+        path.is_file(),
+        "{} is missing: cargo build -p piazza-loadgen (engine/tests/cluster.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// The load generator against the cluster (docs/loadgen.md): rooms created
+/// and joined through every node, per-node figures in its report, and with
+/// `--rejoin` the participants of a node killed mid-run back on the other
+/// nodes, with how long it took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server and piazza-loadgen: run engine/tests/cluster.sh"]
+async fn the_load_generator_rejoins_through_the_cluster_when_a_node_is_killed() {
+    let loadgen = loadgen_binary();
+    let mut c = Cluster::start(&[]).await;
+    let targets: Vec<String> = c.nodes.iter().map(|n| n.url.clone()).collect();
+    let json = std::env::temp_dir().join(format!(
+        "piazza-cluster-loadgen-{}-{}.json",
+        std::process::id(),
+        common::free_port()
+    ));
+    let (rooms, per_room) = (3, 4);
+    let mut run = std::process::Command::new(&loadgen)
+        .args(["--target", &targets.join(","), "--rejoin"])
+        .args(["--rooms", &rooms.to_string(), "-n", &per_room.to_string()])
+        .args(["-d", "25", "--warmup", "2", "--slots", "3"])
+        .args(["--audio-slots", "2", "--client-threads", "1"])
+        .args(["--no-report", "--quiet", "--json"])
+        .arg(&json)
+        .env("PIAZZA_API_KEY", API_KEY)
+        .spawn()
+        .expect("piazza-loadgen runs");
+    // Everyone in, then the node with the most participants dies.
+    let end = Instant::now() + Duration::from_secs(20);
+    let load = loop {
+        let mut load = Vec::new();
+        for i in 0..3 {
+            let (_, v) = c.get(i, "/healthz", None).await;
+            load.push(v["participants"].as_u64().unwrap_or(0));
+        }
+        if load.iter().sum::<u64>() == (rooms * per_room) as u64 {
+            break load;
+        }
+        if Instant::now() > end || run.try_wait().unwrap().is_some() {
+            let _ = run.kill();
+            let _ = run.wait();
+            panic!(
+                "the load generator's {rooms} x {per_room} participants did not all join: {load:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let victim = (0..3).max_by_key(|&i| load[i]).unwrap();
+    c.nodes[victim].kill9();
+    println!(
+        "loadgen: killed node {victim} with {} of {load:?} participants",
+        load[victim]
+    );
+
+    let end = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = run.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > end {
+            let _ = run.kill();
+            let _ = run.wait();
+            panic!("the load generator ran past its 25 s by more than a minute");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // 0, or 5 when the busy machine made the run invalid (the report is
+    // written all the same); anything else is a failure.
+    assert!(
+        matches!(status.code(), Some(0 | 5)),
+        "piazza-loadgen exited {status}"
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let cluster = &report["cluster"];
+    let nodes = cluster["nodes"].as_array().expect("per-node figures");
+    assert_eq!(nodes.len(), 3, "{cluster}");
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(n["url"], targets[i].as_str());
+        assert!(
+            n["joins_sent"].as_u64().unwrap() > 0,
+            "joins through every node: {n}"
+        );
+        assert_eq!(n["up_at_end"], i != victim, "{n}");
+        if i != victim {
+            assert!(n["egress_pps"].as_f64().unwrap() > 0.0, "{n}");
+        }
+    }
+    let rooms_at_window: u64 = nodes.iter().map(|n| n["rooms"].as_u64().unwrap()).sum();
+    assert_eq!(rooms_at_window, rooms as u64, "{cluster}");
+    let j = &cluster["rejoins"];
+    println!(
+        "loadgen: {} lost, {} rejoined; last datagram to rejoined {} s median, {} s max; to media {} s median, {} s max (node TTL {} s)",
+        j["lost"],
+        j["rejoined"],
+        j["rejoined_s_p50"],
+        j["rejoined_s_max"],
+        j["media_s_p50"],
+        j["media_s_max"],
+        NODE_TTL.as_secs()
+    );
+    assert_eq!(
+        j["lost"], load[victim],
+        "every session of the killed node, and only those: {j}"
+    );
+    assert_eq!(j["rejoined"], j["lost"], "{j}");
+    // Silence for 3 s before it counts as lost, then at most the TTL
+    // and 10 s.
+    let bound = 3.0 + NODE_TTL.as_secs_f64() + 10.0;
+    assert!(j["rejoined_s_max"].as_f64().unwrap() <= bound, "{j}");
+    // Connected again, and media again (the first back in a room has
+    // nobody to see yet: no media figure for it).
+    for s in j["sessions"].as_array().unwrap() {
+        assert!(s["connected_s"].as_f64().is_some(), "connected again: {s}");
+    }
+    assert!(j["media_s_max"].as_f64().is_some(), "media again: {j}");
+    let survivors: u64 = [0, 1, 2]
+        .iter()
+        .filter(|&&i| i != victim)
+        .map(|&i| nodes[i]["participants_at_end"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        survivors,
+        (rooms * per_room) as u64,
+        "everyone on the live nodes at the end: {cluster}"
+    );
 }

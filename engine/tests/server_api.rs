@@ -698,6 +698,49 @@ fn tokens_now() -> u64 {
         .as_secs()
 }
 
+/// A locked room refuses newcomers but lets its own participant back in
+/// (its connection was lost: the browser client rejoins with its
+/// participant token); one that left on its own is a newcomer again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_room_lets_its_own_participant_back_in() {
+    let s = TestServer::start(|_| {}).await;
+    let room = s.create(json!({ "name": "locked" })).await;
+    let a = s.join(&room.id, &room.invite, "A", 1).await.unwrap();
+    let path = format!("/v1/rooms/{}", room.id);
+    let (status, _) = s.patch(&path, &room.owner, json!({"locked": true})).await;
+    assert_eq!(status, StatusCode::OK);
+    let err = s.join(&room.id, &room.invite, "B", 2).await.err().unwrap();
+    assert_eq!(
+        (err.0, error_code(&err.1)),
+        (StatusCode::LOCKED, "room_locked")
+    );
+    // A comes back with its participant token: its old session gives way.
+    let again = s
+        .join(&room.id, &a.token, "A", 1)
+        .await
+        .unwrap_or_else(|e| panic!("rejoin into the locked room: {e:?}"));
+    let (_, v) = s.get(&path, Some(&room.owner)).await;
+    let ids: Vec<&str> = v["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["id"].as_str())
+        .collect();
+    assert_eq!(ids, [again.id.as_str()], "{v}");
+    // Left on its own: its token no longer gets past the lock.
+    let (status, _) = s
+        .delete(&format!("{path}/participants/{}", again.id), &again.token)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let err = s.join(&room.id, &again.token, "A", 1).await.err().unwrap();
+    assert_eq!(
+        (err.0, error_code(&err.1)),
+        (StatusCode::LOCKED, "room_locked")
+    );
+    drop(a);
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leave_kick_rejoin_and_media_through_the_api() {
     let s = TestServer::start(|_| {}).await;

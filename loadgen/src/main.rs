@@ -80,6 +80,11 @@ struct Cli {
     /// Seconds before a churned participant rejoins.
     #[arg(long, value_name = "SECONDS")]
     rejoin_after: Option<f64>,
+    /// Participants whose session is lost (their node died, or it told
+    /// them to rejoin) rejoin with their participant token through another
+    /// node of --target, retrying 503s; the report gives the time to rejoin.
+    #[arg(long)]
+    rejoin: bool,
     /// Per-subscriber downlink cap in kbit/s (client receive path).
     #[arg(long, value_name = "KBPS")]
     downlink_kbps: Option<u64>,
@@ -107,7 +112,9 @@ struct Cli {
     in_process: bool,
     /// An external Piazza server on this machine, by its HTTP base URL
     /// (http://127.0.0.1:8080): rooms, joins and metrics through its API.
-    #[arg(long, value_name = "URL")]
+    /// A cluster: every node's URL, separated by commas; rooms and joins
+    /// go through each node in turn, and the report has per-node figures.
+    #[arg(long, value_name = "URL[,URL...]")]
     target: Option<String>,
     /// Compare Piazza and Janus VideoRoom: start each here on loopback
     /// (Piazza's `piazza` server, Janus with a generated configuration),
@@ -301,6 +308,9 @@ fn scenario_from(cli: &Cli) -> Result<Scenario, LoadgenError> {
     }
     if cli.e2ee {
         s.e2ee = true;
+    }
+    if cli.rejoin {
+        s.rejoin = true;
     }
     if cli.in_process {
         s.mode = Mode::InProcess;

@@ -49,7 +49,9 @@ impl Sfu {
 pub struct Scenario {
     /// Where the participants connect.
     pub mode: Mode,
-    /// Base URL of an external server (mode `target`).
+    /// Base URL of an external server (mode `target`); for a Piazza
+    /// cluster, the nodes' base URLs separated by commas: rooms are created
+    /// and participants join through each node in turn.
     pub target: Option<String>,
     /// Which SFU the target is (mode `target`).
     pub sfu: Sfu,
@@ -95,6 +97,13 @@ pub struct Scenario {
     pub churn_per_min: f64,
     /// Delay before a churned participant rejoins, seconds.
     pub rejoin_after_s: f64,
+    /// A participant whose session is lost (nothing received for 3 s, its
+    /// ICE agent gave up, or the server said `closing` for a stopping node
+    /// or a moved room) rejoins with its participant token through a node
+    /// of the target, as the browser client does, retrying `503`s for up
+    /// to a minute; the report's `cluster.rejoins` says how long it took.
+    /// A Piazza `target` only.
+    pub rejoin: bool,
     /// Per-subscriber downlink cap, kbit/s (applied in the client's receive path).
     pub downlink_kbps: Option<u64>,
     /// Random loss on each client's receive path, 0..1.
@@ -150,6 +159,7 @@ impl Default for Scenario {
             join_rate: 0.0,
             churn_per_min: 0.0,
             rejoin_after_s: 1.0,
+            rejoin: false,
             downlink_kbps: None,
             loss: 0.0,
             delay_ms: 0.0,
@@ -276,8 +286,20 @@ impl Scenario {
             }
             _ => {}
         }
-        if let Some(url) = &self.target {
-            crate::run::target::check_base(url).map_err(LoadgenError::InvalidScenario)?;
+        if let Some(urls) = &self.target {
+            for url in urls.split(',') {
+                crate::run::target::check_base(url).map_err(LoadgenError::InvalidScenario)?;
+            }
+            if urls.contains(',') && (self.sfu != Sfu::Piazza || self.invite.is_some()) {
+                return bad(
+                    "several target URLs (a Piazza cluster) need sfu = \"piazza\" and no invite link".into(),
+                );
+            }
+        }
+        if self.rejoin && (self.mode != Mode::Target || self.sfu != Sfu::Piazza) {
+            return bad(
+                "rejoin needs a Piazza target (--target URL[,URL...]): participants rejoin through its HTTP API".into(),
+            );
         }
         if let Some(link) = &self.invite {
             let invite =

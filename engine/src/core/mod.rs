@@ -181,6 +181,13 @@ impl ShardCore {
         self.close_room_because(id, LeaveReason::RoomClosed, now)
     }
 
+    /// Close a room whose participants should rejoin elsewhere
+    /// ([`LeaveReason::Moved`]): as [`ShardCore::close_room`], with another
+    /// notice.
+    pub fn hand_over_room(&mut self, id: RoomId, now: Instant) -> Result<(), Error> {
+        self.close_room_because(id, LeaveReason::Moved, now)
+    }
+
     /// Close every room, telling each participant the server is shutting
     /// down ([`LeaveReason::Shutdown`]).
     pub fn shutdown(&mut self, now: Instant) {
@@ -238,7 +245,7 @@ impl ShardCore {
             .rooms
             .get_mut(&room_id)
             .ok_or(Error::UnknownRoom(room_id))?;
-        if room.locked {
+        if room.locked && !p.rejoining {
             return Err(Error::RoomLocked(room_id));
         }
         if room.len() >= room.config.max_participants {

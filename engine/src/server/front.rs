@@ -140,7 +140,7 @@ pub(super) async fn front_door(
         },
         Kind::Room { slug, .. } => {
             if state.rooms().get(&slug).is_some() {
-                return next.run(req).await;
+                return hosted_here(next.run(req).await, &cluster);
             }
             // Only a valid token for the room may move it to a live node.
             let claim = super::api::bearer(req.headers())
@@ -154,7 +154,7 @@ pub(super) async fn front_door(
                 Ok(Located::Orphan { .. }) => next.run(req).await,
                 Ok(Located::Hosted { owner, meta, .. }) if owner == cluster.id => {
                     match recreate(&state, &cluster, meta).await {
-                        Ok(()) => next.run(req).await,
+                        Ok(()) => hosted_here(next.run(req).await, &cluster),
                         Err(e) => e.into_response(),
                     }
                 }
@@ -177,6 +177,20 @@ pub(super) async fn front_door(
         }
         _ => next.run(req).await,
     }
+}
+
+/// Header naming the node that hosts the room a response is about (cluster
+/// mode; relayed unchanged when another node proxied the request). A
+/// client compares it with the node it joined: a different node means its
+/// room moved (its node died or drained), so rejoining is the way back.
+const NODE_HEADER: &str = "x-piazza-node";
+
+/// Mark a response to a request for a room this node hosts.
+fn hosted_here(mut response: Response, cluster: &Cluster) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&cluster.id) {
+        response.headers_mut().insert(NODE_HEADER, v);
+    }
+    response
 }
 
 fn no_node() -> ApiError {
@@ -230,6 +244,7 @@ async fn recreate(
     );
     room.kicked = kicked;
     room.e2ee = meta.e2ee;
+    room.recreated_at = Some(now);
     state.rooms().insert(room);
     cluster.count(|s| s.rooms_recreated += 1);
     tracing::info!(room = %meta.slug, engine_room = %id, "room recreated here from the directory");

@@ -64,6 +64,9 @@ pub struct RoomState {
     pub pending_joins: usize,
     /// End-to-end encrypted (fixed at creation).
     pub e2ee: bool,
+    /// When this node recreated the room from the cluster directory (its
+    /// node died or drained); `None` for a room created here.
+    pub recreated_at: Option<SystemTime>,
 }
 
 impl RoomState {
@@ -93,6 +96,7 @@ impl RoomState {
             empty_since: Some(now),
             pending_joins: 0,
             e2ee: false,
+            recreated_at: None,
         }
     }
 

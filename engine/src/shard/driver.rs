@@ -213,8 +213,14 @@ impl Driver {
                 }
                 (reply, r)
             }
-            Command::CloseRoom { room, reply } => {
-                let r = guarded(panics, "close room", || core.close_room(room, now));
+            Command::CloseRoom { room, moved, reply } => {
+                let r = guarded(panics, "close room", || {
+                    if moved {
+                        core.hand_over_room(room, now)
+                    } else {
+                        core.close_room(room, now)
+                    }
+                });
                 // Zero the count even if the RoomClosed event is dropped.
                 if let Some(s) = self.rooms.remove(&room) {
                     s.participants.store(0, Ordering::Relaxed);

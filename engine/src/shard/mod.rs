@@ -93,8 +93,13 @@ pub(crate) enum Command {
         locked: bool,
         reply: Reply<()>,
     },
-    /// Close a room, removing everyone.
-    CloseRoom { room: RoomId, reply: Reply<()> },
+    /// Close a room, removing everyone; with `moved`, telling them to
+    /// rejoin elsewhere ([`LeaveReason::Moved`]).
+    CloseRoom {
+        room: RoomId,
+        moved: bool,
+        reply: Reply<()>,
+    },
     /// Fresh counters.
     Stats(Reply<ShardStats>),
     /// One subscriber's bandwidth and layer state.

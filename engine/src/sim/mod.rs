@@ -497,7 +497,11 @@ impl Simulator {
             .iter()
             .find(|(r, _)| *r == room)
             .ok_or(Error::UnknownRoom(room))?;
-        let r = self.request(shard, |reply| Command::CloseRoom { room, reply });
+        let r = self.request(shard, |reply| Command::CloseRoom {
+            room,
+            moved: false,
+            reply,
+        });
         for p in &mut self.participants {
             if p.room == room {
                 p.present = false;

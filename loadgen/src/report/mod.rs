@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::metrics::{FrameGap, ParticipantResult, Percentiles, Series};
 use crate::run::RunOutcome;
+use crate::run::cluster::ClusterReport;
 use crate::run::flood::FloodReport;
 use crate::run::health::{MachineReport, Verdict};
 use crate::scenario::Scenario;
@@ -106,6 +107,10 @@ pub struct Report {
     /// The flood and the engine's drop counters, when one ran (`--flood-pps`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flood: Option<FloodReport>,
+    /// Per-node figures of a cluster target and the rejoins of lost
+    /// sessions (`--rejoin`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterReport>,
 }
 
 /// Packet rates and quality.
@@ -415,6 +420,7 @@ pub fn build(s: &Scenario, o: &RunOutcome, meta: meta::Meta) -> Report {
         meta,
         validity,
         flood: o.flood.clone(),
+        cluster: o.cluster.clone(),
         version: VERSION,
         scenario: s.clone(),
         rooms: s.rooms,

@@ -242,6 +242,51 @@ pub fn render(r: &Report) -> String {
             f.rss_mb_at_end
         );
     }
+    if let Some(c) = &r.cluster {
+        for n in &c.nodes {
+            let _ = writeln!(
+                out,
+                "  node        {} {}: {} rooms, {} participants at the window, {:.0} pkt/s out, {:.2} cores; {} joins sent; {}",
+                n.url,
+                n.node.as_deref().unwrap_or("-"),
+                n.rooms,
+                n.participants,
+                n.egress_pps,
+                n.cpu_cores,
+                n.joins_sent,
+                match (n.up_at_end, n.rooms_at_end, n.participants_at_end) {
+                    (true, Some(rooms), Some(p)) =>
+                        format!("{rooms} rooms, {p} participants at the end"),
+                    _ => "down at the end".to_string(),
+                }
+            );
+        }
+        if let Some(j) = &c.rejoins {
+            let s = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2} s"));
+            let _ = writeln!(
+                out,
+                "  rejoins     {} sessions lost, {} rejoined, {} not; last datagram to rejoined {} median, {} max; to media again {} median, {} max",
+                j.lost,
+                j.rejoined,
+                j.failed,
+                s(j.rejoined_s_p50),
+                s(j.rejoined_s_max),
+                s(j.media_s_p50),
+                s(j.media_s_max)
+            );
+            for f in j.sessions.iter().filter(|r| r.rejoined_s.is_none()).take(5) {
+                let _ = writeln!(
+                    out,
+                    "  not back    room {} lost at {:.1} s ({}), {} attempts: {}",
+                    f.room,
+                    f.lost_at_s,
+                    f.reason,
+                    f.attempts,
+                    f.error.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
     for n in &r.notes {
         let _ = writeln!(out, "  note        {n}");
     }

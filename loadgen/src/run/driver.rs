@@ -41,6 +41,24 @@ const MIN_REARM: Duration = Duration::from_micros(50);
 /// With a starvation hook (`starve_clients_ms`), the thread sleeps once per
 /// this period during the window.
 const STARVE_PERIOD: Duration = Duration::from_millis(200);
+/// A connected participant that received nothing for this long has lost
+/// its session (`Scenario::rejoin`): a live one gets media, RTCP and data
+/// channel traffic many times a second.
+pub const LOST_AFTER: Duration = Duration::from_secs(3);
+
+/// A participant whose session was lost (`Scenario::rejoin`), reported by
+/// its driver once.
+#[derive(Debug, Clone)]
+pub struct Lost {
+    /// The participant's key.
+    pub key: u64,
+    /// When it last received a datagram.
+    pub last_rx: Instant,
+    /// When the driver noticed.
+    pub noticed: Instant,
+    /// Why: `silent`, `ice_closed` or the server's `closing` reason.
+    pub reason: String,
+}
 
 /// A joined participant handed to a driver.
 pub struct NewClient {
@@ -109,6 +127,23 @@ pub struct DriverOutput {
     pub window_wall: Duration,
 }
 
+/// What a driver is told when it starts.
+pub struct DriverConfig {
+    /// The trailers' time base.
+    pub epoch: Instant,
+    /// The start of the run.
+    pub t0: Instant,
+    /// The time-series width.
+    pub bucket: Duration,
+    /// Test hook: sleep this long every 200 ms of the window, so the
+    /// clients fall behind their schedule on purpose (the validity check
+    /// must catch it); `None` in real runs.
+    pub starve: Option<Duration>,
+    /// Where to report participants whose session was lost
+    /// (`Scenario::rejoin`); `None`: nobody watches for that.
+    pub lost: Option<Sender<Lost>>,
+}
+
 /// The orchestrator's side of a driver thread.
 pub struct DriverHandle {
     tx: Sender<Command>,
@@ -144,18 +179,15 @@ impl Drop for DriverHandle {
     }
 }
 
-/// Start a driver thread. `epoch` is the trailers' time base, `t0` the
-/// start of the run, `bucket` the time-series width. `starve`: a test hook
-/// that makes the thread sleep this long every 200 ms of the window, so its
-/// clients fall behind their schedule on purpose (the validity check must
-/// catch it); `None` in real runs.
-pub fn spawn(
-    index: usize,
-    epoch: Instant,
-    t0: Instant,
-    bucket: Duration,
-    starve: Option<Duration>,
-) -> io::Result<DriverHandle> {
+/// Start driver thread number `index`.
+pub fn spawn(index: usize, config: DriverConfig) -> io::Result<DriverHandle> {
+    let DriverConfig {
+        epoch,
+        t0,
+        bucket,
+        starve,
+        lost,
+    } = config;
     let poller = Poller::new()?;
     let waker = poller.waker();
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -184,6 +216,7 @@ pub fn spawn(
         window_cpu_start: Duration::ZERO,
         starve,
         next_starve: None,
+        lost,
     };
     let thread = std::thread::Builder::new()
         .name(format!("loadgen-clients-{index}"))
@@ -205,6 +238,10 @@ struct Entry {
     link: Option<Link>,
     scheduled: Instant,
     measured: bool,
+    /// When it last received a datagram (or was added).
+    last_rx: Instant,
+    /// Reported lost already.
+    lost: bool,
 }
 
 /// A datagram held back by the receive-path delay.
@@ -259,6 +296,7 @@ struct Driver {
     window_cpu_start: Duration,
     starve: Option<Duration>,
     next_starve: Option<Instant>,
+    lost: Option<Sender<Lost>>,
 }
 
 impl Driver {
@@ -356,6 +394,8 @@ impl Driver {
             link: c.link,
             scheduled: now,
             measured: c.measured,
+            last_rx: now,
+            lost: false,
         };
         if let Some(w) = self.window_start {
             entry.meter.start_window(w);
@@ -415,6 +455,7 @@ impl Driver {
             };
             // Stamped as the datagram leaves the socket.
             let at = Instant::now();
+            e.last_rx = at;
             let deliver_at = match e.link.as_mut() {
                 None => Some(at),
                 Some(link) => link.send(at, n),
@@ -540,6 +581,18 @@ impl Driver {
             // The client's own latency list is not used (the meters compute
             // latency from the arrival log); keep it from growing.
             drop(e.client.take_latencies());
+            if let Some(tx) = &self.lost
+                && !e.lost
+                && let Some(reason) = lost_reason(e, now)
+            {
+                e.lost = true;
+                let _ = tx.send(Lost {
+                    key: e.key,
+                    last_rx: e.last_rx,
+                    noticed: now,
+                    reason,
+                });
+            }
         }
         self.live.connected.store(connected, Ordering::Relaxed);
     }
@@ -576,6 +629,24 @@ impl Driver {
             blocked: self.blocked,
         }
     }
+}
+
+/// Why a connected participant's session is over and worth a rejoin, if it
+/// is: the server told it to go elsewhere (a stopping or draining node, a
+/// room that moved), its ICE agent gave up, or it has heard nothing for
+/// [`LOST_AFTER`]. A kicked participant or a closed room is not lost.
+fn lost_reason(e: &Entry, now: Instant) -> Option<String> {
+    if !e.measured || e.client.connected_at().is_none() || e.client.kicked {
+        return None;
+    }
+    if let Some(reason) = &e.client.closing {
+        return (reason.contains("shutting down") || reason.contains("moved"))
+            .then(|| format!("closing: {reason}"));
+    }
+    if !e.client.is_alive() {
+        return Some("ice_closed".into());
+    }
+    (now.saturating_duration_since(e.last_rx) >= LOST_AFTER).then(|| "silent".into())
 }
 
 /// CPU time the calling thread has used (user + system).

@@ -24,7 +24,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::LoadgenError;
 use crate::metrics::{Collector, EngineSample, LatencyHistogram, MediaTotals, ParticipantMeter};
-use crate::run::driver::{self, Command, DriverHandle, NewClient, thread_cpu_time};
+use crate::run::cluster::{ClusterReport, NodeReport, RejoinRecord, RejoinReport};
+use crate::run::driver::{self, Command, DriverHandle, Lost, NewClient, thread_cpu_time};
 use crate::run::health::MachineWatch;
 use crate::run::{ClientHealth, EngineWindow, Progress, RunOutcome, flood};
 use crate::scenario::Scenario;
@@ -43,6 +44,14 @@ const LATE_JOIN_CUTOFF: Duration = Duration::from_secs(2);
 const MAX_ERRORS: usize = 10;
 /// Distinct refusal messages counted; the rest are counted together.
 const MAX_REASONS: usize = 20;
+/// A lost session's rejoin is retried this long after it was noticed,
+/// then given up.
+const REJOIN_GIVE_UP: Duration = Duration::from_secs(60);
+/// Waits between a lost session's join attempts: quick first tries, then
+/// every 3 s (the browser client's schedule, docs/cluster.md).
+const REJOIN_BACKOFF_MS: [u64; 4] = [0, 500, 1000, 2000];
+/// The wait after the attempts of `REJOIN_BACKOFF_MS`.
+const REJOIN_RETRY: Duration = Duration::from_secs(3);
 
 /// Who a joined participant is to the backend.
 pub(crate) enum MemberId {
@@ -99,6 +108,25 @@ pub(crate) trait Backend {
     /// end (a server's room may outlive the run: an invited room).
     fn leave_at_end(&self) -> bool {
         false
+    }
+    /// Join room `room` again as `member` (with its participant token)
+    /// after its session was lost: the answer, who joined, and the node
+    /// it went through. `Err((retry, why))`; `retry` when trying again
+    /// later may work (the room is moving: 503, 421, no answer).
+    fn rejoin(
+        &mut self,
+        room: usize,
+        offer: &str,
+        name: &str,
+        member: &MemberId,
+    ) -> Result<(String, MemberId, Option<String>), (bool, String)> {
+        let _ = (room, offer, name, member);
+        Err((false, "this target cannot rejoin a lost session".into()))
+    }
+    /// Per-node figures, for a cluster target.
+    fn nodes(&mut self, measured: Duration) -> Option<Vec<NodeReport>> {
+        let _ = measured;
+        None
     }
 }
 
@@ -187,6 +215,16 @@ struct Member {
     driver: usize,
 }
 
+/// A lost session waiting for its rejoin.
+struct PendingRejoin {
+    room: usize,
+    position: usize,
+    id: MemberId,
+    noticed: Instant,
+    next_try: Instant,
+    record: RejoinRecord,
+}
+
 struct RoomState {
     /// Participant positions; a churned position is refilled by a newcomer.
     positions: Vec<Option<Member>>,
@@ -210,6 +248,10 @@ struct Orchestrator<'a> {
     join_errors: Vec<String>,
     refusal_reasons: BTreeMap<String, usize>,
     disconnects: Option<u64>,
+    /// Lost sessions reported by the drivers (`Scenario::rejoin`).
+    lost: Option<crossbeam_channel::Receiver<Lost>>,
+    pending_rejoins: Vec<PendingRejoin>,
+    rejoins: Vec<RejoinRecord>,
 }
 
 /// Run the scenario against an embedded engine.
@@ -269,9 +311,26 @@ pub(crate) fn drive(
     let starve =
         (s.starve_clients_ms > 0.0).then(|| Duration::from_secs_f64(s.starve_clients_ms / 1000.0));
     let mut drivers = Vec::with_capacity(s.client_threads);
+    let (lost_tx, lost_rx) = match s.rejoin {
+        true => {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            (Some(tx), Some(rx))
+        }
+        false => (None, None),
+    };
     for i in 0..s.client_threads {
-        drivers.push(driver::spawn(i, epoch, t0, bucket, starve)?);
+        drivers.push(driver::spawn(
+            i,
+            driver::DriverConfig {
+                epoch,
+                t0,
+                bucket,
+                starve,
+                lost: lost_tx.clone(),
+            },
+        )?);
     }
+    drop(lost_tx);
     let disconnects = backend.disconnects();
     let mut o = Orchestrator {
         s,
@@ -286,6 +345,9 @@ pub(crate) fn drive(
         join_errors: Vec::new(),
         refusal_reasons: BTreeMap::new(),
         disconnects,
+        lost: lost_rx,
+        pending_rejoins: Vec::new(),
+        rejoins: Vec::new(),
     };
     for r in 0..s.rooms {
         o.apply_speakers(r);
@@ -394,6 +456,8 @@ pub(crate) fn drive(
                 }
             }
         }
+        o.take_lost(t0);
+        o.rejoin_due(t0, end);
         let mut i = 0;
         while i < rejoins.len() {
             // No rejoin in the last seconds: it could not finish its join
@@ -465,6 +529,9 @@ pub(crate) fn drive(
         for &(t, _, _) in &rejoins {
             next = next.min(t);
         }
+        for p in &o.pending_rejoins {
+            next = next.min(p.next_try);
+        }
         let now = Instant::now();
         if next > now {
             std::thread::sleep((next - now).min(Duration::from_millis(50)));
@@ -528,6 +595,22 @@ pub(crate) fn drive(
         thread_cores,
     } = gather(drivers, t0, bucket, main_cpu_start, &mut notes);
     let peak_rss_mb = o.backend.peak_rss_mb();
+    let nodes = o.backend.nodes(measured);
+    let cluster = if nodes.is_some() || s.rejoin {
+        let mut sessions = std::mem::take(&mut o.rejoins);
+        for p in std::mem::take(&mut o.pending_rejoins) {
+            let mut r = p.record;
+            r.error
+                .get_or_insert_with(|| "the run ended before it rejoined".into());
+            sessions.push(r);
+        }
+        Some(ClusterReport {
+            nodes: nodes.unwrap_or_default(),
+            rejoins: s.rejoin.then(|| RejoinReport::new(sessions, &participants)),
+        })
+    } else {
+        None
+    };
     if o.backend.leave_at_end() {
         for (r, room) in o.rooms.iter_mut().enumerate() {
             for m in room.positions.iter_mut().filter_map(Option::take) {
@@ -563,6 +646,7 @@ pub(crate) fn drive(
         engine_send_drops: end_stats.send_drops,
         engine_peak_rss_mb: peak_rss_mb,
         flood: flood_report,
+        cluster,
         loadgen_cpu,
         client_send_errors,
         notes,
@@ -617,9 +701,22 @@ impl Orchestrator<'_> {
     }
 
     fn try_join(&mut self, r: usize, p: usize) -> Result<(), String> {
+        self.join_as(r, p, None).map(|_| ()).map_err(|(_, e)| e)
+    }
+
+    /// Join a participant at position `p` of room `r`: a newcomer, or with
+    /// `rejoin` a lost session coming back (its participant token). The
+    /// node the join went through when the backend says, and the new
+    /// participant's publisher number.
+    fn join_as(
+        &mut self,
+        r: usize,
+        p: usize,
+        rejoin: Option<&MemberId>,
+    ) -> Result<(Option<String>, u32), (bool, String)> {
         let s = self.s;
-        let socket = client_socket().map_err(|e| format!("client socket: {e}"))?;
-        let addr = socket.local_addr().map_err(|e| e.to_string())?;
+        let socket = client_socket().map_err(|e| (false, format!("client socket: {e}")))?;
+        let addr = socket.local_addr().map_err(|e| (false, e.to_string()))?;
         let key = self.next_key;
         self.next_key += 1;
         let publisher = key as u32;
@@ -639,10 +736,16 @@ impl Orchestrator<'_> {
         }
         let present = self.rooms[r].positions.iter().flatten().count();
         let requested = Instant::now();
-        let (answer, id) =
-            self.backend
-                .join(r, client.offer(), &format!("loadgen-{r}-{publisher}"))?;
-        client.accept_answer(&answer)?;
+        let name = format!("loadgen-{r}-{publisher}");
+        let (answer, id, via) = match rejoin {
+            None => self
+                .backend
+                .join(r, client.offer(), &name)
+                .map(|(a, id)| (a, id, None))
+                .map_err(|e| (false, e))?,
+            Some(member) => self.backend.rejoin(r, client.offer(), &name, member)?,
+        };
+        client.accept_answer(&answer).map_err(|e| (false, e))?;
         let meter = ParticipantMeter::new(
             r,
             publisher,
@@ -663,7 +766,94 @@ impl Orchestrator<'_> {
             measured: true,
         })));
         self.rooms[r].positions[p] = Some(Member { key, id, driver });
-        Ok(())
+        Ok((via, publisher))
+    }
+
+    /// Take the sessions the drivers found lost: each leaves its position
+    /// (its client is closed and measured up to now) and waits for its
+    /// rejoin.
+    fn take_lost(&mut self, t0: Instant) {
+        let Some(rx) = &self.lost else {
+            return;
+        };
+        let lost: Vec<Lost> = rx.try_iter().collect();
+        for l in lost {
+            let found = self.rooms.iter().enumerate().find_map(|(r, room)| {
+                room.positions
+                    .iter()
+                    .position(|m| m.as_ref().is_some_and(|m| m.key == l.key))
+                    .map(|p| (r, p))
+            });
+            let Some((r, p)) = found else {
+                continue; // It left meanwhile (churn).
+            };
+            let Some(m) = self.rooms[r].positions[p].take() else {
+                continue;
+            };
+            self.drivers[m.driver].send(Command::Remove(m.key));
+            let since = |t: Instant| t.saturating_duration_since(t0).as_secs_f64();
+            self.pending_rejoins.push(PendingRejoin {
+                room: r,
+                position: p,
+                id: m.id,
+                noticed: l.noticed,
+                next_try: l.noticed,
+                record: RejoinRecord {
+                    room: r,
+                    reason: l.reason,
+                    lost_at_s: since(l.last_rx),
+                    noticed_s: l.noticed.saturating_duration_since(l.last_rx).as_secs_f64(),
+                    attempts: 0,
+                    rejoined_s: None,
+                    connected_s: None,
+                    media_s: None,
+                    via: None,
+                    error: None,
+                    publisher: None,
+                },
+            });
+        }
+    }
+
+    /// Try the rejoins that are due; a refusal that may pass is retried
+    /// (`REJOIN_BACKOFF_MS`, then every `REJOIN_RETRY`) for
+    /// `REJOIN_GIVE_UP`, none starts in the run's last seconds.
+    fn rejoin_due(&mut self, t0: Instant, end: Instant) {
+        let mut i = 0;
+        while i < self.pending_rejoins.len() {
+            let now = Instant::now();
+            if self.pending_rejoins[i].next_try > now || now + LATE_JOIN_CUTOFF >= end {
+                i += 1;
+                continue;
+            }
+            let mut p = self.pending_rejoins.swap_remove(i);
+            p.record.attempts += 1;
+            match self.join_as(p.room, p.position, Some(&p.id)) {
+                Ok((via, publisher)) => {
+                    let lost_at = t0 + Duration::from_secs_f64(p.record.lost_at_s);
+                    p.record.rejoined_s =
+                        Some(Instant::now().duration_since(lost_at).as_secs_f64());
+                    p.record.via = via;
+                    p.record.publisher = Some(publisher);
+                    p.record.error = None;
+                    self.rejoins.push(p.record);
+                }
+                Err((retry, e)) => {
+                    let attempt = p.record.attempts as usize;
+                    p.record.error = Some(e);
+                    let now = Instant::now();
+                    if retry && now < p.noticed + REJOIN_GIVE_UP {
+                        p.next_try = now
+                            + REJOIN_BACKOFF_MS
+                                .get(attempt)
+                                .map_or(REJOIN_RETRY, |ms| Duration::from_millis(*ms));
+                        self.pending_rejoins.push(p);
+                    } else {
+                        self.rejoins.push(p.record);
+                    }
+                }
+            }
+        }
     }
 
     /// A random present participant of room `r` leaves; returns its position.

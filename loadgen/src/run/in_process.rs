@@ -90,6 +90,7 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
             "in-process: virtual time; latency is the simulated link delay only; engine cpu_s is the real time spent inside the shard core".into(),
         ],
         flood: None,
+        cluster: None,
     })
 }
 

@@ -3,6 +3,7 @@
 //! server through its HTTP API ([`target`]). Each produces a [`RunOutcome`], the raw
 //! material of the report.
 
+pub mod cluster;
 pub mod driver;
 pub mod embedded;
 pub mod flood;
@@ -86,6 +87,8 @@ pub struct RunOutcome {
     pub notes: Vec<String>,
     /// The flood's numbers, when one ran (`--flood-pps`).
     pub flood: Option<flood::FloodReport>,
+    /// Per-node figures and rejoins (a cluster target, or `--rejoin`).
+    pub cluster: Option<cluster::ClusterReport>,
 }
 
 /// What the client threads and the machine did during the window.

@@ -180,6 +180,9 @@ impl Room {
                 LeaveReason::Shutdown => Some(ServerMessage::Closing {
                     reason: "the server is shutting down; try again in a moment".into(),
                 }),
+                LeaveReason::Moved => Some(ServerMessage::Closing {
+                    reason: "the room moved to another server; rejoin".into(),
+                }),
                 LeaveReason::Left | LeaveReason::Disconnected | LeaveReason::Timeout => None,
             };
             if let Some(notice) = notice {

@@ -50,7 +50,7 @@ async fn join_inner(
     body: Body,
 ) -> Result<Response, ApiError> {
     let claims = verify_for_room(state, bearer(headers)?, slug)?;
-    let (id, replaces) = {
+    let (id, replaces, rejoining) = {
         let mut rooms = state.rooms();
         let room = rooms
             .get_mut(slug)
@@ -78,7 +78,11 @@ async fn join_inner(
         let replaces = state
             .own_participant(&claims)
             .filter(|p| room.members.contains_key(p));
-        (room.id, replaces)
+        (
+            room.id,
+            replaces,
+            coming_back(state, room, &claims, replaces),
+        )
     };
     let _pending = PendingJoin { state, slug };
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
@@ -143,7 +147,7 @@ async fn join_inner(
                 Err(e) => return Err(e),
             }
         }
-        engine.join(id, &offer, JoinOptions::new(join_name))
+        engine.join(id, &offer, JoinOptions::new(join_name).rejoining(rejoining))
     })
     .await?
     .map_err(|e| ApiError::from_engine(e, slug))?;
@@ -183,6 +187,41 @@ async fn join_inner(
         }
     }
     Ok(response)
+}
+
+/// How long after a room was recreated on this node (its node died or
+/// drained) participant tokens minted by another node count as its
+/// participants coming back. The browser client retries for about a
+/// minute.
+const COMING_BACK_GRACE: Duration = Duration::from_secs(120);
+
+/// Whether a join is a participant coming back rather than a newcomer, so
+/// that a locked room admits it: a participant token replacing its own
+/// session here (its connection was lost), or, in a room recreated here
+/// from the cluster directory within [`COMING_BACK_GRACE`], a participant
+/// token another node minted (the room's participants following it after
+/// a failover or a drain). Kicked tokens were refused before this.
+fn coming_back(
+    state: &AppState,
+    room: &RoomState,
+    claims: &Claims,
+    replaces: Option<ParticipantId>,
+) -> bool {
+    if replaces.is_some() {
+        return true;
+    }
+    let recently_moved = room.recreated_at.is_some_and(|t| {
+        SystemTime::now()
+            .duration_since(t)
+            .is_ok_and(|d| d < COMING_BACK_GRACE)
+    });
+    let from_elsewhere = state.cluster.as_ref().is_some_and(|c| {
+        claims
+            .sub
+            .split_once('@')
+            .is_some_and(|(pid, node)| node != c.id && pid.parse::<ParticipantId>().is_ok())
+    });
+    recently_moved && from_elsewhere
 }
 
 pub(super) async fn remove_participant(

@@ -9,6 +9,8 @@ pub(super) async fn healthz(State(state): Shared) -> Response {
         "rooms": state.rooms().len(),
         "participants": stats.participants(),
         "shards": stats.shards.len(),
+        // This node's cluster id (null on its own).
+        "node": state.cluster.as_ref().map(|c| c.id.clone()),
     });
     (StatusCode::OK, axum::Json(body)).into_response()
 }

@@ -227,13 +227,15 @@ impl Cluster {
                 };
                 if let Some(other) = self.dir.adopt(&meta, &self.id).await? {
                     // Recreated elsewhere while we were away: the newer copy
-                    // wins; ours closes and its participants rejoin there.
+                    // wins; ours closes, telling its participants to rejoin
+                    // (they land there).
                     tracing::warn!(room = %slug, owner = %other, "room moved to another node; closing the copy here");
                     self.count(|s| s.rooms_lost += 1);
                     let id = state.rooms().remove(slug).map(|r| r.id);
                     if let Some(id) = id {
                         let engine = state.engine.clone();
-                        let _ = tokio::task::spawn_blocking(move || engine.close_room(id)).await;
+                        let _ =
+                            tokio::task::spawn_blocking(move || engine.hand_over_room(id)).await;
                     }
                 }
             }

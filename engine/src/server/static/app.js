@@ -20,6 +20,7 @@
     claims: null,
     participantToken: null, // X-Piazza-Token
     me: null, // my participant id
+    node: null, // X-Piazza-Node: the cluster node hosting my session (null single-node)
     owner: false,
     locked: false,
     inviteUrl: null,
@@ -331,14 +332,22 @@
       }
       if (pc && pc.connectionState === 'disconnected' && state.phase === 'joined') {
         // A vanished node leaves the connection `disconnected` (failed
-        // comes ~30 s later): rejoin if it does not recover in 4 s.
+        // comes ~30 s later). Rejoin if it does not recover in 4 s, or at
+        // once if the server says the room's node is gone: no answer, a
+        // 5xx (the node that proxies us cannot reach it), or the room
+        // hosted by another node now (X-Piazza-Node, docs/cluster.md).
         const was = pc;
-        setTimeout(() => {
+        const rejoinIfDown = () => {
           if (pc === was && pc.connectionState !== 'connected' && state.phase === 'joined') {
             state.phase = 'disconnected';
             scheduleRejoin();
           }
-        }, 4000);
+        };
+        setTimeout(rejoinIfDown, 4000);
+        api('GET', `/v1/rooms/${state.room}`, { token: state.participantToken || state.token }).then((res) => {
+          const host = res.headers ? res.headers.get('x-piazza-node') : null;
+          if ([0, 502, 503, 504].includes(res.status) || (res.ok && state.node && host && host !== state.node)) rejoinIfDown();
+        });
       }
     };
 
@@ -354,6 +363,7 @@
     }
     state.participantToken = res.headers.get('x-piazza-token');
     state.me = res.headers.get('x-piazza-participant');
+    state.node = res.headers.get('x-piazza-node');
     if (e2ee && state.e2ee) await e2ee.setMe(state.me);
     await pc.setRemoteDescription({ type: 'answer', sdp: res.data });
 
@@ -440,8 +450,9 @@
         state.phase = 'disconnected';
         teardown();
         notice(`The call ended: ${msg.reason || 'the room closed'}.`, 'error');
-        // A stopping or draining node: the room continues elsewhere.
-        if (/shutting down/.test(msg.reason || '')) scheduleRejoin();
+        // A stopping or draining node, or a room another node took over
+        // (docs/cluster.md): the room continues elsewhere.
+        if (/shutting down|moved/.test(msg.reason || '')) scheduleRejoin();
         break;
       case 'chat':
       case 'chat_error':
@@ -626,6 +637,10 @@
     local.stream = local.audio = local.video = local.screen = null;
     tx.audio = tx.camera = tx.screen = null;
     state.sharing = false;
+    // Whoever was in the call is not any more (a rejoin gets the list anew).
+    state.participants = new Map();
+    state.slots = { video: [], audio: [] };
+    state.speaker = null;
     slotReceivers.clear();
     tiles.clear();
     selfTile = null;
@@ -649,7 +664,12 @@
   // still there), backing off. In a cluster the request lands on whichever
   // node hosts the room now (docs/cluster.md).
 
-  const REJOIN_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 8000, 8000, 8000];
+  // Quick first tries, then every 3 s for about a minute: a dead node's
+  // rooms move when its directory entry expires (node_ttl after its last
+  // heartbeat), and a short gap bounds how long a client waits after that.
+  // Each delay is jittered by ±20 % so a node's clients do not come back
+  // in lockstep.
+  const REJOIN_DELAYS_MS = [500, 1000, 2000, ...Array(18).fill(3000)];
   let rejoinAttempt = -1;
   state.rejoins = 0;
 
@@ -665,7 +685,7 @@
       notice('Could not rejoin the room. Reload the page to try again.', 'error');
       return;
     }
-    const delay = REJOIN_DELAYS_MS[rejoinAttempt++];
+    const delay = REJOIN_DELAYS_MS[rejoinAttempt++] * (0.8 + 0.4 * Math.random());
     notice(`Reconnecting… (attempt ${rejoinAttempt})`);
     setTimeout(async () => {
       teardown();
@@ -727,6 +747,18 @@
         });
       });
       return out;
+    },
+    /** The server's media address the connection uses now (`IP:PORT` of
+     *  the selected candidate pair's remote side), or null. */
+    async remoteAddress() {
+      if (!pc) return null;
+      const stats = await pc.getStats();
+      let pair = null;
+      stats.forEach((s) => {
+        if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+      });
+      const remote = pair ? stats.get(pair.remoteCandidateId) : null;
+      return remote ? `${remote.address || remote.ip}:${remote.port}` : null;
     },
     /** The video elements' sizes by slot. */
     videoSizes() {

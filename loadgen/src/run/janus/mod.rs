@@ -197,7 +197,16 @@ fn drive(
         (s.starve_clients_ms > 0.0).then(|| Duration::from_secs_f64(s.starve_clients_ms / 1000.0));
     let mut drivers = Vec::with_capacity(s.client_threads);
     for i in 0..s.client_threads {
-        drivers.push(driver::spawn(i, t0, t0, bucket, starve)?);
+        drivers.push(driver::spawn(
+            i,
+            driver::DriverConfig {
+                epoch: t0,
+                t0,
+                bucket,
+                starve,
+                lost: None,
+            },
+        )?);
     }
     let mut o = Orchestrator {
         s,
@@ -408,6 +417,7 @@ fn drive(
         client_send_errors,
         notes,
         flood: None,
+        cluster: None,
     })
 }
 
