@@ -23,6 +23,7 @@ pub mod e2ee;
 pub mod flood;
 pub mod media;
 pub mod net;
+mod tcp;
 mod udp;
 
 use std::cmp::Reverse;
@@ -38,6 +39,7 @@ pub use client::{ClientConfig, ClientStats, LayerSpec, SimClient, SlotStats, def
 pub use counting::CountingAlloc;
 pub use flood::{FloodKind, FloodMix};
 pub use net::{Link, LinkConfig, LinkStats};
+pub use tcp::TcpLink;
 
 use crate::config::{IngressConfig, RoomConfig};
 use crate::core::ShardCore;
@@ -251,7 +253,7 @@ impl Simulator {
                 // Virtual wall clock: chat times are the same in every run.
                 core.set_wall_clock(start, SIM_WALL_CLOCK_UNIX_MS);
                 SimShard {
-                    driver: Driver::new(k, addr, core),
+                    driver: Driver::new(k, addr, None, core),
                     io: SimIo::default(),
                     addr,
                     inbox: Vec::new(),
@@ -583,6 +585,7 @@ impl Simulator {
             format!("sim-{i}"),
             sp.client.offer(),
             self.shards[shard].addr,
+            None,
             now,
         );
         self.core_busy += thread_cpu_time().saturating_sub(t);
@@ -800,6 +803,7 @@ impl JoinPreparer {
             "bench".into(),
             offer,
             self.server,
+            None,
             now,
         )?;
         Ok(p.answer)
