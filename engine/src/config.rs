@@ -327,7 +327,6 @@ impl IngressConfig {
 ///
 /// [`EngineBuilder::ice_tcp`]: crate::EngineBuilder::ice_tcp
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct TcpConfig {
     /// Open connections per shard. At the limit, the oldest unvalidated
     /// connection is closed for a new one; with none, the new one is
