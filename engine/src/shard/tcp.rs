@@ -40,6 +40,10 @@ const BACKLOG: i32 = 1024;
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// A connection's emptied send queue keeps at most this much capacity.
 const KEEP_CAPACITY: usize = 64 * 1024;
+/// SO_SNDBUF of every connection (Linux doubles it). Fixed: the kernel's
+/// autotuning would grow it to megabytes on a fast path, which for media
+/// is seconds of delay and, over many connections, unbounded kernel memory.
+const SOCKET_SEND_BUFFER: usize = 128 * 1024;
 
 /// Counters of a shard's TCP sockets (the core counts what it decides in
 /// [`TcpStats`](crate::TcpStats)).
@@ -305,8 +309,9 @@ impl TcpIo {
                 abort(&stream);
                 continue;
             }
-            // Media: no Nagle delay.
+            // Media: no Nagle delay, no megabytes of queue.
             let _ = stream.set_nodelay(true);
+            let _ = SockRef::from(&stream).set_send_buffer_size(SOCKET_SEND_BUFFER);
             if let Some(old) = self.by_peer.get(&peer).copied() {
                 // The same address again: the old connection is gone.
                 self.remove(old, TcpClose::Abort);

@@ -18,6 +18,8 @@ const ACTIVE_CANDIDATE: &str = "127.0.0.1:9";
 /// sends to the engine's TCP candidate.
 #[derive(Debug, Default)]
 pub struct TcpLink {
+    /// SO_RCVBUF to set before connecting (a small window: a slow path).
+    receive_buffer: Option<usize>,
     stream: Option<TcpStream>,
     remote: Option<SocketAddr>,
     /// Bytes received, not yet a whole frame.
@@ -33,6 +35,16 @@ pub struct TcpLink {
 }
 
 impl TcpLink {
+    /// A link whose socket's receive buffer is `bytes` (set before it
+    /// connects, so the window it advertises stays that small): a client
+    /// on a path that cannot take much at once.
+    pub fn with_receive_buffer(bytes: usize) -> Self {
+        TcpLink {
+            receive_buffer: Some(bytes),
+            ..Default::default()
+        }
+    }
+
     /// The connection's own address, once connected.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.stream.as_ref().and_then(|s| s.local_addr().ok())
@@ -56,7 +68,7 @@ impl TcpLink {
         if self.stream.is_some() {
             return self.remote == Some(to);
         }
-        let Ok(s) = TcpStream::connect_timeout(&to, Duration::from_secs(2)) else {
+        let Ok(s) = connect(to, self.receive_buffer) else {
             self.closed = true;
             return false;
         };
@@ -89,6 +101,19 @@ impl TcpLink {
             }
         }
     }
+}
+
+fn connect(to: SocketAddr, receive_buffer: Option<usize>) -> std::io::Result<TcpStream> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(to),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    if let Some(n) = receive_buffer {
+        s.set_recv_buffer_size(n)?;
+    }
+    s.connect_timeout(&to.into(), Duration::from_secs(2))?;
+    Ok(s.into())
 }
 
 impl SimClient {
