@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Interop suite: aiortc (Python), Firefox ESR and a TURN relay (coturn), each
-# in a room with headless Chromium, through the reference server. Installs
-# what it needs (Debian: chromium, firefox-esr, coturn, nodejs, npm,
-# python3-venv; npm: playwright-core and puppeteer-core from
+# Interop suite: aiortc (Python), Firefox ESR, a TURN relay (coturn) and a
+# Chromium page whose network drops UDP (ICE-TCP), each in a room with
+# headless Chromium, through the reference server. Installs what it needs
+# (Debian: chromium, firefox-esr, coturn, nodejs, npm, python3-venv,
+# iproute2, nftables; npm: playwright-core and puppeteer-core from
 # package-lock.json; PyPI: aiortc in browser/interop/.venv), then runs the
-# ignored tests of engine/tests/server_interop.rs. About 2-3 minutes once
-# the packages are installed. Called by .ci/run.
+# ignored tests of engine/tests/server_interop.rs (the ICE-TCP one makes its
+# own network namespaces and firewall rules: it needs root). About 3 minutes
+# once the packages are installed. Called by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -17,6 +19,8 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv python3-pip)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "browser/interop/ci.sh: installing ${missing[*]}"
   apt-get update -qq
@@ -41,7 +45,6 @@ cargo test -p piazza --test server_interop -- --ignored --nocapture --test-threa
 # 198.18.0.2 (RFC 2544 benchmarking addresses) and a default route (Firefox
 # gathers no host candidate without one); the engine binds 198.18.0.1, the
 # HTTP API stays on the namespace's loopback (a secure context).
-command -v ip >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; }
 ns="piazza-interop-ff-$$"
 ip netns add "$ns"
 trap 'ip netns del "$ns" 2>/dev/null || true' EXIT

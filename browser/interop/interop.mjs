@@ -3,6 +3,7 @@
 //   node interop.mjs --scenario aiortc  --base URL --python VENV/bin/python
 //   node interop.mjs --scenario firefox --base URL [--firefox /usr/bin/firefox-esr]
 //   node interop.mjs --scenario turn    --base URL
+//   node interop.mjs --scenario tcp     --base URL --blocked-netns NS
 //
 // Started by engine/tests/server_interop.rs (which starts the server, and
 // coturn for `turn`); browser/interop/ci.sh installs what they need.
@@ -16,11 +17,17 @@
 //   servers and credentials from the server's /ice_servers) and a Chromium
 //   page on plain UDP decode each other; the relayed page's selected
 //   candidate pair is a relay candidate.
+// - tcp: a Chromium page in network namespace NS, where a firewall rule
+//   drops every UDP packet (engine/tests/server_interop.rs makes it), and
+//   two Chromium pages on plain UDP: all decode each other; the page
+//   without UDP reaches the engine over ICE-TCP (its selected pair is TCP
+//   to the engine's passive candidate), the others keep UDP although the
+//   engine offers TCP too.
 //
 // Every wait is bounded; the whole run aborts after RUN_LIMIT_MS. Exit 0
 // when every check passed.
 import { spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
@@ -35,11 +42,12 @@ const { values: opts } = parseArgs({
     chromium: { type: 'string', default: process.env.PIAZZA_CHROMIUM || '/usr/bin/chromium' },
     firefox: { type: 'string', default: process.env.PIAZZA_FIREFOX || '/usr/bin/firefox-esr' },
     python: { type: 'string' },
+    'blocked-netns': { type: 'string' },
     'chromium-arg': { type: 'string', multiple: true, default: [] },
   },
 });
 if (!opts.base || !opts.scenario) {
-  console.error('usage: node interop.mjs --scenario aiortc|firefox|turn --base http://127.0.0.1:PORT');
+  console.error('usage: node interop.mjs --scenario aiortc|firefox|turn|tcp --base http://127.0.0.1:PORT');
   process.exit(2);
 }
 mkdirSync(opts.out, { recursive: true });
@@ -295,9 +303,9 @@ async function receives(page, label, from, names, { audio = true, ms = 30_000 } 
 
 // ---- scenarios ----------------------------------------------------------------
 
-async function withChromium(fn) {
+async function withChromium(fn, executablePath = opts.chromium, extraArgs = []) {
   const { chromium } = await import('playwright-core');
-  const browser = await chromium.launch({ executablePath: opts.chromium, headless: true, args: [...CHROME_ARGS, ...opts['chromium-arg']] });
+  const browser = await chromium.launch({ executablePath, headless: true, args: [...CHROME_ARGS, ...opts['chromium-arg'], ...extraArgs] });
   try {
     return await fn(browser);
   } finally {
@@ -478,7 +486,51 @@ async function turnScenario() {
   });
 }
 
-const scenarios = { aiortc: aiortcScenario, firefox: firefoxScenario, turn: turnScenario };
+async function tcpScenario() {
+  const ns = opts['blocked-netns'];
+  if (!ns || !/^[\w.-]+$/.test(ns)) throw new Error('--blocked-netns NAME is required for the tcp scenario');
+  // The pages load the client from the engine's own address (not loopback:
+  // the page without UDP is in another namespace), which is no secure
+  // context for getUserMedia unless Chromium is told to treat it as one.
+  const secure = [`--unsafely-treat-insecure-origin-as-secure=${opts.base}`];
+  // Playwright talks to Chromium over a pipe, which crosses namespaces.
+  const wrapper = join(opts.out, 'chromium-without-udp.sh');
+  writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${opts.chromium} "$@"\n`, { mode: 0o755 });
+  const room = await createRoom('ice-tcp interop');
+  await withChromium(async (browser) => {
+    await withChromium(async (noUdpBrowser) => {
+      const noUdp = await openChromium(noUdpBrowser, 'without-udp', room.invite_url);
+      const noUdpId = await joinAs(noUdp, 'without-udp', 'NoUdp');
+      const a = await openChromium(browser, 'udp-a', room.invite_url);
+      const aId = await joinAs(a, 'udp-a', 'UdpA');
+      const b = await openChromium(browser, 'udp-b', room.invite_url);
+      const bId = await joinAs(b, 'udp-b', 'UdpB');
+      const names = { [noUdpId]: 'NoUdp (ICE-TCP)', [aId]: 'UdpA', [bId]: 'UdpB' };
+      const offered = await noUdp.evaluate(() => window.__interop.pcs[0].remoteDescription.sdp);
+      const tcpCandidates = offered.split('\r\n').filter((l) => / tcp .* typ host tcptype passive/.test(l));
+      check(tcpCandidates.length > 0, `the answer offers a passive TCP candidate (${tcpCandidates[0]})`);
+      await receives(noUdp, 'without-udp', [aId, bId], names);
+      await receives(a, 'udp-a', [noUdpId, bId], names);
+      await receives(b, 'udp-b', [noUdpId, aId], names);
+      const pair = await noUdp.evaluate(() => window.__interop.selectedPair());
+      log(`without-udp page's selected pair: ${JSON.stringify(pair)}`);
+      const port = tcpCandidates[0].split(' ')[5];
+      check(pair && pair.local.protocol === 'tcp' && pair.remote.protocol === 'tcp' && String(pair.remote.port) === port,
+        `the page without UDP reaches the engine over ICE-TCP (local ${pair && pair.local.type} ${pair && pair.local.protocol}, remote ${pair && pair.remote.address}:${pair && pair.remote.port} ${pair && pair.remote.protocol})`);
+      for (const [page, label] of [[a, 'udp-a'], [b, 'udp-b']]) {
+        const p = await page.evaluate(() => window.__interop.selectedPair());
+        check(p && p.local.protocol === 'udp' && p.remote.protocol === 'udp', `${label} stays on UDP although TCP is offered too (${p && p.local.protocol} to ${p && p.remote.address}:${p && p.remote.port})`);
+      }
+      // Keep going a few seconds more: media keeps flowing over TCP.
+      const before = (await a.evaluate(() => window.__interop.inbound())).find((s) => s.kind === 'video' && s.participant === noUdpId);
+      await sleep(3000);
+      const after = (await a.evaluate(() => window.__interop.inbound())).find((s) => s.kind === 'video' && s.participant === noUdpId);
+      check(before && after && after.framesDecoded > before.framesDecoded, `udp-a keeps decoding NoUdp's video (${before && before.framesDecoded} -> ${after && after.framesDecoded} frames in 3 s, ${after && after.framesPerSecond} fps)`);
+    }, wrapper, secure);
+  }, opts.chromium, secure);
+}
+
+const scenarios = { aiortc: aiortcScenario, firefox: firefoxScenario, turn: turnScenario, tcp: tcpScenario };
 
 try {
   const run = scenarios[opts.scenario];

@@ -321,6 +321,118 @@ impl IngressConfig {
     }
 }
 
+/// ICE-TCP (RFC 6544): every shard listens on a TCP port beside its UDP
+/// one (the same port number) and offers a passive TCP host candidate
+/// there, so a client whose network drops UDP still reaches the engine.
+/// Media on TCP is framed as RFC 4571 says (a 2-byte length before each
+/// datagram). Clients prefer the UDP candidate (its ICE priority is
+/// higher) whenever it works. Off unless [`EngineBuilder::ice_tcp`]
+/// turns it on.
+///
+/// Every resource a connection holds is bounded: connections per shard and
+/// per source, unvalidated ("pending") connections, the frame length, the
+/// per-connection send buffer, and how long a connection may stay
+/// unvalidated or silent. Until a connection carries a STUN binding request
+/// that a participant's ICE agent answers (its ufrag known, its message
+/// integrity verified), nothing else it sends is looked at. Each reason a
+/// connection is refused or closed has its own counter
+/// ([`TcpStats`](crate::TcpStats)).
+///
+/// [`EngineBuilder::ice_tcp`]: crate::EngineBuilder::ice_tcp
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpConfig {
+    /// Open connections per shard. At the limit, the oldest unvalidated
+    /// connection is closed for a new one; with none, the new one is
+    /// refused. Default 1024.
+    pub max_connections: usize,
+    /// Unvalidated connections per shard; at the limit the oldest is closed
+    /// for a new one (a flood of idle connections cannot lock clients out
+    /// for longer than it takes them to send their first check). Default 256.
+    pub max_pending: usize,
+    /// Open connections from one source (an IPv4 address or an IPv6 /64):
+    /// more are refused. Default 64 (a NAT with a room's worth of clients).
+    pub max_connections_per_source: usize,
+    /// Unvalidated connections from one source; more are refused. Default 8.
+    pub max_pending_per_source: usize,
+    /// Longest frame accepted (RFC 4571 allows 65535); a connection that
+    /// announces a longer one is closed. Default 2048, the longest UDP
+    /// datagram a shard receives.
+    pub max_frame_len: usize,
+    /// An unvalidated connection is closed this long after it was accepted.
+    /// Default 10 s.
+    pub handshake_timeout: Duration,
+    /// A validated connection that delivers no complete frame for this long
+    /// is closed (bytes that never complete a frame do not count: a slow
+    /// dribble is as idle as silence). Browsers send a consent check at
+    /// least every 5 s. Default 30 s.
+    pub idle_timeout: Duration,
+    /// Bytes queued per connection while the kernel's send buffer (fixed
+    /// at 128 KiB per connection, which Linux doubles) is full; frames
+    /// beyond it are dropped, as a full UDP socket drops datagrams. Queued
+    /// media is late media: together the two hold about 1.5 s of a
+    /// 2 Mbps downlink. Default 128 KiB.
+    pub send_buffer_bytes: usize,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            max_connections: 1024,
+            max_pending: 256,
+            max_connections_per_source: 64,
+            max_pending_per_source: 8,
+            max_frame_len: 2048,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            send_buffer_bytes: 128 * 1024,
+        }
+    }
+}
+
+impl TcpConfig {
+    /// Check the limits; the error names the field that is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, reason: &str| Err(ConfigError::new(field, reason));
+        if self.max_connections == 0 {
+            return bad("tcp.max_connections", "must be at least 1");
+        }
+        if self.max_pending == 0 || self.max_pending > self.max_connections {
+            return bad(
+                "tcp.max_pending",
+                "must be at least 1 and at most max_connections",
+            );
+        }
+        if self.max_connections_per_source == 0 {
+            return bad("tcp.max_connections_per_source", "must be at least 1");
+        }
+        if self.max_pending_per_source == 0 {
+            return bad("tcp.max_pending_per_source", "must be at least 1");
+        }
+        if !(576..=65535).contains(&self.max_frame_len) {
+            return bad(
+                "tcp.max_frame_len",
+                "must be 576 to 65535 (a frame's length field has 16 bits)",
+            );
+        }
+        if self.handshake_timeout < Duration::from_millis(100) {
+            return bad("tcp.handshake_timeout", "must be at least 100 ms");
+        }
+        if self.idle_timeout < Duration::from_secs(1) {
+            return bad(
+                "tcp.idle_timeout",
+                "must be at least 1 s (consent checks come every few seconds)",
+            );
+        }
+        if self.send_buffer_bytes < 2 + self.max_frame_len {
+            return bad(
+                "tcp.send_buffer_bytes",
+                "must hold at least one frame (2 + max_frame_len)",
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A configuration value that cannot work: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

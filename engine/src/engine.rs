@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::config::{ConfigError, IngressConfig, JoinOptions, RoomConfig};
+use crate::config::{ConfigError, IngressConfig, JoinOptions, RoomConfig, TcpConfig};
 use crate::core::SubscriberStats;
 use crate::error::Error;
 #[cfg(doc)]
@@ -41,6 +41,7 @@ pub struct EngineBuilder {
     command_capacity: usize,
     max_participants_per_shard: Option<usize>,
     ingress: IngressConfig,
+    tcp: Option<TcpConfig>,
 }
 
 impl Default for EngineBuilder {
@@ -54,6 +55,7 @@ impl Default for EngineBuilder {
             command_capacity: DEFAULT_COMMAND_CAPACITY,
             max_participants_per_shard: None,
             ingress: IngressConfig::default(),
+            tcp: None,
         }
     }
 }
@@ -126,6 +128,18 @@ impl EngineBuilder {
         self
     }
 
+    /// ICE-TCP (RFC 6544) beside UDP: every shard also listens on TCP, on
+    /// the same port number as its UDP socket (the first port of
+    /// [`EngineBuilder::port_range`] free for both), and every answer
+    /// carries a passive TCP host candidate after the UDP one, so clients
+    /// whose network drops UDP still connect (clients prefer UDP when both
+    /// work). `None` (the default) turns it off: no listener, no TCP
+    /// candidate. See [`TcpConfig`] for the limits.
+    pub fn ice_tcp(mut self, config: Option<TcpConfig>) -> Self {
+        self.tcp = config;
+        self
+    }
+
     /// Bind the sockets, start the shard threads and return the engine.
     pub fn build(self) -> Result<Engine, Error> {
         let shard_count = match self.shards {
@@ -165,6 +179,9 @@ impl EngineBuilder {
             return bad("command_capacity", "must be at least 1".into());
         }
         self.ingress.validate()?;
+        if let Some(tcp) = &self.tcp {
+            tcp.validate()?;
+        }
         let advertise_ip = match self.public_ip {
             Some(ip) if ip.is_unspecified() => {
                 return bad(
@@ -199,6 +216,7 @@ impl EngineBuilder {
                 admission_budget: self.max_participants_per_shard,
                 ingress: self.ingress.clone(),
                 seed: crate::rng::derive(seed, crate::rng::stream::SHARD + index as u64),
+                tcp: self.tcp.clone(),
             };
             match ShardHandle::spawn(config, events_tx.clone()) {
                 Ok(s) => shards.push(s),
@@ -451,6 +469,7 @@ impl Engine {
         // The ICE host candidate: the public IP (or the bound one) and the
         // port of the room's shard.
         let candidate = self.shards[shard].advertised_addr;
+        let tcp_candidate = self.shards[shard].advertised_tcp_addr;
         let mut prepared = join::prepare(
             &self.join_ctx,
             room,
@@ -459,6 +478,7 @@ impl Engine {
             options.name,
             offer,
             candidate,
+            tcp_candidate,
             Instant::now(),
         )?;
         prepared.rejoining = options.rejoining;
@@ -558,6 +578,15 @@ impl Engine {
     /// one was configured), in shard order.
     pub fn advertised_addrs(&self) -> Vec<SocketAddr> {
         self.shards.iter().map(|s| s.advertised_addr).collect()
+    }
+
+    /// The address each shard's ICE-TCP listener is bound to, in shard
+    /// order (empty when TCP is off).
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.shards
+            .iter()
+            .filter_map(|s| s.snapshot().tcp_addr)
+            .collect()
     }
 
     /// One subscriber's downlink estimate, allocation and per-slot layers

@@ -12,6 +12,7 @@ use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::format::Codec;
 use str0m::ice::IceCreds;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Rids};
+use str0m::net::TcpType;
 use str0m::{Candidate, Rtc, RtcConfig};
 
 use crate::config::RoomConfig;
@@ -114,6 +115,7 @@ pub(crate) fn prepare(
     name: String,
     offer_sdp: &str,
     candidate_addr: SocketAddr,
+    tcp_candidate_addr: Option<SocketAddr>,
     now: Instant,
 ) -> Result<Prepared, Error> {
     let offer =
@@ -157,13 +159,27 @@ pub(crate) fn prepare(
         .enable_vp8(true)
         .build(now);
 
-    let candidate = Candidate::host(candidate_addr, "udp").map_err(|e| {
+    let unusable = |addr: SocketAddr, e: str0m::error::IceError| {
         Error::InvalidConfig(crate::config::ConfigError::new(
             "public_ip",
-            format!("{candidate_addr} is no usable ICE host candidate: {e}"),
+            format!("{addr} is no usable ICE host candidate: {e}"),
         ))
-    })?;
+    };
+    let candidate =
+        Candidate::host(candidate_addr, "udp").map_err(|e| unusable(candidate_addr, e))?;
     rtc.add_local_candidate(candidate);
+    // ICE-TCP (RFC 6544): a passive candidate, the client connects. Its
+    // type preference (90 against UDP's 126) makes clients choose UDP
+    // whenever both work.
+    if let Some(addr) = tcp_candidate_addr {
+        let c = Candidate::builder()
+            .tcp()
+            .host(addr)
+            .tcptype(TcpType::Passive)
+            .build()
+            .map_err(|e| unusable(addr, e))?;
+        rtc.add_local_candidate(c);
+    }
 
     let answer = rtc
         .sdp_api()

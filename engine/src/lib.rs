@@ -85,11 +85,13 @@ mod shard;
 #[cfg(feature = "sim")]
 pub mod sim;
 
-pub use config::{ConfigError, IngressConfig, JoinOptions, RoomConfig};
+pub use config::{ConfigError, IngressConfig, JoinOptions, RoomConfig, TcpConfig};
 pub use core::chat::ChatConfig;
-pub use core::{CoreStats, DropStats, Footprint, IngressStats, SlotState, SubscriberStats};
+pub use core::{
+    CoreStats, DropStats, Footprint, IngressStats, SlotState, SubscriberStats, TcpStats,
+};
 pub use engine::{DEFAULT_SHUTDOWN_BOUND, Engine, EngineBuilder, EngineStats, Joined, RoomInfo};
 pub use error::{Error, IoError};
 pub use event::{EngineEvent, Events, LeaveReason, RecvError, TrackKind};
 pub use ids::{Layer, ParticipantId, RoomId, VideoSource};
-pub use shard::{ShardStats, SocketStats};
+pub use shard::{ShardStats, SocketStats, TcpSocketStats};

@@ -10,6 +10,10 @@
 //!   loopback with a shared secret; the server hands out time-limited TURN
 //!   credentials; a Chromium page forced to relay and a UDP page decode each
 //!   other.
+//! - `chromium_without_udp_joins_over_ice_tcp`: the test makes two network
+//!   namespaces joined by a veth pair, the server's and one whose nftables
+//!   rules drop every UDP packet; a Chromium page in the second joins over
+//!   ICE-TCP and exchanges media with two pages on UDP.
 //!
 //! The scenarios are `browser/interop/interop.mjs`; these tests start the
 //! server (and coturn) and run it. They install nothing:
@@ -20,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use piazza::EngineStats;
 use piazza::server::{IceServerConfig, Server, ServerConfig};
 
 /// A scenario takes 20-60 s; allow a busy machine plenty more.
@@ -39,7 +44,14 @@ fn require(path: &Path, what: &str) {
 
 /// Start the server with `config`, run the scenario against it, stop the
 /// server; returns the RTP packets the engine forwarded.
-fn run_scenario(scenario: &str, mut config: ServerConfig, extra: &[String]) -> u64 {
+fn run_scenario(scenario: &str, config: ServerConfig, extra: &[String]) -> u64 {
+    let stats = run_scenario_stats(scenario, config, extra);
+    stats.shards.iter().map(|s| s.core.rtp_forwarded).sum()
+}
+
+/// [`run_scenario`], returning the engine's stats at the end. The HTTP API
+/// listens on a free port of `config.http`'s IP.
+fn run_scenario_stats(scenario: &str, mut config: ServerConfig, extra: &[String]) -> EngineStats {
     let dir = interop_dir();
     require(
         &dir.join("node_modules/playwright-core"),
@@ -58,7 +70,7 @@ fn run_scenario(scenario: &str, mut config: ServerConfig, extra: &[String]) -> u
         .enable_all()
         .build()
         .unwrap();
-    config.http = "127.0.0.1:0".parse().unwrap();
+    config.http.set_port(0);
     config.shards = Some(2);
     let server = runtime
         .block_on(Server::bind(config))
@@ -97,7 +109,7 @@ fn run_scenario(scenario: &str, mut config: ServerConfig, extra: &[String]) -> u
         out.display()
     );
 
-    let stats = engine.stats();
+    let stats = engine.refresh_stats().expect("the engine runs");
     let _ = stop.send(());
     runtime
         .block_on(async { tokio::time::timeout(Duration::from_secs(10), serving).await })
@@ -107,7 +119,7 @@ fn run_scenario(scenario: &str, mut config: ServerConfig, extra: &[String]) -> u
     let status =
         status.unwrap_or_else(|| panic!("the {scenario} scenario ran past {NODE_LIMIT:?}"));
     assert!(status.success(), "the {scenario} scenario failed: {status}");
-    stats.shards.iter().map(|s| s.core.rtp_forwarded).sum()
+    stats
 }
 
 fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -295,4 +307,151 @@ fn relay_only_chromium_joins_through_coturn() {
             .any(|l| l.contains("ALLOCATE processed, success")),
         "coturn granted no allocation; its log:\n{log}"
     );
+}
+
+/// Network namespaces made by a test, deleted when dropped.
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Run `ip` (or, with `netns`, a command in that namespace); panics when it fails.
+fn run(netns: Option<&str>, args: &[&str]) -> String {
+    let mut cmd = Command::new("ip");
+    match netns {
+        Some(ns) => cmd.args(["netns", "exec", ns]).args(args),
+        None => cmd.args(args),
+    };
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("ip {args:?}: {e} (apt-get install -y iproute2)"));
+    assert!(
+        out.status.success(),
+        "{netns:?} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The server's address in the ICE-TCP test's namespaces (RFC 2544
+/// benchmarking range), and the address of the namespace without UDP.
+const SERVER_IP: &str = "198.18.1.1";
+const NO_UDP_IP: &str = "198.18.1.2";
+/// Set for the test's second run, inside the server's namespace: the name of
+/// the namespace without UDP.
+const NO_UDP_NETNS: &str = "PIAZZA_INTEROP_NO_UDP_NETNS";
+
+#[test]
+#[ignore = "needs root (network namespaces, nftables), chromium and browser/interop/node_modules; run by browser/interop/ci.sh"]
+fn chromium_without_udp_joins_over_ice_tcp() {
+    if let Ok(no_udp) = std::env::var(NO_UDP_NETNS) {
+        // The second run, in the server's namespace.
+        let config = ServerConfig {
+            http: format!("{SERVER_IP}:0").parse().unwrap(),
+            udp_bind: SERVER_IP.parse().unwrap(),
+            ice_tcp: true,
+            ..Default::default()
+        };
+        let stats = run_scenario_stats("tcp", config, &["--blocked-netns".into(), no_udp]);
+        let forwarded: u64 = stats.shards.iter().map(|s| s.core.rtp_forwarded).sum();
+        assert!(
+            forwarded > 100,
+            "the engine forwarded {forwarded} RTP packets"
+        );
+        let validated: u64 = stats.shards.iter().map(|s| s.core.tcp.validated).sum();
+        let frames: u64 = stats.shards.iter().map(|s| s.core.tcp.frames_in).sum();
+        let sent: u64 = stats.shards.iter().map(|s| s.socket.tcp.frames_sent).sum();
+        println!(
+            "engine: {validated} TCP connection(s) validated, {frames} frames in, {sent} out; {:?}",
+            stats.shards.iter().map(|s| s.core.tcp).collect::<Vec<_>>()
+        );
+        assert!(validated >= 1 && frames > 100 && sent > 100);
+        for s in &stats.shards {
+            assert_eq!(s.core.drops.total(), 0, "{:?}", s.core.drops);
+        }
+        return;
+    }
+    // The first run makes the namespaces: the server's, and one whose
+    // firewall drops UDP both ways, joined by a veth pair; then runs this
+    // test again in the server's namespace.
+    let tag = std::process::id();
+    let (server_ns, no_udp_ns) = (format!("pz-tcp-srv-{tag}"), format!("pz-tcp-noudp-{tag}"));
+    let mut namespaces = Namespaces(Vec::new());
+    for ns in [&server_ns, &no_udp_ns] {
+        run(None, &["netns", "add", ns]);
+        namespaces.0.push(ns.clone());
+    }
+    for ns in [&server_ns, &no_udp_ns] {
+        run(Some(ns), &["ip", "link", "set", "lo", "up"]);
+    }
+    run(
+        None,
+        &[
+            "-n", &server_ns, "link", "add", "v0", "type", "veth", "peer", "name", "v1", "netns",
+            &no_udp_ns,
+        ],
+    );
+    for (ns, dev, ip, gw) in [
+        (&server_ns, "v0", SERVER_IP, NO_UDP_IP),
+        (&no_udp_ns, "v1", NO_UDP_IP, SERVER_IP),
+    ] {
+        run(
+            None,
+            &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev],
+        );
+        run(None, &["-n", ns, "link", "set", dev, "up"]);
+        // Chromium gathers no host candidate without a default route.
+        run(
+            None,
+            &["-n", ns, "route", "add", "default", "via", gw, "dev", dev],
+        );
+    }
+    let rules = "table inet no_udp {
+        chain input { type filter hook input priority 0; policy accept; meta l4proto udp counter drop; }
+        chain output { type filter hook output priority 0; policy accept; meta l4proto udp counter drop; }
+    }";
+    let rules_file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("no-udp-{tag}.nft"));
+    std::fs::write(&rules_file, rules).unwrap();
+    let file = rules_file.display().to_string();
+    run(Some(&no_udp_ns), &["nft", "-f", &file]);
+
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new("ip")
+        .args(["netns", "exec", &server_ns])
+        .arg(exe)
+        .args([
+            "chromium_without_udp_joins_over_ice_tcp",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(NO_UDP_NETNS, &no_udp_ns)
+        .status()
+        .expect("the test runs again in the server's namespace");
+    let ruleset = run(Some(&no_udp_ns), &["nft", "list", "ruleset"]);
+    println!("the namespace without UDP, after the run:\n{ruleset}");
+    assert!(
+        status.success(),
+        "the run in the server's namespace failed: {status}"
+    );
+    // Chromium tried UDP (its host candidates, its checks) and the rules
+    // dropped it: the page's media went over TCP for want of UDP.
+    let dropped: u64 = ruleset
+        .lines()
+        .filter(|l| l.contains("udp counter"))
+        .filter_map(|l| {
+            l.split("packets ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(dropped > 0, "no UDP packet was dropped:\n{ruleset}");
 }

@@ -255,7 +255,7 @@ impl SourceLimiter {
 
 /// An IPv4 address, or an IPv6 /64 (one host usually owns a whole /64, so
 /// per-address limits would be free to dodge).
-fn source_key(ip: IpAddr) -> u128 {
+pub(crate) fn source_key(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(v4) => u32::from(v4) as u128,
         IpAddr::V6(v6) => (u128::from(v6) & !((1u128 << 64) - 1)) | 1,

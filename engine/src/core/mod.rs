@@ -39,6 +39,7 @@ pub(crate) mod slot;
 mod slowdown;
 pub(crate) mod speaker;
 mod stats;
+pub(crate) mod tcp;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -55,7 +56,8 @@ use crate::ids::{ParticipantId, RoomId};
 use crate::join::Prepared;
 
 pub use room::{RoomStats, SlotState, SubscriberStats};
-pub use stats::{CoreStats, DropStats, Footprint, IngressStats};
+pub use stats::{CoreStats, DropStats, Footprint, IngressStats, TcpStats};
+pub use tcp::TcpClose;
 
 /// Outputs accumulated by the core between polls.
 #[derive(Default)]
@@ -80,11 +82,36 @@ struct Route {
     throttle: ingress::Throttle,
 }
 
+/// What became of one packet (a UDP datagram or a TCP frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Intake {
+    /// From a validated address: handed to its participant (or throttled,
+    /// or refused by it, and counted).
+    Routed,
+    /// From an unvalidated address, and no STUN binding request.
+    NotStun,
+    /// A binding request over its source's rate.
+    RateLimited,
+    /// A binding request refused: unknown ufrag, the participant's address
+    /// limit, malformed, or unanswered by its ICE agent.
+    Refused,
+    /// A binding request the participant's ICE agent answered: its source
+    /// is validated now.
+    Validated,
+}
+
 /// One shard's rooms, demultiplexing maps and timers.
 pub struct ShardCore {
     local_addr: SocketAddr,
     rooms: HashMap<RoomId, room::Room>,
     by_addr: HashMap<SocketAddr, Route>,
+    /// Validated TCP connections (by the client's address), apart from the
+    /// UDP addresses: the same IP and port may be both.
+    by_tcp: HashMap<SocketAddr, Route>,
+    /// ICE-TCP's connections, when on ([`ShardCore::enable_tcp`]).
+    tcp: Option<tcp::TcpTable>,
+    /// The TCP candidate's address (`local_addr` while TCP is off).
+    tcp_local_addr: SocketAddr,
     by_ufrag: HashMap<String, UfragRoute>,
     sources: ingress::SourceLimiter,
     throttle: ingress::ThrottleLimits,
@@ -128,6 +155,9 @@ impl ShardCore {
             local_addr,
             rooms: HashMap::new(),
             by_addr: HashMap::new(),
+            by_tcp: HashMap::new(),
+            tcp: None,
+            tcp_local_addr: local_addr,
             by_ufrag: HashMap::new(),
             sources: ingress::SourceLimiter::new(ingress, seed),
             throttle: ingress::ThrottleLimits::new(ingress),
@@ -314,23 +344,42 @@ impl ShardCore {
     /// allocating), and only then the full parse and the participant's ICE
     /// agent (message integrity). Nothing on the drop paths allocates.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, buf: &[u8]) {
+        self.receive::<false>(now, source, buf);
+    }
+
+    /// One UDP datagram (`TCP` false) or TCP frame (`TCP` true; from
+    /// [`ShardCore::handle_tcp_data`]). The two differ only in their
+    /// routes and str0m's protocol, both chosen at compile time: the UDP
+    /// path is the code it always was.
+    #[inline(always)]
+    fn receive<const TCP: bool>(&mut self, now: Instant, source: SocketAddr, buf: &[u8]) -> Intake {
         let srtp = matches!(buf.first(), Some(128..=191));
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += buf.len() as u64;
-        if let Some(route) = self.by_addr.get_mut(&source) {
+        let routes = if TCP {
+            &mut self.by_tcp
+        } else {
+            &mut self.by_addr
+        };
+        if let Some(route) = routes.get_mut(&source) {
             if !self.throttle.admit(&mut route.throttle, now, buf.len()) {
                 self.stats.drops.throttled += 1;
-                return;
+                return Intake::Routed;
             }
             let (room_id, pid) = (route.room, route.participant);
-            let Ok(receive) = Receive::new(Protocol::Udp, source, self.local_addr, buf) else {
+            let (proto, local) = if TCP {
+                (Protocol::Tcp, self.tcp_local_addr)
+            } else {
+                (Protocol::Udp, self.local_addr)
+            };
+            let Ok(receive) = Receive::new(proto, source, local, buf) else {
                 self.stats.drops.malformed += 1;
-                return;
+                return Intake::Routed;
             };
             if !self.rooms.contains_key(&room_id) {
-                self.by_addr.remove(&source);
+                routes.remove(&source);
                 self.stats.drops.unknown_source += 1;
-                return;
+                return Intake::Routed;
             }
             match self.in_room(room_id, now, |room, out| {
                 room.handle_receive(pid, now, receive, srtp, out)
@@ -346,40 +395,55 @@ impl ShardCore {
                 // The room failed on it (reported as such).
                 Err(_) => {}
             }
-            return;
+            return Intake::Routed;
         }
-        // Unknown source: only a STUN binding request with one of our ufrags
-        // may introduce a new address.
+        self.introduce::<TCP>(now, source, buf, srtp)
+    }
+
+    /// A packet from an address no participant has validated: only a STUN
+    /// binding request with one of our ufrags may introduce it.
+    fn introduce<const TCP: bool>(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        buf: &[u8],
+        srtp: bool,
+    ) -> Intake {
         if !ingress::is_binding_request(buf) {
             self.stats.drops.unknown_source += 1;
-            return;
+            return Intake::NotStun;
         }
         if !self.sources.admit(source.ip(), now) {
             self.stats.drops.rate_limited += 1;
-            return;
+            return Intake::RateLimited;
         }
         let Some(ufrag) = ingress::binding_request_ufrag(buf) else {
             self.stats.drops.unknown_ufrag += 1;
-            return;
+            return Intake::Refused;
         };
         let Some(route) = self.by_ufrag.get(ufrag) else {
             self.stats.drops.unknown_ufrag += 1;
-            return;
+            return Intake::Refused;
         };
         // A participant at its address limit learns no more: its ICE agent
         // is not even asked (no HMAC, no new candidate pair).
         if route.addresses >= self.max_addresses {
             self.stats.drops.address_limit += 1;
-            return;
+            return Intake::Refused;
         }
         let (room_id, pid) = (route.room, route.participant);
         if !self.rooms.contains_key(&room_id) {
             self.stats.drops.unknown_ufrag += 1;
-            return;
+            return Intake::Refused;
         }
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.local_addr, buf) else {
+        let (proto, local) = if TCP {
+            (Protocol::Tcp, self.tcp_local_addr)
+        } else {
+            (Protocol::Udp, self.local_addr)
+        };
+        let Ok(receive) = Receive::new(proto, source, local, buf) else {
             self.stats.drops.malformed += 1;
-            return;
+            return Intake::Refused;
         };
         let before = self.out.transmits.len();
         match self.in_room(room_id, now, |room, out| {
@@ -388,23 +452,28 @@ impl ShardCore {
             Ok(true) => {}
             Ok(false) => {
                 self.stats.drops.rejected += 1;
-                return;
+                return Intake::Refused;
             }
-            Err(_) => return,
+            Err(_) => return Intake::Refused,
         }
         // The participant's ICE agent answers only requests whose message
         // integrity it verified: an answer to `source` validates it.
-        if self
+        let answered = self
             .out
             .transmits
             .iter()
             .skip(before)
-            .any(|t| t.destination == source)
-        {
+            .any(|t| t.destination == source && t.proto == proto);
+        if answered {
             if let Some(route) = self.by_ufrag.get_mut(ufrag) {
                 route.addresses += 1;
             }
-            self.by_addr.insert(
+            let routes = if TCP {
+                &mut self.by_tcp
+            } else {
+                &mut self.by_addr
+            };
+            routes.insert(
                 source,
                 Route {
                     room: room_id,
@@ -418,6 +487,11 @@ impl ShardCore {
         }
         if !self.dirty.contains(&room_id) {
             self.dirty.push(room_id);
+        }
+        if answered {
+            Intake::Validated
+        } else {
+            Intake::Refused
         }
     }
 
@@ -437,18 +511,24 @@ impl ShardCore {
 
     /// Earliest time [`ShardCore::handle_timeout`] is needed.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let mut rooms = None;
         while let Some(Reverse((t, room))) = self.timers.peek().copied() {
             if self.deadlines.get(&room) == Some(&t) {
-                return Some(t);
+                rooms = Some(t);
+                break;
             }
             self.timers.pop();
         }
-        None
+        match (rooms, self.tcp_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Drive every room whose deadline has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = Some(now);
+        self.sweep_tcp(now);
         while let Some(Reverse((t, room_id))) = self.timers.peek().copied() {
             if t > now {
                 break;
@@ -502,7 +582,8 @@ impl ShardCore {
         s.ingress.tracked_sources = self.sources.len();
         s.ingress.source_table_capacity = self.sources.capacity();
         s.ingress.source_evictions = self.sources.evictions();
-        s.ingress.validated_addresses = self.by_addr.len();
+        s.ingress.validated_addresses = self.by_addr.len() + self.by_tcp.len();
+        s.tcp = self.tcp_stats();
         for r in self.rooms.values() {
             s.add_room(&r.stats);
         }
@@ -527,6 +608,8 @@ impl ShardCore {
             r.footprint(&mut f);
         }
         f.demux_addrs = self.by_addr.len();
+        f.demux_tcp = self.by_tcp.len();
+        f.tcp_connections = self.tcp_stats().open;
         f.demux_ufrags = self.by_ufrag.len();
         f.deadlines = self.deadlines.len();
         f
@@ -702,11 +785,13 @@ impl ShardCore {
     fn forget_participant_routes(&mut self, pid: ParticipantId) {
         self.by_addr.retain(|_, v| v.participant != pid);
         self.by_ufrag.retain(|_, v| v.participant != pid);
+        self.close_tcp_routes(|v| v.participant == pid);
     }
 
     fn forget_room_routes(&mut self, room: RoomId) {
         self.by_addr.retain(|_, v| v.room != room);
         self.by_ufrag.retain(|_, v| v.room != room);
+        self.close_tcp_routes(|v| v.room == room);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Counters and sizes of a shard core.
 
 #[cfg(doc)]
-use crate::config::IngressConfig;
+use crate::config::{IngressConfig, TcpConfig};
 #[cfg(doc)]
 use crate::error::Error;
 #[cfg(doc)]
@@ -80,6 +80,55 @@ pub struct IngressStats {
     pub validated_addresses: usize,
 }
 
+/// ICE-TCP connections of one shard ([`TcpConfig`]): gauges, and one
+/// counter per reason a connection was refused or closed. All zero when
+/// TCP is off. Frames a connection delivers go through the same checks as
+/// UDP datagrams and are counted in [`DropStats`] when dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct TcpStats {
+    /// Connections open now.
+    pub open: usize,
+    /// Of those, not yet validated by an answered STUN binding request.
+    pub pending: usize,
+    /// Connections accepted (and kept) so far.
+    pub accepted: u64,
+    /// Connections that carried a binding request a participant's ICE
+    /// agent answered.
+    pub validated: u64,
+    /// Frames received.
+    pub frames_in: u64,
+    /// Refused: the shard had [`TcpConfig::max_connections`], none of them
+    /// unvalidated.
+    pub refused_shard_limit: u64,
+    /// Refused: the source had [`TcpConfig::max_connections_per_source`]
+    /// connections, or [`TcpConfig::max_pending_per_source`] unvalidated.
+    pub refused_source_limit: u64,
+    /// Closed: the oldest unvalidated connection, to make room for a new
+    /// one ([`TcpConfig::max_pending`] or [`TcpConfig::max_connections`]).
+    pub evicted_pending: u64,
+    /// Closed: not validated within [`TcpConfig::handshake_timeout`]
+    /// (half-open, silent or dribbling connections).
+    pub closed_handshake_timeout: u64,
+    /// Closed: a validated connection delivered no complete frame for
+    /// [`TcpConfig::idle_timeout`].
+    pub closed_idle: u64,
+    /// Closed: a frame longer than [`TcpConfig::max_frame_len`], or of
+    /// length zero.
+    pub closed_bad_frame: u64,
+    /// Closed: an unvalidated connection sent something other than a STUN
+    /// binding request.
+    pub closed_not_stun: u64,
+    /// Closed: an unvalidated connection's binding request was refused
+    /// (unknown ufrag, failed message integrity, the participant's address
+    /// limit).
+    pub closed_rejected: u64,
+    /// Closed: its participant left (or its room closed).
+    pub closed_participant_gone: u64,
+    /// Closed by the client (or a socket error).
+    pub closed_by_peer: u64,
+}
+
 /// Counters of one shard core. Every counter only goes up: a closed or
 /// failed room's counts stay in the totals.
 #[derive(Debug, Clone, Copy, Default)]
@@ -120,6 +169,8 @@ pub struct CoreStats {
     pub participants_timed_out: u64,
     /// The socket protection's table sizes and counters.
     pub ingress: IngressStats,
+    /// ICE-TCP connections (all zero when TCP is off).
+    pub tcp: TcpStats,
 }
 
 impl CoreStats {
@@ -156,8 +207,12 @@ pub struct Footprint {
     pub rx_tracks: usize,
     /// Removals queued but not yet done.
     pub pending_removals: usize,
-    /// Source addresses in the demultiplexing map.
+    /// Source addresses in the demultiplexing map (UDP).
     pub demux_addrs: usize,
+    /// Validated TCP connections in the demultiplexing map.
+    pub demux_tcp: usize,
+    /// TCP connections open (validated or not).
+    pub tcp_connections: usize,
     /// ICE ufrags in the demultiplexing map.
     pub demux_ufrags: usize,
     /// Rooms with a scheduled deadline.

@@ -42,8 +42,19 @@ pub fn run(data: &[u8]) -> Outcome {
     let room = RoomId(1);
     let config = RoomConfig::default();
     let pid = ParticipantId(1);
-    let prepared = CONTEXT
-        .with(|ctx| join::prepare(ctx, room, &config, pid, "fuzz".into(), &offer, server, now));
+    let prepared = CONTEXT.with(|ctx| {
+        join::prepare(
+            ctx,
+            room,
+            &config,
+            pid,
+            "fuzz".into(),
+            &offer,
+            server,
+            None,
+            now,
+        )
+    });
     let p = match prepared {
         Ok(p) => p,
         Err(e) => return Outcome::Refused(e.to_string()),

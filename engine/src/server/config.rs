@@ -28,6 +28,11 @@ pub struct ServerConfig {
     /// IP advertised in ICE candidates (needed when `udp_bind` is
     /// `0.0.0.0` or behind a 1:1 NAT).
     pub public_ip: Option<IpAddr>,
+    /// ICE-TCP: every shard also listens on TCP, on its UDP port number,
+    /// and clients get a passive TCP candidate beside the UDP one (for
+    /// networks that drop UDP; docs/operations.md). Limits are
+    /// [`crate::TcpConfig`]'s defaults. Default off.
+    pub ice_tcp: bool,
     /// When set, `POST /v1/rooms` requires `Authorization: Bearer KEY`.
     pub api_key: Option<String>,
     /// Base of invite links, e.g. `https://meet.example.com`. Default: the
@@ -112,6 +117,7 @@ impl Default for ServerConfig {
             udp_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             udp_port: None,
             public_ip: None,
+            ice_tcp: false,
             api_key: None,
             public_url: None,
             token_secret: None,
@@ -160,6 +166,7 @@ struct FileConfig {
     shards: Option<usize>,
     udp_bind: Option<String>,
     public_ip: Option<String>,
+    ice_tcp: Option<bool>,
     api_key: Option<String>,
     public_url: Option<String>,
     token_secret: Option<String>,
@@ -217,6 +224,10 @@ pub struct Args {
     /// IP advertised in ICE candidates.
     #[arg(long, env = "PIAZZA_PUBLIC_IP", value_name = "IP")]
     pub public_ip: Option<String>,
+    /// ICE-TCP: also listen on TCP on every shard's UDP port number and
+    /// offer a passive TCP candidate (true or false) [default: false].
+    #[arg(long, env = "PIAZZA_ICE_TCP", value_name = "BOOL")]
+    pub ice_tcp: Option<bool>,
     /// API key required to create rooms.
     #[arg(
         long,
@@ -311,6 +322,9 @@ impl ServerConfig {
         if let Some(v) = &file.public_ip {
             self.public_ip = Some(parse_ip("public_ip", v)?);
         }
+        if let Some(v) = file.ice_tcp {
+            self.ice_tcp = v;
+        }
         set(&mut self.api_key, file.api_key);
         set(&mut self.public_url, file.public_url);
         set(&mut self.token_secret, file.token_secret);
@@ -382,6 +396,9 @@ impl ServerConfig {
         }
         if let Some(v) = &args.public_ip {
             self.public_ip = Some(parse_ip("--public-ip", v)?);
+        }
+        if let Some(v) = args.ice_tcp {
+            self.ice_tcp = v;
         }
         set(&mut self.api_key, args.api_key.clone());
         set(&mut self.public_url, args.public_url.clone());
@@ -701,12 +718,14 @@ mod tests {
         let cluster = c.cluster.as_ref().unwrap();
         assert_eq!(cluster.node_ttl, Duration::from_secs(10));
         assert_eq!(c.rate_limit_joins_per_minute, 120);
+        assert!(c.ice_tcp);
         // Every key of the file format appears in the example.
         for key in [
             "http",
             "shards",
             "udp_bind",
             "public_ip",
+            "ice_tcp",
             "api_key",
             "public_url",
             "token_secret",

@@ -213,7 +213,7 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
         &mut out,
         "piazza_drops_total",
         "counter",
-        "Datagrams dropped, by reason.",
+        "Datagrams (and ICE-TCP frames) dropped, by reason.",
     );
     for s in shards {
         let reasons = [
@@ -266,6 +266,84 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
         ),
     ];
     for (name, kind, help, get) in ingress {
+        header(&mut out, name, kind, help);
+        for s in shards {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.index, get(s));
+        }
+    }
+
+    // ICE-TCP (all zero when it is off).
+    header(
+        &mut out,
+        "piazza_tcp_connections",
+        "gauge",
+        "ICE-TCP connections open, by state (pending: not yet validated by ICE).",
+    );
+    for s in shards {
+        let t = &s.core.tcp;
+        for (state, n) in [("validated", t.open - t.pending), ("pending", t.pending)] {
+            let _ = writeln!(
+                out,
+                "piazza_tcp_connections{{shard=\"{}\",state=\"{state}\"}} {n}",
+                s.index
+            );
+        }
+    }
+    header(
+        &mut out,
+        "piazza_tcp_closed_total",
+        "counter",
+        "ICE-TCP connections refused or closed, by reason.",
+    );
+    for s in shards {
+        let t = &s.core.tcp;
+        let reasons = [
+            ("refused_shard_limit", t.refused_shard_limit),
+            ("refused_source_limit", t.refused_source_limit),
+            ("evicted_pending", t.evicted_pending),
+            ("handshake_timeout", t.closed_handshake_timeout),
+            ("idle", t.closed_idle),
+            ("bad_frame", t.closed_bad_frame),
+            ("not_stun", t.closed_not_stun),
+            ("rejected", t.closed_rejected),
+            ("participant_gone", t.closed_participant_gone),
+            ("by_peer", t.closed_by_peer),
+        ];
+        for (reason, n) in reasons {
+            let _ = writeln!(
+                out,
+                "piazza_tcp_closed_total{{shard=\"{}\",reason=\"{reason}\"}} {n}",
+                s.index
+            );
+        }
+    }
+    let tcp: [Gauge; 4] = [
+        (
+            "piazza_tcp_accepted_total",
+            "counter",
+            "ICE-TCP connections accepted (and kept at first).",
+            |s| s.core.tcp.accepted,
+        ),
+        (
+            "piazza_tcp_validated_total",
+            "counter",
+            "ICE-TCP connections validated by an answered STUN binding request.",
+            |s| s.core.tcp.validated,
+        ),
+        (
+            "piazza_tcp_send_dropped_total",
+            "counter",
+            "Frames dropped because an ICE-TCP connection's send queue was full.",
+            |s| s.socket.tcp.send_dropped,
+        ),
+        (
+            "piazza_tcp_accept_errors_total",
+            "counter",
+            "ICE-TCP accept failures (out of descriptors: accepting pauses 100 ms).",
+            |s| s.socket.tcp.accept_errors,
+        ),
+    ];
+    for (name, kind, help, get) in tcp {
         header(&mut out, name, kind, help);
         for s in shards {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.index, get(s));

@@ -227,6 +227,9 @@ impl Server {
         if let Some(ip) = config.public_ip {
             builder = builder.public_ip(ip);
         }
+        if config.ice_tcp {
+            builder = builder.ice_tcp(Some(crate::TcpConfig::default()));
+        }
         let engine = tokio::task::spawn_blocking(move || builder.build())
             .await
             .map_err(|e| ServerError::Config(format!("engine start panicked: {e}")))?

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use str0m::net::Transmit;
 
 use super::{Command, ShardStats, SocketStats};
-use crate::core::ShardCore;
+use crate::core::{ShardCore, TcpClose};
 use crate::error::Error;
 use crate::event::EngineEvent;
 use crate::ids::RoomId;
@@ -57,6 +57,20 @@ pub(crate) trait Io {
     /// A command changed what the stats show: publish them now (called
     /// before the command's reply).
     fn publish(&mut self, _stats: ShardStats) {}
+    /// Close the TCP connection from `peer` (the core refused it or is
+    /// done with it). Only the shard thread has TCP.
+    fn close_tcp(&mut self, _peer: SocketAddr, _how: TcpClose) {}
+}
+
+/// What the shard thread's TCP sockets report to [`Driver::tcp`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TcpInput<'a> {
+    /// A connection from this address was accepted.
+    Open(SocketAddr),
+    /// Bytes arrived on it.
+    Data(SocketAddr, &'a [u8]),
+    /// The client closed it, or it failed.
+    Closed(SocketAddr),
 }
 
 /// What the engine's registry reads of a room. Written only by the room's
@@ -77,6 +91,8 @@ pub(crate) struct Driver {
     /// The address the shard's socket is bound to (the core's is the one
     /// it advertises).
     local_addr: SocketAddr,
+    /// Its TCP listener's, when TCP is on.
+    tcp_addr: Option<SocketAddr>,
     core: ShardCore,
     /// What the engine reads of each room here.
     rooms: HashMap<RoomId, Arc<RoomShared>>,
@@ -85,10 +101,16 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    pub fn new(index: usize, local_addr: SocketAddr, core: ShardCore) -> Self {
+    pub fn new(
+        index: usize,
+        local_addr: SocketAddr,
+        tcp_addr: Option<SocketAddr>,
+        core: ShardCore,
+    ) -> Self {
         Driver {
             index,
             local_addr,
+            tcp_addr,
             core,
             rooms: HashMap::new(),
             events_dropped: 0,
@@ -142,6 +164,32 @@ impl Driver {
             self.drain(io);
         }
         true
+    }
+
+    /// TCP events of one wakeup (after [`Driver::step`] in the same
+    /// wakeup): connections opened and closed, bytes received. Frames are
+    /// handled like a receive batch (one `now`, one flush); what the core
+    /// refuses or closes goes to [`Io::close_tcp`].
+    pub fn tcp<'a, I: Io>(
+        &mut self,
+        now: Instant,
+        inputs: impl IntoIterator<Item = TcpInput<'a>>,
+        io: &mut I,
+    ) {
+        let core = &mut self.core;
+        guarded(&mut self.panics, "tcp", || {
+            for input in inputs {
+                match input {
+                    TcpInput::Open(peer) => {
+                        core.handle_tcp_open(now, peer);
+                    }
+                    TcpInput::Data(peer, bytes) => core.handle_tcp_data(now, peer, bytes),
+                    TcpInput::Closed(peer) => core.handle_tcp_closed(peer),
+                }
+            }
+            core.flush(now);
+        });
+        self.drain(io);
     }
 
     /// Earliest time the core needs a step.
@@ -253,6 +301,10 @@ impl Driver {
             io.send(t);
         }
         io.flush();
+        // After the flush: what was queued for a connection goes first.
+        while let Some((peer, how)) = self.core.poll_tcp_close() {
+            io.close_tcp(peer, how);
+        }
         while let Some(event) = self.core.poll_event() {
             match &event {
                 EngineEvent::ParticipantJoined { room, .. }
@@ -280,6 +332,7 @@ impl Driver {
         ShardStats {
             index: self.index,
             local_addr: self.local_addr,
+            tcp_addr: self.tcp_addr,
             rooms: self.core.room_ids().count(),
             participants: self.core.participant_count(),
             cpu_time: io.cpu_time(),

@@ -31,6 +31,7 @@
 pub(crate) mod driver;
 pub(crate) mod poll;
 mod socket;
+mod tcp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -41,9 +42,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, bounded};
-use str0m::net::Transmit;
+use str0m::net::{Protocol, Transmit};
 
-use crate::config::RoomConfig;
+use crate::config::{RoomConfig, TcpConfig};
 #[cfg(doc)]
 use crate::core::CoreStats;
 use crate::core::{Footprint, ShardCore, SubscriberStats};
@@ -52,10 +53,13 @@ use crate::event::{EngineEvent, LeaveReason};
 use crate::ids::{ParticipantId, RoomId};
 use crate::join::Prepared;
 
+use crate::core::TcpClose;
 use driver::{Driver, Io, RoomShared};
 use poll::{Doorbell, Poller, thread_cpu_time};
 pub use socket::SocketStats;
 use socket::{RecvBatch, SendBatch, UdpSocket};
+pub use tcp::TcpSocketStats;
+use tcp::{TcpBatch, TcpIo};
 
 /// Full receive batches handled per wakeup before timers and commands get
 /// their turn (64 x 16 = 1024 datagrams).
@@ -123,6 +127,9 @@ pub struct ShardStats {
     pub index: usize,
     /// The address the shard's socket is bound to.
     pub local_addr: SocketAddr,
+    /// The address its ICE-TCP listener is bound to (the same port), when
+    /// TCP is on.
+    pub tcp_addr: Option<SocketAddr>,
     /// Rooms on this shard.
     pub rooms: usize,
     /// Participants on this shard.
@@ -150,6 +157,7 @@ impl ShardStats {
         ShardStats {
             index,
             local_addr,
+            tcp_addr: None,
             rooms: 0,
             participants: 0,
             cpu_time: Duration::ZERO,
@@ -177,6 +185,8 @@ pub(crate) struct ShardConfig {
     pub ingress: crate::config::IngressConfig,
     /// Seed of the core's random choices.
     pub seed: u64,
+    /// ICE-TCP beside UDP, on the same port number.
+    pub tcp: Option<TcpConfig>,
 }
 
 /// The engine's side of a shard: its command queue, doorbell, stats
@@ -187,6 +197,8 @@ pub(crate) struct ShardHandle {
     pub local_addr: SocketAddr,
     /// The address clients are told to reach (ICE host candidate).
     pub advertised_addr: SocketAddr,
+    /// The passive TCP candidate's address, when TCP is on.
+    pub advertised_tcp_addr: Option<SocketAddr>,
     commands: Sender<Command>,
     doorbell: Arc<Doorbell>,
     snapshot: Arc<Mutex<ShardStats>>,
@@ -203,14 +215,35 @@ impl ShardHandle {
     /// the caller's thread.
     pub fn spawn(config: ShardConfig, events: Sender<EngineEvent>) -> Result<ShardHandle, Error> {
         let index = config.index;
-        let socket = UdpSocket::bind(config.bind, config.port_range.clone())?;
+        let (socket, listener) = match &config.tcp {
+            None => (
+                UdpSocket::bind(config.bind, config.port_range.clone())?,
+                None,
+            ),
+            Some(_) => {
+                let (u, l) = tcp::bind_pair(config.bind, config.port_range.clone())?;
+                (u, Some(l))
+            }
+        };
         let local_addr = socket.local_addr();
         let advertised_addr = SocketAddr::new(config.advertise_ip, local_addr.port());
         let doorbell = Arc::new(Doorbell::new()?);
         let poller = Poller::new(socket.as_raw_fd(), doorbell.as_raw_fd())?;
+        let tcp = match (listener, &config.tcp) {
+            (Some(l), Some(c)) => Some(TcpIo::new(l, poller.ctl()?, c)?),
+            _ => None,
+        };
+        let advertised_tcp_addr = tcp
+            .as_ref()
+            .map(|t| SocketAddr::new(config.advertise_ip, t.local_addr().port()));
         let (tx, rx) = bounded(config.command_capacity.max(1));
-        let snapshot = Arc::new(Mutex::new(ShardStats::new(index, local_addr)));
+        let mut stats = ShardStats::new(index, local_addr);
+        stats.tcp_addr = tcp.as_ref().map(|t| t.local_addr());
+        let snapshot = Arc::new(Mutex::new(stats.clone()));
         let mut core = ShardCore::with_seed(advertised_addr, &config.ingress, config.seed);
+        if let (Some(addr), Some(c)) = (advertised_tcp_addr, &config.tcp) {
+            core.enable_tcp(addr, c);
+        }
         core.set_admission_budget(config.admission_budget);
         // The one place the wall clock is read for the core: chat labels.
         let unix_ms = std::time::SystemTime::now()
@@ -222,9 +255,10 @@ impl ShardHandle {
             index,
             poller,
             doorbell: doorbell.clone(),
-            driver: Driver::new(index, local_addr, core),
+            driver: Driver::new(index, local_addr, stats.tcp_addr, core),
             commands: rx,
             socket,
+            tcp,
             events,
             snapshot: snapshot.clone(),
         };
@@ -239,6 +273,7 @@ impl ShardHandle {
             index,
             local_addr,
             advertised_addr,
+            advertised_tcp_addr,
             commands: tx,
             doorbell,
             snapshot,
@@ -341,6 +376,7 @@ struct Shard {
     driver: Driver,
     commands: Receiver<Command>,
     socket: UdpSocket,
+    tcp: Option<TcpIo>,
     events: Sender<EngineEvent>,
     snapshot: Arc<Mutex<ShardStats>>,
 }
@@ -350,6 +386,8 @@ struct Shard {
 struct ShardIo {
     socket: UdpSocket,
     send: SendBatch,
+    /// ICE-TCP's listener and connections, when on.
+    tcp: Option<TcpIo>,
     events: Sender<EngineEvent>,
     snapshot: Arc<Mutex<ShardStats>>,
     last_publish: Option<Instant>,
@@ -359,6 +397,12 @@ struct ShardIo {
 
 impl Io for ShardIo {
     fn send(&mut self, t: Transmit) {
+        if t.proto != Protocol::Udp {
+            if let Some(tcp) = &mut self.tcp {
+                tcp.queue(t.destination, &t.contents);
+            }
+            return;
+        }
         if self.send.push(t) {
             self.socket.send_batch(&mut self.send);
         }
@@ -366,6 +410,15 @@ impl Io for ShardIo {
 
     fn flush(&mut self) {
         self.socket.send_batch(&mut self.send);
+        if let Some(tcp) = &mut self.tcp {
+            tcp.flush();
+        }
+    }
+
+    fn close_tcp(&mut self, peer: SocketAddr, how: TcpClose) {
+        if let Some(tcp) = &mut self.tcp {
+            tcp.close(peer, how);
+        }
     }
 
     fn emit(&mut self, e: EngineEvent) -> bool {
@@ -376,7 +429,11 @@ impl Io for ShardIo {
     }
 
     fn socket_stats(&self) -> SocketStats {
-        self.socket.stats
+        let mut s = self.socket.stats;
+        if let Some(tcp) = &self.tcp {
+            s.tcp = tcp.stats;
+        }
+        s
     }
 
     fn cpu_time(&self) -> Duration {
@@ -412,6 +469,7 @@ impl Shard {
             io: ShardIo {
                 socket: self.socket,
                 send: SendBatch::new(),
+                tcp: self.tcp,
                 events: self.events,
                 snapshot: self.snapshot,
                 last_publish: None,
@@ -426,6 +484,7 @@ impl Running {
     fn run(mut self) {
         tracing::debug!(shard = self.index, addr = %self.io.socket.local_addr(), "shard started");
         let mut recv = RecvBatch::new();
+        let mut tcp_batch = self.io.tcp.as_ref().map(|_| TcpBatch::new());
         self.io.publish(self.driver.stats(&self.io));
         'wakeups: loop {
             let now = Instant::now();
@@ -474,6 +533,19 @@ impl Running {
                     break;
                 }
             }
+            if let Some(batch) = &mut tcp_batch {
+                let now = Instant::now();
+                let serviced = match &mut self.io.tcp {
+                    Some(tcp) if ready.tcp || tcp.has_work(now) => {
+                        tcp.service(now, self.poller.tcp_ready(), batch);
+                        true
+                    }
+                    _ => false,
+                };
+                if serviced && !batch.is_empty() {
+                    self.driver.tcp(now, batch.inputs(), &mut self.io);
+                }
+            }
             let now = Instant::now();
             if self
                 .io
@@ -491,7 +563,10 @@ impl Running {
 
     /// The core's deadline, or sooner when a snapshot is owed.
     fn next_wakeup(&mut self, now: Instant) -> Option<Instant> {
-        let core = self.driver.poll_timeout();
+        let mut core = self.driver.poll_timeout();
+        if let Some(t) = self.io.tcp.as_ref().and_then(|t| t.wake_at()) {
+            core = Some(core.map_or(t, |c| c.min(t)));
+        }
         let snapshot = if self.io.dirty {
             Some(self.io.last_publish.map_or(now, |t| t + SNAPSHOT_INTERVAL))
         } else {

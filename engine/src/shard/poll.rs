@@ -1,5 +1,6 @@
-//! The shard's wait primitive: an epoll instance watching the UDP socket and
-//! an eventfd doorbell that control commands ring.
+//! The shard's wait primitive: an epoll instance watching the UDP socket,
+//! an eventfd doorbell that control commands ring, and with ICE-TCP the
+//! listening socket and its connections.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -9,6 +10,12 @@ use std::time::{Duration, Instant};
 pub(crate) const SOCKET: u64 = 0;
 /// Token of the doorbell in epoll events.
 pub(crate) const DOORBELL: u64 = 1;
+/// Token of the TCP listener in epoll events.
+pub(crate) const LISTENER: u64 = 2;
+/// Tokens from here on are TCP connections (`shard/tcp.rs` encodes them).
+pub(crate) const FIRST_CONNECTION: u64 = 16;
+/// Events taken per `epoll_wait`.
+const EVENTS: usize = 64;
 
 /// An eventfd that wakes the shard thread when a command is queued.
 pub(crate) struct Doorbell {
@@ -71,13 +78,17 @@ impl AsRawFd for Doorbell {
 pub(crate) struct Ready {
     pub socket: bool,
     pub doorbell: bool,
+    /// The TCP listener or a connection: see [`Poller::tcp_ready`].
+    pub tcp: bool,
 }
 
 /// An epoll instance over the shard's socket and doorbell (level-triggered:
 /// a socket left unread after a bounded amount of work wakes us again).
 pub(crate) struct Poller {
     epoll: OwnedFd,
-    events: [libc::epoll_event; 4],
+    events: [libc::epoll_event; EVENTS],
+    /// TCP tokens and their event bits from the last wait.
+    tcp_ready: Vec<(u64, u32)>,
 }
 
 impl Poller {
@@ -90,21 +101,27 @@ impl Poller {
         // SAFETY: `fd` is a freshly created descriptor that nothing else owns.
         let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
         for (fd, token) in [(socket, SOCKET), (doorbell, DOORBELL)] {
-            let mut ev = libc::epoll_event {
-                events: libc::EPOLLIN as u32,
-                u64: token,
-            };
-            // SAFETY: `ev` is a live epoll_event the kernel only reads; the
-            // descriptors are plain integers to it (a closed one is EBADF).
-            let r = unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
-            if r < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            control(&epoll, libc::EPOLL_CTL_ADD, fd, token, libc::EPOLLIN as u32)?;
         }
         Ok(Poller {
             epoll,
-            events: [libc::epoll_event { events: 0, u64: 0 }; 4],
+            events: [libc::epoll_event { events: 0, u64: 0 }; EVENTS],
+            tcp_ready: Vec::with_capacity(EVENTS),
         })
+    }
+
+    /// A second descriptor of the same epoll instance, for the TCP sockets'
+    /// registrations ([`EpollCtl`]).
+    pub fn ctl(&self) -> io::Result<EpollCtl> {
+        Ok(EpollCtl {
+            epoll: self.epoll.try_clone()?,
+        })
+    }
+
+    /// The TCP tokens (listener and connections) the last wait reported,
+    /// with their event bits (`EPOLLIN`, `EPOLLOUT`, `EPOLLERR`, ...).
+    pub fn tcp_ready(&self) -> &[(u64, u32)] {
+        &self.tcp_ready
     }
 
     /// Wait until the socket is readable, the doorbell rang or `deadline`
@@ -131,17 +148,49 @@ impl Poller {
             return Err(err);
         }
         let mut ready = Ready::default();
+        self.tcp_ready.clear();
         for ev in &self.events[..n as usize] {
             // Copy out of the (packed on x86_64) struct before matching.
-            let token = ev.u64;
+            let (token, bits) = (ev.u64, ev.events);
             match token {
                 SOCKET => ready.socket = true,
                 DOORBELL => ready.doorbell = true,
-                _ => {}
+                _ => {
+                    ready.tcp = true;
+                    self.tcp_ready.push((token, bits));
+                }
             }
         }
         Ok(ready)
     }
+}
+
+/// Registrations on the shard's epoll instance (its own descriptor of it).
+pub(crate) struct EpollCtl {
+    epoll: OwnedFd,
+}
+
+impl EpollCtl {
+    /// Watch `fd` for `events` under `token`.
+    pub fn add(&self, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
+        control(&self.epoll, libc::EPOLL_CTL_ADD, fd, token, events)
+    }
+
+    /// Change what `fd` is watched for.
+    pub fn modify(&self, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
+        control(&self.epoll, libc::EPOLL_CTL_MOD, fd, token, events)
+    }
+}
+
+fn control(epoll: &OwnedFd, op: libc::c_int, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: `ev` is a live epoll_event the kernel only reads; the
+    // descriptors are plain integers to it (a closed one is EBADF).
+    let r = unsafe { libc::epoll_ctl(epoll.as_raw_fd(), op, fd, &mut ev) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// epoll_wait's timeout: -1 for none, 0 when due, else milliseconds rounded

@@ -47,6 +47,8 @@ pub struct SocketStats {
     pub send_errors: u64,
     /// Datagrams dropped because the socket's send buffer was full.
     pub send_would_block: u64,
+    /// The ICE-TCP sockets' counters (all zero when TCP is off).
+    pub tcp: super::tcp::TcpSocketStats,
 }
 
 /// One shard's UDP socket.

@@ -24,6 +24,7 @@ pub mod flood;
 pub mod media;
 pub mod net;
 mod prepare;
+mod tcp;
 mod udp;
 
 use std::cmp::Reverse;
@@ -40,6 +41,7 @@ pub use counting::CountingAlloc;
 pub use flood::{FloodKind, FloodMix};
 pub use net::{Link, LinkConfig, LinkStats};
 pub use prepare::JoinPreparer;
+pub use tcp::TcpLink;
 
 use crate::config::{IngressConfig, RoomConfig};
 use crate::core::ShardCore;
@@ -253,7 +255,7 @@ impl Simulator {
                 // Virtual wall clock: chat times are the same in every run.
                 core.set_wall_clock(start, SIM_WALL_CLOCK_UNIX_MS);
                 SimShard {
-                    driver: Driver::new(k, addr, core),
+                    driver: Driver::new(k, addr, None, core),
                     io: SimIo::default(),
                     addr,
                     inbox: Vec::new(),
@@ -589,6 +591,7 @@ impl Simulator {
             format!("sim-{i}"),
             sp.client.offer(),
             self.shards[shard].addr,
+            None,
             now,
         );
         self.core_busy += thread_cpu_time().saturating_sub(t);

@@ -43,6 +43,7 @@ impl JoinPreparer {
             "bench".into(),
             offer,
             self.server,
+            None,
             now,
         )?;
         Ok(p.answer)

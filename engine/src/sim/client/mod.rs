@@ -16,6 +16,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
+use str0m::net::TcpType;
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
@@ -87,6 +88,12 @@ pub struct ClientConfig {
     /// marker as they arrive, before decryption
     /// ([`ClientStats::marker_packets`]). Default none.
     pub plaintext_marker: Option<Vec<u8>>,
+    /// Reach the engine over ICE-TCP only: the client's one local candidate
+    /// is an active TCP candidate (RFC 6544), so it pairs only with the
+    /// engine's passive TCP candidate, and what it receives is TCP
+    /// ([`SimClient::on_tcp`] and [`SimClient::step_tcp`] carry the
+    /// frames). Default off (UDP).
+    pub tcp: bool,
 }
 
 impl ClientConfig {
@@ -108,6 +115,7 @@ impl ClientConfig {
             record_arrivals: false,
             e2ee: false,
             plaintext_marker: None,
+            tcp: false,
         }
     }
 }
@@ -234,7 +242,16 @@ impl SimClient {
             .enable_vp8(true)
             .build(now);
         // Only valid addresses reach here (the simulator and tests choose them).
-        if let Ok(c) = Candidate::host(addr, "udp") {
+        let candidate = if config.tcp {
+            Candidate::builder()
+                .tcp()
+                .host(addr)
+                .tcptype(TcpType::Active)
+                .build()
+        } else {
+            Candidate::host(addr, "udp")
+        };
+        if let Ok(c) = candidate {
             rtc.add_local_candidate(c);
         }
         if let Some(remote) = remote_offer {
@@ -541,7 +558,12 @@ impl SimClient {
 
     /// A datagram for this client.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, buf: &[u8]) {
-        let Ok(r) = Receive::new(Protocol::Udp, source, self.addr, buf) else {
+        let proto = if self.config.tcp {
+            Protocol::Tcp
+        } else {
+            Protocol::Udp
+        };
+        let Ok(r) = Receive::new(proto, source, self.addr, buf) else {
             return;
         };
         if self.rtc.handle_input(Input::Receive(now, r)).is_ok() {
