@@ -17,8 +17,8 @@ use std::time::Duration;
 /// Upper bounds (inclusive, Prometheus `le`) of the buckets, nanoseconds;
 /// one more bucket holds everything above the last bound. Steps of 10 us
 /// up to 100 us, then about a fifth of each decade's step.
-const BOUNDS_NS: [u64; 57] = {
-    const US: [u64; 57] = [
+const BOUNDS_NS: [u64; 59] = {
+    const US: [u64; 59] = [
         10, 20, 30, 40, 50, 60, 70, 80, 90, 100, //
         120, 140, 160, 180, 200, //
         250, 300, 350, 400, 450, 500, //
@@ -29,9 +29,9 @@ const BOUNDS_NS: [u64; 57] = {
         12_500, 15_000, 17_500, 20_000, //
         25_000, 30_000, 40_000, 50_000, //
         75_000, 100_000, //
-        150_000, 200_000, 300_000, 500_000, 1_000_000,
+        150_000, 200_000, 300_000, 500_000, 1_000_000, 2_000_000, 5_000_000,
     ];
-    let mut ns = [0u64; 57];
+    let mut ns = [0u64; 59];
     let mut i = 0;
     while i < US.len() {
         ns[i] = US[i] * 1_000;
@@ -143,7 +143,7 @@ impl ForwardLatency {
 
     /// The latency below which a fraction `q` (0..=1) of the packets lie,
     /// interpolated linearly inside its bucket (the overflow bucket answers
-    /// its lower bound, 1 s); `None` with no packets.
+    /// its lower bound, 5 s); `None` with no packets.
     pub fn quantile(&self, q: f64) -> Option<Duration> {
         let total: u64 = self.buckets.iter().sum();
         if total == 0 {
@@ -183,12 +183,12 @@ mod tests {
         h.record(us(10)); // le 10 us
         h.record(Duration::from_nanos(10_001)); // le 20 us
         h.record(Duration::ZERO);
-        h.record(Duration::from_secs(5)); // overflow
+        h.record(Duration::from_secs(9)); // overflow
         assert_eq!(h.buckets()[0], 2);
         assert_eq!(h.buckets()[1], 1);
         assert_eq!(h.buckets()[FORWARD_LATENCY_BUCKETS - 1], 1);
         assert_eq!(h.count(), 4);
-        assert_eq!(h.sum(), Duration::from_nanos(5_000_020_001));
+        assert_eq!(h.sum(), Duration::from_nanos(9_000_020_001));
     }
 
     #[test]
@@ -206,8 +206,8 @@ mod tests {
         assert!(p99 > us(200) && p99 <= us(250), "{p99:?}");
         let max = h.quantile(1.0).unwrap();
         assert!(max > us(2_500) && max <= us(3_000), "{max:?}");
-        h.record(Duration::from_secs(2));
-        assert_eq!(h.quantile(1.0), Some(Duration::from_secs(1)));
+        h.record(Duration::from_secs(6));
+        assert_eq!(h.quantile(1.0), Some(Duration::from_secs(5)));
     }
 
     #[test]
