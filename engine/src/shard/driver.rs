@@ -123,6 +123,11 @@ impl Driver {
     /// One turn of the loop at `now` (see the module docs). Returns false
     /// when a [`Command::Shutdown`] came: every room is closed and the
     /// goodbyes are sent by then, and the caller stops.
+    ///
+    /// Never inlined: the benchmark gate counts a simulated room's engine
+    /// instructions as those inside this function (callgrind
+    /// `--toggle-collect=piazza::shard::driver::Driver::step*`).
+    #[inline(never)]
     pub fn step<'a, I: Io>(
         &mut self,
         now: Instant,
