@@ -26,6 +26,10 @@ pub struct Listed {
     pub class: Class,
     /// Default iterations in count mode.
     pub iters: u64,
+    /// Count only inside these functions (`Spec::collect_in`); the gate
+    /// passes them to callgrind as `--toggle-collect`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collect_in: Vec<String>,
 }
 
 /// What a count run prints (one JSON line on stdout).
@@ -41,6 +45,11 @@ pub struct CountReport {
     pub wall_ns: u64,
     /// Whether callgrind counted them.
     pub under_valgrind: bool,
+    /// Units of work the measured iterations did (forwarded packets), for
+    /// benchmarks counted per unit: the gate divides by this instead of
+    /// `iters`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<u64>,
 }
 
 /// Warm-up iterations before counting: caches, lazily built routes and
@@ -57,6 +66,7 @@ pub fn main_if_requested(args: &[String]) -> Option<i32> {
                 id: s.id.to_string(),
                 class: s.class,
                 iters: s.count_iters,
+                collect_in: s.collect_in.iter().map(|f| f.to_string()).collect(),
             })
             .collect();
         println!(
@@ -88,22 +98,35 @@ pub fn main_if_requested(args: &[String]) -> Option<i32> {
     w.prepare(WARM_UP);
     w.run(WARM_UP);
     // Instrument from here on, but count only inside `run`: preparing the
-    // next batch (the simulated network) runs uncounted in between.
+    // next batch (the simulated network) runs uncounted in between. A
+    // benchmark that counts only inside some functions (`collect_in`)
+    // leaves collection off here: callgrind's `--toggle-collect` switches
+    // it on while those run.
+    let whole_run = spec.collect_in.is_empty();
     callgrind::start();
     callgrind::toggle_collect();
+    let units_before = w.units_done();
     let mut wall = Duration::ZERO;
     let mut left = iters;
     while left > 0 {
         let k = left.min(w.max_batch().max(1));
         w.prepare(k);
         let t = Instant::now();
-        callgrind::toggle_collect();
+        if whole_run {
+            callgrind::toggle_collect();
+        }
         w.run(k);
-        callgrind::toggle_collect();
+        if whole_run {
+            callgrind::toggle_collect();
+        }
         wall += t.elapsed();
         left -= k;
     }
     callgrind::stop();
+    let units = match (units_before, w.units_done()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
     let wall_ns = wall.as_nanos() as u64;
     let report = CountReport {
         id: spec.id.to_string(),
@@ -111,6 +134,7 @@ pub fn main_if_requested(args: &[String]) -> Option<i32> {
         items_per_iter: spec.items,
         wall_ns,
         under_valgrind: callgrind::running_on_valgrind(),
+        units,
     };
     println!(
         "{}",

@@ -33,6 +33,13 @@ pub trait Workload {
         self.run(n);
         t.elapsed()
     }
+
+    /// Units of work done so far (forwarded packets), for workloads whose
+    /// count is reported per unit rather than per iteration; `None`: per
+    /// iteration.
+    fn units_done(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// What the gate does with a benchmark.
@@ -65,7 +72,15 @@ pub struct Spec {
     pub items: u64,
     /// Builds the state (connected simulated clients, maps, sockets).
     pub build: fn() -> Box<dyn Workload>,
+    /// Count only inside these functions (callgrind `--toggle-collect`
+    /// patterns) instead of the whole measured iterations: the engine's
+    /// share of a simulated room. Empty: the whole iterations.
+    pub collect_in: &'static [&'static str],
 }
+
+/// The shard loop's step, through which the simulator drives the engine
+/// (`Driver::step`, never inlined): what the whole-room rows count.
+pub const ENGINE_STEP: &[&str] = &["piazza::shard::driver::Driver::step*"];
 
 impl Spec {
     /// The criterion group (before the slash).
@@ -102,6 +117,7 @@ pub fn all() -> Vec<Spec> {
         heavy,
         items: 1,
         build,
+        collect_in: &[],
     };
     let items = |s: Spec, items| Spec { items, ..s };
     use Class::*;
@@ -145,6 +161,12 @@ pub fn all() -> Vec<Spec> {
         spec("join/offer_49_slots", Control, 3, false, || {
             Box::new(join::Join::new(49, 8))
         }),
+        Spec {
+            collect_in: ENGINE_STEP,
+            ..spec("room50_bwe/engine_per_packet", HotPath, 3, true, || {
+                Box::new(room::EngineRoom::new(50))
+            })
+        },
         spec("room50/sim_second", Report, 1, true, || {
             Box::new(room::SimSecond::new(50, false))
         }),

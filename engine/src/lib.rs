@@ -78,6 +78,7 @@ mod event;
 pub mod fuzzing;
 mod ids;
 mod join;
+mod latency;
 mod rng;
 #[cfg(feature = "server")]
 pub mod server;
@@ -94,4 +95,5 @@ pub use engine::{DEFAULT_SHUTDOWN_BOUND, Engine, EngineBuilder, EngineStats, Joi
 pub use error::{Error, IoError};
 pub use event::{EngineEvent, Events, LeaveReason, RecvError, TrackKind};
 pub use ids::{Layer, ParticipantId, RoomId, VideoSource};
+pub use latency::{FORWARD_LATENCY_BUCKETS, ForwardLatency};
 pub use shard::{ShardStats, SocketStats, TcpSocketStats};

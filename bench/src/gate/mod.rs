@@ -306,6 +306,7 @@ pub fn run(opts: &Options) -> Result<GateReport, String> {
                 id: l.id.clone(),
                 class: l.class,
                 iters: l.iters,
+                collect_in: l.collect_in.clone(),
             })
             .collect(),
         (None, None) => Vec::new(),

@@ -51,8 +51,22 @@ pub fn count_one(exe: &BenchExe, id: &str, out_dir: &Path, reuse: bool) -> Resul
         return Ok(v);
     }
     let file = out_dir.join(format!("{}.{}.callgrind", exe.label, id.replace('/', "-")));
+    // Rows that count only inside some functions (the engine's steps in a
+    // whole simulated room).
+    let toggles: Vec<String> = exe
+        .benches
+        .iter()
+        .find(|b| b.id == id)
+        .map(|b| {
+            b.collect_in
+                .iter()
+                .map(|f| format!("--toggle-collect={f}"))
+                .collect()
+        })
+        .unwrap_or_default();
     let out = Command::new("valgrind")
         .args(["--tool=callgrind", "--instr-atstart=no"])
+        .args(&toggles)
         .arg(format!("--callgrind-out-file={}", file.display()))
         .arg(&exe.path)
         .args(["--count", id])
@@ -86,7 +100,9 @@ pub fn count_one(exe: &BenchExe, id: &str, out_dir: &Path, reuse: bool) -> Resul
                 .filter(|v: &f64| *v > 0.0)
         })
         .ok_or_else(|| format!("{}: no totals line", file.display()))?;
-    let per_iter = total / report.iters.max(1) as f64;
+    // Per unit of work (a forwarded packet) for the rows that report
+    // units, per iteration otherwise.
+    let per_iter = total / report.units.unwrap_or(report.iters).max(1) as f64;
     if let Some(c) = cache {
         let _ = std::fs::write(c, per_iter.to_string());
     }

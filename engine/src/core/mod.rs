@@ -31,6 +31,7 @@ pub mod control;
 pub(crate) mod downlink;
 pub(crate) mod ingress;
 pub(crate) mod participant;
+pub(crate) mod received;
 pub(crate) mod rewriter;
 pub(crate) mod room;
 pub(crate) mod selector;
@@ -62,7 +63,9 @@ pub use tcp::TcpClose;
 /// Outputs accumulated by the core between polls.
 #[derive(Default)]
 pub(crate) struct CoreOutput {
-    pub transmits: VecDeque<Transmit>,
+    /// Datagrams to send, each with the `now` of the receive that brought
+    /// the packet it forwards (`None`: not a forwarded packet).
+    pub transmits: VecDeque<(Transmit, Option<Instant>)>,
     pub events: VecDeque<EngineEvent>,
     /// Participants removed since the core last looked (their demux entries go).
     pub left: Vec<ParticipantId>,
@@ -463,7 +466,7 @@ impl ShardCore {
             .transmits
             .iter()
             .skip(before)
-            .any(|t| t.destination == source && t.proto == proto);
+            .any(|(t, _)| t.destination == source && t.proto == proto);
         if answered {
             if let Some(route) = self.by_ufrag.get_mut(ufrag) {
                 route.addresses += 1;
@@ -550,12 +553,21 @@ impl ShardCore {
 
     /// Next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        let t = self.out.transmits.pop_front()?;
+        self.poll_transmit_received().map(|(t, _)| t)
+    }
+
+    /// Next datagram to send and, when it carries a forwarded RTP packet,
+    /// the `now` of the [`ShardCore::handle_datagram`] that received that
+    /// packet (however long str0m's pacer held it). The driver subtracts it
+    /// from the time it hands the datagram to the socket: the SFU's own
+    /// latency ([`crate::ForwardLatency`]).
+    pub fn poll_transmit_received(&mut self) -> Option<(Transmit, Option<Instant>)> {
+        let (t, received) = self.out.transmits.pop_front()?;
         #[cfg(feature = "bench-slowdown")]
         self.slowdown.burn_out(t.contents.len());
         self.stats.datagrams_out += 1;
         self.stats.bytes_out += t.contents.len() as u64;
-        Some(t)
+        Some((t, received))
     }
 
     /// Datagrams waiting in [`ShardCore::poll_transmit`].

@@ -9,6 +9,7 @@ use str0m::media::{KeyframeRequestKind, Mid};
 use str0m::rtp::Ssrc;
 
 use crate::core::downlink::Downlink;
+use crate::core::received::{self, Carried};
 pub(crate) use crate::core::slot::VideoFeed;
 use crate::core::slot::{AudioSlot, VideoSlot};
 use crate::ids::{Layer, ParticipantId, VideoSource};
@@ -282,6 +283,24 @@ impl Participant {
         self.stats.plis_sent += 1;
         self.dirty = true;
         true
+    }
+
+    /// What a datagram its `Rtc` gave out carries: one of the packets the
+    /// room wrote into its slots (with the receive stamp, taken once), or
+    /// anything else.
+    #[inline]
+    pub fn carried(&mut self, datagram: &[u8]) -> Carried {
+        let Some((ssrc, seq)) = received::rtp_ids(datagram) else {
+            return Carried::Other;
+        };
+        let ssrc = Some(Ssrc::from(ssrc));
+        if let Some(s) = self.video_slots.iter_mut().find(|s| s.ssrc == ssrc) {
+            return s.received.take(seq);
+        }
+        if let Some(s) = self.audio_slots.iter_mut().find(|s| s.ssrc == ssrc) {
+            return s.received.take(seq);
+        }
+        Carried::Other
     }
 
     /// Send SSRC of a slot m-line, cached.

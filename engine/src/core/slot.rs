@@ -14,6 +14,7 @@
 use str0m::media::Mid;
 use str0m::rtp::Ssrc;
 
+use crate::core::received::ReceivedAt;
 use crate::core::rewriter::Rewriter;
 use crate::core::selector::{self, OnPacket};
 use crate::ids::{Layer, ParticipantId, VideoSource};
@@ -40,6 +41,8 @@ pub(crate) struct VideoSlot {
     /// Cached send SSRC (`stream_tx` by SSRC is a hash lookup; by mid a scan).
     pub ssrc: Option<Ssrc>,
     pub rewriter: Rewriter,
+    /// Receive stamps of the packets written lately (SFU latency).
+    pub received: ReceivedAt,
     /// Subscriber's cap on the forwarded frame height.
     pub max_height: Option<u32>,
     /// What the slot should show.
@@ -58,6 +61,7 @@ impl VideoSlot {
             mid,
             ssrc: None,
             rewriter: Rewriter::new(90_000),
+            received: ReceivedAt::default(),
             max_height: None,
             target: None,
             current: None,
@@ -233,6 +237,8 @@ pub(crate) struct AudioSlot {
     pub mid: Mid,
     pub ssrc: Option<Ssrc>,
     pub rewriter: Rewriter,
+    /// Receive stamps of the packets written lately (SFU latency).
+    pub received: ReceivedAt,
     holder: Option<ParticipantId>,
     /// The holder changed; re-base on its next packet.
     switch_pending: bool,
@@ -244,6 +250,7 @@ impl AudioSlot {
             mid,
             ssrc: None,
             rewriter: Rewriter::new(48_000),
+            received: ReceivedAt::default(),
             holder: None,
             switch_pending: false,
         }

@@ -156,6 +156,10 @@ pub struct CoreStats {
     /// Times a subscriber's transport loss capped its downlink estimate
     /// below str0m's.
     pub loss_caps: u64,
+    /// Forwarded packets that left without their receive time (str0m held
+    /// them past 128 later packets of the same slot): they are missing
+    /// from the SFU latency histogram ([`crate::ForwardLatency`]).
+    pub latency_untracked: u64,
     /// Dropped datagrams by reason.
     pub drops: DropStats,
     /// Rooms failed by a panic in their processing (each one is a bug;
@@ -182,6 +186,7 @@ impl CoreStats {
         self.slot_switches += r.slot_switches;
         self.dropped_waiting_keyframe += r.dropped_waiting_keyframe;
         self.loss_caps += r.loss_caps;
+        self.latency_untracked += r.latency_untracked;
     }
 }
 

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::time::Instant;
 
-use crate::{EngineStats, ShardStats};
+use crate::{EngineStats, ForwardLatency, ShardStats};
 
 /// Counters the HTTP layer keeps itself.
 #[derive(Debug, Default, Clone)]
@@ -68,7 +68,7 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
     let shards = &stats.shards;
 
     type Get = fn(&ShardStats) -> f64;
-    let per_shard: [(&str, &str, &str, Get); 20] = [
+    let per_shard: [(&str, &str, &str, Get); 21] = [
         ("piazza_rooms", "gauge", "Rooms on the shard.", |s| {
             s.rooms as f64
         }),
@@ -181,6 +181,12 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
             |s| s.core.joins_refused_overload as f64,
         ),
         (
+            "piazza_forward_latency_untracked_total",
+            "counter",
+            "Forwarded packets that left without their receive time (held past 128 later packets of their slot): not in piazza_forward_latency_seconds.",
+            |s| s.core.latency_untracked as f64,
+        ),
+        (
             "piazza_participants_timed_out_total",
             "counter",
             "Participants removed after the inactivity timeout (vanished peers).",
@@ -208,6 +214,8 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
             rates.rate(s.index)
         );
     }
+
+    forward_latency(&mut out, shards);
 
     header(
         &mut out,
@@ -414,6 +422,46 @@ fn peak_resident_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The SFU latency histogram of every shard (`ShardStats::forward_latency`),
+/// as a Prometheus histogram in seconds.
+fn forward_latency(out: &mut String, shards: &[ShardStats]) {
+    const NAME: &str = "piazza_forward_latency_seconds";
+    header(
+        out,
+        NAME,
+        "histogram",
+        "SFU-added latency of forwarded packets: from the receive batch (recvmmsg) to the sendmmsg that carried the copy, str0m's pacer queueing included.",
+    );
+    let bounds = ForwardLatency::bounds_ns();
+    for s in shards {
+        let h = &s.forward_latency;
+        let mut cumulative = 0;
+        for (i, n) in h.buckets().iter().enumerate() {
+            cumulative += n;
+            let _ = match bounds.get(i) {
+                Some(&b) => writeln!(
+                    out,
+                    "{NAME}_bucket{{shard=\"{}\",le=\"{}\"}} {cumulative}",
+                    s.index,
+                    b as f64 / 1e9
+                ),
+                None => writeln!(
+                    out,
+                    "{NAME}_bucket{{shard=\"{}\",le=\"+Inf\"}} {cumulative}",
+                    s.index
+                ),
+            };
+        }
+        let _ = writeln!(
+            out,
+            "{NAME}_sum{{shard=\"{}\"}} {}",
+            s.index,
+            h.sum().as_secs_f64()
+        );
+        let _ = writeln!(out, "{NAME}_count{{shard=\"{}\"}} {}", s.index, h.count());
+    }
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -502,5 +550,58 @@ pub(crate) fn render_cluster(out: &mut String, me: &str, c: &super::cluster::Clu
     for (name, help, v) in counters {
         header(out, name, "counter", help);
         let _ = writeln!(out, "{name} {v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn forward_latency_is_a_prometheus_histogram_per_shard() {
+        let mut s = ShardStats::new(3, "127.0.0.1:5000".parse().unwrap());
+        for us in [5, 95, 95, 2_000, 7_000_000] {
+            s.forward_latency.record(Duration::from_micros(us));
+        }
+        s.core.latency_untracked = 2;
+        let text = render(
+            &EngineStats { shards: vec![s] },
+            &RateSampler::default(),
+            &HttpCounters::default(),
+        );
+        assert!(text.contains("# TYPE piazza_forward_latency_seconds histogram\n"));
+        let line = |series: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+                .to_string()
+        };
+        let b = "piazza_forward_latency_seconds_bucket{shard=\"3\",le=";
+        assert_eq!(line(&format!("{b}\"0.00001\"}}")), "1");
+        assert_eq!(line(&format!("{b}\"0.0001\"}}")), "3");
+        assert_eq!(line(&format!("{b}\"0.002\"}}")), "4");
+        assert_eq!(line(&format!("{b}\"1\"}}")), "4");
+        assert_eq!(line(&format!("{b}\"+Inf\"}}")), "5");
+        assert_eq!(
+            line("piazza_forward_latency_seconds_count{shard=\"3\"}"),
+            "5"
+        );
+        let sum: f64 = line("piazza_forward_latency_seconds_sum{shard=\"3\"}")
+            .parse()
+            .unwrap();
+        assert!((sum - 7.002195).abs() < 1e-9, "{sum}");
+        assert_eq!(
+            line("piazza_forward_latency_untracked_total{shard=\"3\"}"),
+            "2"
+        );
+        // Cumulative counts never fall.
+        let counts: Vec<u64> = text
+            .lines()
+            .filter(|l| l.starts_with(b))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
+            .collect();
+        assert_eq!(counts.len(), ForwardLatency::bounds_ns().len() + 1);
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]));
     }
 }

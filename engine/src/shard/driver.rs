@@ -14,8 +14,9 @@
 //!    with one `now`, then [`ShardCore::flush`].
 //! 3. Timers: [`ShardCore::handle_timeout`] when [`ShardCore::poll_timeout`]
 //!    is due.
-//! 4. After each of these: [`ShardCore::poll_transmit`] into
-//!    [`Io::send`] (then [`Io::flush`]), [`ShardCore::poll_event`] into
+//! 4. After each of these: [`ShardCore::poll_transmit_received`] into
+//!    [`Io::send`], or [`Io::send_forwarded`] with the receive time of a
+//!    forwarded packet (then [`Io::flush`]), [`ShardCore::poll_event`] into
 //!    [`Io::emit`].
 //!
 //! Every core call runs under `catch_unwind` on top of the core's own
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 use str0m::net::Transmit;
 
 use super::{Command, ShardStats, SocketStats};
+use crate::ForwardLatency;
 use crate::core::{ShardCore, TcpClose};
 use crate::error::Error;
 use crate::event::EngineEvent;
@@ -41,6 +43,12 @@ use crate::ids::RoomId;
 pub(crate) trait Io {
     /// Queue one datagram (sent at the latest on [`Io::flush`]).
     fn send(&mut self, t: Transmit);
+    /// Queue a datagram that forwards a packet received at `received` (the
+    /// `now` of its receive step); the shard's socket records the time to
+    /// its `sendmmsg` ([`ShardStats::forward_latency`]).
+    fn send_forwarded(&mut self, t: Transmit, _received: Instant) {
+        self.send(t);
+    }
     /// Send everything queued.
     fn flush(&mut self);
     /// Hand one event to the embedder; false when there was no room for it
@@ -53,6 +61,10 @@ pub(crate) trait Io {
     /// CPU time the driving thread has used, for [`ShardStats::cpu_time`].
     fn cpu_time(&self) -> Duration {
         Duration::ZERO
+    }
+    /// The SFU latency histogram, for [`ShardStats::forward_latency`].
+    fn forward_latency(&self) -> ForwardLatency {
+        ForwardLatency::default()
     }
     /// A command changed what the stats show: publish them now (called
     /// before the command's reply).
@@ -133,6 +145,11 @@ impl Driver {
     /// One turn of the loop at `now` (see the module docs). Returns false
     /// when a [`Command::Shutdown`] came: every room is closed and the
     /// goodbyes are sent by then, and the caller stops.
+    ///
+    /// Never inlined: the benchmark gate counts a simulated room's engine
+    /// instructions as those inside this function (callgrind
+    /// `--toggle-collect=piazza::shard::driver::Driver::step*`).
+    #[inline(never)]
     pub fn step<'a, I: Io>(
         &mut self,
         now: Instant,
@@ -297,8 +314,11 @@ impl Driver {
 
     /// Send every pending transmit and hand on every pending event.
     fn drain<I: Io>(&mut self, io: &mut I) {
-        while let Some(t) = self.core.poll_transmit() {
-            io.send(t);
+        while let Some((t, received)) = self.core.poll_transmit_received() {
+            match received {
+                Some(r) => io.send_forwarded(t, r),
+                None => io.send(t),
+            }
         }
         io.flush();
         // After the flush: what was queued for a connection goes first.
@@ -338,6 +358,7 @@ impl Driver {
             cpu_time: io.cpu_time(),
             core: self.core.stats(),
             socket: io.socket_stats(),
+            forward_latency: io.forward_latency(),
             events_dropped: self.events_dropped,
             panics: self.panics,
             footprint: self.core.footprint(),

@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, bounded};
 use str0m::net::{Protocol, Transmit};
 
+use crate::ForwardLatency;
 use crate::config::{RoomConfig, TcpConfig};
 #[cfg(doc)]
 use crate::core::CoreStats;
@@ -140,6 +141,11 @@ pub struct ShardStats {
     pub core: crate::core::CoreStats,
     /// The socket layer's counters: batches, send errors.
     pub socket: SocketStats,
+    /// SFU-added latency of forwarded packets: from the receive batch's
+    /// timestamp (read once per `recvmmsg` batch) to the `sendmmsg` that
+    /// carried each copy, str0m's pacer queueing included. Packets whose
+    /// receive time was lost are counted in [`CoreStats::latency_untracked`].
+    pub forward_latency: ForwardLatency,
     /// Events dropped because the engine's events channel was full.
     pub events_dropped: u64,
     /// Panics caught in core work outside any room's processing (each one
@@ -163,6 +169,7 @@ impl ShardStats {
             cpu_time: Duration::ZERO,
             core: Default::default(),
             socket: SocketStats::default(),
+            forward_latency: ForwardLatency::default(),
             events_dropped: 0,
             panics: 0,
             footprint: Footprint::default(),
@@ -403,9 +410,24 @@ impl Io for ShardIo {
             }
             return;
         }
-        if self.send.push(t) {
+        if self.send.push(t, None) {
             self.socket.send_batch(&mut self.send);
         }
+    }
+
+    fn send_forwarded(&mut self, t: Transmit, received: Instant) {
+        // ICE-TCP: queued on its connection; its latency is not tracked.
+        if t.proto != Protocol::Udp {
+            self.send(t);
+            return;
+        }
+        if self.send.push(t, Some(received)) {
+            self.socket.send_batch(&mut self.send);
+        }
+    }
+
+    fn forward_latency(&self) -> ForwardLatency {
+        self.socket.forward_latency
     }
 
     fn flush(&mut self) {

@@ -11,9 +11,12 @@ use std::mem;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Instant;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use str0m::net::Transmit;
+
+use crate::ForwardLatency;
 
 /// Datagrams per `recvmmsg`/`sendmmsg` call.
 pub(crate) const BATCH: usize = 64;
@@ -56,6 +59,8 @@ pub(crate) struct UdpSocket {
     socket: Socket,
     local_addr: SocketAddr,
     pub stats: SocketStats,
+    /// Receive-to-`sendmmsg` time of forwarded datagrams.
+    pub forward_latency: ForwardLatency,
 }
 
 impl UdpSocket {
@@ -95,6 +100,7 @@ impl UdpSocket {
             socket,
             local_addr,
             stats: SocketStats::default(),
+            forward_latency: ForwardLatency::default(),
         })
     }
 
@@ -159,6 +165,15 @@ impl UdpSocket {
             return;
         }
         batch.prepare();
+        // One clock read per batch: the moment its datagrams are handed to
+        // the kernel, for the forwarded ones' latency.
+        if batch.forwarded > 0 {
+            let handed = Instant::now();
+            for r in batch.received.iter().flatten() {
+                self.forward_latency
+                    .record(handed.saturating_duration_since(*r));
+            }
+        }
         let total = batch.transmits.len();
         let mut start = 0;
         while start < total {
@@ -301,6 +316,10 @@ impl RecvBatch {
 /// that describe them to `sendmmsg`.
 pub(crate) struct SendBatch {
     transmits: Vec<Transmit>,
+    /// Per transmit: when the packet it forwards was received.
+    received: Vec<Option<Instant>>,
+    /// How many of `received` are `Some`.
+    forwarded: usize,
     addrs: Vec<SockAddr>,
     iovecs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
@@ -310,16 +329,21 @@ impl SendBatch {
     pub fn new() -> Self {
         SendBatch {
             transmits: Vec::with_capacity(BATCH),
+            received: Vec::with_capacity(BATCH),
+            forwarded: 0,
             addrs: Vec::with_capacity(BATCH),
             iovecs: Vec::with_capacity(BATCH),
             msgs: Vec::with_capacity(BATCH),
         }
     }
 
-    /// Queue one transmit. Returns true when the batch is full and should be
+    /// Queue one transmit, with the receive time of the packet it forwards
+    /// if it forwards one. Returns true when the batch is full and should be
     /// sent.
-    pub fn push(&mut self, t: Transmit) -> bool {
+    pub fn push(&mut self, t: Transmit, received: Option<Instant>) -> bool {
         self.transmits.push(t);
+        self.forwarded += usize::from(received.is_some());
+        self.received.push(received);
         self.transmits.len() >= BATCH
     }
 
@@ -357,6 +381,8 @@ impl SendBatch {
         self.addrs.clear();
         // Drops the payloads: the kernel has copied them.
         self.transmits.clear();
+        self.received.clear();
+        self.forwarded = 0;
     }
 
     #[cfg(test)]
@@ -387,7 +413,7 @@ mod tests {
         let mut b = UdpSocket::bind(lo, 0..=0).unwrap();
         let mut out = SendBatch::new();
         for i in 0..100u8 {
-            if out.push(transmit(b.local_addr(), a.local_addr(), &[i; 100])) {
+            if out.push(transmit(b.local_addr(), a.local_addr(), &[i; 100]), None) {
                 a.send_batch(&mut out);
             }
         }

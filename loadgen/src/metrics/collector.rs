@@ -85,6 +85,21 @@ pub struct EngineSample {
     pub bytes_out: u64,
     /// CPU time of the shard threads.
     pub cpu: Duration,
+    /// The engine's SFU-added latency histogram (receive batch to
+    /// `sendmmsg`), summed over shards; empty when the target does not
+    /// export it.
+    pub sfu_latency: piazza::ForwardLatency,
+    /// Forwarded packets missing from that histogram (their receive time
+    /// was lost).
+    pub latency_untracked: u64,
+}
+
+impl EngineSample {
+    /// Add one shard's SFU latency histogram and untracked count.
+    pub fn add_shard_latency(&mut self, shard: &piazza::ShardStats) {
+        self.sfu_latency.merge(&shard.forward_latency);
+        self.latency_untracked += shard.core.latency_untracked;
+    }
 }
 
 /// The time series of the report, one value per bucket.

@@ -4,6 +4,7 @@
 
 pub mod html;
 pub mod meta;
+pub mod sfu_latency;
 pub mod summary;
 
 use serde::Serialize;
@@ -266,6 +267,10 @@ pub struct EngineReport {
     pub panics: u64,
     /// Events dropped on a full events channel.
     pub events_dropped: u64,
+    /// The engine's own latency (its histogram: receive batch to
+    /// `sendmmsg`, pacer included) in the window; `null` when the target
+    /// does not export it.
+    pub sfu_latency: Option<sfu_latency::SfuLatencyReport>,
 }
 
 /// The load generator's own cost.
@@ -492,6 +497,7 @@ pub fn build(s: &Scenario, o: &RunOutcome, meta: meta::Meta) -> Report {
             send_drops: o.engine_send_drops,
             panics: o.panics,
             events_dropped: o.events_dropped,
+            sfu_latency: sfu_latency::from_samples(&o.engine_samples, o.measured, o.elapsed),
         },
         loadgen: LoadgenReport {
             client_threads: s.client_threads,

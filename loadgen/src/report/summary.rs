@@ -94,6 +94,13 @@ pub fn render(r: &Report) -> String {
             ),
         ),
         (
+            "sfu latency",
+            r.engine.sfu_latency.as_ref().map_or(
+                "not exported by the target".into(),
+                super::sfu_latency::summary_text,
+            ),
+        ),
+        (
             "throughput",
             format!(
                 "engine in {:.0} packets/s, out {:.0} packets/s ({:.1} Mbit/s); clients received {:.0} packets/s",

@@ -243,6 +243,7 @@ fn run_room(s: &Scenario, room: usize, progress: &Progress) -> Result<RoomRun, L
                 rtp_in: st.rtp_in,
                 bytes_out: st.bytes_out,
                 cpu: sim.core_busy(),
+                ..Default::default()
             });
             next_sample += bucket;
         }
@@ -272,6 +273,7 @@ fn run_room(s: &Scenario, room: usize, progress: &Progress) -> Result<RoomRun, L
         rtp_in: st.rtp_in,
         bytes_out: st.bytes_out,
         cpu: sim.core_busy(),
+        ..Default::default()
     });
     let (measured, engine) = match window {
         Some((at, busy, start)) => (

@@ -203,6 +203,8 @@ impl Node {
                 rtp_in: count("piazza_rtp_in_total"),
                 bytes_out: count("piazza_bytes_out_total"),
                 cpu: Duration::from_secs_f64(cpu.max(0.0)),
+                sfu_latency: m.forward_latency().unwrap_or_default(),
+                latency_untracked: count("piazza_forward_latency_untracked_total"),
             },
             panics: count("piazza_panics_total"),
             events_dropped: count("piazza_events_dropped_total"),
@@ -434,6 +436,8 @@ impl Backend for Server {
             sum.sample.rtp_in += c.sample.rtp_in;
             sum.sample.bytes_out += c.sample.bytes_out;
             sum.sample.cpu += c.sample.cpu;
+            sum.sample.sfu_latency.merge(&c.sample.sfu_latency);
+            sum.sample.latency_untracked += c.sample.latency_untracked;
             sum.panics += c.panics;
             sum.events_dropped += c.events_dropped;
             sum.send_drops += c.send_drops;
@@ -563,6 +567,44 @@ impl Metrics {
             }
         }
         found
+    }
+
+    /// The server's SFU latency histogram (`piazza_forward_latency_seconds`),
+    /// summed over shards; `None` when it does not export one (an older
+    /// server) or its buckets are not the engine's.
+    fn forward_latency(&self) -> Option<piazza::ForwardLatency> {
+        const NAME: &str = "piazza_forward_latency_seconds";
+        let mut cumulative: Vec<(Option<u64>, u64)> = Vec::new();
+        for (series, v) in &self.0 {
+            let Some(labels) = series
+                .strip_prefix(NAME)
+                .and_then(|r| r.strip_prefix("_bucket{"))
+            else {
+                continue;
+            };
+            let Some(le) = labels
+                .split(',')
+                .find_map(|l| l.trim_end_matches('}').strip_prefix("le=\""))
+                .map(|l| l.trim_end_matches('"'))
+            else {
+                continue;
+            };
+            let le = match le {
+                "+Inf" => None,
+                secs => Some((secs.parse::<f64>().ok()? * 1e9).round() as u64),
+            };
+            match cumulative.iter_mut().find(|(b, _)| *b == le) {
+                Some((_, c)) => *c += *v as u64,
+                None => cumulative.push((le, *v as u64)),
+            }
+        }
+        let sum = self.sum(&format!("{NAME}_sum"))?;
+        let count = self.sum(&format!("{NAME}_count"))? as u64;
+        piazza::ForwardLatency::from_cumulative(
+            &cumulative,
+            Duration::from_secs_f64(sum.max(0.0)),
+            count,
+        )
     }
 
     /// The sum over the series of `name` whose labels contain `label`.
@@ -754,6 +796,44 @@ mod tests {
         assert_eq!(
             m.sum_where("piazza_drops_total", "reason=\"send_error\""),
             7.0
+        );
+    }
+
+    #[test]
+    fn the_forward_latency_histogram_is_summed_over_shards() {
+        // As the server writes it: cumulative buckets per shard, in seconds.
+        let bounds = piazza::ForwardLatency::bounds_ns();
+        let mut text = String::new();
+        let mut want = piazza::ForwardLatency::default();
+        for (shard, us) in [(0, 95u64), (1, 95), (1, 4_000)] {
+            want.record(Duration::from_micros(us));
+            let mut h = piazza::ForwardLatency::default();
+            h.record(Duration::from_micros(us));
+            let mut c = 0;
+            for (i, n) in h.buckets().iter().enumerate() {
+                c += n;
+                let le = bounds
+                    .get(i)
+                    .map_or("+Inf".to_string(), |b| (*b as f64 / 1e9).to_string());
+                text += &format!(
+                    "piazza_forward_latency_seconds_bucket{{shard=\"{shard}\",le=\"{le}\"}} {c}\n"
+                );
+            }
+            text += &format!(
+                "piazza_forward_latency_seconds_sum{{shard=\"{shard}\"}} {}\n",
+                h.sum().as_secs_f64()
+            );
+            text += &format!("piazza_forward_latency_seconds_count{{shard=\"{shard}\"}} 1\n");
+        }
+        let got = Metrics::parse(&text).forward_latency().unwrap();
+        assert_eq!(got.buckets(), want.buckets());
+        assert_eq!(got.count(), 3);
+        let diff = got.sum().abs_diff(want.sum());
+        assert!(diff < Duration::from_micros(1), "{diff:?}");
+        assert!(
+            Metrics::parse("piazza_rooms{shard=\"0\"} 1\n")
+                .forward_latency()
+                .is_none()
         );
     }
 

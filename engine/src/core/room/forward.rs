@@ -17,6 +17,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
 use super::Room;
 use crate::core::CoreOutput;
 use crate::core::participant::{Participant, RxTrack, VideoFeed, source_index};
+use crate::core::received;
 use crate::core::rewriter::Vp8Fields;
 use crate::core::selector::OnPacket;
 use crate::event::{EngineEvent, TrackKind};
@@ -136,6 +137,7 @@ impl Room {
             .unwrap_or_default();
         let in_seq: u64 = *pkt.seq_no;
         let in_ts = pkt.header.timestamp;
+        let at = self.epoch.map_or(0, |e| received::stamp(e, now));
         let routes = &self.routes[i];
         for r in routes {
             let SlotRef::Video(s) = r.slot else { continue };
@@ -187,6 +189,7 @@ impl Room {
                 }
             }
             if write_slot(&mut sub.rtc, &mut slot.ssrc, slot.mid, w) {
+                slot.received.record(rw.seq as u16, at);
                 sub.mark_dirty();
                 sub.stats.rtp_forwarded += 1;
                 sub.downlink.record_sent(len);
@@ -199,6 +202,7 @@ impl Room {
         let len = pkt.payload.len() as u64 + 36;
         let in_seq: u64 = *pkt.seq_no;
         let in_ts = pkt.header.timestamp;
+        let at = self.epoch.map_or(0, |e| received::stamp(e, now));
         let routes = &self.routes[i];
         for r in routes {
             let SlotRef::Audio(s) = r.slot else { continue };
@@ -233,6 +237,7 @@ impl Room {
                 .marker(pkt.header.marker)
                 .ext_vals(exts);
             if write_slot(&mut sub.rtc, &mut slot.ssrc, slot.mid, w) {
+                slot.received.record(rw.seq as u16, at);
                 sub.mark_dirty();
                 sub.stats.rtp_forwarded += 1;
                 sub.downlink.record_sent(len);

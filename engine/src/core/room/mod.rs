@@ -29,6 +29,7 @@ use crate::core::control::{
     AudioSlotInfo, ClientMessage, ParticipantInfo, ServerMessage, VideoSlotInfo,
 };
 use crate::core::participant::Participant;
+use crate::core::received::{self, Carried};
 use crate::core::speaker::SpeakerDetector;
 use crate::event::{EngineEvent, LeaveReason};
 use crate::ids::{ParticipantId, RoomId};
@@ -55,6 +56,8 @@ pub struct RoomStats {
     pub dropped_waiting_keyframe: u64,
     /// Times a subscriber's loss report capped its estimate below str0m's.
     pub loss_caps: u64,
+    /// Forwarded packets that left without their receive stamp.
+    pub latency_untracked: u64,
 }
 
 pub(crate) struct Room {
@@ -79,6 +82,9 @@ pub(crate) struct Room {
     /// Chat history, limits and the E2EE key relay (`room/chat.rs`).
     chat: crate::core::chat::Chat,
     pub stats: RoomStats,
+    /// Origin of the receive stamps of forwarded packets (`core::received`):
+    /// the first join's `now`.
+    epoch: Option<Instant>,
     /// Fault injection: panic on the next datagram or timer.
     #[cfg(feature = "fault-injection")]
     pub panic_armed: bool,
@@ -113,6 +119,7 @@ impl Room {
             to_remove: Vec::new(),
             meters_at: None,
             stats: RoomStats::default(),
+            epoch: None,
             #[cfg(feature = "fault-injection")]
             panic_armed: false,
         }
@@ -127,6 +134,7 @@ impl Room {
     pub fn add(&mut self, prepared: Prepared, now: Instant, out: &mut CoreOutput) {
         let id = prepared.id;
         let name = prepared.name.clone();
+        self.epoch.get_or_insert(now);
         self.join_seq += 1;
         let mut p = Participant::new(prepared, self.join_seq, now);
         // Size each slot's RTX cache: it answers subscriber NACKs, and with
@@ -410,7 +418,17 @@ impl Room {
                 return;
             };
             match p.rtc.poll_output() {
-                Ok(Output::Transmit(t)) => out.transmits.push_back(t),
+                Ok(Output::Transmit(t)) => {
+                    let received = match (p.carried(&t.contents), self.epoch) {
+                        (Carried::Stamp(s), Some(epoch)) => received::instant_of(epoch, now, s),
+                        (Carried::Untracked, _) => {
+                            self.stats.latency_untracked += 1;
+                            None
+                        }
+                        _ => None,
+                    };
+                    out.transmits.push_back((t, received));
+                }
                 Ok(Output::Timeout(t)) => {
                     p.next_timeout = t;
                     return;
@@ -698,7 +716,7 @@ fn flush_transmits(p: &mut Participant, now: Instant, out: &mut CoreOutput) {
     let _ = p.rtc.handle_input(Input::Timeout(now));
     while let Ok(o) = p.rtc.poll_output() {
         match o {
-            Output::Transmit(t) => out.transmits.push_back(t),
+            Output::Transmit(t) => out.transmits.push_back((t, None)),
             Output::Timeout(_) => break,
             Output::Event(_) => {}
         }
