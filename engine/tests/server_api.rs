@@ -791,14 +791,24 @@ async fn leave_kick_rejoin_and_media_through_the_api() {
         "the owner's participant token is admin"
     );
 
-    let res = s.http.get(s.url("/metrics")).send().await.unwrap();
-    let metrics = res.text().await.unwrap();
-    let forwarded = metric(&metrics, "piazza_rtp_forwarded_total{shard=\"0\"}");
-    // Every packet a client received was forwarded (and counted) first.
+    // Every packet a client received was forwarded (and counted) first;
+    // /metrics reads the shards' last published snapshot, so it may lag
+    // for a moment (bounded wait).
     let received: u64 = peers
         .iter()
         .flat_map(|p| p.client.stats().slots.iter().map(|s| s.packets))
         .sum();
+    let mut metrics = String::new();
+    let mut forwarded = 0.0;
+    for _ in 0..50 {
+        let res = s.http.get(s.url("/metrics")).send().await.unwrap();
+        metrics = res.text().await.unwrap();
+        forwarded = metric(&metrics, "piazza_rtp_forwarded_total{shard=\"0\"}");
+        if forwarded >= received as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         forwarded >= received as f64 && received > 0,
         "forwarded {forwarded}, clients received {received}"
