@@ -1,6 +1,17 @@
 //! Getting the two bench executables: the candidate (the working tree) and
 //! the base (the merge base, checked out with `git worktree` and built in
 //! the same target directory, so only the workspace crates recompile).
+//!
+//! Two checkouts of one workspace share artifact names in one target
+//! directory: cargo hashes a path package by its place in the workspace,
+//! not by the checkout, and judges freshness by file times recorded
+//! relative to the package. Whichever checkout built last therefore
+//! overwrites the other's executable, and cargo then calls that build
+//! fresh for both. So every executable the gate runs is first copied out
+//! of the target directory ([`keep`]), the base is built before the
+//! candidate, and the base's workspace artifacts are removed right after
+//! ([`forget_path_packages`]), so the candidate (and any later build in
+//! the tree) compiles its own sources.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,6 +30,27 @@ pub struct BenchExe {
     pub env: Vec<(String, String)>,
     /// What it is, for the report.
     pub label: String,
+    /// A hash of its bytes (the key of the tier-1 count cache); `None` if
+    /// it could not be read.
+    pub digest: Option<u64>,
+}
+
+/// A hash of a file's bytes (SipHash with fixed keys: the same in every
+/// process).
+pub fn digest(path: &Path) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    use std::io::Read;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        buf[..n].hash(&mut h);
+    }
+    Some(h.finish())
 }
 
 fn git(repo: &Path, args: &[&str]) -> Result<String, String> {
@@ -175,6 +207,70 @@ pub fn build(src: &Path, target_dir: &Path, features: &[&str]) -> Result<PathBuf
         ));
     }
     exe.ok_or_else(|| format!("cargo built no hot_path bench in {}", src.display()))
+}
+
+/// Copy a built executable to `dir/hot_path-{label}` (replacing an older
+/// copy) and return the copy: later builds in the shared target directory
+/// cannot change it.
+pub fn keep(exe: &Path, dir: &Path, label: &str) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let to = dir.join(format!("hot_path-{label}"));
+    let _ = std::fs::remove_file(&to);
+    std::fs::copy(exe, &to)
+        .map_err(|e| format!("copying {} to {}: {e}", exe.display(), to.display()))?;
+    Ok(to)
+}
+
+/// Remove the release artifacts of the path packages of the workspace at
+/// `src` (its members and vendored crates) from `target_dir`, so the next
+/// build of any checkout compiles them from its own sources (see the
+/// module docs).
+pub fn forget_path_packages(src: &Path, target_dir: &Path) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(&cargo)
+        .current_dir(src)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .output()
+        .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo metadata in {} failed: {}",
+            src.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("unreadable cargo metadata: {e}"))?;
+    // Path packages have no `source` (registry and git packages have one).
+    let names: Vec<String> = meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["source"].is_null())
+        .filter_map(|p| p["name"].as_str().map(str::to_string))
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(src)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .args(["clean", "--release", "--quiet"]);
+    for n in &names {
+        cmd.args(["-p", n]);
+    }
+    eprintln!(
+        "bench-gate: removing the base's builds of {} from the target directory",
+        names.join(", ")
+    );
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run cargo clean: {e}"))?;
+    if !status.success() {
+        return Err("cargo clean of the base's path packages failed".into());
+    }
+    Ok(())
 }
 
 /// Ask an executable which benchmarks it has (`--count-list`).

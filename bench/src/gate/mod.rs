@@ -112,6 +112,7 @@ fn paths(opts: &Options) -> Result<Paths, String> {
 fn exe(path: PathBuf, label: &str, env: &[(&str, &str)]) -> Result<BenchExe, String> {
     let benches = build::list(&path)?;
     Ok(BenchExe {
+        digest: build::digest(&path),
         path,
         benches,
         env: env
@@ -206,7 +207,12 @@ fn write_json(path: &Path, report: &impl serde::Serialize) -> Result<(), String>
 /// Record the working tree's tier-1 counts as the committed baseline.
 pub fn record_baseline(opts: &Options, path: &Path) -> Result<(), String> {
     let p = paths(opts)?;
-    let cand = exe(build::build(&p.repo, &p.target, &[])?, "candidate", &[])?;
+    let built = build::build(&p.repo, &p.target, &[])?;
+    let cand = exe(
+        build::keep(&built, &p.work.join("bin"), "candidate")?,
+        "candidate",
+        &[],
+    )?;
     let benches = union(&cand.benches, &[]);
     let ids = tier1_ids(&benches);
     let counts = tier1::count_all(&[&cand], &ids, &p.work.join("callgrind"), opts.jobs, false)?;
@@ -228,7 +234,7 @@ pub fn record_baseline(opts: &Options, path: &Path) -> Result<(), String> {
 pub fn run(opts: &Options) -> Result<GateReport, String> {
     let started = Instant::now();
     let p = paths(opts)?;
-    let cand = exe(build::build(&p.repo, &p.target, &[])?, "candidate", &[])?;
+    let bin = p.work.join("bin");
     let dirty = !build::is_clean(&p.repo).unwrap_or(false);
     let cand_label = match build::resolve(&p.repo, "HEAD") {
         Ok((_, short)) if dirty => format!("working tree (HEAD {short} + uncommitted changes)"),
@@ -259,26 +265,31 @@ pub fn run(opts: &Options) -> Result<GateReport, String> {
             },
         },
     };
+    // The base is built first and its workspace builds are removed after
+    // (see `build`'s module docs); `None`: an A/A run on the candidate.
+    let mut a_a = false;
     if let Some((rev, how)) = rev {
-        let built = (|| -> Result<BenchExe, String> {
+        let built = (|| -> Result<Option<BenchExe>, String> {
             let (full, short) = build::resolve(&p.repo, &rev)?;
             if build::tree_equals(&p.repo, &full)? {
                 base_label = format!("{short} ({how}; same tree as the candidate: A/A run)");
-                let mut b = cand.clone();
-                b.label = "base".into();
-                return Ok(b);
+                return Ok(None);
             }
             let dir = p.work.join("base-src");
             build::worktree(&p.repo, &full, &dir)?;
-            let built = build::build(&dir, &p.target, &[]);
+            let built =
+                build::build(&dir, &p.target, &[]).and_then(|e| build::keep(&e, &bin, "base"));
+            let forgotten = build::forget_path_packages(&dir, &p.target);
             if !opts.keep_worktree {
                 build::remove_worktree(&p.repo, &dir);
             }
+            forgotten?;
             base_label = format!("{short} ({how})");
-            exe(built?, "base", &[])
+            exe(built?, "base", &[]).map(Some)
         })();
         match built {
-            Ok(b) => base_exe = Some(b),
+            Ok(Some(b)) => base_exe = Some(b),
+            Ok(None) => a_a = true,
             Err(e) if baseline_path.exists() => {
                 eprintln!(
                     "bench-gate: the base cannot be built ({e}); tier 1 uses the committed baseline, tier 2 is skipped"
@@ -292,6 +303,13 @@ pub fn run(opts: &Options) -> Result<GateReport, String> {
     } else if baseline.is_none() {
         baseline = Some(tier1::Baseline::load(&baseline_path)?);
         base_label = "committed baseline bench/baseline.json".into();
+    }
+    let built = build::build(&p.repo, &p.target, &[])?;
+    let cand = exe(build::keep(&built, &bin, "candidate")?, "candidate", &[])?;
+    if a_a {
+        let mut b = cand.clone();
+        b.label = "base".into();
+        base_exe = Some(b);
     }
     eprintln!("bench-gate: base: {base_label}");
     eprintln!("bench-gate: candidate: {cand_label}");
@@ -408,8 +426,11 @@ pub struct SelfTest {
 pub fn self_test(opts: &Options) -> Result<SelfTest, String> {
     let started = Instant::now();
     let p = paths(opts)?;
-    let base = exe(build::build(&p.repo, &p.target, &[])?, "base", &[])?;
-    let slow_path = build::build(&p.repo, &p.target, &["bench-slowdown"])?;
+    let bin = p.work.join("bin");
+    let built = build::build(&p.repo, &p.target, &[])?;
+    let base = exe(build::keep(&built, &bin, "self-test-base")?, "base", &[])?;
+    let built = build::build(&p.repo, &p.target, &["bench-slowdown"])?;
+    let slow_path = build::keep(&built, &bin, "self-test-slowdown")?;
     let slow2x = exe(
         slow_path.clone(),
         "slow-2x",

@@ -22,19 +22,13 @@ pub fn counted(class: Class) -> bool {
     matches!(class, Class::HotPath | Class::Control | Class::Reference)
 }
 
-/// Where an earlier count of the very same executable (path, size,
-/// modification time), benchmark and environment is kept.
+/// Where an earlier count of the very same executable (its bytes: the gate
+/// runs copies, see `build::keep`), benchmark and environment is kept.
 fn cache_file(exe: &BenchExe, id: &str, out_dir: &Path) -> Option<PathBuf> {
     use std::hash::{Hash, Hasher};
-    let meta = std::fs::metadata(&exe.path).ok()?;
-    let mtime = meta
-        .modified()
-        .ok()?
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?;
     // SipHash with fixed keys: the same key in every process.
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&exe.path, meta.len(), mtime.as_nanos(), id, &exe.env).hash(&mut h);
+    (exe.digest?, id, &exe.env).hash(&mut h);
     Some(out_dir.join(format!("cache-{:016x}.json", h.finish())))
 }
 

@@ -80,11 +80,53 @@ pub(crate) fn stamp(epoch: Instant, now: Instant) -> u32 {
     now.saturating_duration_since(epoch).as_micros() as u32
 }
 
-/// The instant of `stamp`, taken at `now` (at most ~71 minutes later).
+/// The instant of stamp `s`, given `now` and its stamp (`now` at most ~71
+/// minutes later).
 #[inline]
-pub(crate) fn instant_of(epoch: Instant, now: Instant, s: u32) -> Option<Instant> {
-    let ago = stamp(epoch, now).wrapping_sub(s);
-    now.checked_sub(Duration::from_micros(u64::from(ago)))
+fn at(now: Instant, now_stamp: u32, s: u32) -> Option<Instant> {
+    match now_stamp.wrapping_sub(s) {
+        0 => Some(now),
+        ago => now.checked_sub(Duration::from_micros(u64::from(ago))),
+    }
+}
+
+/// A room's stamp clock: its origin, and the stamp of the last `now` it
+/// was asked about (a step asks about one `now` for every packet it
+/// forwards and sends: one clock conversion per step).
+#[derive(Debug, Default)]
+pub(crate) struct StampClock {
+    epoch: Option<Instant>,
+    last: Option<(Instant, u32)>,
+}
+
+impl StampClock {
+    /// Start the clock at `now` unless it runs.
+    pub fn start(&mut self, now: Instant) {
+        self.epoch.get_or_insert(now);
+    }
+
+    /// `now` as a stamp (0 before the clock started).
+    #[inline]
+    pub fn stamp(&mut self, now: Instant) -> u32 {
+        match (self.last, self.epoch) {
+            (Some((t, s)), _) if t == now => s,
+            (_, Some(epoch)) => {
+                let s = stamp(epoch, now);
+                self.last = Some((now, s));
+                s
+            }
+            (_, None) => 0,
+        }
+    }
+
+    /// The instant of stamp `s`, taken at `now`; `None` before the clock
+    /// started.
+    #[inline]
+    pub fn instant_of(&mut self, now: Instant, s: u32) -> Option<Instant> {
+        self.epoch?;
+        let now_stamp = self.stamp(now);
+        at(now, now_stamp, s)
+    }
 }
 
 /// SSRC and sequence number of an SRTP datagram; `None` for STUN, DTLS and
@@ -123,8 +165,25 @@ mod tests {
         let s = stamp(epoch, t);
         let later = t + Duration::from_micros(500);
         assert!(stamp(epoch, later) < s, "wrapped");
-        let back = instant_of(epoch, later, s).unwrap();
+        let back = at(later, stamp(epoch, later), s).unwrap();
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn the_clock_converts_once_per_now() {
+        let mut c = StampClock::default();
+        let t0 = Instant::now();
+        assert_eq!(c.stamp(t0), 0);
+        assert_eq!(c.instant_of(t0, 0), None, "not started");
+        c.start(t0);
+        let t1 = t0 + Duration::from_millis(5);
+        let s1 = c.stamp(t1);
+        assert_eq!(s1, 5_000);
+        assert_eq!(c.instant_of(t1, s1), Some(t1));
+        let t2 = t1 + Duration::from_micros(250);
+        assert_eq!(c.instant_of(t2, s1), Some(t1));
+        c.start(t2);
+        assert_eq!(c.stamp(t2), 5_250, "a second start keeps the origin");
     }
 
     #[test]

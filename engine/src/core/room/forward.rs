@@ -17,7 +17,6 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
 use super::Room;
 use crate::core::CoreOutput;
 use crate::core::participant::{Participant, RxTrack, VideoFeed, source_index};
-use crate::core::received;
 use crate::core::rewriter::Vp8Fields;
 use crate::core::selector::OnPacket;
 use crate::event::{EngineEvent, TrackKind};
@@ -137,7 +136,7 @@ impl Room {
             .unwrap_or_default();
         let in_seq: u64 = *pkt.seq_no;
         let in_ts = pkt.header.timestamp;
-        let at = self.epoch.map_or(0, |e| received::stamp(e, now));
+        let at = self.stamps.stamp(now);
         let routes = &self.routes[i];
         for r in routes {
             let SlotRef::Video(s) = r.slot else { continue };
@@ -202,7 +201,7 @@ impl Room {
         let len = pkt.payload.len() as u64 + 36;
         let in_seq: u64 = *pkt.seq_no;
         let in_ts = pkt.header.timestamp;
-        let at = self.epoch.map_or(0, |e| received::stamp(e, now));
+        let at = self.stamps.stamp(now);
         let routes = &self.routes[i];
         for r in routes {
             let SlotRef::Audio(s) = r.slot else { continue };

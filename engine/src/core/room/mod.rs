@@ -82,9 +82,9 @@ pub(crate) struct Room {
     /// Chat history, limits and the E2EE key relay (`room/chat.rs`).
     chat: crate::core::chat::Chat,
     pub stats: RoomStats,
-    /// Origin of the receive stamps of forwarded packets (`core::received`):
-    /// the first join's `now`.
-    epoch: Option<Instant>,
+    /// The clock of the receive stamps of forwarded packets
+    /// (`core::received`), started at the first join.
+    stamps: received::StampClock,
     /// Fault injection: panic on the next datagram or timer.
     #[cfg(feature = "fault-injection")]
     pub panic_armed: bool,
@@ -119,7 +119,7 @@ impl Room {
             to_remove: Vec::new(),
             meters_at: None,
             stats: RoomStats::default(),
-            epoch: None,
+            stamps: received::StampClock::default(),
             #[cfg(feature = "fault-injection")]
             panic_armed: false,
         }
@@ -134,7 +134,7 @@ impl Room {
     pub fn add(&mut self, prepared: Prepared, now: Instant, out: &mut CoreOutput) {
         let id = prepared.id;
         let name = prepared.name.clone();
-        self.epoch.get_or_insert(now);
+        self.stamps.start(now);
         self.join_seq += 1;
         let mut p = Participant::new(prepared, self.join_seq, now);
         // Size each slot's RTX cache: it answers subscriber NACKs, and with
@@ -419,13 +419,13 @@ impl Room {
             };
             match p.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
-                    let received = match (p.carried(&t.contents), self.epoch) {
-                        (Carried::Stamp(s), Some(epoch)) => received::instant_of(epoch, now, s),
-                        (Carried::Untracked, _) => {
+                    let received = match p.carried(&t.contents) {
+                        Carried::Stamp(s) => self.stamps.instant_of(now, s),
+                        Carried::Untracked => {
                             self.stats.latency_untracked += 1;
                             None
                         }
-                        _ => None,
+                        Carried::Other => None,
                     };
                     out.transmits.push_back((t, received));
                 }
