@@ -43,6 +43,38 @@ pub fn peak_rss_mb(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// Resident set (`VmRSS`) of process `pid`, bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Heap bytes this process has allocated and not freed, as its allocator
+/// (glibc's malloc, the load generator's allocator) counts them: every
+/// arena's in-use chunks plus mmapped blocks (`mallinfo2`: `uordblks` +
+/// `hblkhd`). `None` on other C libraries.
+pub fn own_heap_bytes() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 has no preconditions; it locks each arena
+        // while it sums it.
+        let m = unsafe { libc::mallinfo2() };
+        Some((m.uordblks + m.hblkhd) as u64)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
 /// The process (of this user) with a socket listening on TCP `port`.
 pub fn listening_pid(port: u16) -> Option<u32> {
     let mut inodes = Vec::new();
@@ -115,6 +147,23 @@ mod tests {
         assert!(cpu_time(me).is_some());
         assert!(peak_rss_mb(me).is_some_and(|m| m > 0.0));
         assert_eq!(cpu_time(u32::MAX), None);
+        assert!(rss_bytes(me).is_some_and(|b| b > 0));
+        assert_eq!(rss_bytes(u32::MAX), None);
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn the_heap_counts_what_is_allocated() {
+        let before = own_heap_bytes().unwrap();
+        // 64 MiB, touched: far above anything other test threads allocate
+        // meanwhile.
+        let block = vec![1u8; 64 << 20];
+        let during = own_heap_bytes().unwrap();
+        assert!(block.iter().all(|b| *b == 1));
+        drop(block);
+        let after = own_heap_bytes().unwrap();
+        assert!(during >= before + (60 << 20), "{before} -> {during}");
+        assert!(after + (60 << 20) <= during, "{during} -> {after}");
     }
 
     #[test]

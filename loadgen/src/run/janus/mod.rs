@@ -229,6 +229,7 @@ fn drive(
             bytes_out: 0,
             cpu: process::cpu_time(pid)
                 .ok_or_else(|| LoadgenError::Target(format!("the SFU's process {pid} is gone")))?,
+            rss_bytes: process::rss_bytes(pid).unwrap_or(0),
             ..Default::default()
         })
     };

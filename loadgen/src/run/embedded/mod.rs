@@ -12,28 +12,20 @@
 //! clients, the meters and the report are the same for both.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use piazza::core::control::ClientMessage;
-use piazza::sim::{ClientConfig, Link, LinkConfig, SimClient};
-use piazza::{
-    Engine, EngineEvent, EngineStats, JoinOptions, LeaveReason, ParticipantId, RoomConfig, RoomId,
-};
-use socket2::{Domain, Protocol, Socket, Type};
+use piazza::sim::{ClientConfig, Link, SimClient};
+use piazza::{Engine, EngineStats};
 
 use crate::error::LoadgenError;
-use crate::metrics::{Collector, EngineSample, LatencyHistogram, MediaTotals, ParticipantMeter};
-use crate::run::cluster::{ClusterReport, NodeReport, RejoinRecord, RejoinReport};
+use crate::metrics::ParticipantMeter;
+use crate::run::cluster::{ClusterReport, RejoinRecord, RejoinReport};
 use crate::run::driver::{self, Command, DriverHandle, Lost, NewClient, thread_cpu_time};
 use crate::run::health::MachineWatch;
 use crate::run::{ClientHealth, EngineWindow, Progress, RunOutcome, flood};
 use crate::scenario::Scenario;
 
-/// Socket buffers of each client: a few keyframe bursts deep.
-const CLIENT_SOCKET_BUFFER: usize = 1 << 20;
-/// Longest queueing delay at an emulated downlink cap before tail drop.
-const DOWNLINK_QUEUE: Duration = Duration::from_millis(250);
 /// How often the progress line is refreshed.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 /// The progress line's packet rate is averaged over this long.
@@ -44,185 +36,20 @@ const LATE_JOIN_CUTOFF: Duration = Duration::from_secs(2);
 const MAX_ERRORS: usize = 10;
 /// Distinct refusal messages counted; the rest are counted together.
 const MAX_REASONS: usize = 20;
-/// A lost session's rejoin is retried this long after it was noticed,
-/// then given up.
-const REJOIN_GIVE_UP: Duration = Duration::from_secs(60);
-/// Waits between a lost session's join attempts: quick first tries, then
-/// every 3 s (the browser client's schedule, docs/cluster.md).
-const REJOIN_BACKOFF_MS: [u64; 4] = [0, 500, 1000, 2000];
-/// The wait after the attempts of `REJOIN_BACKOFF_MS`.
-const REJOIN_RETRY: Duration = Duration::from_secs(3);
 
-/// Who a joined participant is to the backend.
-pub(crate) enum MemberId {
-    /// A participant of the embedded engine.
-    Engine(ParticipantId),
-    /// A participant of an external server: its id and participant token.
-    Server {
-        /// The participant id (`p12`).
-        id: String,
-        /// Its participant token (to leave).
-        token: String,
-    },
-}
+mod backend;
+mod clients;
+mod rejoin;
 
-/// The engine's counters, summed over shards.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Counters {
-    /// Forwarded, received, bytes out and shard CPU time.
-    pub sample: EngineSample,
-    /// Panics the shards caught.
-    pub panics: u64,
-    /// Engine events dropped on a full channel.
-    pub events_dropped: u64,
-    /// Datagrams the shards could not send.
-    pub send_drops: u64,
-}
-
-/// What the orchestrator drives: the embedded engine or an external server.
-pub(crate) trait Backend {
-    /// Shard threads of the engine.
-    fn shards(&self) -> usize;
-    /// Open room `index` (rooms are opened in index order) for `participants`.
-    fn create_room(&mut self, index: usize, participants: usize) -> Result<(), LoadgenError>;
-    /// Join room `room` with `offer`; the SDP answer and who joined.
-    fn join(&mut self, room: usize, offer: &str, name: &str) -> Result<(String, MemberId), String>;
-    /// `member` leaves room `room`.
-    fn leave(&mut self, room: usize, member: &MemberId) -> Result<(), String>;
-    /// The counters now; `fresh` asks for a reading taken now rather than
-    /// the latest periodic snapshot (at the window's edges).
-    fn counters(&mut self, fresh: bool) -> Result<Counters, LoadgenError>;
-    /// Participants the engine removed for silence since the last call;
-    /// `None` when the backend cannot tell.
-    fn disconnects(&mut self) -> Option<u64>;
-    /// Peak resident set of the engine's process, MiB, when it is not this
-    /// process.
-    fn peak_rss_mb(&mut self) -> Option<f64>;
-    /// Close the rooms and stop (the embedded engine shuts down).
-    fn close(&mut self);
-    /// The engine, when it runs in this process (`--flood-pps` needs it).
-    fn engine(&self) -> Option<&Engine> {
-        None
-    }
-    /// Whether every participant still present leaves explicitly at the
-    /// end (a server's room may outlive the run: an invited room).
-    fn leave_at_end(&self) -> bool {
-        false
-    }
-    /// Join room `room` again as `member` (with its participant token)
-    /// after its session was lost: the answer, who joined, and the node
-    /// it went through. `Err((retry, why))`; `retry` when trying again
-    /// later may work (the room is moving: 503, 421, no answer).
-    fn rejoin(
-        &mut self,
-        room: usize,
-        offer: &str,
-        name: &str,
-        member: &MemberId,
-    ) -> Result<(String, MemberId, Option<String>), (bool, String)> {
-        let _ = (room, offer, name, member);
-        Err((false, "this target cannot rejoin a lost session".into()))
-    }
-    /// Per-node figures, for a cluster target.
-    fn nodes(&mut self, measured: Duration) -> Option<Vec<NodeReport>> {
-        let _ = measured;
-        None
-    }
-}
-
-/// The embedded engine.
-struct Embedded {
-    engine: Engine,
-    events: piazza::Events,
-    rooms: Vec<RoomId>,
-    /// Create the rooms end-to-end encrypted (`Scenario::e2ee`).
-    e2ee: bool,
-}
-
-impl Backend for Embedded {
-    fn shards(&self) -> usize {
-        self.engine.stats().shards.len()
-    }
-
-    fn create_room(&mut self, index: usize, participants: usize) -> Result<(), LoadgenError> {
-        let config = RoomConfig::named(format!("loadgen-{index}"))
-            .max_participants(participants)
-            .e2ee(self.e2ee);
-        self.rooms.push(self.engine.create_room(config)?);
-        Ok(())
-    }
-
-    fn join(&mut self, room: usize, offer: &str, name: &str) -> Result<(String, MemberId), String> {
-        let joined = self
-            .engine
-            .join(self.rooms[room], offer, JoinOptions::new(name))
-            .map_err(|e| e.to_string())?;
-        Ok((joined.answer, MemberId::Engine(joined.participant)))
-    }
-
-    fn leave(&mut self, room: usize, member: &MemberId) -> Result<(), String> {
-        match member {
-            MemberId::Engine(pid) => self
-                .engine
-                .leave(self.rooms[room], *pid)
-                .map_err(|e| e.to_string()),
-            MemberId::Server { id, .. } => Err(format!("{id} is not a participant of this engine")),
-        }
-    }
-
-    fn counters(&mut self, fresh: bool) -> Result<Counters, LoadgenError> {
-        let stats = if fresh {
-            self.engine.refresh_stats()?
-        } else {
-            self.engine.stats()
-        };
-        Ok(counters(&stats))
-    }
-
-    fn disconnects(&mut self) -> Option<u64> {
-        Some(
-            self.events
-                .try_iter()
-                .filter(|e| {
-                    matches!(
-                        e,
-                        EngineEvent::ParticipantLeft {
-                            reason: LeaveReason::Disconnected | LeaveReason::Timeout,
-                            ..
-                        }
-                    )
-                })
-                .count() as u64,
-        )
-    }
-
-    fn peak_rss_mb(&mut self) -> Option<f64> {
-        None
-    }
-
-    fn close(&mut self) {
-        self.engine.shutdown();
-    }
-
-    fn engine(&self) -> Option<&Engine> {
-        Some(&self.engine)
-    }
-}
+use backend::Embedded;
+pub(crate) use backend::{Backend, Counters, MemberId};
+pub(crate) use clients::{Gathered, cap_messages, client_socket, gather, link_config};
+use rejoin::PendingRejoin;
 
 struct Member {
     key: u64,
     id: MemberId,
     driver: usize,
-}
-
-/// A lost session waiting for its rejoin.
-struct PendingRejoin {
-    room: usize,
-    position: usize,
-    id: MemberId,
-    noticed: Instant,
-    next_try: Instant,
-    record: RejoinRecord,
 }
 
 struct RoomState {
@@ -769,93 +596,6 @@ impl Orchestrator<'_> {
         Ok((via, publisher))
     }
 
-    /// Take the sessions the drivers found lost: each leaves its position
-    /// (its client is closed and measured up to now) and waits for its
-    /// rejoin.
-    fn take_lost(&mut self, t0: Instant) {
-        let Some(rx) = &self.lost else {
-            return;
-        };
-        let lost: Vec<Lost> = rx.try_iter().collect();
-        for l in lost {
-            let found = self.rooms.iter().enumerate().find_map(|(r, room)| {
-                room.positions
-                    .iter()
-                    .position(|m| m.as_ref().is_some_and(|m| m.key == l.key))
-                    .map(|p| (r, p))
-            });
-            let Some((r, p)) = found else {
-                continue; // It left meanwhile (churn).
-            };
-            let Some(m) = self.rooms[r].positions[p].take() else {
-                continue;
-            };
-            self.drivers[m.driver].send(Command::Remove(m.key));
-            let since = |t: Instant| t.saturating_duration_since(t0).as_secs_f64();
-            self.pending_rejoins.push(PendingRejoin {
-                room: r,
-                position: p,
-                id: m.id,
-                noticed: l.noticed,
-                next_try: l.noticed,
-                record: RejoinRecord {
-                    room: r,
-                    reason: l.reason,
-                    lost_at_s: since(l.last_rx),
-                    noticed_s: l.noticed.saturating_duration_since(l.last_rx).as_secs_f64(),
-                    attempts: 0,
-                    rejoined_s: None,
-                    connected_s: None,
-                    media_s: None,
-                    via: None,
-                    error: None,
-                    publisher: None,
-                },
-            });
-        }
-    }
-
-    /// Try the rejoins that are due; a refusal that may pass is retried
-    /// (`REJOIN_BACKOFF_MS`, then every `REJOIN_RETRY`) for
-    /// `REJOIN_GIVE_UP`, none starts in the run's last seconds.
-    fn rejoin_due(&mut self, t0: Instant, end: Instant) {
-        let mut i = 0;
-        while i < self.pending_rejoins.len() {
-            let now = Instant::now();
-            if self.pending_rejoins[i].next_try > now || now + LATE_JOIN_CUTOFF >= end {
-                i += 1;
-                continue;
-            }
-            let mut p = self.pending_rejoins.swap_remove(i);
-            p.record.attempts += 1;
-            match self.join_as(p.room, p.position, Some(&p.id)) {
-                Ok((via, publisher)) => {
-                    let lost_at = t0 + Duration::from_secs_f64(p.record.lost_at_s);
-                    p.record.rejoined_s =
-                        Some(Instant::now().duration_since(lost_at).as_secs_f64());
-                    p.record.via = via;
-                    p.record.publisher = Some(publisher);
-                    p.record.error = None;
-                    self.rejoins.push(p.record);
-                }
-                Err((retry, e)) => {
-                    let attempt = p.record.attempts as usize;
-                    p.record.error = Some(e);
-                    let now = Instant::now();
-                    if retry && now < p.noticed + REJOIN_GIVE_UP {
-                        p.next_try = now
-                            + REJOIN_BACKOFF_MS
-                                .get(attempt)
-                                .map_or(REJOIN_RETRY, |ms| Duration::from_millis(*ms));
-                        self.pending_rejoins.push(p);
-                    } else {
-                        self.rejoins.push(p.record);
-                    }
-                }
-            }
-        }
-    }
-
     /// A random present participant of room `r` leaves; returns its position.
     fn leave_random(&mut self, r: usize) -> Option<usize> {
         let present: Vec<usize> = (0..self.s.participants)
@@ -877,45 +617,6 @@ impl Orchestrator<'_> {
     }
 }
 
-/// The `max_resolution` messages that cap every video slot of `client`.
-pub(crate) fn cap_messages(client: &SimClient, s: &Scenario) -> Vec<ClientMessage> {
-    let Some(height) = s.max_height.filter(|h| *h > 0) else {
-        return Vec::new();
-    };
-    client
-        .stats()
-        .slots
-        .iter()
-        .filter(|slot| slot.video)
-        .map(|slot| ClientMessage::MaxResolution {
-            mid: slot.mid.clone(),
-            height: Some(height),
-        })
-        .collect()
-}
-
-/// The receive-path impairment of every client, if any.
-pub(crate) fn link_config(s: &Scenario) -> Option<LinkConfig> {
-    s.impaired().then(|| LinkConfig {
-        delay: Duration::from_secs_f64(s.delay_ms / 1000.0),
-        jitter: Duration::from_secs_f64(s.delay_jitter_ms / 1000.0),
-        loss: s.loss,
-        rate_bps: s.downlink_kbps.map(|k| k * 1000),
-        queue_limit: DOWNLINK_QUEUE,
-    })
-}
-
-/// A client's nonblocking UDP socket on 127.0.0.1 with an OS-chosen port.
-pub(crate) fn client_socket() -> std::io::Result<UdpSocket> {
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    // Best effort: the kernel caps these at rmem_max / wmem_max.
-    let _ = s.set_recv_buffer_size(CLIENT_SOCKET_BUFFER);
-    let _ = s.set_send_buffer_size(CLIENT_SOCKET_BUFFER);
-    s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())?;
-    s.set_nonblocking(true)?;
-    Ok(s.into())
-}
-
 /// The engine's counters summed over shards.
 fn counters(stats: &EngineStats) -> Counters {
     let mut x = Counters::default();
@@ -928,67 +629,8 @@ fn counters(stats: &EngineStats) -> Counters {
         x.events_dropped += sh.events_dropped;
         x.send_drops += sh.socket.send_errors + sh.socket.send_would_block;
     }
+    // This process: the engine and the clients together.
+    x.sample.rss_bytes = crate::run::process::rss_bytes(std::process::id()).unwrap_or(0);
+    x.sample.heap_bytes = crate::run::process::own_heap_bytes().unwrap_or(0);
     x
-}
-
-/// What the driver threads measured, merged.
-pub(crate) struct Gathered {
-    pub collector: Collector,
-    pub totals: MediaTotals,
-    /// Sorted by join time.
-    pub participants: Vec<crate::metrics::ParticipantResult>,
-    /// This thread's CPU since `main_cpu_start` plus the drivers'.
-    pub loadgen_cpu: Duration,
-    pub client_send_errors: u64,
-    pub lateness: LatencyHistogram,
-    pub thread_cores: Vec<f64>,
-}
-
-/// Stop the driver threads and merge what they measured; observations go
-/// to `notes`.
-pub(crate) fn gather(
-    drivers: Vec<DriverHandle>,
-    t0: Instant,
-    bucket: Duration,
-    main_cpu_start: Duration,
-    notes: &mut Vec<String>,
-) -> Gathered {
-    let mut collector = Collector::new(t0, bucket);
-    let mut totals = MediaTotals::default();
-    let mut participants = Vec::new();
-    let mut loadgen_cpu = thread_cpu_time().saturating_sub(main_cpu_start);
-    let mut client_send_errors = 0;
-    let mut lateness = LatencyHistogram::new();
-    let mut thread_cores = Vec::new();
-    for d in drivers {
-        if let Some(out) = d.join() {
-            lateness.merge(&out.lateness);
-            if out.window_wall > Duration::ZERO {
-                thread_cores.push(out.window_cpu.as_secs_f64() / out.window_wall.as_secs_f64());
-            }
-            collector.merge(&out.collector);
-            totals.merge(&out.totals);
-            participants.extend(out.participants);
-            loadgen_cpu += out.cpu;
-            client_send_errors += out.send_errors;
-            if out.blocked > 0 {
-                notes.push(format!(
-                    "{} datagrams to non-loopback destinations were not sent",
-                    out.blocked
-                ));
-            }
-        } else {
-            notes.push("a client driver thread panicked; its participants are missing".into());
-        }
-    }
-    participants.sort_by(|a, b| a.join_at_s.total_cmp(&b.join_at_s));
-    Gathered {
-        collector,
-        totals,
-        participants,
-        loadgen_cpu,
-        client_send_errors,
-        lateness,
-        thread_cores,
-    }
 }

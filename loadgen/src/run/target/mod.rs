@@ -21,7 +21,6 @@
 //! server must be on this machine: the clients send only to loopback
 //! addresses.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::error::LoadgenError;
@@ -31,6 +30,13 @@ use crate::run::driver::thread_cpu_time;
 use crate::run::embedded::{self, Backend, Counters, MemberId};
 use crate::run::{Progress, RunOutcome};
 use crate::scenario::Scenario;
+
+mod http;
+mod metrics;
+
+pub use http::check_base;
+pub(crate) use http::{Http, Response};
+use metrics::Metrics;
 
 /// Longest wait for one HTTP exchange (a join waits at most 5 s for a free
 /// join slot on the server, then is refused).
@@ -205,6 +211,15 @@ impl Node {
                 cpu: Duration::from_secs_f64(cpu.max(0.0)),
                 sfu_latency: m.forward_latency().unwrap_or_default(),
                 latency_untracked: count("piazza_forward_latency_untracked_total"),
+                // The server's own figures; its process's when it has none.
+                rss_bytes: match m.sum("piazza_process_resident_bytes") {
+                    Some(b) => b as u64,
+                    None => self
+                        .pid
+                        .and_then(crate::run::process::rss_bytes)
+                        .unwrap_or(0),
+                },
+                heap_bytes: count("piazza_process_heap_bytes"),
             },
             panics: count("piazza_panics_total"),
             events_dropped: count("piazza_events_dropped_total"),
@@ -541,317 +556,9 @@ impl Backend for Server {
     }
 }
 
-/// Samples of a Prometheus text page: (name with labels, value).
-struct Metrics(Vec<(String, f64)>);
-
-impl Metrics {
-    fn parse(text: &str) -> Metrics {
-        Metrics(
-            text.lines()
-                .filter(|l| !l.starts_with('#'))
-                .filter_map(|l| {
-                    let (name, value) = l.rsplit_once(' ')?;
-                    Some((name.to_string(), value.parse().ok()?))
-                })
-                .collect(),
-        )
-    }
-
-    /// The sum over every series of `name` (any labels); `None` if absent.
-    fn sum(&self, name: &str) -> Option<f64> {
-        let mut found = None;
-        for (series, v) in &self.0 {
-            let base = series.split('{').next().unwrap_or(series);
-            if base == name {
-                *found.get_or_insert(0.0) += v;
-            }
-        }
-        found
-    }
-
-    /// The server's SFU latency histogram (`piazza_forward_latency_seconds`),
-    /// summed over shards; `None` when it does not export one (an older
-    /// server) or its buckets are not the engine's.
-    fn forward_latency(&self) -> Option<piazza::ForwardLatency> {
-        const NAME: &str = "piazza_forward_latency_seconds";
-        let mut cumulative: Vec<(Option<u64>, u64)> = Vec::new();
-        for (series, v) in &self.0 {
-            let Some(labels) = series
-                .strip_prefix(NAME)
-                .and_then(|r| r.strip_prefix("_bucket{"))
-            else {
-                continue;
-            };
-            let Some(le) = labels
-                .split(',')
-                .find_map(|l| l.trim_end_matches('}').strip_prefix("le=\""))
-                .map(|l| l.trim_end_matches('"'))
-            else {
-                continue;
-            };
-            let le = match le {
-                "+Inf" => None,
-                secs => Some((secs.parse::<f64>().ok()? * 1e9).round() as u64),
-            };
-            match cumulative.iter_mut().find(|(b, _)| *b == le) {
-                Some((_, c)) => *c += *v as u64,
-                None => cumulative.push((le, *v as u64)),
-            }
-        }
-        let sum = self.sum(&format!("{NAME}_sum"))?;
-        let count = self.sum(&format!("{NAME}_count"))? as u64;
-        piazza::ForwardLatency::from_cumulative(
-            &cumulative,
-            Duration::from_secs_f64(sum.max(0.0)),
-            count,
-        )
-    }
-
-    /// The sum over the series of `name` whose labels contain `label`.
-    fn sum_where(&self, name: &str, label: &str) -> f64 {
-        self.0
-            .iter()
-            .filter(|(s, _)| s.starts_with(name) && s[name.len()..].starts_with('{'))
-            .filter(|(s, _)| s.contains(label))
-            .map(|(_, v)| v)
-            .sum()
-    }
-}
-
-/// A response: status, headers (names lowercased), body.
-pub(crate) struct Response {
-    pub(crate) status: u16,
-    headers: Vec<(String, String)>,
-    pub(crate) body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    }
-
-    /// The server's refusal as a sentence: its JSON `message` if any.
-    fn refusal(&self) -> String {
-        let text = String::from_utf8_lossy(&self.body);
-        match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(v) if v["message"].is_string() => format!(
-                "HTTP {} {}: {}",
-                self.status,
-                v["error"].as_str().unwrap_or(""),
-                v["message"].as_str().unwrap_or("")
-            ),
-            _ => format!("HTTP {}: {}", self.status, text.trim()),
-        }
-    }
-}
-
-/// The HTTP client for one `http://host:port[/path]` base: a `ureq` agent
-/// (a maintained, blocking HTTP/1.1 client with connection reuse, which
-/// fits the orchestrator's one-thread-per-run design: no async runtime to
-/// start for a few hundred requests).
-pub(crate) struct Http {
-    agent: ureq::Agent,
-    base: String,
-}
-
-/// Check a `--target` base URL: plain HTTP to a loopback address (the
-/// load generator sends media only to loopback). Returns the base without
-/// a trailing slash; the error is a usage error (exit code 2).
-pub fn check_base(url: &str) -> Result<String, String> {
-    let bad = |why: &str| format!("--target {url}: {why}");
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        bad("give the server's base URL as http://HOST:PORT (the load generator speaks plain HTTP; run it next to the server)")
-    })?;
-    let authority = rest.split('/').next().unwrap_or(rest);
-    if authority.is_empty() {
-        return Err(bad("no host"));
-    }
-    let with_port = match authority.rsplit_once(':') {
-        Some((_, p)) if p.parse::<u16>().is_ok() => authority.to_string(),
-        Some((_, p)) if !authority.ends_with(']') => {
-            return Err(bad(&format!("bad port `{p}`")));
-        }
-        _ => format!("{authority}:80"),
-    };
-    let addrs: Vec<SocketAddr> = with_port
-        .to_socket_addrs()
-        .map_err(|e| bad(&format!("cannot resolve {authority}: {e}")))?
-        .collect();
-    if !addrs.iter().any(|a| a.ip().is_loopback()) {
-        return Err(bad(
-            "the server must run on this machine (a loopback address such as 127.0.0.1): the load generator sends only to loopback",
-        ));
-    }
-    Ok(url.trim_end_matches('/').to_string())
-}
-
-impl Http {
-    pub(crate) fn new(url: &str) -> Result<Http, LoadgenError> {
-        let base = check_base(url).map_err(LoadgenError::InvalidScenario)?;
-        let config = ureq::Agent::config_builder()
-            .timeout_global(Some(HTTP_TIMEOUT))
-            // Refusals are answers to report, not transport errors.
-            .http_status_as_error(false)
-            // Loopback only: never through a proxy from the environment.
-            .proxy(None)
-            .build();
-        Ok(Http {
-            agent: config.into(),
-            base,
-        })
-    }
-
-    fn get_text(&self, path: &str) -> Result<String, LoadgenError> {
-        let res = self.request("GET", path, &[], b"")?;
-        if res.status != 200 {
-            return Err(LoadgenError::Target(format!(
-                "GET {path}: {}",
-                res.refusal()
-            )));
-        }
-        String::from_utf8(res.body)
-            .map_err(|_| LoadgenError::Target(format!("GET {path}: not UTF-8")))
-    }
-
-    fn get_json(&self, path: &str) -> Result<serde_json::Value, LoadgenError> {
-        let text = self.get_text(path)?;
-        serde_json::from_str(&text).map_err(|e| LoadgenError::Target(format!("GET {path}: {e}")))
-    }
-
-    pub(crate) fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, String)],
-        body: &[u8],
-    ) -> Result<Response, LoadgenError> {
-        let url = format!("{}{path}", self.base);
-        let fail = |e: ureq::Error| LoadgenError::Target(format!("{method} {url}: {e}"));
-        let mut res = match method {
-            "GET" | "DELETE" => {
-                let mut req = if method == "GET" {
-                    self.agent.get(&url)
-                } else {
-                    self.agent.delete(&url)
-                };
-                for (k, v) in headers {
-                    req = req.header(*k, v.as_str());
-                }
-                req.call().map_err(fail)?
-            }
-            _ => {
-                let mut req = self.agent.post(&url);
-                for (k, v) in headers {
-                    req = req.header(*k, v.as_str());
-                }
-                req.send(body).map_err(fail)?
-            }
-        };
-        let status = res.status().as_u16();
-        let headers = res
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_ascii_lowercase(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let body = res
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE as u64)
-            .read_to_vec()
-            .map_err(fail)?;
-        Ok(Response {
-            status,
-            headers,
-            body,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metrics_sum_over_shards_and_labels() {
-        let m = Metrics::parse(
-            "# HELP x\n# TYPE x counter\n\
-             piazza_shard_cpu_seconds_total{shard=\"0\"} 1.5\n\
-             piazza_shard_cpu_seconds_total{shard=\"1\"} 2.25\n\
-             piazza_drops_total{shard=\"0\",reason=\"send_error\"} 3\n\
-             piazza_drops_total{shard=\"1\",reason=\"send_error\"} 4\n\
-             piazza_drops_total{shard=\"1\",reason=\"malformed\"} 100\n\
-             piazza_http_joins_total 7\n",
-        );
-        assert_eq!(m.sum("piazza_shard_cpu_seconds_total"), Some(3.75));
-        assert_eq!(m.sum("piazza_http_joins_total"), Some(7.0));
-        assert_eq!(m.sum("piazza_rooms"), None);
-        assert_eq!(
-            m.sum_where("piazza_drops_total", "reason=\"send_error\""),
-            7.0
-        );
-    }
-
-    #[test]
-    fn the_forward_latency_histogram_is_summed_over_shards() {
-        // As the server writes it: cumulative buckets per shard, in seconds.
-        let bounds = piazza::ForwardLatency::bounds_ns();
-        let mut text = String::new();
-        let mut want = piazza::ForwardLatency::default();
-        for (shard, us) in [(0, 95u64), (1, 95), (1, 4_000)] {
-            want.record(Duration::from_micros(us));
-            let mut h = piazza::ForwardLatency::default();
-            h.record(Duration::from_micros(us));
-            let mut c = 0;
-            for (i, n) in h.buckets().iter().enumerate() {
-                c += n;
-                let le = bounds
-                    .get(i)
-                    .map_or("+Inf".to_string(), |b| (*b as f64 / 1e9).to_string());
-                text += &format!(
-                    "piazza_forward_latency_seconds_bucket{{shard=\"{shard}\",le=\"{le}\"}} {c}\n"
-                );
-            }
-            text += &format!(
-                "piazza_forward_latency_seconds_sum{{shard=\"{shard}\"}} {}\n",
-                h.sum().as_secs_f64()
-            );
-            text += &format!("piazza_forward_latency_seconds_count{{shard=\"{shard}\"}} 1\n");
-        }
-        let got = Metrics::parse(&text).forward_latency().unwrap();
-        assert_eq!(got.buckets(), want.buckets());
-        assert_eq!(got.count(), 3);
-        let diff = got.sum().abs_diff(want.sum());
-        assert!(diff < Duration::from_micros(1), "{diff:?}");
-        assert!(
-            Metrics::parse("piazza_rooms{shard=\"0\"} 1\n")
-                .forward_latency()
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn only_plain_http_to_this_machine() {
-        assert!(check_base("https://127.0.0.1:8080").is_err());
-        assert!(check_base("http://192.0.2.1:8080").is_err());
-        assert!(check_base("http://127.0.0.1:notaport").is_err());
-        assert!(check_base("http://").is_err());
-        assert_eq!(
-            check_base("http://127.0.0.1:8080/").unwrap(),
-            "http://127.0.0.1:8080"
-        );
-        assert_eq!(
-            check_base("http://localhost:8088/janus").unwrap(),
-            "http://localhost:8088/janus"
-        );
-    }
 
     #[test]
     fn invite_links() {
