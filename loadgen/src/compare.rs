@@ -147,7 +147,14 @@ fn wait_ready(server: &mut Server, port: u16, path: &str, what: &str) -> Result<
 }
 
 /// Start Piazza's reference server on loopback with `shards` shards.
-pub fn start_piazza(bin: &Path, shards: usize, dir: &Path) -> Result<Server, LoadgenError> {
+/// `max_participants`: the largest room the run creates (the server's
+/// `--max-participants`; never below its default, 50).
+pub fn start_piazza(
+    bin: &Path,
+    shards: usize,
+    max_participants: usize,
+    dir: &Path,
+) -> Result<Server, LoadgenError> {
     let port = free_port()?;
     let log = dir.join("piazza.log");
     let out = std::fs::File::create(&log).map_err(|e| LoadgenError::Io(e.to_string()))?;
@@ -159,6 +166,7 @@ pub fn start_piazza(bin: &Path, shards: usize, dir: &Path) -> Result<Server, Loa
         .args(["--shards", &shards.to_string()])
         .args(["--udp-bind", "127.0.0.1"])
         .args(["--max-participants-per-shard", "0"])
+        .args(["--max-participants", &max_participants.max(50).to_string()])
         .env_remove("PIAZZA_API_KEY")
         .env_remove("PIAZZA_CONFIG")
         .stdin(Stdio::null())
@@ -538,7 +546,10 @@ fn run_rounds(
             s.mode = Mode::Target;
             s.sfu = sfu;
             let (mut server, admin_key) = match sfu {
-                Sfu::Piazza => (start_piazza(&programs.piazza, base.shards, &sub)?, None),
+                Sfu::Piazza => (
+                    start_piazza(&programs.piazza, base.shards, base.participants, &sub)?,
+                    None,
+                ),
                 Sfu::Janus => {
                     let (srv, key) = start_janus(&programs.janus, &sub)?;
                     (srv, Some(key))

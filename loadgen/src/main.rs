@@ -617,7 +617,15 @@ fn compare_capacity(
         }
         let started = match sfu {
             Sfu::Piazza => {
-                compare::start_piazza(&programs.piazza, base.shards, &sub).map(|s| (s, None))
+                // Rooms as large as the search's largest step.
+                let largest = plan
+                    .values()
+                    .iter()
+                    .map(|v| plan.scenario(base, *v).participants)
+                    .max()
+                    .unwrap_or(base.participants);
+                compare::start_piazza(&programs.piazza, base.shards, largest, &sub)
+                    .map(|s| (s, None))
             }
             Sfu::Janus => compare::start_janus(&programs.janus, &sub).map(|(s, k)| (s, Some(k))),
         };

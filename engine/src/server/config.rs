@@ -256,6 +256,9 @@ pub struct Args {
     /// Most rooms at once.
     #[arg(long, env = "PIAZZA_MAX_ROOMS", value_name = "N")]
     pub max_rooms: Option<usize>,
+    /// Largest room a client may create (also the default size) [default: 50].
+    #[arg(long, env = "PIAZZA_MAX_PARTICIPANTS", value_name = "N")]
+    pub max_participants: Option<usize>,
     /// Participants per shard before joins get 503 (0: no budget) [default: 64].
     #[arg(long, env = "PIAZZA_MAX_PARTICIPANTS_PER_SHARD", value_name = "N")]
     pub max_participants_per_shard: Option<usize>,
@@ -412,6 +415,9 @@ impl ServerConfig {
         }
         if let Some(v) = args.max_rooms {
             self.max_rooms = v;
+        }
+        if let Some(v) = args.max_participants {
+            self.max_participants = v;
         }
         if let Some(v) = args.max_participants_per_shard {
             self.max_participants_per_shard = v;

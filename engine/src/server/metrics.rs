@@ -406,20 +406,59 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
         );
         let _ = writeln!(out, "piazza_process_peak_resident_bytes {bytes}");
     }
+    if let Some(bytes) = status_bytes("VmRSS:") {
+        header(
+            &mut out,
+            "piazza_process_resident_bytes",
+            "gauge",
+            "Resident set size of the server process now (VmRSS).",
+        );
+        let _ = writeln!(out, "piazza_process_resident_bytes {bytes}");
+    }
+    if let Some(bytes) = heap_bytes() {
+        header(
+            &mut out,
+            "piazza_process_heap_bytes",
+            "gauge",
+            "Heap in use by the server process: what its allocator (glibc malloc) has handed out and not taken back, every arena and mmapped block (mallinfo2 uordblks + hblkhd).",
+        );
+        let _ = writeln!(out, "piazza_process_heap_bytes {bytes}");
+    }
     out
 }
 
 /// `VmHWM` of `/proc/self/status` in bytes; `None` where there is no procfs.
 fn peak_resident_bytes() -> Option<u64> {
+    status_bytes("VmHWM:")
+}
+
+/// A `kB` line of `/proc/self/status` (`VmHWM:`, `VmRSS:`) in bytes.
+fn status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kib: u64 = status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
         .ok()?;
     Some(kib * 1024)
+}
+
+/// The heap in use, from glibc's `mallinfo2` (which sums every arena under
+/// its lock: called once per scrape); `None` with another C library or a
+/// global allocator that is not malloc.
+fn heap_bytes() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 has no preconditions.
+        let m = unsafe { libc::mallinfo2() };
+        Some((m.uordblks + m.hblkhd) as u64)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
 }
 
 /// The SFU latency histogram of every shard (`ShardStats::forward_latency`),

@@ -92,6 +92,11 @@ pub struct EngineSample {
     /// Forwarded packets missing from that histogram (their receive time
     /// was lost).
     pub latency_untracked: u64,
+    /// Resident set of the SFU's process, bytes (0: not known).
+    pub rss_bytes: u64,
+    /// Heap in use in the SFU's process, bytes (0: not known; the
+    /// embedded engine's process holds the clients too).
+    pub heap_bytes: u64,
 }
 
 impl EngineSample {
@@ -119,6 +124,12 @@ pub struct Series {
     pub p50_us: Vec<u64>,
     /// 99th percentile one-way latency in the bucket, microseconds.
     pub p99_us: Vec<u64>,
+    /// Resident set of the SFU's process at the bucket's end, MiB (0: not
+    /// known).
+    pub rss_mb: Vec<f64>,
+    /// Heap in use in the SFU's process at the bucket's end, MiB (0: not
+    /// known).
+    pub heap_mb: Vec<f64>,
 }
 
 impl Collector {
@@ -271,6 +282,10 @@ impl Collector {
             };
             s.egress_pps.push(egress);
             s.engine_cores.push(cores);
+            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+            let last = at(to);
+            s.rss_mb.push(last.map_or(0.0, |x| mib(x.rss_bytes)));
+            s.heap_mb.push(last.map_or(0.0, |x| mib(x.heap_bytes)));
         }
         s
     }

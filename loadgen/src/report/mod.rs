@@ -3,6 +3,7 @@
 //! is documented in `docs/loadgen.md`.
 
 pub mod html;
+pub mod memory;
 pub mod meta;
 pub mod sfu_latency;
 pub mod summary;
@@ -271,6 +272,9 @@ pub struct EngineReport {
     /// `sendmmsg`, pacer included) in the window; `null` when the target
     /// does not export it.
     pub sfu_latency: Option<sfu_latency::SfuLatencyReport>,
+    /// The SFU process's resident set and heap over the window (a soak's
+    /// leak check); `null` when they were not sampled.
+    pub memory: Option<memory::MemoryReport>,
 }
 
 /// The load generator's own cost.
@@ -498,6 +502,17 @@ pub fn build(s: &Scenario, o: &RunOutcome, meta: meta::Meta) -> Report {
             panics: o.panics,
             events_dropped: o.events_dropped,
             sfu_latency: sfu_latency::from_samples(&o.engine_samples, o.measured, o.elapsed),
+            memory: memory::from_samples(
+                &o.engine_samples,
+                o.measured,
+                o.elapsed,
+                s.rooms * s.participants,
+                if s.mode == crate::scenario::Mode::Embedded {
+                    "this process: the embedded engine and the load generator's clients together"
+                } else {
+                    "the SFU's process"
+                },
+            ),
         },
         loadgen: LoadgenReport {
             client_threads: s.client_threads,

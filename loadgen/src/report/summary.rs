@@ -161,6 +161,7 @@ pub fn render(r: &Report) -> String {
                 r.engine.peak_rss_mb
             ),
         ),
+        ("memory", memory(r)),
         (
             "loadgen",
             format!(
@@ -383,4 +384,23 @@ fn impairment(r: &Report) -> String {
     } else {
         format!("; {}", parts.join(", "))
     }
+}
+
+/// The memory row: resident set and heap over the window, with their
+/// trend (a soak's leak check).
+fn memory(r: &Report) -> String {
+    let Some(m) = &r.engine.memory else {
+        return "not sampled".into();
+    };
+    let mut out = format!(
+        "RSS {:.1} -> {:.1} MiB over the window (trend {:+.1} MiB/h)",
+        m.rss_mb_start, m.rss_mb_end, m.rss_trend_mb_per_h
+    );
+    if let (Some(a), Some(b), Some(t)) = (m.heap_mb_start, m.heap_mb_end, m.heap_trend_mb_per_h) {
+        out += &format!(", heap {a:.1} -> {b:.1} MiB (trend {t:+.1} MiB/h)");
+    }
+    if let Some(k) = m.heap_kb_per_participant {
+        out += &format!(", {k:.0} KiB heap per participant");
+    }
+    out
 }
