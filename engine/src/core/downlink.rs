@@ -70,6 +70,11 @@ pub(crate) struct Downlink {
     /// Since when every estimate has been above `effective_bps`, and the
     /// lowest of them (a sustained rise).
     rising: Option<(Instant, u64)>,
+    /// The effective estimate has fallen at least once, or loss capped it:
+    /// the link has shown a limit. Until then a paused slot resumes as soon
+    /// as the estimate covers it (its pause came from the first, unprobed
+    /// estimate, not from congestion: nothing to cycle).
+    limited: bool,
     /// Latest transport loss (TWCC, last second).
     loss: f32,
     /// Latest TWCC round-trip time.
@@ -160,6 +165,12 @@ impl Downlink {
         now.saturating_duration_since(*self.resume_wanted.get_or_insert(now))
     }
 
+    /// Whether the link has shown a limit (the effective estimate fell, or
+    /// loss capped it) since this subscriber joined.
+    pub fn has_been_limited(&self) -> bool {
+        self.limited
+    }
+
     /// A slot was paused for bandwidth.
     pub fn paused_one(&mut self) {
         self.pauses += 1;
@@ -199,6 +210,7 @@ impl Downlink {
 
     /// Take `bps` as the effective estimate, dropping any pending rise.
     fn set_effective(&mut self, bps: u64) {
+        self.limited |= self.effective_bps.is_some_and(|e| bps < e);
         self.effective_bps = Some(bps);
         self.rising = None;
     }
@@ -280,6 +292,7 @@ impl Downlink {
         let fresh = self.loss_capped_at.is_none();
         self.set_effective(delivered);
         self.loss_capped_at = Some(now);
+        self.limited = true;
         fresh
     }
 
@@ -364,6 +377,23 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_link_counts_as_limited_from_its_first_fall_on() {
+        let t = Instant::now();
+        let mut d = Downlink::default();
+        assert!(!d.has_been_limited());
+        // The first estimate and rises (probing a fresh link) are no limit.
+        d.on_estimate(1_000_000, H, t);
+        d.on_estimate(3_000_000, H, t + ms(500));
+        d.on_estimate(6_000_000, H, t + ms(900));
+        assert!(!d.has_been_limited());
+        d.on_estimate(5_000_000, H, t + ms(1_500));
+        assert!(d.has_been_limited());
+        // It stays so when the estimate climbs back.
+        d.on_estimate(8_000_000, H, t + ms(2_000));
+        assert!(d.has_been_limited());
     }
 
     #[test]

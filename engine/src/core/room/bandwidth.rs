@@ -535,7 +535,11 @@ fn apply_layers(
             .iter()
             .enumerate()
             .any(|(n, &(_, k))| sub.video_slots[k].bandwidth_paused() && alloc.layers[n].is_some());
-    let resume_ready = sub.downlink.resume_wanted(wants_resume, now) >= RESUME_HOLD;
+    // Before the link has shown any limit, a pause came from the first,
+    // unprobed estimate (a joiner's nine slots do not fit in
+    // `initial_bitrate_bps`): resume as soon as the estimate covers it.
+    let resume_ready = sub.downlink.resume_wanted(wants_resume, now) >= RESUME_HOLD
+        || !sub.downlink.has_been_limited();
     let mut downgraded = false;
     let mut slots_changed = false;
     for (n, &(_, k)) in order.iter().enumerate() {

@@ -453,6 +453,9 @@ impl Backend for Server {
             sum.sample.cpu += c.sample.cpu;
             sum.sample.sfu_latency.merge(&c.sample.sfu_latency);
             sum.sample.latency_untracked += c.sample.latency_untracked;
+            // A cluster's memory is its processes' together.
+            sum.sample.rss_bytes += c.sample.rss_bytes;
+            sum.sample.heap_bytes += c.sample.heap_bytes;
             sum.panics += c.panics;
             sum.events_dropped += c.events_dropped;
             sum.send_drops += c.send_drops;
