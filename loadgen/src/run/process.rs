@@ -31,30 +31,25 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
 
 /// Peak resident set (`VmHWM`) of process `pid`, MiB.
 pub fn peak_rss_mb(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
+    status_kib(pid, "VmHWM:").map(|kb| kb as f64 / 1024.0)
 }
 
 /// Resident set (`VmRSS`) of process `pid`, bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:").map(|kb| kb * 1024)
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmHWM:`, `VmRSS:`).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = status
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()
         .parse()
-        .ok()?;
-    Some(kb * 1024)
+        .ok()
 }
 
 /// Heap bytes this process has allocated and not freed, as its allocator
