@@ -29,6 +29,10 @@ const DYNACAST_OFF_DELAY: Duration = Duration::from_secs(5);
 /// A slot paused for bandwidth resumes only once the allocation has wanted
 /// to resume a slot for this long without a break.
 const RESUME_HOLD: Duration = Duration::from_secs(3);
+/// ... or this long when the budget covers the whole allocation, resumes
+/// included, twice over (a link that has just recovered: waiting the full
+/// hold there only delays the return of the video).
+const RESUME_HOLD_AMPLE: Duration = Duration::from_secs(1);
 
 /// One subscriber's bandwidth state, for stats.
 #[derive(Debug, Clone, PartialEq)]
@@ -222,7 +226,8 @@ impl Room {
         let Some(sub) = self.slab[si].as_mut() else {
             return;
         };
-        apply_layers(sub, &order, &alloc, hold, sustained, now);
+        let ample = budget.is_some_and(|b| b.bps >= 2 * alloc.allocated_bps);
+        apply_layers(sub, &order, &alloc, hold, sustained, ample, now);
         // What is allocated now (held-back upgrades excluded).
         let allocated_bps = order
             .iter()
@@ -512,7 +517,8 @@ impl Room {
 /// track and resumes wait out a forced downgrade's hold and go one at a
 /// time, and none happens while only the delivery floor (`sustained`)
 /// carries the allocation; a resume also waits until the allocation has
-/// wanted it for [`RESUME_HOLD`]. A downgrade the estimate forced starts a
+/// wanted it for [`RESUME_HOLD`] ([`RESUME_HOLD_AMPLE`] when the budget is
+/// `ample`: twice the allocation). A downgrade the estimate forced starts a
 /// hold.
 fn apply_layers(
     sub: &mut Participant,
@@ -520,6 +526,7 @@ fn apply_layers(
     alloc: &Allocation,
     hold: Duration,
     sustained: bool,
+    ample: bool,
     now: Instant,
 ) {
     let (holding, mut may_upgrade) = sub.downlink.upgrade_gate(now, hold);
@@ -535,7 +542,8 @@ fn apply_layers(
             .iter()
             .enumerate()
             .any(|(n, &(_, k))| sub.video_slots[k].bandwidth_paused() && alloc.layers[n].is_some());
-    let resume_ready = sub.downlink.resume_wanted(wants_resume, now) >= RESUME_HOLD;
+    let wanted = sub.downlink.resume_wanted(wants_resume, now);
+    let resume_ready = wanted >= RESUME_HOLD || (ample && wanted >= RESUME_HOLD_AMPLE);
     let mut downgraded = false;
     let mut slots_changed = false;
     for (n, &(_, k)) in order.iter().enumerate() {
