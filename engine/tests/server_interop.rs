@@ -530,7 +530,10 @@ fn chromium_behind_a_narrow_downlink() {
         .env(NARROW_NETNS, &narrow_ns)
         .status()
         .expect("the test runs again in the server's namespace");
-    let qdisc = run(Some(&server_ns), &["tc", "-s", "qdisc", "show", "dev", "v0"]);
+    let qdisc = run(
+        Some(&server_ns),
+        &["tc", "-s", "qdisc", "show", "dev", "v0"],
+    );
     println!("the narrow page's downlink after the run:\n{qdisc}");
     assert!(
         status.success(),
