@@ -33,6 +33,12 @@ const RESUME_HOLD: Duration = Duration::from_secs(3);
 /// included, twice over (a link that has just recovered: waiting the full
 /// hold there only delays the return of the video).
 const RESUME_HOLD_AMPLE: Duration = Duration::from_secs(1);
+/// A slot whose layer the allocation lowered (or paused) gets no upgrade of
+/// its shown track for this long, unless the budget is ample: a link near
+/// its limit (a queue that comes and goes, keyframes) otherwise flips a
+/// tile m -> l -> m within a second (seen in Chromium behind a 500 kbit/s
+/// token bucket), and issue 14 allows one layer change per slot in 10 s.
+const RAISE_AFTER_LOWER: Duration = Duration::from_secs(10);
 
 /// One subscriber's bandwidth state, for stats.
 #[derive(Debug, Clone, PartialEq)]
@@ -226,8 +232,14 @@ impl Room {
         let Some(sub) = self.slab[si].as_mut() else {
             return;
         };
-        let ample = budget.is_some_and(|b| b.bps >= 2 * alloc.allocated_bps);
-        apply_layers(sub, &order, &alloc, hold, sustained, ample, now);
+        // Without bandwidth estimation there is no budget to protect.
+        let ample = budget.is_none_or(|b| b.bps >= 2 * alloc.allocated_bps);
+        let gates = Gates {
+            hold,
+            sustained,
+            ample,
+        };
+        apply_layers(sub, &order, &slots, &alloc, gates, now);
         // What is allocated now (held-back upgrades excluded).
         let allocated_bps = order
             .iter()
@@ -512,23 +524,40 @@ impl Room {
     }
 }
 
+/// What may hold back growth in [`apply_layers`].
+#[derive(Debug, Clone, Copy)]
+struct Gates {
+    /// How long a downgrade the estimate forced holds back upgrades.
+    hold: Duration,
+    /// Only the delivery floor carries the allocation: no growth.
+    sustained: bool,
+    /// The budget covers the whole allocation twice over (or there is no
+    /// budget): resumes and raises need not wait as long.
+    ample: bool,
+}
+
 /// Apply an allocation to a subscriber's slots (`order` as allocated): a
 /// layer for each slot, or a bandwidth pause. Upgrades of a slot's shown
 /// track and resumes wait out a forced downgrade's hold and go one at a
 /// time, and none happens while only the delivery floor (`sustained`)
 /// carries the allocation; a resume also waits until the allocation has
 /// wanted it for [`RESUME_HOLD`] ([`RESUME_HOLD_AMPLE`] when the budget is
-/// `ample`: twice the allocation). A downgrade the estimate forced starts a
-/// hold.
+/// `ample`: twice the allocation). A slot lowered less than
+/// [`RAISE_AFTER_LOWER`] ago is not raised again unless the budget is
+/// `ample`. A downgrade the estimate forced starts a hold.
 fn apply_layers(
     sub: &mut Participant,
     order: &[(u8, usize)],
+    slots: &[AllocSlot],
     alloc: &Allocation,
-    hold: Duration,
-    sustained: bool,
-    ample: bool,
+    gates: Gates,
     now: Instant,
 ) {
+    let Gates {
+        hold,
+        sustained,
+        ample,
+    } = gates;
     let (holding, mut may_upgrade) = sub.downlink.upgrade_gate(now, hold);
     let estimate_fell = sub.downlink.begin_allocation();
     // An allocation that only reshuffles (a new speaker climbs as another
@@ -568,6 +597,12 @@ fn apply_layers(
         if resume && grows && !resume_ready {
             continue;
         }
+        let lowered_lately = slot
+            .lowered_at
+            .is_some_and(|t| now.saturating_duration_since(t) < RAISE_AFTER_LOWER);
+        if up && same_source && !resume && lowered_lately && !ample {
+            continue;
+        }
         if ((up && same_source) || resume) && (grows || !resume) {
             if holding || !may_upgrade || sustained {
                 continue;
@@ -577,6 +612,11 @@ fn apply_layers(
         }
         if down && same_source && estimate_fell {
             downgraded = true;
+        }
+        // Lowered for the link, not for the subscriber's own cap.
+        let over_cap = old.is_some_and(|o| o > slots[n].max_layer);
+        if down && same_source && !over_cap {
+            slot.lowered_at = Some(now);
         }
         match new {
             None => {
