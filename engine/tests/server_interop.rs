@@ -14,6 +14,9 @@
 //!   namespaces joined by a veth pair, the server's and one whose nftables
 //!   rules drop every UDP packet; a Chromium page in the second joins over
 //!   ICE-TCP and exchanges media with two pages on UDP.
+//! - `chromium_behind_a_narrow_downlink`: the same two namespaces, the
+//!   second's downlink through a token bucket (`tc ... tbf`) cut to 500 and
+//!   to 250 kbit/s; issue 14's rules for narrow links, in Chromium.
 //!
 //! The scenarios are `browser/interop/interop.mjs`; these tests start the
 //! server (and coturn) and run it. They install nothing:
@@ -27,8 +30,9 @@ use std::time::{Duration, Instant};
 use piazza::EngineStats;
 use piazza::server::{IceServerConfig, Server, ServerConfig};
 
-/// A scenario takes 20-60 s; allow a busy machine plenty more.
-const NODE_LIMIT: Duration = Duration::from_secs(300);
+/// A scenario takes 20-60 s (the narrow one about 3 minutes); allow a busy
+/// machine plenty more.
+const NODE_LIMIT: Duration = Duration::from_secs(480);
 
 fn interop_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../browser/interop")
@@ -338,6 +342,44 @@ fn run(netns: Option<&str>, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Make network namespaces `server_ns` and `other_ns`, joined by a veth
+/// pair (`v0` with `server_ip` in the first, `v1` with `other_ip` in the
+/// second), each with a default route over it; deleted when the result is
+/// dropped.
+fn veth_namespaces(server_ns: &str, other_ns: &str, server_ip: &str, other_ip: &str) -> Namespaces {
+    let mut namespaces = Namespaces(Vec::new());
+    for ns in [server_ns, other_ns] {
+        run(None, &["netns", "add", ns]);
+        namespaces.0.push(ns.to_string());
+    }
+    for ns in [server_ns, other_ns] {
+        run(Some(ns), &["ip", "link", "set", "lo", "up"]);
+    }
+    run(
+        None,
+        &[
+            "-n", server_ns, "link", "add", "v0", "type", "veth", "peer", "name", "v1", "netns",
+            other_ns,
+        ],
+    );
+    for (ns, dev, ip, gw) in [
+        (server_ns, "v0", server_ip, other_ip),
+        (other_ns, "v1", other_ip, server_ip),
+    ] {
+        run(
+            None,
+            &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev],
+        );
+        run(None, &["-n", ns, "link", "set", dev, "up"]);
+        // Chromium gathers no host candidate without a default route.
+        run(
+            None,
+            &["-n", ns, "route", "add", "default", "via", gw, "dev", dev],
+        );
+    }
+    namespaces
+}
+
 /// The server's address in the ICE-TCP test's namespaces (RFC 2544
 /// benchmarking range), and the address of the namespace without UDP.
 const SERVER_IP: &str = "198.18.1.1";
@@ -381,36 +423,7 @@ fn chromium_without_udp_joins_over_ice_tcp() {
     // test again in the server's namespace.
     let tag = std::process::id();
     let (server_ns, no_udp_ns) = (format!("pz-tcp-srv-{tag}"), format!("pz-tcp-noudp-{tag}"));
-    let mut namespaces = Namespaces(Vec::new());
-    for ns in [&server_ns, &no_udp_ns] {
-        run(None, &["netns", "add", ns]);
-        namespaces.0.push(ns.clone());
-    }
-    for ns in [&server_ns, &no_udp_ns] {
-        run(Some(ns), &["ip", "link", "set", "lo", "up"]);
-    }
-    run(
-        None,
-        &[
-            "-n", &server_ns, "link", "add", "v0", "type", "veth", "peer", "name", "v1", "netns",
-            &no_udp_ns,
-        ],
-    );
-    for (ns, dev, ip, gw) in [
-        (&server_ns, "v0", SERVER_IP, NO_UDP_IP),
-        (&no_udp_ns, "v1", NO_UDP_IP, SERVER_IP),
-    ] {
-        run(
-            None,
-            &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev],
-        );
-        run(None, &["-n", ns, "link", "set", dev, "up"]);
-        // Chromium gathers no host candidate without a default route.
-        run(
-            None,
-            &["-n", ns, "route", "add", "default", "via", gw, "dev", dev],
-        );
-    }
+    let _namespaces = veth_namespaces(&server_ns, &no_udp_ns, SERVER_IP, NO_UDP_IP);
     let rules = "table inet no_udp {
         chain input { type filter hook input priority 0; policy accept; meta l4proto udp counter drop; }
         chain output { type filter hook output priority 0; policy accept; meta l4proto udp counter drop; }
@@ -454,4 +467,78 @@ fn chromium_without_udp_joins_over_ice_tcp() {
         })
         .sum();
     assert!(dropped > 0, "no UDP packet was dropped:\n{ruleset}");
+}
+
+/// The narrow-link test's addresses: the server's, and the narrow page's.
+const NARROW_SERVER_IP: &str = "198.18.3.1";
+const NARROW_IP: &str = "198.18.3.2";
+/// Set for the narrow test's second run, inside the server's namespace: the
+/// narrow page's namespace.
+const NARROW_NETNS: &str = "PIAZZA_INTEROP_NARROW_NETNS";
+
+/// Issue 14 in real Chromium: three pages, one of them in its own network
+/// namespace whose downlink (the server's end of the veth pair, `v0`) goes
+/// through a token bucket (`tc qdisc ... tbf`), cut from 2.5 Mbit/s to 500
+/// kbit/s for 30 s (what the page needs, two 320x180 layers plus audio, is
+/// about 430 kbit/s) and then to 250 kbit/s for 30 s (below the need). The
+/// scenario (`narrow` in browser/interop/interop.mjs) measures and checks:
+/// no pause at 500 kbit/s, at most one layer change per slot per 10 s,
+/// under 1 s of freezes per tile, audio never stops, recovery within 5 s;
+/// at 250 kbit/s the least important slot pauses first and stays paused;
+/// the paused tile stays on the page (screenshot). Its JSON summary and the
+/// screenshot land in `target/tmp/interop/narrow-*`.
+#[test]
+#[ignore = "needs root (network namespaces, tc), chromium and browser/interop/node_modules; run by browser/interop/ci.sh"]
+fn chromium_behind_a_narrow_downlink() {
+    if let Ok(narrow) = std::env::var(NARROW_NETNS) {
+        // The second run, in the server's namespace (where `v0` is).
+        let config = ServerConfig {
+            http: format!("{NARROW_SERVER_IP}:0").parse().unwrap(),
+            udp_bind: NARROW_SERVER_IP.parse().unwrap(),
+            ..Default::default()
+        };
+        let stats = run_scenario_stats(
+            "narrow",
+            config,
+            &[
+                "--narrow-netns".into(),
+                narrow,
+                "--limit-dev".into(),
+                "v0".into(),
+            ],
+        );
+        let forwarded: u64 = stats.shards.iter().map(|s| s.core.rtp_forwarded).sum();
+        assert!(
+            forwarded > 1000,
+            "the engine forwarded {forwarded} RTP packets"
+        );
+        return;
+    }
+    let tag = std::process::id();
+    let (server_ns, narrow_ns) = (format!("pz-nar-srv-{tag}"), format!("pz-nar-cli-{tag}"));
+    let _namespaces = veth_namespaces(&server_ns, &narrow_ns, NARROW_SERVER_IP, NARROW_IP);
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new("ip")
+        .args(["netns", "exec", &server_ns])
+        .arg(exe)
+        .args([
+            "chromium_behind_a_narrow_downlink",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(NARROW_NETNS, &narrow_ns)
+        .status()
+        .expect("the test runs again in the server's namespace");
+    let qdisc = run(
+        Some(&server_ns),
+        &["tc", "-s", "qdisc", "show", "dev", "v0"],
+    );
+    println!("the narrow page's downlink after the run:\n{qdisc}");
+    assert!(
+        status.success(),
+        "the run in the server's namespace failed: {status}"
+    );
+    // The token bucket did limit: it queued or dropped packets.
+    assert!(qdisc.contains("tbf"), "no token bucket on v0:\n{qdisc}");
 }

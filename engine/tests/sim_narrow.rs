@@ -267,6 +267,94 @@ fn a_cut_below_the_need_settles_without_cycling() {
     assert!(video.iter().any(|v| v.paused), "{video:?}");
 }
 
+/// Issue 14 below the need: the downlink is cut to 250 kbit/s, less than
+/// two slots and two audio streams need. The least important slot (the one
+/// that does not hold the speaker) pauses first, and a slot that pauses
+/// stays paused until the limit lifts (no cycling); audio never stops (no
+/// 1 s without an audio packet); both slots are back on `m` within 5 s of
+/// the limit lifting.
+#[test]
+fn below_the_need_the_least_important_slot_pauses_first_and_stays() {
+    let mut sim = three_people(17);
+    let mut before = Watch::default();
+    watch_until(&mut sim, Duration::from_secs(10), &mut before);
+    let speaker = pid(&sim, 1);
+    sim.participant_mut(0).downlink.config.rate_bps = Some(250_000);
+    // Per slot, what it held at each change; audio packets every 100 ms.
+    let mut limited = Watch::default();
+    let mut holders: HashMap<String, Option<ParticipantId>> = HashMap::new();
+    let mut first_pause: Option<(Duration, String, Option<ParticipantId>)> = None;
+    let mut audio = audio_packets(&sim, 0);
+    let mut audio_still = Duration::ZERO;
+    let mut longest_audio_gap = Duration::ZERO;
+    while sim.elapsed() < Duration::from_secs(40) {
+        sim.run_for(Duration::from_millis(100));
+        limited.sample(&sim, 0);
+        let s = sim
+            .core()
+            .subscriber_stats(sim.room(), pid(&sim, 0))
+            .unwrap();
+        for slot in &s.slots {
+            if !slot.bandwidth_paused {
+                holders.insert(slot.mid.clone(), slot.publisher);
+            } else if first_pause.is_none() {
+                first_pause = Some((
+                    sim.elapsed(),
+                    slot.mid.clone(),
+                    holders.get(&slot.mid).copied().flatten(),
+                ));
+            }
+        }
+        let now = audio_packets(&sim, 0);
+        if now > audio {
+            audio_still = Duration::ZERO;
+        } else {
+            audio_still += Duration::from_millis(100);
+            longest_audio_gap = longest_audio_gap.max(audio_still);
+        }
+        audio = now;
+    }
+    print_changes(&limited);
+    sim.participant_mut(0).downlink.config.rate_bps = Some(2_500_000);
+    let mut recovered_at = None;
+    while sim.elapsed() < Duration::from_secs(55) && recovered_at.is_none() {
+        sim.run_for(Duration::from_millis(100));
+        let s = sim
+            .core()
+            .subscriber_stats(sim.room(), pid(&sim, 0))
+            .unwrap();
+        if s.slots
+            .iter()
+            .all(|x| !x.bandwidth_paused && x.current_layer == Some(Layer::MEDIUM))
+        {
+            recovered_at = Some(sim.elapsed() - Duration::from_secs(40));
+        }
+    }
+    println!(
+        "250 kbit/s: first pause {first_pause:?} (speaker {speaker}), {} pauses, longest audio gap {longest_audio_gap:?}; recovered after {recovered_at:?}",
+        limited.pauses()
+    );
+    let (_, mid, held) = first_pause.expect("a slot pauses below the need");
+    assert_ne!(held, Some(speaker), "the speaker's slot {mid} paused first");
+    for (mid, changes) in &limited.changes {
+        if let Some(k) = changes.iter().position(|(_, s)| s == "-") {
+            assert_eq!(
+                k + 1,
+                changes.len(),
+                "slot {mid} did not stay paused: {changes:?}"
+            );
+        }
+    }
+    assert!(
+        longest_audio_gap < Duration::from_secs(1),
+        "audio stopped for {longest_audio_gap:?}"
+    );
+    assert!(
+        recovered_at.is_some_and(|d| d <= Duration::from_secs(5)),
+        "both slots back on m within 5 s: {recovered_at:?}"
+    );
+}
+
 /// Dynacast in a steady room: every publisher declares a layer it never
 /// sends; it is asked for once, not every 2 s.
 #[test]

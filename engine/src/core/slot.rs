@@ -11,6 +11,8 @@
 //! An audio slot holds one publisher and re-bases its stream on the holder's
 //! next packet after a change.
 
+use std::time::Instant;
+
 use str0m::media::Mid;
 use str0m::rtp::Ssrc;
 
@@ -53,6 +55,8 @@ pub(crate) struct VideoSlot {
     paused: bool,
     /// The bandwidth allocator paused this slot (not even the lowest layer fits).
     bw_paused: bool,
+    /// When the allocator last lowered this slot's layer or paused it.
+    pub lowered_at: Option<Instant>,
 }
 
 impl VideoSlot {
@@ -67,6 +71,7 @@ impl VideoSlot {
             current: None,
             paused: false,
             bw_paused: false,
+            lowered_at: None,
         }
     }
 

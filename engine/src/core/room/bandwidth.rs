@@ -29,6 +29,16 @@ const DYNACAST_OFF_DELAY: Duration = Duration::from_secs(5);
 /// A slot paused for bandwidth resumes only once the allocation has wanted
 /// to resume a slot for this long without a break.
 const RESUME_HOLD: Duration = Duration::from_secs(3);
+/// ... or this long when the budget covers the whole allocation, resumes
+/// included, twice over (a link that has just recovered: waiting the full
+/// hold there only delays the return of the video).
+const RESUME_HOLD_AMPLE: Duration = Duration::from_secs(1);
+/// A slot whose layer the allocation lowered (or paused) gets no upgrade of
+/// its shown track for this long, unless the budget is ample: a link near
+/// its limit (a queue that comes and goes, keyframes) otherwise flips a
+/// tile m -> l -> m within a second (seen in Chromium behind a 500 kbit/s
+/// token bucket), and issue 14 allows one layer change per slot in 10 s.
+const RAISE_AFTER_LOWER: Duration = Duration::from_secs(10);
 
 /// One subscriber's bandwidth state, for stats.
 #[derive(Debug, Clone, PartialEq)]
@@ -222,7 +232,14 @@ impl Room {
         let Some(sub) = self.slab[si].as_mut() else {
             return;
         };
-        apply_layers(sub, &order, &alloc, hold, sustained, now);
+        // Without bandwidth estimation there is no budget to protect.
+        let ample = budget.is_none_or(|b| b.bps >= 2 * alloc.allocated_bps);
+        let gates = Gates {
+            hold,
+            sustained,
+            ample,
+        };
+        apply_layers(sub, &order, &slots, &alloc, gates, now);
         // What is allocated now (held-back upgrades excluded).
         let allocated_bps = order
             .iter()
@@ -507,21 +524,40 @@ impl Room {
     }
 }
 
+/// What may hold back growth in [`apply_layers`].
+#[derive(Debug, Clone, Copy)]
+struct Gates {
+    /// How long a downgrade the estimate forced holds back upgrades.
+    hold: Duration,
+    /// Only the delivery floor carries the allocation: no growth.
+    sustained: bool,
+    /// The budget covers the whole allocation twice over (or there is no
+    /// budget): resumes and raises need not wait as long.
+    ample: bool,
+}
+
 /// Apply an allocation to a subscriber's slots (`order` as allocated): a
 /// layer for each slot, or a bandwidth pause. Upgrades of a slot's shown
 /// track and resumes wait out a forced downgrade's hold and go one at a
 /// time, and none happens while only the delivery floor (`sustained`)
 /// carries the allocation; a resume also waits until the allocation has
-/// wanted it for [`RESUME_HOLD`]. A downgrade the estimate forced starts a
-/// hold.
+/// wanted it for [`RESUME_HOLD`] ([`RESUME_HOLD_AMPLE`] when the budget is
+/// `ample`: twice the allocation). A slot lowered less than
+/// [`RAISE_AFTER_LOWER`] ago is not raised again unless the budget is
+/// `ample`. A downgrade the estimate forced starts a hold.
 fn apply_layers(
     sub: &mut Participant,
     order: &[(u8, usize)],
+    slots: &[AllocSlot],
     alloc: &Allocation,
-    hold: Duration,
-    sustained: bool,
+    gates: Gates,
     now: Instant,
 ) {
+    let Gates {
+        hold,
+        sustained,
+        ample,
+    } = gates;
     let (holding, mut may_upgrade) = sub.downlink.upgrade_gate(now, hold);
     let estimate_fell = sub.downlink.begin_allocation();
     // An allocation that only reshuffles (a new speaker climbs as another
@@ -535,10 +571,12 @@ fn apply_layers(
             .iter()
             .enumerate()
             .any(|(n, &(_, k))| sub.video_slots[k].bandwidth_paused() && alloc.layers[n].is_some());
+    let wanted = sub.downlink.resume_wanted(wants_resume, now);
     // Before the link has shown any limit, a pause came from the first,
     // unprobed estimate (a joiner's nine slots do not fit in
     // `initial_bitrate_bps`): resume as soon as the estimate covers it.
-    let resume_ready = sub.downlink.resume_wanted(wants_resume, now) >= RESUME_HOLD
+    let resume_ready = wanted >= RESUME_HOLD
+        || (ample && wanted >= RESUME_HOLD_AMPLE)
         || !sub.downlink.has_been_limited();
     let mut downgraded = false;
     let mut slots_changed = false;
@@ -564,6 +602,12 @@ fn apply_layers(
         if resume && grows && !resume_ready {
             continue;
         }
+        let lowered_lately = slot
+            .lowered_at
+            .is_some_and(|t| now.saturating_duration_since(t) < RAISE_AFTER_LOWER);
+        if up && same_source && !resume && lowered_lately && !ample {
+            continue;
+        }
         if ((up && same_source) || resume) && (grows || !resume) {
             if holding || !may_upgrade || sustained {
                 continue;
@@ -573,6 +617,11 @@ fn apply_layers(
         }
         if down && same_source && estimate_fell {
             downgraded = true;
+        }
+        // Lowered for the link, not for the subscriber's own cap.
+        let over_cap = old.is_some_and(|o| o > slots[n].max_layer);
+        if down && same_source && !over_cap {
+            slot.lowered_at = Some(now);
         }
         match new {
             None => {
