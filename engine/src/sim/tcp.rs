@@ -156,7 +156,11 @@ impl TcpLink {
     /// Read what has arrived, up to about `max_bytes`, and pass each
     /// complete frame to `on_frame` with the engine's address; a partial
     /// frame waits for the rest. Returns the bytes read.
-    pub fn receive(&mut self, max_bytes: usize, mut on_frame: impl FnMut(SocketAddr, &[u8])) -> usize {
+    pub fn receive(
+        &mut self,
+        max_bytes: usize,
+        mut on_frame: impl FnMut(SocketAddr, &[u8]),
+    ) -> usize {
         let mut buf = [0u8; 16 * 1024];
         let mut read = 0;
         while read < max_bytes {
@@ -214,7 +218,9 @@ impl SimClient {
     /// first send; `tap` sees each outgoing frame's payload first).
     pub fn step_tcp(&mut self, link: &mut TcpLink, mut tap: impl FnMut(&[u8])) {
         let mut frames = Vec::new();
-        link.receive(usize::MAX, |from, frame| frames.push((from, frame.to_vec())));
+        link.receive(usize::MAX, |from, frame| {
+            frames.push((from, frame.to_vec()))
+        });
         for (from, frame) in frames {
             self.handle_datagram(Instant::now(), from, &frame);
         }

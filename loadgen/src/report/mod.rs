@@ -10,12 +10,12 @@ pub mod summary;
 
 use serde::Serialize;
 
-use crate::metrics::{FrameGap, ParticipantResult, Percentiles, Series};
 use crate::metrics::Transport;
-use crate::run::{RunOutcome, TcpCounters};
+use crate::metrics::{FrameGap, ParticipantResult, Percentiles, Series};
 use crate::run::cluster::ClusterReport;
 use crate::run::flood::FloodReport;
 use crate::run::health::{MachineReport, Verdict};
+use crate::run::{RunOutcome, TcpCounters};
 use crate::scenario::Scenario;
 use crate::slo::SloReport;
 

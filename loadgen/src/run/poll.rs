@@ -70,7 +70,12 @@ impl Poller {
     /// Watch `fd` (added before) for readability, and also for
     /// writability when `writable` (a TCP client with bytes the kernel did
     /// not take yet).
-    pub fn set_writable(&mut self, fd: BorrowedFd<'_>, token: usize, writable: bool) -> io::Result<()> {
+    pub fn set_writable(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        token: usize,
+        writable: bool,
+    ) -> io::Result<()> {
         let interest = if writable {
             Event::all(token)
         } else {
