@@ -177,6 +177,11 @@ struct Cli {
     /// How long the flood lasts, seconds (default 10).
     #[arg(long, value_name = "SECONDS")]
     flood_duration: Option<f64>,
+    /// Share of each room's participants that connect over ICE-TCP (the
+    /// engine's passive TCP candidate, RFC 4571 framing) instead of UDP,
+    /// 0..=1 (1: all); the embedded engine runs with ICE-TCP on.
+    #[arg(long, value_name = "SHARE")]
+    tcp_share: Option<f64>,
     /// Test hook for the validity check: each client thread sleeps MS
     /// milliseconds in every 200 ms of the window, so the run must come out
     /// invalid (exit code 5).
@@ -229,6 +234,7 @@ const FLAG_KEYS: &[(&str, &str)] = &[
     ("flood_pps", "flood_pps"),
     ("flood_duration", "flood_s"),
     ("starve_clients", "starve_clients_ms"),
+    ("tcp_share", "tcp_share"),
 ];
 
 /// The command line, with every scenario default in its flag's help (taken
@@ -297,6 +303,7 @@ fn scenario_from(cli: &Cli) -> Result<Scenario, LoadgenError> {
     set!(seed => seed);
     set!(flood_pps => flood_pps);
     set!(flood_duration => flood_s);
+    set!(tcp_share => tcp_share);
     if let Some(h) = cli.max_height {
         s.max_height = Some(h);
     }
@@ -341,6 +348,11 @@ fn scenario_from(cli: &Cli) -> Result<Scenario, LoadgenError> {
     // when only --duration was given, shrink the default warmup to fit.
     if cli.warmup.is_none() && s.warmup_s >= s.duration_s {
         s.warmup_s = (s.duration_s / 4.0).min(s.warmup_s);
+    }
+    if cli.compare && s.tcp_share > 0.0 {
+        return Err(LoadgenError::InvalidScenario(
+            "tcp_share needs the embedded engine; --compare runs its scenario against servers, which pick their own transports".into(),
+        ));
     }
     s.validate()?;
     Ok(s)

@@ -131,6 +131,14 @@ pub struct Scenario {
     /// How long the flood lasts from the start of the measurement window,
     /// seconds.
     pub flood_s: f64,
+    /// Share of each room's participants that reach the engine over ICE-TCP
+    /// (RFC 6544 active candidate to the engine's passive one, RFC 4571
+    /// framing on a real loopback connection) instead of UDP, 0..=1: in
+    /// each room, `floor(tcp_share * participants)` positions spread
+    /// evenly over the room (a churned participant's successor keeps the
+    /// position's transport). Anything above 0 builds the embedded engine
+    /// with ICE-TCP on. Embedded target only.
+    pub tcp_share: f64,
     /// Test hook for the validity check: every client thread sleeps this
     /// many milliseconds in every 200 ms of the measurement window, so the
     /// clients fall behind their media schedule on purpose (0: never).
@@ -171,6 +179,7 @@ impl Default for Scenario {
             e2ee: false,
             flood_pps: 0,
             flood_s: 10.0,
+            tcp_share: 0.0,
             starve_clients_ms: 0.0,
         }
     }
@@ -339,6 +348,17 @@ impl Scenario {
                 "flood_pps needs the embedded engine (the flood aims at its shard ports)".into(),
             );
         }
+        if !(self.tcp_share.is_finite() && (0.0..=1.0).contains(&self.tcp_share)) {
+            return bad(format!(
+                "tcp_share = {}: a share of each room's participants in 0..=1 (0: all UDP, 1: all TCP)",
+                self.tcp_share
+            ));
+        }
+        if self.tcp_share > 0.0 && self.mode != Mode::Embedded {
+            return bad(
+                "tcp_share needs the embedded engine (it is built with ICE-TCP on for the run); --in-process has no sockets and --target/--invite/--compare servers choose their own transports".into(),
+            );
+        }
         if !(self.starve_clients_ms.is_finite() && (0.0..=200.0).contains(&self.starve_clients_ms))
         {
             return bad(format!(
@@ -376,6 +396,19 @@ impl Scenario {
         Duration::from_secs_f64(self.warmup_s)
     }
 
+    /// Whether the participant at `position` of its room reaches the engine
+    /// over ICE-TCP: `floor(tcp_share * participants)` positions per room,
+    /// spread evenly.
+    pub fn tcp_at(&self, position: usize) -> bool {
+        let before = |p: usize| (p as f64 * self.tcp_share).floor();
+        before(position + 1) > before(position)
+    }
+
+    /// Participants per room over ICE-TCP (see [`Scenario::tcp_at`]).
+    pub fn tcp_per_room(&self) -> usize {
+        (0..self.participants).filter(|&p| self.tcp_at(p)).count()
+    }
+
     /// Whether any receive-path impairment is configured.
     pub fn impaired(&self) -> bool {
         self.loss > 0.0
@@ -409,6 +442,40 @@ mod tests {
     fn unknown_toml_key_is_an_error() {
         let e = Scenario::from_toml("room = 2\n").unwrap_err();
         assert!(e.to_string().contains("room"), "{e}");
+    }
+
+    #[test]
+    fn tcp_share_picks_evenly_spread_positions() {
+        let with = |participants, tcp_share| Scenario {
+            participants,
+            tcp_share,
+            ..Default::default()
+        };
+        let positions =
+            |s: &Scenario| -> Vec<usize> { (0..s.participants).filter(|&p| s.tcp_at(p)).collect() };
+        assert!(positions(&with(20, 0.0)).is_empty());
+        assert_eq!(positions(&with(4, 1.0)), vec![0, 1, 2, 3]);
+        assert_eq!(positions(&with(4, 0.5)), vec![1, 3]);
+        assert_eq!(positions(&with(10, 0.3)), vec![3, 6, 9]);
+        assert_eq!(with(50, 0.25).tcp_per_room(), 12);
+        assert_eq!(with(7, 0.99).tcp_per_room(), 6);
+        for share in [-0.1, 1.01, f64::NAN] {
+            let e = with(4, share).validate().unwrap_err().to_string();
+            assert!(e.contains("tcp_share"), "{e}");
+        }
+        let target = Scenario {
+            mode: Mode::Target,
+            target: Some("http://127.0.0.1:8080".into()),
+            ..with(4, 0.5)
+        };
+        let e = target.validate().unwrap_err().to_string();
+        assert!(e.contains("tcp_share needs the embedded engine"), "{e}");
+        let in_process = Scenario {
+            mode: Mode::InProcess,
+            ..with(4, 1.0)
+        };
+        assert!(in_process.validate().is_err());
+        with(4, 1.0).validate().unwrap();
     }
 
     #[test]

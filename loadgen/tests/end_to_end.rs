@@ -150,6 +150,11 @@ fn short_run_writes_every_report_key_with_plausible_latency() {
     let layers = &r["media"]["layers"];
     assert!(layers["l"].as_u64().unwrap() + layers["m"].as_u64().unwrap() > 0);
     assert_eq!(layers["h"], 0);
+    // All over UDP, and an engine without ICE-TCP.
+    assert_eq!(r["transport"]["udp_participants"], 3, "{text}");
+    assert_eq!(r["transport"]["tcp_participants"], 0);
+    assert!(r["transport"]["engine_tcp"].is_null(), "{text}");
+    assert_eq!(r["participants"][0]["transport"], "udp");
 
     let page = std::fs::read_to_string(&html).expect("HTML report written");
     assert!(
@@ -213,6 +218,87 @@ fn an_e2ee_run_reports_what_the_clients_decrypted() {
     let _ = std::fs::remove_file(json);
 }
 
+/// Half the room over ICE-TCP (the engine's passive candidate, RFC 4571
+/// frames on real loopback connections), half over UDP: everyone connects
+/// and receives video from the others, and the report counts each
+/// transport and the engine's TCP frames.
+#[test]
+fn a_tcp_run_carries_media_and_counts_its_transports() {
+    let _serial = serial();
+    let json = tmp("tcp.json");
+    let html = tmp("tcp.html");
+    let out = run_valid(|| {
+        let mut c = bin();
+        c.args([
+            "-n",
+            "4",
+            "-d",
+            "4",
+            "--warmup",
+            "1",
+            "--slots",
+            "3",
+            "--tcp-share",
+            "0.5",
+            "--quiet",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .arg("--html")
+        .arg(&html);
+        c
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&json).expect("JSON report written");
+    let r: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let t = &r["transport"];
+    assert_eq!(t["udp_participants"], 2, "{text}");
+    assert_eq!(t["tcp_participants"], 2, "{text}");
+    assert_eq!(t["udp_connected"], 2, "{text}");
+    assert_eq!(t["tcp_connected"], 2, "{text}");
+    let participants = r["participants"].as_array().unwrap();
+    assert_eq!(participants.len(), 4);
+    let tcp = participants
+        .iter()
+        .filter(|p| p["transport"] == "tcp")
+        .count();
+    assert_eq!(tcp, 2, "{text}");
+    // Every participant, on either transport, received camera frames from
+    // the others in the window.
+    for p in participants {
+        let frames: u64 = p["layer_frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_u64().unwrap())
+            .sum();
+        assert!(frames > 0, "no video for {p}");
+        assert_eq!(p["first_frame_missing"], false, "{p}");
+    }
+    // The engine saw exactly the two TCP clients' connections, and media
+    // frames both ways on them.
+    let e = &t["engine_tcp"]["total"];
+    assert_eq!(e["validated"], 2, "{text}");
+    assert_eq!(e["refused"], 0, "{text}");
+    assert!(e["frames_in"].as_u64().unwrap() > 100, "{text}");
+    assert!(e["frames_out"].as_u64().unwrap() > 100, "{text}");
+    assert!(t["engine_tcp"]["frames_out_per_s"].as_f64().unwrap() > 0.0);
+    assert!(
+        stdout.contains("2 UDP (2 connected), 2 TCP (2 connected)"),
+        "{stdout}"
+    );
+    let page = std::fs::read_to_string(&html).expect("HTML report written");
+    assert!(page.contains("2 TCP (2 connected)"));
+    let _ = std::fs::remove_file(json);
+    let _ = std::fs::remove_file(html);
+}
+
 #[test]
 fn bad_flags_say_what_is_wrong() {
     for (args, word) in [
@@ -228,6 +314,14 @@ fn bad_flags_say_what_is_wrong() {
         ),
         (&["--capacity", "bananas"][..], "capacity"),
         (&["--starve-clients", "999"][..], "starve"),
+        (&["--tcp-share", "1.5"][..], "tcp_share"),
+        (&["--tcp-share=-0.1"][..], "tcp_share"),
+        (&["--tcp-share", "1", "--in-process"][..], "tcp_share"),
+        (
+            &["--tcp-share", "1", "--target", "http://127.0.0.1:8080"][..],
+            "tcp_share",
+        ),
+        (&["--tcp-share", "0.5", "--compare"][..], "tcp_share"),
     ] {
         let out = bin().args(args).output().expect("run");
         let stderr = String::from_utf8_lossy(&out.stderr);

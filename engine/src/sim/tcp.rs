@@ -5,6 +5,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use super::{ClientConfig, SimClient};
@@ -116,6 +117,91 @@ fn connect(to: SocketAddr, receive_buffer: Option<usize>) -> std::io::Result<Tcp
     Ok(s.into())
 }
 
+impl TcpLink {
+    /// The connection's socket, once connected (to watch it for
+    /// readability, or writability while [`TcpLink::wants_write`]).
+    pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.stream.as_ref().map(|s| s.as_fd())
+    }
+
+    /// Whether framed bytes wait for the kernel to take them (call
+    /// [`TcpLink::flush`] when the socket is writable).
+    pub fn wants_write(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Queue `payload` as a frame (RFC 4571: a two-byte length first) for
+    /// `to`, opening the connection on the first send; [`TcpLink::flush`]
+    /// hands the queue to the kernel. False when the frame was not queued:
+    /// the connection is closed or could not be opened, it goes elsewhere,
+    /// or the payload is longer than a frame can say.
+    pub fn send(&mut self, to: SocketAddr, payload: &[u8]) -> bool {
+        let Ok(len) = u16::try_from(payload.len()) else {
+            return false;
+        };
+        if !self.connect(to) {
+            return false;
+        }
+        self.frames_out += 1;
+        self.out.extend_from_slice(&len.to_be_bytes());
+        self.out.extend_from_slice(payload);
+        true
+    }
+
+    /// Hand the kernel what it will take of the framed bytes waiting.
+    pub fn flush(&mut self) {
+        self.write_pending();
+    }
+
+    /// Read what has arrived, up to about `max_bytes`, and pass each
+    /// complete frame to `on_frame` with the engine's address; a partial
+    /// frame waits for the rest. Returns the bytes read.
+    pub fn receive(
+        &mut self,
+        max_bytes: usize,
+        mut on_frame: impl FnMut(SocketAddr, &[u8]),
+    ) -> usize {
+        let mut buf = [0u8; 16 * 1024];
+        let mut read = 0;
+        while read < max_bytes {
+            let Some(s) = &mut self.stream else {
+                break;
+            };
+            match s.read(&mut buf) {
+                Ok(0) => {
+                    self.close();
+                    break;
+                }
+                Ok(n) => {
+                    read += n;
+                    self.inbuf.extend_from_slice(&buf[..n]);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.close();
+                    break;
+                }
+            }
+        }
+        let Some(from) = self.remote else {
+            return read;
+        };
+        let mut at = 0;
+        while self.inbuf.len() >= at + 2 {
+            let len = u16::from_be_bytes([self.inbuf[at], self.inbuf[at + 1]]) as usize;
+            if self.inbuf.len() < at + 2 + len {
+                break;
+            }
+            self.frames_in += 1;
+            on_frame(from, &self.inbuf[at + 2..at + 2 + len]);
+            at += 2 + len;
+        }
+        self.inbuf.drain(..at);
+        read
+    }
+}
+
 impl SimClient {
     /// A client that reaches the engine over ICE-TCP only (see
     /// [`ClientConfig::tcp`]) and its (not yet open) connection.
@@ -131,49 +217,23 @@ impl SimClient {
     /// queued (opening the connection to the engine's TCP candidate on the
     /// first send; `tap` sees each outgoing frame's payload first).
     pub fn step_tcp(&mut self, link: &mut TcpLink, mut tap: impl FnMut(&[u8])) {
-        let mut buf = [0u8; 16 * 1024];
-        while let Some(s) = &mut link.stream {
-            match s.read(&mut buf) {
-                Ok(0) => {
-                    link.close();
-                    break;
-                }
-                Ok(n) => link.inbuf.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    link.close();
-                    break;
-                }
-            }
-        }
-        let mut at = 0;
-        while link.inbuf.len() >= at + 2 {
-            let len = u16::from_be_bytes([link.inbuf[at], link.inbuf[at + 1]]) as usize;
-            if link.inbuf.len() < at + 2 + len {
-                break;
-            }
-            let from = link.remote.expect("data only comes on a connection");
-            link.frames_in += 1;
-            let frame = link.inbuf[at + 2..at + 2 + len].to_vec();
+        let mut frames = Vec::new();
+        link.receive(usize::MAX, |from, frame| {
+            frames.push((from, frame.to_vec()))
+        });
+        for (from, frame) in frames {
             self.handle_datagram(Instant::now(), from, &frame);
-            at += 2 + len;
         }
-        link.inbuf.drain(..at);
         let now = Instant::now();
         if self.is_alive() && self.poll_timeout() <= now {
             self.handle_timeout(now);
         }
         while let Some(t) = self.poll_transmit() {
-            if !link.connect(t.destination) {
-                continue;
+            if link.connect(t.destination) {
+                tap(&t.contents);
+                link.send(t.destination, &t.contents);
             }
-            tap(&t.contents);
-            link.frames_out += 1;
-            link.out
-                .extend_from_slice(&(t.contents.len() as u16).to_be_bytes());
-            link.out.extend_from_slice(&t.contents);
         }
-        link.write_pending();
+        link.flush();
     }
 }

@@ -200,6 +200,17 @@ fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
+/// How a participant reached the engine.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// Its own UDP socket.
+    #[default]
+    Udp,
+    /// A TCP connection to the engine's ICE-TCP candidate (RFC 4571 frames).
+    Tcp,
+}
+
 /// One participant's join and first-frame outcome.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ParticipantResult {
@@ -207,6 +218,8 @@ pub struct ParticipantResult {
     pub room: usize,
     /// The number in its payload trailers.
     pub publisher: u32,
+    /// `udp` or `tcp` (ICE-TCP).
+    pub transport: Transport,
     /// When the join was requested, seconds after the run started.
     pub join_at_s: f64,
     /// Join request to ICE + DTLS connected, ms (`None`: never connected).
@@ -229,6 +242,7 @@ pub struct ParticipantResult {
 pub struct ParticipantMeter {
     room: usize,
     publisher: u32,
+    transport: Transport,
     join_requested: Instant,
     expected_videos: usize,
     slots: Vec<SlotMeter>,
@@ -254,11 +268,18 @@ impl ParticipantMeter {
         ParticipantMeter {
             room,
             publisher,
+            transport: Transport::Udp,
             join_requested,
             expected_videos: expected_videos.min(video_slots),
             slots,
             window_start: None,
         }
+    }
+
+    /// The same participant, reaching the engine over `transport`.
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
     }
 
     /// The measurement window opens at `at`: loss is counted from here.
@@ -400,6 +421,7 @@ impl ParticipantMeter {
         ParticipantResult {
             room: self.room,
             publisher: self.publisher,
+            transport: self.transport,
             join_at_s: self
                 .join_requested
                 .saturating_duration_since(t0)

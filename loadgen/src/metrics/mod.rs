@@ -14,4 +14,4 @@ pub use freeze::FreezeDetector;
 pub use jitter::Jitter;
 pub use latency::{LatencyHistogram, Percentiles};
 pub use loss::{LossCounter, LossSnapshot};
-pub use meter::{MediaTotals, ParticipantMeter, ParticipantResult, PauseWatch};
+pub use meter::{MediaTotals, ParticipantMeter, ParticipantResult, PauseWatch, Transport};

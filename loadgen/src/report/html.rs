@@ -495,6 +495,7 @@ pub fn render(r: &Report) -> String {
                 r.engine.peak_rss_mb
             ),
         ),
+        ("Transport", crate::report::summary::transport(r)),
         (
             "Load generator",
             format!(

@@ -10,11 +10,12 @@ pub mod summary;
 
 use serde::Serialize;
 
+use crate::metrics::Transport;
 use crate::metrics::{FrameGap, ParticipantResult, Percentiles, Series};
-use crate::run::RunOutcome;
 use crate::run::cluster::ClusterReport;
 use crate::run::flood::FloodReport;
 use crate::run::health::{MachineReport, Verdict};
+use crate::run::{RunOutcome, TcpCounters};
 use crate::scenario::Scenario;
 use crate::slo::SloReport;
 
@@ -96,6 +97,9 @@ pub struct Report {
     pub engine: EngineReport,
     /// The load generator's own cost.
     pub loadgen: LoadgenReport,
+    /// Which transport the participants used, and the engine's ICE-TCP
+    /// counters.
+    pub transport: TransportReport,
     /// Per-bucket time series.
     pub series: Series,
     /// Latency distribution: [upper bound us, count], 10 buckets per decade.
@@ -275,6 +279,61 @@ pub struct EngineReport {
     /// The SFU process's resident set and heap over the window (a soak's
     /// leak check); `null` when they were not sampled.
     pub memory: Option<memory::MemoryReport>,
+}
+
+/// Which transport the participants used (`--tcp-share`).
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct TransportReport {
+    /// Participants (accepted joins, rejoins included) over UDP.
+    pub udp_participants: usize,
+    /// Participants over ICE-TCP.
+    pub tcp_participants: usize,
+    /// Of the UDP participants, those that reached ICE + DTLS connected.
+    pub udp_connected: usize,
+    /// Of the TCP participants, those that reached ICE + DTLS connected.
+    pub tcp_connected: usize,
+    /// The engine's ICE-TCP counters; `null` when it ran without ICE-TCP.
+    pub engine_tcp: Option<EngineTcpReport>,
+}
+
+/// The engine's ICE-TCP counters, summed over shards.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct EngineTcpReport {
+    /// Over the whole run (since the engine started), read at its end.
+    pub total: TcpCounters,
+    /// Frames received per second in the window.
+    pub frames_in_per_s: f64,
+    /// Frames sent per second in the window.
+    pub frames_out_per_s: f64,
+}
+
+impl TransportReport {
+    fn of(o: &RunOutcome) -> TransportReport {
+        let count = |t: Transport, connected: bool| {
+            o.participants
+                .iter()
+                .filter(|p| p.transport == t && (!connected || p.join_ms.is_some()))
+                .count()
+        };
+        let secs = o.measured.as_secs_f64();
+        TransportReport {
+            udp_participants: count(Transport::Udp, false),
+            tcp_participants: count(Transport::Tcp, false),
+            udp_connected: count(Transport::Udp, true),
+            tcp_connected: count(Transport::Tcp, true),
+            engine_tcp: o.engine_tcp.map(|t| {
+                let rate = |f: fn(&TcpCounters) -> u64| match t.window_start {
+                    Some(w) if secs > 0.0 => f(&t.end).saturating_sub(f(&w)) as f64 / secs,
+                    _ => 0.0,
+                };
+                EngineTcpReport {
+                    total: t.end,
+                    frames_in_per_s: rate(|c| c.frames_in),
+                    frames_out_per_s: rate(|c| c.frames_out),
+                }
+            }),
+        }
+    }
 }
 
 /// The load generator's own cost.
@@ -519,6 +578,7 @@ pub fn build(s: &Scenario, o: &RunOutcome, meta: meta::Meta) -> Report {
             cpu_s: o.loadgen_cpu.as_secs_f64(),
             send_errors: o.client_send_errors,
         },
+        transport: TransportReport::of(o),
         series: o.collector.series(o.elapsed, &o.engine_samples),
         latency_histogram: o
             .collector

@@ -11,8 +11,13 @@ pub fn render(r: &Report) -> String {
     let ms = |us: u64| us as f64 / 1000.0;
     let target = match s.mode {
         Mode::Embedded => format!(
-            "embedded engine, {} shard(s), real UDP on 127.0.0.1",
-            r.engine.shards
+            "embedded engine, {} shard(s), real {} on 127.0.0.1",
+            r.engine.shards,
+            if s.tcp_share > 0.0 {
+                "UDP and ICE-TCP"
+            } else {
+                "UDP"
+            }
         ),
         Mode::InProcess => "in-process simulator (virtual time)".to_string(),
         Mode::Target => format!(
@@ -161,6 +166,7 @@ pub fn render(r: &Report) -> String {
                 r.engine.peak_rss_mb
             ),
         ),
+        ("transport", transport(r)),
         ("memory", memory(r)),
         (
             "loadgen",
@@ -388,6 +394,31 @@ fn impairment(r: &Report) -> String {
 
 /// The memory row: resident set and heap over the window, with their
 /// trend (a soak's leak check).
+/// Participants per transport, and the engine's ICE-TCP counters (the
+/// summary's and the HTML page's line).
+pub fn transport(r: &Report) -> String {
+    let t = &r.transport;
+    let mut line = format!(
+        "{} UDP ({} connected), {} TCP ({} connected)",
+        t.udp_participants, t.udp_connected, t.tcp_participants, t.tcp_connected
+    );
+    if let Some(e) = &t.engine_tcp {
+        let _ = write!(
+            line,
+            "; engine ICE-TCP: {} connections accepted, {} open at the end, {} refused, frames in {:.0}/s, out {:.0}/s in the window ({} in, {} out in the run, {} dropped on full send queues)",
+            e.total.accepted,
+            e.total.open,
+            e.total.refused,
+            e.frames_in_per_s,
+            e.frames_out_per_s,
+            e.total.frames_in,
+            e.total.frames_out,
+            e.total.send_dropped
+        );
+    }
+    line
+}
+
 fn memory(r: &Report) -> String {
     let Some(m) = &r.engine.memory else {
         return "not sampled".into();

@@ -162,6 +162,7 @@ mod tests {
         let participants = vec![ParticipantResult {
             room: 0,
             publisher: 7,
+            transport: crate::metrics::Transport::Udp,
             join_at_s: 14.0,
             join_ms: Some(300.0),
             first_frame_ms: Some(900.0),

@@ -1,10 +1,12 @@
 //! A client-driver thread: owns a share of the simulated participants, each
 //! with its own UDP socket on 127.0.0.1 (the engine routes by source
-//! address), and drives them with the real clock.
+//! address) or its own TCP connection to the engine's ICE-TCP candidate
+//! (RFC 4571 frames), and drives them with the real clock.
 //!
-//! The loop: wait (the `polling` crate: epoll) for a readable socket, the
+//! The loop: wait (the `polling` crate: epoll) for a readable socket (or a
+//! TCP connection that can take queued bytes again), the
 //! next deadline (sub-millisecond) or a wake from the orchestrator; read each readable socket,
-//! stamping every datagram with `Instant::now()` as `recv` returns; pass it
+//! stamping every datagram (TCP: every complete frame) with `Instant::now()` as `recv` returns; pass it
 //! through the participant's receive-path impairment (a seeded
 //! [`piazza::sim::Link`]: loss, delay, downlink cap) into the client; run
 //! due client timers (media generation, str0m timers) and delayed
@@ -16,7 +18,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use piazza::sim::client::Arrival;
-use piazza::sim::{Link, SimClient};
+use piazza::sim::{Link, SimClient, TcpLink};
 
 use crate::metrics::{
     Collector, LatencyHistogram, MediaTotals, ParticipantMeter, ParticipantResult, PauseWatch,
@@ -33,6 +35,9 @@ use crate::run::poll::{Poller, Waker};
 
 /// Datagrams read from one socket per wakeup before the others get a turn.
 const READ_BUDGET: usize = 64;
+/// Bytes read from one TCP connection per wakeup before the others get a
+/// turn (about as many packets as [`READ_BUDGET`]).
+const TCP_READ_BUDGET: usize = 64 * 1024;
 /// How often the live counters for the progress line are refreshed.
 const LIVE_INTERVAL: Duration = Duration::from_millis(250);
 /// A client whose timer is due again right after being driven waits this
@@ -60,14 +65,23 @@ pub struct Lost {
     pub reason: String,
 }
 
+/// How a client reaches the engine.
+pub enum ClientSocket {
+    /// Its own UDP socket (nonblocking, bound to the address in its offer).
+    Udp(UdpSocket),
+    /// A TCP connection to the engine's ICE-TCP candidate, opened on the
+    /// client's first send (its offer has only an active TCP candidate).
+    Tcp(TcpLink),
+}
+
 /// A joined participant handed to a driver.
 pub struct NewClient {
     /// Unique key of this participant in the run.
     pub key: u64,
     /// The peer, its answer already applied.
     pub client: SimClient,
-    /// Its socket (nonblocking, bound to the address in its offer).
-    pub socket: UdpSocket,
+    /// Its socket, or its TCP connection.
+    pub socket: ClientSocket,
     /// Its measurements.
     pub meter: ParticipantMeter,
     /// Receive-path impairment, if any.
@@ -232,7 +246,13 @@ pub fn spawn(index: usize, config: DriverConfig) -> io::Result<DriverHandle> {
 struct Entry {
     key: u64,
     client: SimClient,
-    socket: UdpSocket,
+    socket: ClientSocket,
+    /// A TCP client's connection as the poller watches it: a duplicate of
+    /// its descriptor, so it is removed from the poller before it closes
+    /// even when the connection closes itself (the engine hung up).
+    tcp_watch: Option<OwnedFd>,
+    /// The poller also watches `tcp_watch` for writability.
+    tcp_writable: bool,
     meter: ParticipantMeter,
     watch: PauseWatch,
     link: Option<Link>,
@@ -382,13 +402,19 @@ impl Driver {
             self.entries.push(None);
             self.entries.len() - 1
         });
-        if let Err(e) = self.poller.add(c.socket.as_fd(), index) {
+        // A TCP client's connection opens on its first send, and is
+        // watched from then on (`watch_tcp`).
+        if let ClientSocket::Udp(socket) = &c.socket
+            && let Err(e) = self.poller.add(socket.as_fd(), index)
+        {
             eprintln!("loadgen: cannot watch a client socket: {e}");
         }
         let mut entry = Entry {
             key: c.key,
             client: c.client,
             socket: c.socket,
+            tcp_watch: None,
+            tcp_writable: false,
             meter: c.meter,
             watch: PauseWatch::default(),
             link: c.link,
@@ -417,8 +443,15 @@ impl Driver {
             return;
         };
         e.client.close(now);
-        self.flush_transmits_of(&mut e);
-        self.poller.remove(e.socket.as_fd());
+        self.flush_transmits_of(&mut e, index);
+        match &e.socket {
+            ClientSocket::Udp(socket) => self.poller.remove(socket.as_fd()),
+            ClientSocket::Tcp(_) => {
+                if let Some(fd) = e.tcp_watch.take() {
+                    self.poller.remove(fd.as_fd());
+                }
+            }
+        }
         self.finalize(e);
         self.free.push(index);
     }
@@ -440,12 +473,23 @@ impl Driver {
     }
 
     fn read_socket(&mut self, index: usize, buf: &mut [u8]) {
+        if let Some(Some(Entry {
+            socket: ClientSocket::Tcp(_),
+            ..
+        })) = self.entries.get(index)
+        {
+            self.read_tcp(index);
+            return;
+        }
         let mut last = None;
         for _ in 0..READ_BUDGET {
             let Some(e) = self.entries.get_mut(index).and_then(|e| e.as_mut()) else {
                 return;
             };
-            let (n, source) = match e.socket.recv_from(buf) {
+            let ClientSocket::Udp(socket) = &e.socket else {
+                return;
+            };
+            let (n, source) = match socket.recv_from(buf) {
                 Ok(r) => r,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -479,6 +523,55 @@ impl Driver {
                 }
             }
         }
+        if let Some(at) = last {
+            self.after_io(index, at, false);
+        }
+    }
+
+    /// A TCP client's connection is ready: hand the kernel what waits to
+    /// be sent, and take in every complete frame (through the receive-path
+    /// impairment, as a UDP client's datagrams).
+    fn read_tcp(&mut self, index: usize) {
+        let Some(e) = self.entries.get_mut(index).and_then(|e| e.as_mut()) else {
+            return;
+        };
+        let ClientSocket::Tcp(tcp) = &mut e.socket else {
+            return;
+        };
+        tcp.flush();
+        let (client, impairment, key) = (&mut e.client, &mut e.link, e.key);
+        let (delayed, order) = (&mut self.delayed, &mut self.order);
+        let mut last = None;
+        tcp.receive(TCP_READ_BUDGET, |source, frame| {
+            // Stamped as the frame is complete.
+            let at = Instant::now();
+            let deliver_at = match impairment.as_mut() {
+                None => Some(at),
+                Some(link) => link.send(at, frame.len()),
+            };
+            match deliver_at {
+                None => {} // Lost on the impaired receive path.
+                Some(t) if t <= at => {
+                    client.handle_datagram(at, source, frame);
+                    last = Some(at);
+                }
+                Some(t) => {
+                    *order += 1;
+                    delayed.push(Reverse(Delayed {
+                        at: t,
+                        order: *order,
+                        index,
+                        key,
+                        source,
+                        data: frame.to_vec(),
+                    }));
+                }
+            }
+        });
+        if let Some(at) = last {
+            e.last_rx = at;
+        }
+        watch_tcp(&mut self.poller, index, e);
         if let Some(at) = last {
             self.after_io(index, at, false);
         }
@@ -539,7 +632,7 @@ impl Driver {
         let Some(mut e) = self.entries[index].take() else {
             return;
         };
-        self.flush_transmits_of(&mut e);
+        self.flush_transmits_of(&mut e, index);
         e.client.take_arrivals(&mut self.arrivals);
         for a in self.arrivals.drain(..) {
             e.meter.on_arrival(&a, self.epoch, &mut self.collector);
@@ -556,7 +649,8 @@ impl Driver {
         self.entries[index] = Some(e);
     }
 
-    fn flush_transmits_of(&mut self, e: &mut Entry) {
+    /// Send what client `e` (entry `index`) queued.
+    fn flush_transmits_of(&mut self, e: &mut Entry, index: usize) {
         while let Some(t) = e.client.poll_transmit() {
             // Bounded by construction: only loopback destinations.
             if !t.destination.ip().is_loopback() {
@@ -564,9 +658,17 @@ impl Driver {
                 continue;
             }
             crate::run::flood::TAP.offer(&t.contents);
-            if e.socket.send_to(&t.contents, t.destination).is_err() {
+            let sent = match &mut e.socket {
+                ClientSocket::Udp(socket) => socket.send_to(&t.contents, t.destination).is_ok(),
+                ClientSocket::Tcp(tcp) => tcp.send(t.destination, &t.contents),
+            };
+            if !sent {
                 self.send_errors += 1;
             }
+        }
+        if let ClientSocket::Tcp(tcp) = &mut e.socket {
+            tcp.flush();
+            watch_tcp(&mut self.poller, index, e);
         }
     }
 
@@ -627,6 +729,45 @@ impl Driver {
             cpu,
             send_errors: self.send_errors,
             blocked: self.blocked,
+        }
+    }
+}
+
+/// Keep the poller's view of TCP client `e` (entry `index`) current: watch
+/// its connection once open, for writability too while bytes wait, and
+/// stop watching it once it closed.
+fn watch_tcp(poller: &mut Poller, index: usize, e: &mut Entry) {
+    let ClientSocket::Tcp(tcp) = &e.socket else {
+        return;
+    };
+    if tcp.closed {
+        if let Some(fd) = e.tcp_watch.take() {
+            poller.remove(fd.as_fd());
+        }
+        return;
+    }
+    if e.tcp_watch.is_none() {
+        let Some(fd) = tcp.as_fd() else {
+            return; // Not connected yet.
+        };
+        match fd.try_clone_to_owned() {
+            Ok(fd) => match poller.add(fd.as_fd(), index) {
+                Ok(()) => {
+                    e.tcp_watch = Some(fd);
+                    e.tcp_writable = false;
+                }
+                Err(err) => eprintln!("loadgen: cannot watch a client connection: {err}"),
+            },
+            Err(err) => eprintln!("loadgen: cannot watch a client connection: {err}"),
+        }
+    }
+    let want = tcp.wants_write();
+    if let Some(fd) = &e.tcp_watch
+        && want != e.tcp_writable
+    {
+        match poller.set_writable(fd.as_fd(), index, want) {
+            Ok(()) => e.tcp_writable = want,
+            Err(err) => eprintln!("loadgen: cannot watch a client connection: {err}"),
         }
     }
 }

@@ -91,6 +91,7 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
         ],
         flood: None,
         cluster: None,
+        engine_tcp: None,
     })
 }
 

@@ -37,6 +37,73 @@ pub struct EngineWindow {
     pub cpu: Duration,
 }
 
+/// The engine's ICE-TCP counters, summed over its shards (`ShardStats`:
+/// `core.tcp` and `socket.tcp`), since the engine started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct TcpCounters {
+    /// Connections accepted (and kept).
+    pub accepted: u64,
+    /// Connections that carried a binding request a participant's ICE
+    /// agent answered.
+    pub validated: u64,
+    /// Connections open.
+    pub open: u64,
+    /// Connections refused at a limit (per shard or per source).
+    pub refused: u64,
+    /// Connections closed, for any reason.
+    pub closed: u64,
+    /// RFC 4571 frames received.
+    pub frames_in: u64,
+    /// Frames queued to connections.
+    pub frames_out: u64,
+    /// Bytes read from connections.
+    pub bytes_in: u64,
+    /// Frames dropped because a connection's send queue was full.
+    pub send_dropped: u64,
+    /// Connections that failed while reading or writing.
+    pub io_errors: u64,
+}
+
+impl TcpCounters {
+    /// The sums over the shards of `stats`; `None` when ICE-TCP is off.
+    pub fn of(stats: &piazza::EngineStats) -> Option<TcpCounters> {
+        if stats.shards.iter().all(|sh| sh.tcp_addr.is_none()) {
+            return None;
+        }
+        let mut x = TcpCounters::default();
+        for sh in &stats.shards {
+            let (c, k) = (&sh.core.tcp, &sh.socket.tcp);
+            x.accepted += c.accepted;
+            x.validated += c.validated;
+            x.open += c.open as u64;
+            x.refused += c.refused_shard_limit + c.refused_source_limit;
+            x.closed += c.evicted_pending
+                + c.closed_handshake_timeout
+                + c.closed_idle
+                + c.closed_bad_frame
+                + c.closed_not_stun
+                + c.closed_rejected
+                + c.closed_participant_gone
+                + c.closed_by_peer;
+            x.frames_in += c.frames_in;
+            x.frames_out += k.frames_sent;
+            x.bytes_in += k.bytes_received;
+            x.send_dropped += k.send_dropped;
+            x.io_errors += k.io_errors;
+        }
+        Some(x)
+    }
+}
+
+/// The engine's ICE-TCP counters of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EngineTcp {
+    /// When the measurement window opened (`None`: it never did).
+    pub window_start: Option<TcpCounters>,
+    /// At the end of the run.
+    pub end: TcpCounters,
+}
+
 /// What a run produced, before it becomes a report.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
@@ -89,6 +156,8 @@ pub struct RunOutcome {
     pub flood: Option<flood::FloodReport>,
     /// Per-node figures and rejoins (a cluster target, or `--rejoin`).
     pub cluster: Option<cluster::ClusterReport>,
+    /// The engine's ICE-TCP counters, when it ran with ICE-TCP on.
+    pub engine_tcp: Option<EngineTcp>,
 }
 
 /// What the client threads and the machine did during the window.

@@ -67,13 +67,30 @@ impl Poller {
         }
     }
 
+    /// Watch `fd` (added before) for readability, and also for
+    /// writability when `writable` (a TCP client with bytes the kernel did
+    /// not take yet).
+    pub fn set_writable(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        token: usize,
+        writable: bool,
+    ) -> io::Result<()> {
+        let interest = if writable {
+            Event::all(token)
+        } else {
+            Event::readable(token)
+        };
+        self.poller.modify_with_mode(fd, interest, PollMode::Level)
+    }
+
     /// Stop watching `fd` (before closing it).
     pub fn remove(&mut self, fd: BorrowedFd<'_>) {
         let _ = self.poller.delete(fd);
     }
 
-    /// Wait until a watched socket is readable, [`Waker::wake`] was called,
-    /// or `deadline` passed. Readable socket tokens are appended to `ready`.
+    /// Wait until a watched socket is readable (or writable, when asked), [`Waker::wake`] was called,
+    /// or `deadline` passed. Ready socket tokens are appended to `ready`.
     pub fn wait(&mut self, deadline: Instant, ready: &mut Vec<usize>) -> io::Result<()> {
         self.events.clear();
         match self.poller.wait_deadline(&mut self.events, deadline) {

@@ -33,6 +33,8 @@ pub(crate) struct Counters {
     pub events_dropped: u64,
     /// Datagrams the shards could not send.
     pub send_drops: u64,
+    /// The engine's ICE-TCP counters, when it runs ICE-TCP and tells them.
+    pub tcp: Option<crate::run::TcpCounters>,
 }
 
 /// What the orchestrator drives: the embedded engine or an external server.

@@ -16,14 +16,16 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use piazza::sim::{ClientConfig, Link, SimClient};
-use piazza::{Engine, EngineStats};
+use piazza::{Engine, EngineStats, TcpConfig};
 
 use crate::error::LoadgenError;
-use crate::metrics::ParticipantMeter;
+use crate::metrics::{ParticipantMeter, Transport};
 use crate::run::cluster::{ClusterReport, RejoinRecord, RejoinReport};
-use crate::run::driver::{self, Command, DriverHandle, Lost, NewClient, thread_cpu_time};
+use crate::run::driver::{
+    self, ClientSocket, Command, DriverHandle, Lost, NewClient, thread_cpu_time,
+};
 use crate::run::health::MachineWatch;
-use crate::run::{ClientHealth, EngineWindow, Progress, RunOutcome, flood};
+use crate::run::{ClientHealth, EngineTcp, EngineWindow, Progress, RunOutcome, flood};
 use crate::scenario::Scenario;
 
 /// How often the progress line is refreshed.
@@ -84,10 +86,13 @@ struct Orchestrator<'a> {
 /// Run the scenario against an embedded engine.
 pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError> {
     let main_cpu_start = thread_cpu_time();
-    let engine = Engine::builder()
+    let mut builder = Engine::builder()
         .shards(s.shards)
-        .bind(Ipv4Addr::LOCALHOST.into())
-        .build()?;
+        .bind(Ipv4Addr::LOCALHOST.into());
+    if s.tcp_share > 0.0 {
+        builder = builder.ice_tcp(Some(tcp_config(s)));
+    }
+    let engine = builder.build()?;
     let mut backend = Embedded {
         events: engine.events(),
         engine,
@@ -95,6 +100,23 @@ pub fn run(s: &Scenario, progress: &Progress) -> Result<RunOutcome, LoadgenError
         e2ee: s.e2ee,
     };
     drive(s, progress, &mut backend, main_cpu_start)
+}
+
+/// The embedded engine's ICE-TCP limits for a run with TCP clients: the
+/// defaults, except that every simulated client connects from 127.0.0.1,
+/// one source address, so the per-source limits (and the per-shard ones,
+/// as all rooms may be on one shard) are raised to twice the run's TCP
+/// participants (churned ones are replaced while their connection closes).
+fn tcp_config(s: &Scenario) -> TcpConfig {
+    let d = TcpConfig::default();
+    let n = 2 * s.rooms * s.tcp_per_room();
+    TcpConfig {
+        max_connections: d.max_connections.max(n),
+        max_pending: d.max_pending.max(n),
+        max_connections_per_source: d.max_connections_per_source.max(n),
+        max_pending_per_source: d.max_pending_per_source.max(n),
+        ..d
+    }
 }
 
 /// Run the scenario against `backend`; `main_cpu_start` is this thread's
@@ -474,6 +496,10 @@ pub(crate) fn drive(
         engine_peak_rss_mb: peak_rss_mb,
         flood: flood_report,
         cluster,
+        engine_tcp: end_stats.tcp.map(|end| EngineTcp {
+            window_start: window.as_ref().and_then(|(_, w)| w.tcp),
+            end,
+        }),
         loadgen_cpu,
         client_send_errors,
         notes,
@@ -542,8 +568,7 @@ impl Orchestrator<'_> {
         rejoin: Option<&MemberId>,
     ) -> Result<(Option<String>, u32), (bool, String)> {
         let s = self.s;
-        let socket = client_socket().map_err(|e| (false, format!("client socket: {e}")))?;
-        let addr = socket.local_addr().map_err(|e| (false, e.to_string()))?;
+        let tcp = s.tcp_at(p);
         let key = self.next_key;
         self.next_key += 1;
         let publisher = key as u32;
@@ -556,7 +581,17 @@ impl Orchestrator<'_> {
         cfg.speaking = self.rooms[r].speaking[p];
         cfg.e2ee = s.e2ee;
         cfg.seed = s.seed.wrapping_mul(0x9e37_79b9).wrapping_add(key);
-        let mut client = SimClient::new(cfg, addr, self.epoch, Instant::now());
+        let (mut client, socket) = if tcp {
+            // An active TCP candidate only; the connection opens on the
+            // first send, to the engine's passive candidate.
+            let (client, link) = SimClient::on_tcp(cfg, self.epoch);
+            (client, ClientSocket::Tcp(link))
+        } else {
+            let socket = client_socket().map_err(|e| (false, format!("client socket: {e}")))?;
+            let addr = socket.local_addr().map_err(|e| (false, e.to_string()))?;
+            let client = SimClient::new(cfg, addr, self.epoch, Instant::now());
+            (client, ClientSocket::Udp(socket))
+        };
         // Queued until the control channel opens.
         for m in cap_messages(&client, s) {
             client.send_control(&m);
@@ -580,7 +615,8 @@ impl Orchestrator<'_> {
             present,
             s.video_slots,
             s.audio_slots,
-        );
+        )
+        .with_transport(if tcp { Transport::Tcp } else { Transport::Udp });
         let link =
             link_config(s).map(|c| Link::new(c, s.seed ^ key.wrapping_mul(0x2545_f491_4f6c_dd1d)));
         let driver = (key as usize) % self.drivers.len();
@@ -629,6 +665,7 @@ fn counters(stats: &EngineStats) -> Counters {
         x.events_dropped += sh.events_dropped;
         x.send_drops += sh.socket.send_errors + sh.socket.send_would_block;
     }
+    x.tcp = crate::run::TcpCounters::of(stats);
     // This process: the engine and the clients together.
     x.sample.rss_bytes = crate::run::process::rss_bytes(std::process::id()).unwrap_or(0);
     x.sample.heap_bytes = crate::run::process::own_heap_bytes().unwrap_or(0);

@@ -36,7 +36,7 @@ use serde_json::json;
 
 use crate::error::LoadgenError;
 use crate::metrics::{EngineSample, ParticipantMeter};
-use crate::run::driver::{self, Command, DriverHandle, NewClient, thread_cpu_time};
+use crate::run::driver::{self, ClientSocket, Command, DriverHandle, NewClient, thread_cpu_time};
 use crate::run::embedded::{Gathered, client_socket, gather, link_config};
 use crate::run::health::MachineWatch;
 use crate::run::{ClientHealth, EngineWindow, Progress, RunOutcome, process};
@@ -420,6 +420,7 @@ fn drive(
         notes,
         flood: None,
         cluster: None,
+        engine_tcp: None,
     })
 }
 
@@ -529,7 +530,7 @@ impl Orchestrator<'_> {
         self.drivers[driver].send(Command::Add(Box::new(NewClient {
             key,
             client,
-            socket,
+            socket: ClientSocket::Udp(socket),
             meter,
             link: None,
             measured: false,
@@ -629,7 +630,7 @@ impl Orchestrator<'_> {
         self.drivers[driver].send(Command::Add(Box::new(NewClient {
             key,
             client,
-            socket,
+            socket: ClientSocket::Udp(socket),
             meter,
             link,
             measured: true,

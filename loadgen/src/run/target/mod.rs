@@ -225,6 +225,8 @@ impl Node {
             events_dropped: count("piazza_events_dropped_total"),
             send_drops: m.sum_where("piazza_drops_total", "reason=\"send_error\"") as u64
                 + m.sum_where("piazza_drops_total", "reason=\"send_would_block\"") as u64,
+            // The load generator's clients use UDP against a server.
+            tcp: None,
         })
     }
 
