@@ -18,6 +18,7 @@ use crate::core::received::ReceivedAt;
 use crate::core::rewriter::Rewriter;
 use crate::core::selector::{self, OnPacket};
 use crate::ids::{Layer, ParticipantId, VideoSource};
+use crate::join::VideoPts;
 
 /// A publisher's video track at one simulcast layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,11 +54,15 @@ pub(crate) struct VideoSlot {
     paused: bool,
     /// The bandwidth allocator paused this slot (not even the lowest layer fits).
     bw_paused: bool,
+    /// The codecs the m-line negotiated and their payload types: the slot
+    /// shows only publishers sending one of them (no transcoding).
+    pub pts: VideoPts,
 }
 
 impl VideoSlot {
-    pub fn new(mid: Mid) -> Self {
+    pub fn new(mid: Mid, pts: VideoPts) -> Self {
         VideoSlot {
+            pts,
             mid,
             ssrc: None,
             rewriter: Rewriter::new(90_000),
@@ -298,7 +303,7 @@ mod tests {
     }
 
     fn slot() -> VideoSlot {
-        VideoSlot::new(Mid::from("1"))
+        VideoSlot::new(Mid::from("1"), VideoPts::vp8_for_tests())
     }
 
     #[test]
