@@ -129,7 +129,8 @@ pub fn h264_payloads(
     let mut out = Vec::new();
     let slice_header = if keyframe { NAL_IDR } else { NAL_NON_IDR };
     let slice_len = frame_bytes.max(TRAILER_LEN + 16);
-    let fragments = if slice_len + 1 <= mtu {
+    // One NAL header byte plus the slice.
+    let fragments = if slice_len < mtu {
         1
     } else {
         // Each FU-A fragment carries 2 header bytes and a trailer.
