@@ -3,7 +3,9 @@
 # redis-server (if absent; Redis for the cluster failover scenario) and the
 # npm packages (playwright-core, from package-lock.json), then runs the
 # ignored Rust tests that start the server (or a cluster of nodes) and drive
-# headless Chromium. Takes about three minutes once chromium is installed.
+# headless Chromium: e2e.mjs, e2ee.mjs, h264.mjs (an H.264 simulcast camera
+# decoded in another page) and cluster.mjs. Takes about four minutes once
+# chromium is installed.
 # Called by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")"

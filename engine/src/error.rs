@@ -70,7 +70,7 @@ impl fmt::Display for Error {
             Error::MalformedSdp(e) => write!(f, "the offer is not valid SDP: {e}"),
             Error::NoUsableCodec => write!(
                 f,
-                "the offer has no usable codec: offer Opus for audio and VP8 for video"
+                "the offer has no usable codec: offer Opus for audio and VP8 or H.264 (packetization-mode 1, profile 42e01f or 42001f) for video"
             ),
             Error::EmptyOffer => write!(
                 f,

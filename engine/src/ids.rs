@@ -89,3 +89,28 @@ impl Layer {
         }
     }
 }
+
+/// A video codec the engine forwards (it never transcodes: a slot shows only
+/// publishers whose codec it negotiated).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoCodec {
+    /// VP8 (RFC 7741), the preferred codec.
+    Vp8,
+    /// H.264 constrained baseline / baseline (profile-level-id 42e01f or
+    /// 42001f), packetization-mode 1 (RFC 6184: single NAL unit, STAP-A,
+    /// FU-A).
+    H264,
+}
+
+impl VideoCodec {
+    /// The codec's name as in SDP and in the control messages: `vp8`, `h264`.
+    pub fn name(self) -> &'static str {
+        match self {
+            VideoCodec::Vp8 => "vp8",
+            VideoCodec::H264 => "h264",
+        }
+    }
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
 use str0m::config::{CryptoProvider, DtlsCert};
-use str0m::format::Codec;
+use str0m::format::{Codec, CodecConfig, PayloadParams};
 use str0m::ice::IceCreds;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Rids};
 use str0m::net::TcpType;
@@ -17,7 +17,12 @@ use str0m::{Candidate, Rtc, RtcConfig};
 
 use crate::config::RoomConfig;
 use crate::error::Error;
-use crate::ids::{ParticipantId, RoomId};
+use crate::ids::{ParticipantId, RoomId, VideoCodec};
+
+/// The H.264 payload types the engine offers to match: (pt, rtx pt,
+/// profile-level-id), constrained baseline first. The PTs are str0m's
+/// defaults; accepting an offer re-maps them to the offer's.
+const H264_PROFILES: &[(u8, u8, u32)] = &[(108, 109, 0x42e01f), (127, 121, 0x42001f)];
 
 /// Engine-wide material shared by every participant's `Rtc`, and the
 /// random source of its ICE credentials.
@@ -74,11 +79,60 @@ pub(crate) struct MediaLayout {
     pub screen_in: Option<InTrack>,
     /// The client's recvonly video m-lines: our video send slots.
     pub video_slots: Vec<Mid>,
+    /// What each video slot negotiated (same order as `video_slots`).
+    pub video_slot_pts: Vec<VideoPts>,
     /// The client's recvonly audio m-lines: our audio send slots.
     pub audio_slots: Vec<Mid>,
     pub has_data_channel: bool,
-    pub pt_vp8: Option<Pt>,
+    /// Every video payload type of the session and its codec: what an
+    /// incoming video packet's PT says it carries.
+    pub video_pts: Vec<(Pt, VideoCodec)>,
     pub pt_opus: Option<Pt>,
+}
+
+impl MediaLayout {
+    /// The codec of an incoming video packet, from its payload type.
+    #[inline]
+    pub fn video_codec(&self, pt: Pt) -> Option<VideoCodec> {
+        self.video_pts
+            .iter()
+            .find(|(p, _)| *p == pt)
+            .map(|(_, c)| *c)
+    }
+}
+
+/// The payload type a video slot sends each codec with; `None`: the slot
+/// did not negotiate it (the subscriber cannot decode it there).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct VideoPts {
+    pub vp8: Option<Pt>,
+    pub h264: Option<Pt>,
+}
+
+impl VideoPts {
+    /// The payload type for `codec`, if negotiated.
+    #[inline]
+    pub fn pt(&self, codec: VideoCodec) -> Option<Pt> {
+        match codec {
+            VideoCodec::Vp8 => self.vp8,
+            VideoCodec::H264 => self.h264,
+        }
+    }
+
+    /// Whether the slot can carry `codec`.
+    #[inline]
+    pub fn accepts(&self, codec: VideoCodec) -> bool {
+        self.pt(codec).is_some()
+    }
+
+    /// A VP8-only slot (PT 96), for unit tests of the slot logic.
+    #[cfg(test)]
+    pub fn vp8_for_tests() -> Self {
+        VideoPts {
+            vp8: Some(96.into()),
+            h264: None,
+        }
+    }
 }
 
 /// A participant ready to be adopted by a shard.
@@ -147,7 +201,7 @@ pub(crate) fn prepare(
             // (a heavily lossy one caps the estimate at once).
             .set_stats_interval(Some(STATS_INTERVAL));
     }
-    let mut rtc = config
+    let mut config = config
         .set_crypto_provider(ctx.crypto.clone())
         .set_dtls_cert(ctx.cert.clone())
         .set_local_ice_credentials(creds)
@@ -156,8 +210,17 @@ pub(crate) fn prepare(
         // Only what we forward: parsing a 55 m-line offer costs ~4x less.
         .clear_codecs()
         .enable_opus(true, false)
-        .enable_vp8(true)
-        .build(now);
+        .enable_vp8(true);
+    // H.264 after VP8 (the answer keeps the offer's order, so the client's
+    // preference decides; the browser client puts VP8 first): constrained
+    // baseline and baseline, packetization-mode 1 only (FU-A is what
+    // browsers send at camera resolutions), each with RTX.
+    for (pt, rtx, profile) in H264_PROFILES {
+        config
+            .codec_config()
+            .add_h264((*pt).into(), Some((*rtx).into()), true, *profile);
+    }
+    let mut rtc = config.build(now);
 
     let unusable = |addr: SocketAddr, e: str0m::error::IceError| {
         Error::InvalidConfig(crate::config::ConfigError::new(
@@ -201,6 +264,41 @@ pub(crate) fn prepare(
     })
 }
 
+/// The codec the engine forwards under these payload parameters.
+fn codec_of(p: &PayloadParams) -> Option<VideoCodec> {
+    let spec = p.spec();
+    match spec.codec {
+        Codec::Vp8 => Some(VideoCodec::Vp8),
+        // Only packetization-mode 1 is configured; a mode 0 stream would
+        // need no FU-A, but nothing negotiates it.
+        Codec::H264 if spec.format.packetization_mode == Some(1) => Some(VideoCodec::H264),
+        _ => None,
+    }
+}
+
+/// A slot's payload type per codec, from what its m-line negotiated
+/// (`remote_pts`). For H.264 constrained baseline (42e01f) is preferred:
+/// browser encoders produce it, and a baseline decoder decodes it too.
+fn slot_pts(config: &CodecConfig, remote_pts: &[Pt]) -> VideoPts {
+    let mut pts = VideoPts::default();
+    let mut h264_baseline = None;
+    for p in config.iter().filter(|p| remote_pts.contains(&p.pt())) {
+        match codec_of(p) {
+            Some(VideoCodec::Vp8) if pts.vp8.is_none() => pts.vp8 = Some(p.pt()),
+            Some(VideoCodec::H264) => {
+                if p.spec().format.profile_level_id == Some(0x42e01f) {
+                    pts.h264 = pts.h264.or(Some(p.pt()));
+                } else {
+                    h264_baseline = h264_baseline.or(Some(p.pt()));
+                }
+            }
+            _ => {}
+        }
+    }
+    pts.h264 = pts.h264.or(h264_baseline);
+    pts
+}
+
 /// Classify the offer's m-lines from our side: the first send video is the
 /// camera, the second the screen share; recvonly lines are receive slots.
 fn inspect(
@@ -242,18 +340,23 @@ fn inspect(
                 layout.screen_in = Some(track)
             }
             (MediaKind::Audio, _, true) => layout.audio_slots.push(mid),
-            (MediaKind::Video, _, true) => layout.video_slots.push(mid),
+            (MediaKind::Video, _, true) => {
+                layout.video_slots.push(mid);
+                layout
+                    .video_slot_pts
+                    .push(slot_pts(rtc.codec_config(), media.remote_pts()));
+            }
             // Extra send tracks beyond one audio, camera and screen are
             // accepted by SDP but not forwarded.
             _ => {}
         }
     }
 
-    layout.pt_vp8 = rtc
+    layout.video_pts = rtc
         .codec_config()
         .iter()
-        .find(|p| p.spec().codec == Codec::Vp8)
-        .map(|p| p.pt());
+        .filter_map(|p| Some((p.pt(), codec_of(p)?)))
+        .collect();
     layout.pt_opus = rtc
         .codec_config()
         .iter()

@@ -94,6 +94,6 @@ pub use core::{
 pub use engine::{DEFAULT_SHUTDOWN_BOUND, Engine, EngineBuilder, EngineStats, Joined, RoomInfo};
 pub use error::{Error, IoError};
 pub use event::{EngineEvent, Events, LeaveReason, RecvError, TrackKind};
-pub use ids::{Layer, ParticipantId, RoomId, VideoSource};
+pub use ids::{Layer, ParticipantId, RoomId, VideoCodec, VideoSource};
 pub use latency::{FORWARD_LATENCY_BUCKETS, ForwardLatency};
 pub use shard::{ShardStats, SocketStats, TcpSocketStats};

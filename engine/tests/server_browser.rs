@@ -11,6 +11,10 @@
 //!   decodes nothing, and a removed participant cannot decrypt what is sent
 //!   after the key change.
 //!
+//! - `browser/h264.mjs`: one page publishes its camera as H.264 simulcast,
+//!   another (VP8 camera) decodes it as video/H264, also after the engine
+//!   moves it up a layer, while the first decodes the second's VP8.
+//!
 //! - `browser/cluster.mjs`: failover in cluster mode. Redis and three
 //!   `piazza` nodes as processes; two pages in a call through nodes that do
 //!   not host the room; the owning node is killed with SIGKILL, and each
@@ -44,6 +48,18 @@ fn three_browsers_share_lock_kick_and_leave() {
         "browser-e2e",
         "three-participants.png",
         Duration::from_secs(300),
+    );
+}
+
+#[test]
+#[ignore = "needs chromium and browser/node_modules; run by browser/ci.sh"]
+fn an_h264_simulcast_camera_decodes_in_another_chromium() {
+    // The scenario takes ~20-40 s; a busy machine gets plenty more.
+    run_scenario(
+        "h264.mjs",
+        "browser-h264",
+        "h264-bob.png",
+        Duration::from_secs(240),
     );
 }
 

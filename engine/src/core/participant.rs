@@ -12,7 +12,7 @@ use crate::core::downlink::Downlink;
 use crate::core::received::{self, Carried};
 pub(crate) use crate::core::slot::VideoFeed;
 use crate::core::slot::{AudioSlot, VideoSlot};
-use crate::ids::{Layer, ParticipantId, VideoSource};
+use crate::ids::{Layer, ParticipantId, VideoCodec, VideoSource};
 use crate::join::{MediaLayout, Prepared};
 
 /// An incoming RTP stream of a publisher, classified once per SSRC.
@@ -101,6 +101,9 @@ pub(crate) struct Participant {
     /// Layers of each source this publisher was last told to send (bit per
     /// layer); `None` until told (it sends everything).
     pub told_layers: [Option<u8>; 2],
+    /// The codec each source (camera, screen) sends, from the payload type
+    /// of its latest packet; `None` before the first.
+    pub video_codec: [Option<VideoCodec>; 2],
 }
 
 /// Index of a source in per-source arrays.
@@ -133,7 +136,8 @@ impl Participant {
             .layout
             .video_slots
             .iter()
-            .map(|&m| VideoSlot::new(m))
+            .zip(&p.layout.video_slot_pts)
+            .map(|(&m, &pts)| VideoSlot::new(m, pts))
             .collect();
         let audio_slots = p
             .layout
@@ -166,6 +170,7 @@ impl Participant {
             meters: [[LayerMeter::default(); MAX_LAYERS]; 2],
             audio_meter: LayerMeter::default(),
             told_layers: [None; 2],
+            video_codec: [None; 2],
         }
     }
 

@@ -20,6 +20,7 @@ use crate::core::received::ReceivedAt;
 use crate::core::rewriter::Rewriter;
 use crate::core::selector::{self, OnPacket};
 use crate::ids::{Layer, ParticipantId, VideoSource};
+use crate::join::VideoPts;
 
 /// A publisher's video track at one simulcast layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,11 +58,15 @@ pub(crate) struct VideoSlot {
     bw_paused: bool,
     /// When the allocator last lowered this slot's layer or paused it.
     pub lowered_at: Option<Instant>,
+    /// The codecs the m-line negotiated and their payload types: the slot
+    /// shows only publishers sending one of them (no transcoding).
+    pub pts: VideoPts,
 }
 
 impl VideoSlot {
-    pub fn new(mid: Mid) -> Self {
+    pub fn new(mid: Mid, pts: VideoPts) -> Self {
         VideoSlot {
+            pts,
             mid,
             ssrc: None,
             rewriter: Rewriter::new(90_000),
@@ -303,7 +308,7 @@ mod tests {
     }
 
     fn slot() -> VideoSlot {
-        VideoSlot::new(Mid::from("1"))
+        VideoSlot::new(Mid::from("1"), VideoPts::vp8_for_tests())
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Synthetic media: VP8 payloads with valid RFC 7741 payload descriptors and
+//! Synthetic media: VP8 payloads with valid RFC 7741 payload descriptors,
+//! H.264 payloads in RFC 6184 packetization-mode 1 and
 //! Opus-sized audio, each carrying a trailer with (publisher, sequence, send
 //! time) so receivers measure one-way latency and end-to-end loss.
 
@@ -99,6 +100,121 @@ pub fn vp8_payload(
     buf.extend(std::iter::repeat_n(0xa5, body));
     trailer.write(&mut buf);
     buf
+}
+
+/// NAL unit headers (RFC 6184 section 5.3: F, NRI, type).
+const NAL_SPS: u8 = 0x67;
+const NAL_PPS: u8 = 0x68;
+const NAL_IDR: u8 = 0x65;
+const NAL_NON_IDR: u8 = 0x41;
+const STAP_A: u8 = 24;
+const FU_A: u8 = 28;
+
+/// The RTP payloads of one H.264 frame of about `frame_bytes` in
+/// packetization-mode 1 (RFC 6184), as browsers packetize: a keyframe
+/// opens with SPS (constrained baseline 42e01f, with the frame size) and
+/// PPS aggregated in a STAP-A, then the IDR slice; a slice that does not fit
+/// `mtu` goes as FU-A fragments (start bit on the first, end bit on the
+/// last), else as a single NAL unit packet. Every payload ends with the
+/// trailer `trailer(index, last)` (inside the last NAL unit of a STAP-A).
+pub fn h264_payloads(
+    keyframe: bool,
+    width: u16,
+    height: u16,
+    frame_bytes: usize,
+    mtu: usize,
+    trailer: impl Fn(usize, bool) -> Trailer,
+) -> Vec<Vec<u8>> {
+    let mtu = mtu.max(TRAILER_LEN + 64);
+    let mut out = Vec::new();
+    let slice_header = if keyframe { NAL_IDR } else { NAL_NON_IDR };
+    let slice_len = frame_bytes.max(TRAILER_LEN + 16);
+    // One NAL header byte plus the slice.
+    let fragments = if slice_len < mtu {
+        1
+    } else {
+        // Each FU-A fragment carries 2 header bytes and a trailer.
+        slice_len.div_ceil(mtu - 2 - TRAILER_LEN)
+    };
+    let total = fragments + usize::from(keyframe);
+    if keyframe {
+        let mut sps = vec![NAL_SPS, 0x42, 0xe0, 0x1f];
+        sps.extend_from_slice(&width.to_be_bytes());
+        sps.extend_from_slice(&height.to_be_bytes());
+        let mut pps = vec![NAL_PPS, 0xce, 0x3c, 0x80];
+        trailer(0, total == 1).write(&mut pps);
+        let mut buf = vec![0x60 | STAP_A];
+        for nal in [&sps, &pps] {
+            buf.extend_from_slice(&(nal.len() as u16).to_be_bytes());
+            buf.extend_from_slice(nal);
+        }
+        out.push(buf);
+    }
+    if fragments == 1 {
+        let mut buf = vec![slice_header];
+        buf.extend(std::iter::repeat_n(0xa5, slice_len - TRAILER_LEN));
+        trailer(out.len(), true).write(&mut buf);
+        out.push(buf);
+        return out;
+    }
+    let chunk = slice_len.div_ceil(fragments);
+    for f in 0..fragments {
+        let (start, end) = (f == 0, f + 1 == fragments);
+        let fu_header = (u8::from(start) << 7) | (u8::from(end) << 6) | (slice_header & 0x1f);
+        let mut buf = vec![(slice_header & 0x60) | FU_A, fu_header];
+        buf.extend(std::iter::repeat_n(
+            0xa5,
+            chunk.saturating_sub(TRAILER_LEN).max(1),
+        ));
+        trailer(out.len(), end).write(&mut buf);
+        out.push(buf);
+    }
+    out
+}
+
+/// What an H.264 payload (packetization-mode 1) starts: the NAL unit type
+/// of a single NAL unit packet, of the first unit of a STAP-A, or of the
+/// unit an FU-A start fragment begins (`None` for other FU-A fragments and
+/// malformed payloads).
+pub fn h264_first_nal_type(payload: &[u8]) -> Option<u8> {
+    let t = payload.first()? & 0x1f;
+    match t {
+        1..=23 => Some(t),
+        STAP_A => Some(payload.get(3)? & 0x1f),
+        FU_A => {
+            let h = payload.get(1)?;
+            (h & 0x80 != 0).then_some(h & 0x1f)
+        }
+        _ => None,
+    }
+}
+
+/// Whether an H.264 payload is well-formed packetization-mode 1: a single
+/// NAL unit, a STAP-A whose units fill it exactly, or an FU-A with a
+/// fragment after its two header bytes.
+pub fn h264_well_formed(payload: &[u8]) -> bool {
+    let Some(&b0) = payload.first() else {
+        return false;
+    };
+    match b0 & 0x1f {
+        1..=23 => true,
+        STAP_A => {
+            let mut at = 1;
+            while at < payload.len() {
+                let Some(len) = payload.get(at..at + 2) else {
+                    return false;
+                };
+                let len = u16::from_be_bytes([len[0], len[1]]) as usize;
+                if len == 0 {
+                    return false;
+                }
+                at += 2 + len;
+            }
+            at == payload.len() && payload.len() > 1
+        }
+        FU_A => payload.len() > 2 && !(payload[1] & 0x80 != 0 && payload[1] & 0x40 != 0),
+        _ => false,
+    }
 }
 
 /// One Opus-sized audio payload (TOC byte + filler + trailer).

@@ -9,9 +9,10 @@
 use std::time::Instant;
 
 use super::Room;
-use crate::core::participant::VideoFeed;
+use crate::core::participant::{VideoFeed, source_index};
 use crate::core::slot::VideoSlot;
-use crate::ids::{Layer, ParticipantId, VideoSource};
+use crate::ids::{Layer, ParticipantId, VideoCodec, VideoSource};
+use crate::join::VideoPts;
 
 /// Audio slot hysteresis: a challenger must be this much louder (dB) than
 /// the quietest holder to take its slot.
@@ -20,20 +21,25 @@ const AUDIO_SWITCH_MARGIN: f32 = 6.0;
 impl Room {
     /// The room-wide order in which video sources claim slots: screen shares
     /// first, then the active speaker, then recent speakers (most recent
-    /// first), then join order.
-    fn video_ranking(&self, base: Instant) -> Vec<(ParticipantId, VideoSource)> {
+    /// first), then join order. Each with the codec it sends.
+    fn video_ranking(&self, base: Instant) -> Vec<Want> {
         let speaker = self.speakers.current();
-        let mut ranked: Vec<(u8, i128, u64, ParticipantId, VideoSource)> = Vec::new();
+        let mut ranked: Vec<(u8, i128, u64, Want)> = Vec::new();
         for p in self.slab.iter().flatten() {
-            if p.published.screen {
+            let codec = |s: VideoSource| p.video_codec[source_index(s)];
+            if p.published.screen
+                && let Some(codec) = codec(VideoSource::Screen)
+            {
                 let since = p
                     .published
                     .screen_since
                     .map(|t| signed_nanos(t, base))
                     .unwrap_or(0);
-                ranked.push((0, since, p.join_seq, p.id, VideoSource::Screen));
+                ranked.push((0, since, p.join_seq, (p.id, VideoSource::Screen, codec)));
             }
-            if p.published.camera {
+            if p.published.camera
+                && let Some(codec) = codec(VideoSource::Camera)
+            {
                 let (class, key) = if Some(p.id) == speaker {
                     (1, 0)
                 } else if let Some(t) = self.speakers.last_spoke(p.id) {
@@ -41,15 +47,16 @@ impl Room {
                 } else {
                     (3, 0)
                 };
-                ranked.push((class, key, p.join_seq, p.id, VideoSource::Camera));
+                ranked.push((class, key, p.join_seq, (p.id, VideoSource::Camera, codec)));
             }
         }
         ranked.sort();
-        ranked.into_iter().map(|r| (r.3, r.4)).collect()
+        ranked.into_iter().map(|r| r.3).collect()
     }
 
     /// Decide which publisher fills which video slot (layers are the
-    /// bandwidth allocator's job: [`Room::allocate_all`]).
+    /// bandwidth allocator's job: [`Room::allocate_all`]). A slot only ever
+    /// gets a source whose codec its m-line negotiated.
     pub(super) fn reassign(&mut self, now: Instant) {
         self.needs_reassign = false;
         self.last_reassign = Some(now);
@@ -60,61 +67,75 @@ impl Room {
                 continue;
             }
             let own = sub.id;
-            let mut wanted: Vec<(ParticipantId, VideoSource)> = Vec::with_capacity(k);
+            let pts: Vec<VideoPts> = sub.video_slots.iter().map(|s| s.pts).collect();
+            // Every slot negotiated the same codecs (the usual case): a
+            // source any slot takes fits any free slot.
+            let uniform = pts.iter().all(|p| *p == pts[0]);
+            let fits = |w: &Want| pts.iter().any(|p| p.accepts(w.2));
             // Screens first, then the pinned camera, then the rest in ranking order.
-            for &(p, src) in ranking
+            let pinned = sub.pinned.filter(|p| *p != own).and_then(|pin| {
+                ranking
+                    .iter()
+                    .find(|w| w.0 == pin && w.1 == VideoSource::Camera)
+            });
+            let candidates = ranking
                 .iter()
-                .filter(|(p, s)| *s == VideoSource::Screen && *p != own)
-            {
-                if wanted.len() < k {
-                    wanted.push((p, src));
-                }
-            }
-            if let Some(pin) = sub.pinned
-                && pin != own
-                && ranking.contains(&(pin, VideoSource::Camera))
-                && wanted.len() < k
-            {
-                wanted.push((pin, VideoSource::Camera));
-            }
-            for &(p, src) in ranking.iter() {
+                .filter(|w| w.1 == VideoSource::Screen && w.0 != own)
+                .chain(pinned)
+                .chain(ranking.iter().filter(|w| w.0 != own))
+                .filter(|w| fits(w));
+            let mut wanted: Vec<Want> = Vec::with_capacity(k);
+            for &w in candidates {
                 if wanted.len() >= k {
                     break;
                 }
-                if p == own || wanted.contains(&(p, src)) {
+                if wanted.iter().any(|x| (x.0, x.1) == (w.0, w.1)) {
                     continue;
                 }
-                wanted.push((p, src));
+                wanted.push(w);
+                // With slots of different codecs, take a source only while
+                // all the wanted ones still fit in slots of their codecs.
+                if !uniform
+                    && place(&pts, &wanted, vec![None; k]).iter().flatten().count() < wanted.len()
+                {
+                    wanted.pop();
+                }
             }
-            // Stable placement: a source already in a slot keeps it.
+            // Stable placement: a source already in a slot keeps it (if the
+            // slot still takes its codec).
+            let mut initial: Vec<Option<usize>> = vec![None; k];
             let mut placed = vec![false; wanted.len()];
-            let mut free: Vec<usize> = Vec::new();
             for (si, slot) in sub.video_slots.iter().enumerate() {
                 let held = slot.target().map(|f| (f.publisher, f.source));
-                match held.and_then(|h| wanted.iter().position(|w| *w == h)) {
-                    Some(w) if !placed[w] => placed[w] = true,
-                    _ => free.push(si),
+                if let Some(w) = held.and_then(|h| wanted.iter().position(|w| (w.0, w.1) == h))
+                    && !placed[w]
+                    && pts[si].accepts(wanted[w].2)
+                {
+                    placed[w] = true;
+                    initial[si] = Some(w);
                 }
             }
-            let mut free = free.into_iter();
-            for (w, &(p, src)) in wanted.iter().enumerate() {
-                if placed[w] {
+            let placement = place(&pts, &wanted, initial);
+            for (si, w) in placement.into_iter().enumerate() {
+                let slot = &mut sub.video_slots[si];
+                let Some(w) = w else {
+                    if slot.clear() {
+                        sub.mark_slots_changed();
+                    }
+                    continue;
+                };
+                let (p, src, _) = wanted[w];
+                if slot.target().map(|f| (f.publisher, f.source)) == Some((p, src)) {
                     continue;
                 }
-                let Some(si) = free.next() else { break };
                 // Provisional layer; the allocator sets the real one.
-                sub.video_slots[si].assign(VideoFeed {
+                slot.assign(VideoFeed {
                     publisher: p,
                     source: src,
                     layer: Layer::LOW,
                 });
                 // A paused slot names whom it holds: say who it is now.
-                if sub.video_slots[si].is_paused() {
-                    sub.mark_slots_changed();
-                }
-            }
-            for si in free {
-                if sub.video_slots[si].clear() {
+                if slot.is_paused() {
                     sub.mark_slots_changed();
                 }
             }
@@ -224,10 +245,12 @@ impl Room {
 /// that fell furthest, instead of a resume in one slot and a pause in
 /// another every time the speaker changes on a link that carries only a
 /// few tiles. Returns whether a paused slot now holds someone else.
-fn show_the_best(slots: &mut [VideoSlot], wanted: &[(ParticipantId, VideoSource)]) -> bool {
+fn show_the_best(slots: &mut [VideoSlot], wanted: &[Want]) -> bool {
     let rank = |s: &VideoSlot| {
         let f = s.target()?;
-        wanted.iter().position(|w| *w == (f.publisher, f.source))
+        wanted
+            .iter()
+            .position(|w| (w.0, w.1) == (f.publisher, f.source))
     };
     let mut traded = false;
     // Each trade moves a better source into a shown slot: at most one per
@@ -251,6 +274,10 @@ fn show_the_best(slots: &mut [VideoSlot], wanted: &[(ParticipantId, VideoSource)
         if rp >= rs {
             break;
         }
+        // No trade that would put a source in a slot without its codec.
+        if !slots[s].pts.accepts(wanted[rp].2) || !slots[p].pts.accepts(wanted[rs].2) {
+            break;
+        }
         // Both hold a target: `rank` found one.
         let (Some(better), Some(worse)) = (slots[p].target(), slots[s].target()) else {
             break;
@@ -260,6 +287,56 @@ fn show_the_best(slots: &mut [VideoSlot], wanted: &[(ParticipantId, VideoSource)
         traded = true;
     }
     traded
+}
+
+/// A source that wants a slot: publisher, track and the codec it sends.
+type Want = (ParticipantId, VideoSource, VideoCodec);
+
+/// Place `wanted` sources in slots whose codecs they fit (`pts`), starting
+/// from `initial` (slot -> wanted index: the sources that stay where they
+/// are). Each unplaced source takes the first free slot that fits it, else
+/// moves a placed one along an augmenting path (Kuhn's algorithm), so when
+/// the wanted sources fit at all they all get a slot and a source moves
+/// only when that is the only way. Returns slot -> wanted index.
+fn place(pts: &[VideoPts], wanted: &[Want], initial: Vec<Option<usize>>) -> Vec<Option<usize>> {
+    fn augment(
+        w: usize,
+        pts: &[VideoPts],
+        wanted: &[Want],
+        of_slot: &mut [Option<usize>],
+        visited: &mut [bool],
+    ) -> bool {
+        for si in 0..pts.len() {
+            if visited[si] || !pts[si].accepts(wanted[w].2) {
+                continue;
+            }
+            visited[si] = true;
+            let free = match of_slot[si] {
+                None => true,
+                Some(other) => augment(other, pts, wanted, of_slot, visited),
+            };
+            if free {
+                of_slot[si] = Some(w);
+                return true;
+            }
+        }
+        false
+    }
+    let mut of_slot = initial;
+    for w in 0..wanted.len() {
+        if of_slot.contains(&Some(w)) {
+            continue;
+        }
+        if let Some(si) =
+            (0..pts.len()).find(|&si| of_slot[si].is_none() && pts[si].accepts(wanted[w].2))
+        {
+            of_slot[si] = Some(w);
+            continue;
+        }
+        let mut visited = vec![false; pts.len()];
+        augment(w, pts, wanted, &mut of_slot, &mut visited);
+    }
+    of_slot
 }
 
 fn signed_nanos(t: Instant, base: Instant) -> i128 {
@@ -290,7 +367,10 @@ mod tests {
         held.iter()
             .enumerate()
             .map(|(i, &p)| {
-                let mut s = VideoSlot::new(Mid::from(i.to_string().as_str()));
+                let mut s = VideoSlot::new(
+                    Mid::from(i.to_string().as_str()),
+                    crate::join::VideoPts::vp8_for_tests(),
+                );
                 s.assign(feed(p));
                 if paused.contains(&p) {
                     s.pause_for_bandwidth();
@@ -307,10 +387,10 @@ mod tests {
             .collect()
     }
 
-    fn ranking(order: &[u32]) -> Vec<(ParticipantId, VideoSource)> {
+    fn ranking(order: &[u32]) -> Vec<Want> {
         order
             .iter()
-            .map(|&p| (ParticipantId(p), VideoSource::Camera))
+            .map(|&p| (ParticipantId(p), VideoSource::Camera, VideoCodec::Vp8))
             .collect()
     }
 
@@ -348,5 +428,57 @@ mod tests {
         let mut shown: Vec<u32> = vec![h[1], h[2]];
         shown.sort();
         assert_eq!(shown, vec![3, 4]);
+    }
+
+    fn pts(vp8: bool, h264: bool) -> VideoPts {
+        VideoPts {
+            vp8: vp8.then(|| 96.into()),
+            h264: h264.then(|| 108.into()),
+        }
+    }
+
+    fn want(p: u32, codec: VideoCodec) -> Want {
+        (ParticipantId(p), VideoSource::Camera, codec)
+    }
+
+    #[test]
+    fn placement_never_puts_a_source_in_a_slot_without_its_codec() {
+        use VideoCodec::{H264, Vp8};
+        // Slot 0 takes VP8 only, slot 1 H.264 only, slot 2 both.
+        let slots = [pts(true, false), pts(false, true), pts(true, true)];
+        let wanted = [want(1, H264), want(2, Vp8), want(3, H264)];
+        let placed = place(&slots, &wanted, vec![None; 3]);
+        for (si, w) in placed.iter().enumerate() {
+            let w = w.expect("all three fit");
+            assert!(
+                slots[si].accepts(wanted[w].2),
+                "slot {si} got {:?}",
+                wanted[w]
+            );
+        }
+        // Two H.264 sources and one slot that takes only VP8 left: the
+        // VP8 slot stays empty rather than take an H.264 source.
+        let slots = [pts(true, false), pts(true, true)];
+        let placed = place(&slots, &[want(1, H264), want(3, H264)], vec![None; 2]);
+        assert_eq!(placed, vec![None, Some(0)]);
+    }
+
+    #[test]
+    fn placement_moves_a_held_source_only_when_it_must() {
+        use VideoCodec::{H264, Vp8};
+        // Slot 0 (both codecs) holds VP8 source 0; an H.264 source arrives
+        // and only slot 0 takes H.264: source 0 moves to the VP8 slot 1.
+        let slots = [pts(true, true), pts(true, false)];
+        let wanted = [want(1, Vp8), want(2, H264)];
+        assert_eq!(
+            place(&slots, &wanted, vec![Some(0), None]),
+            vec![Some(1), Some(0)]
+        );
+        // With a free slot that fits, nothing moves.
+        let slots = [pts(true, true), pts(true, true)];
+        assert_eq!(
+            place(&slots, &wanted, vec![Some(0), None]),
+            vec![Some(0), Some(1)]
+        );
     }
 }

@@ -82,6 +82,9 @@ pub struct SlotState {
     pub current_layer: Option<Layer>,
     /// Layer the allocator wants.
     pub target_layer: Option<Layer>,
+    /// Publisher the slot should show (it switches on that publisher's
+    /// keyframe; kept while paused for bandwidth).
+    pub target_publisher: Option<ParticipantId>,
     /// Paused by the subscriber.
     pub paused: bool,
     /// Paused for lack of bandwidth.
@@ -509,6 +512,7 @@ impl Room {
                     publisher: s.current().map(|f| f.publisher),
                     current_layer: s.current().map(|f| f.layer),
                     target_layer: s.allocated().map(|f| f.layer),
+                    target_publisher: s.target().map(|f| f.publisher),
                     paused: s.client_paused(),
                     bandwidth_paused: s.bandwidth_paused(),
                 })

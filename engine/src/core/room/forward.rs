@@ -10,6 +10,7 @@
 use std::time::Instant;
 
 use str0m::Rtc;
+use str0m::format::detect_h264_nalu;
 use str0m::media::Mid;
 use str0m::rtp::Ssrc;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
@@ -20,7 +21,7 @@ use crate::core::participant::{Participant, RxTrack, VideoFeed, source_index};
 use crate::core::rewriter::Vp8Fields;
 use crate::core::selector::OnPacket;
 use crate::event::{EngineEvent, TrackKind};
-use crate::ids::{ParticipantId, RoomId, VideoSource};
+use crate::ids::{ParticipantId, RoomId, VideoCodec, VideoSource};
 
 /// Where a route delivers: a video or audio slot of one subscriber.
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +68,17 @@ impl Room {
             }
             RxTrack::Video(source, layer) => {
                 let si = source_index(source);
+                // The codec from the payload type; a PT the session did not
+                // negotiate for video (str0m passes what the SDP declared)
+                // is not forwarded: no slot could label it.
+                let Some(codec) = publisher.layout.video_codec(pkt.header.payload_type) else {
+                    return;
+                };
+                if publisher.video_codec[si].replace(codec) != Some(codec) {
+                    // First packet, or the publisher changed codec: slots
+                    // that cannot carry it must let it go.
+                    self.needs_reassign = true;
+                }
                 if let Some(m) = publisher.meters[si].get_mut(layer.0 as usize) {
                     // Payload plus RTP header and SRTP tag, roughly what the
                     // layer costs a subscriber's downlink.
@@ -101,7 +113,7 @@ impl Room {
                     source,
                     layer,
                 };
-                self.forward_video(i, feed, &pkt, now);
+                self.forward_video(i, feed, codec, &pkt, now);
             }
         }
     }
@@ -122,11 +134,24 @@ impl Room {
         });
     }
 
-    fn forward_video(&mut self, i: usize, feed: VideoFeed, pkt: &RtpPacket, now: Instant) {
+    fn forward_video(
+        &mut self,
+        i: usize,
+        feed: VideoFeed,
+        codec: VideoCodec,
+        pkt: &RtpPacket,
+        now: Instant,
+    ) {
         // What one copy costs a downlink, as the layer meters count it.
         let len = pkt.payload.len() as u64 + 28;
-        let desc = Vp8Descriptor::parse(&pkt.payload).ok();
-        let keyframe = desc.is_some_and(|d| d.starts_keyframe(&pkt.payload));
+        let (keyframe, desc) = match codec {
+            VideoCodec::Vp8 => {
+                let desc = Vp8Descriptor::parse(&pkt.payload).ok();
+                (desc.is_some_and(|d| d.starts_keyframe(&pkt.payload)), desc)
+            }
+            // No descriptor to rewrite: sequence numbers and timestamps only.
+            VideoCodec::H264 => (h264_starts_keyframe(&pkt.payload), None),
+        };
         let vp8 = desc
             .map(|d| Vp8Fields {
                 picture_id: d.picture_id(),
@@ -143,11 +168,14 @@ impl Room {
             let Some(sub) = self.slab[r.sub as usize].as_mut() else {
                 continue;
             };
-            let Some(pt) = sub.layout.pt_vp8 else {
-                continue;
-            };
             let media_ready = sub.media_ready;
             let slot = &mut sub.video_slots[s as usize];
+            // Assignment never gives a slot a codec it did not negotiate;
+            // this catches a publisher that changed codec before the
+            // reassignment moved it out.
+            let Some(pt) = slot.pts.pt(codec) else {
+                continue;
+            };
             // Nothing (not even a switch) before the subscriber can decrypt:
             // a consumed keyframe would leave it starting on a delta frame.
             if slot.is_paused() || !media_ready {
@@ -287,4 +315,44 @@ fn write_slot(rtc: &mut Rtc, cached: &mut Option<Ssrc>, mid: Mid, w: RtpWrite) -
     };
     stream.write_rtp(w);
     true
+}
+
+/// NAL unit types (RFC 6184 section 5.2; H.264 table 7-1).
+const NAL_IDR: u8 = 5;
+const NAL_SPS: u8 = 7;
+
+/// Whether an H.264 packet (packetization-mode 1) starts a keyframe: it
+/// carries an IDR slice (alone, in a STAP-A, or as the start of an FU-A) or
+/// the sequence parameter set that precedes one. Browsers send SPS and PPS
+/// in their own packet (or STAP-A) just before the IDR, so a switch on the
+/// IDR alone would drop them and leave a new subscriber unable to decode.
+pub(crate) fn h264_starts_keyframe(payload: &[u8]) -> bool {
+    detect_h264_nalu(payload, NAL_SPS) || detect_h264_nalu(payload, NAL_IDR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::h264_starts_keyframe;
+
+    #[test]
+    fn h264_keyframes_start_at_sps_or_idr_alone_aggregated_or_fragmented() {
+        // SPS alone, IDR alone.
+        assert!(h264_starts_keyframe(&[0x67, 0x42, 0xe0, 0x1f]));
+        assert!(h264_starts_keyframe(&[0x65, 0x88, 0x84]));
+        // STAP-A with SPS and PPS; STAP-A with an IDR.
+        assert!(h264_starts_keyframe(&[
+            0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce
+        ]));
+        assert!(h264_starts_keyframe(&[0x78, 0, 2, 0x65, 0x88]));
+        // FU-A: the start of an IDR is one, its continuation is not.
+        assert!(h264_starts_keyframe(&[0x7c, 0x85, 0x88]));
+        assert!(!h264_starts_keyframe(&[0x7c, 0x05, 0x88]));
+        assert!(!h264_starts_keyframe(&[0x7c, 0x45, 0x88]));
+        // Delta slices (alone, FU-A start), PPS alone, garbage.
+        assert!(!h264_starts_keyframe(&[0x41, 0x9a]));
+        assert!(!h264_starts_keyframe(&[0x5c, 0x81, 0x9a]));
+        assert!(!h264_starts_keyframe(&[0x68, 0xce]));
+        assert!(!h264_starts_keyframe(&[]));
+        assert!(!h264_starts_keyframe(&[0x78, 0xff, 0xff, 0x67]));
+    }
 }

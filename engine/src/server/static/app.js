@@ -240,12 +240,42 @@
     return null;
   }
 
-  function preferCodecs(transceiver, kind) {
+  // The video codec the camera and screen share send: 'vp8' (the default)
+  // or 'h264' (window.piazza.setSendCodec). Receive slots accept both.
+  let sendCodec = 'vp8';
+
+  // H.264 as the engine forwards it: packetization-mode 1, constrained
+  // baseline (42e01f) or baseline (42001f).
+  const isH264 = (c) => /^video\/h264$/i.test(c.mimeType) && /packetization-mode=1/.test(c.sdpFmtpLine || '') && /profile-level-id=42(e0|00)1f/i.test(c.sdpFmtpLine || '');
+  const isVp8 = (c) => /^video\/vp8$/i.test(c.mimeType);
+  const isRtx = (c) => /^video\/rtx$/i.test(c.mimeType);
+
+  // The codecs a transceiver offers, in preference order. Audio: Opus.
+  // Receive slots: VP8 first, then H.264 (the engine never transcodes: a
+  // slot shows only publishers whose codec it negotiated). Sending: the
+  // chosen codec alone, VP8 when the browser cannot encode H.264. In an
+  // end-to-end encrypted room only VP8 (e2ee.js keeps VP8's header bytes
+  // clear; H.264's packetizer would need its NAL units clear).
+  function preferCodecs(transceiver, kind, sending) {
     if (!transceiver.setCodecPreferences || !window.RTCRtpReceiver || !RTCRtpReceiver.getCapabilities) return;
+    // setCodecPreferences takes codecs from the receiver's capabilities;
+    // a sending transceiver also needs the sender to encode the codec.
     const caps = RTCRtpReceiver.getCapabilities(kind);
     if (!caps) return;
-    const want = kind === 'video' ? /^video\/(vp8|rtx)$/i : /^audio\/opus$/i;
-    const codecs = caps.codecs.filter((c) => want.test(c.mimeType));
+    let codecs;
+    if (kind !== 'video') {
+      codecs = caps.codecs.filter((c) => /^audio\/opus$/i.test(c.mimeType));
+    } else {
+      const h264 = !state.e2ee;
+      const encodes = (test) => {
+        const send = window.RTCRtpSender && RTCRtpSender.getCapabilities ? RTCRtpSender.getCapabilities('video') : null;
+        return !send || send.codecs.some(test);
+      };
+      let order;
+      if (sending) order = h264 && sendCodec === 'h264' && encodes(isH264) ? [isH264] : [isVp8];
+      else order = h264 ? [isVp8, isH264] : [isVp8];
+      codecs = [...order.flatMap((test) => caps.codecs.filter(test)), ...caps.codecs.filter(isRtx)];
+    }
     try {
       if (codecs.length) transceiver.setCodecPreferences(codecs);
     } catch (_) {
@@ -309,7 +339,7 @@
     const recv = [];
     for (let i = 0; i < videoSlots; i++) recv.push(pc.addTransceiver('video', { direction: 'recvonly' }));
     for (let i = 0; i < audioSlots; i++) recv.push(pc.addTransceiver('audio', { direction: 'recvonly' }));
-    for (const t of pc.getTransceivers()) preferCodecs(t, t.receiver.track.kind);
+    for (const t of pc.getTransceivers()) preferCodecs(t, t.receiver.track.kind, t.direction === 'sendonly');
     if (e2ee && state.e2ee) {
       for (const t of [tx.audio, tx.camera, tx.screen]) e2ee.attach(t.sender, 'send', t.sender.track ? t.sender.track.kind : t.receiver.track.kind);
       for (const t of recv) e2ee.attach(t.receiver, 'receive', t.receiver.track.kind);
@@ -707,6 +737,14 @@
   window.piazza = {
     state,
     slotHistory,
+    /** Cap the height forwarded into a video slot (null lifts the cap):
+     *  the `max_resolution` control message. */
+    setMaxHeight: (mid, height) => sendControl({ type: 'max_resolution', mid, height }),
+    /** The camera and screen codec of the next join: 'vp8' or 'h264'. */
+    setSendCodec(codec) {
+      if (codec !== 'vp8' && codec !== 'h264') throw new Error(`unknown codec ${codec}`);
+      sendCodec = codec;
+    },
     shareTrack,
     /** Send another microphone track (tests use a loud oscillator). */
     async replaceAudio(track) {
@@ -744,6 +782,27 @@
           frameWidth: s.frameWidth || 0,
           frameHeight: s.frameHeight || 0,
           totalSamplesReceived: s.totalSamplesReceived || 0,
+          codec: s.codecId && stats.get(s.codecId) ? stats.get(s.codecId).mimeType : null,
+        });
+      });
+      return out;
+    },
+    /** Send statistics per RTP stream (each simulcast layer has its rid). */
+    async outbound() {
+      if (!pc) return [];
+      const stats = await pc.getStats();
+      const out = [];
+      stats.forEach((s) => {
+        if (s.type !== 'outbound-rtp') return;
+        out.push({
+          mid: s.mid,
+          kind: s.kind,
+          rid: s.rid || null,
+          packetsSent: s.packetsSent || 0,
+          framesEncoded: s.framesEncoded || 0,
+          frameWidth: s.frameWidth || 0,
+          frameHeight: s.frameHeight || 0,
+          codec: s.codecId && stats.get(s.codecId) ? stats.get(s.codecId).mimeType : null,
         });
       });
       return out;

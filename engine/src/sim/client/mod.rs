@@ -22,7 +22,7 @@ use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 use crate::core::control::{ClientMessage, ServerMessage};
-use crate::ids::VideoSource;
+use crate::ids::{VideoCodec, VideoSource};
 use crate::sim::e2ee::FrameKey;
 
 mod recv;
@@ -94,6 +94,14 @@ pub struct ClientConfig {
     /// ([`SimClient::on_tcp`] and [`SimClient::step_tcp`] carry the
     /// frames). Default off (UDP).
     pub tcp: bool,
+    /// The video codecs the client offers, most preferred first; it
+    /// publishes its camera and screen with the first. `[Vp8]` by default;
+    /// `[H264, Vp8]` publishes H.264 (constrained baseline 42e01f,
+    /// packetization-mode 1: single NAL units, FU-A, SPS and PPS in a
+    /// STAP-A before each IDR) and receives both. A client offers the same
+    /// codecs on every m-line. Not combined with `e2ee` (its clear bytes
+    /// are VP8's).
+    pub video_codecs: Vec<VideoCodec>,
 }
 
 impl ClientConfig {
@@ -116,6 +124,7 @@ impl ClientConfig {
             e2ee: false,
             plaintext_marker: None,
             tcp: false,
+            video_codecs: vec![VideoCodec::Vp8],
         }
     }
 }
@@ -174,6 +183,7 @@ pub struct SimClient {
     next_screen_frame: Option<Instant>,
     slot_index: HashMap<Mid, usize>,
     pt_vp8: Option<Pt>,
+    pt_h264: Option<Pt>,
     pt_opus: Option<Pt>,
     transmits: VecDeque<Transmit>,
     stats: ClientStats,
@@ -235,12 +245,22 @@ impl SimClient {
         now: Instant,
         remote_offer: Option<&str>,
     ) -> Result<Self, String> {
-        let mut rtc = RtcConfig::new()
+        let mut rtc_config = RtcConfig::new()
             .set_rtp_mode(true)
             .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .build(now);
+            .enable_opus(true, false);
+        for c in &config.video_codecs {
+            match c {
+                VideoCodec::Vp8 => rtc_config = rtc_config.enable_vp8(true),
+                // What browsers offer for constrained baseline.
+                VideoCodec::H264 => {
+                    rtc_config
+                        .codec_config()
+                        .add_h264(108.into(), Some(109.into()), true, 0x42e01f)
+                }
+            }
+        }
+        let mut rtc = rtc_config.build(now);
         // Only valid addresses reach here (the simulator and tests choose them).
         let candidate = if config.tcp {
             Candidate::builder()
@@ -378,6 +398,7 @@ impl SimClient {
             next_screen_frame: None,
             slot_index: HashMap::new(),
             pt_vp8: None,
+            pt_h264: None,
             pt_opus: None,
             transmits: VecDeque::new(),
             stats: ClientStats::default(),
@@ -421,6 +442,12 @@ impl SimClient {
             .codec_config()
             .iter()
             .find(|p| p.spec().codec == Codec::Vp8)
+            .map(|p| p.pt());
+        self.pt_h264 = self
+            .rtc
+            .codec_config()
+            .iter()
+            .find(|p| p.spec().codec == Codec::H264)
             .map(|p| p.pt());
         self.pt_opus = self
             .rtc
@@ -467,7 +494,7 @@ impl SimClient {
             (self.audio_mid, None, self.pt_opus, self.audio_seq)
         } else {
             match self.video.get(stream - audio) {
-                Some(v) => (Some(v.mid), v.rid, self.pt_vp8, v.seq),
+                Some(v) => (Some(v.mid), v.rid, self.video_pt(), v.seq),
                 None => return false,
             }
         };
@@ -491,6 +518,23 @@ impl SimClient {
         );
         self.drive(now);
         true
+    }
+
+    /// The codec this client publishes (the first it offers).
+    pub fn video_codec(&self) -> VideoCodec {
+        self.config
+            .video_codecs
+            .first()
+            .copied()
+            .unwrap_or(VideoCodec::Vp8)
+    }
+
+    /// The payload type of the published video codec, once negotiated.
+    fn video_pt(&self) -> Option<Pt> {
+        match self.video_codec() {
+            VideoCodec::Vp8 => self.pt_vp8,
+            VideoCodec::H264 => self.pt_h264,
+        }
     }
 
     /// ICE and DTLS completed at this time.

@@ -10,7 +10,7 @@ use str0m::rtp::RtpPacket;
 
 use super::{Arrival, SimClient};
 use crate::sim::e2ee::{self, FrameKey};
-use crate::sim::media::Trailer;
+use crate::sim::media::{Trailer, h264_first_nal_type, h264_well_formed};
 
 impl SimClient {
     pub(super) fn on_rtp(&mut self, p: RtpPacket, now: Instant) {
@@ -89,9 +89,18 @@ impl SimClient {
                 self.stats.latencies_us.push(us.min(u32::MAX as u64) as u32);
             }
         }
+        let h264 = self.pt_h264.is_some_and(|pt| pt == p.header.payload_type);
         let s = &mut self.stats.slots[i];
         let seq = *p.seq_no;
         s.packets += 1;
+        if h264 {
+            s.h264_packets += 1;
+            if !h264_well_formed(payload) {
+                s.h264_malformed += 1;
+            }
+        } else if self.pt_vp8.is_some_and(|pt| pt == p.header.payload_type) {
+            s.vp8_packets += 1;
+        }
         s.first_packet_at.get_or_insert(now);
         match s.max_seq {
             None => {
@@ -112,11 +121,16 @@ impl SimClient {
         }
         let key = (t.publisher, t.track, t.layer);
         if s.current != Some(key) {
-            if s.current.is_some_and(|c| c.0 != t.publisher) {
-                s.publisher_switches += 1;
+            match s.current {
+                Some(c) if c.0 != t.publisher => s.publisher_switches += 1,
+                Some(_) => s.layer_switches += 1,
+                None => {}
             }
             if s.video && !t.keyframe {
                 s.non_keyframe_starts += 1;
+            }
+            if h264 && h264_first_nal_type(payload) != Some(7) {
+                s.h264_starts_without_sps += 1;
             }
             s.current = Some(key);
         }

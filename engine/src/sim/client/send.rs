@@ -1,5 +1,5 @@
 //! The publishing side of a simulated client: synthetic Opus every 20 ms,
-//! VP8 simulcast frames per layer (keyframes on request and periodically),
+//! VP8 or H.264 simulcast frames per layer (keyframes on request and periodically),
 //! each payload carrying a measurement trailer.
 
 use std::time::{Duration, Instant};
@@ -8,8 +8,9 @@ use str0m::media::{Mid, Rid};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 
 use super::{LayerSpec, SimClient};
+use crate::ids::VideoCodec;
 use crate::sim::e2ee::{self, FrameKey};
-use crate::sim::media::{Trailer, opus_payload, vp8_payload};
+use crate::sim::media::{Trailer, h264_payloads, opus_payload, vp8_payload};
 
 #[derive(Debug)]
 pub(super) struct VideoTx {
@@ -125,11 +126,17 @@ impl SimClient {
     }
 
     fn send_frames(&mut self, track: u8, at: Instant, interval: Duration) {
-        let Some(pt) = self.pt_vp8 else { return };
+        let Some(pt) = self.video_pt() else { return };
+        let codec = self.video_codec();
         let keyframe_interval = self.config.keyframe_interval;
         let epoch = self.epoch;
         let publisher = self.config.publisher;
         let mtu = self.config.mtu_payload.max(200);
+        let overhead = if self.e2ee_key.is_some() {
+            E2EE_OVERHEAD
+        } else {
+            0
+        };
         for v in self
             .video
             .iter_mut()
@@ -146,39 +153,52 @@ impl SimClient {
             let per_frame =
                 (v.spec.bitrate_bps as u64 * interval.as_micros() as u64 / 8_000_000) as usize;
             let frame_bytes = if keyframe { per_frame * 3 } else { per_frame }.max(64);
-            let packets = frame_bytes.div_ceil(mtu).max(1);
-            let size = frame_bytes.div_ceil(packets);
             let ticks = (interval.as_micros() as u64 * 90 / 1000) as u32;
             v.ts = v.ts.wrapping_add(ticks);
             v.picture_id = (v.picture_id + 1) & 0x7fff;
             v.tl0 = v.tl0.wrapping_add(1);
-            for k in 0..packets {
-                let last = k + 1 == packets;
-                let trailer = Trailer {
-                    publisher,
-                    seq: v.payload_seq,
-                    sent_ns: at.saturating_duration_since(epoch).as_nanos() as u64,
-                    layer: v.layer,
-                    track: v.track,
-                    end_of_frame: last,
+            let (first_seq, layer, track) = (v.payload_seq, v.layer, v.track);
+            let trailer = |k: usize, last: bool| Trailer {
+                publisher,
+                seq: first_seq + k as u64,
+                sent_ns: at.saturating_duration_since(epoch).as_nanos() as u64,
+                layer,
+                track,
+                end_of_frame: last,
+                keyframe,
+            };
+            let payloads: Vec<Vec<u8>> = match codec {
+                VideoCodec::Vp8 => {
+                    let packets = frame_bytes.div_ceil(mtu).max(1);
+                    let size = frame_bytes.div_ceil(packets);
+                    (0..packets)
+                        .map(|k| {
+                            vp8_payload(
+                                k == 0,
+                                keyframe,
+                                v.picture_id,
+                                v.tl0,
+                                v.spec.width,
+                                v.spec.height,
+                                size.saturating_sub(overhead)
+                                    .max(crate::sim::media::TRAILER_LEN + 16),
+                                &trailer(k, k + 1 == packets),
+                            )
+                        })
+                        .collect()
+                }
+                VideoCodec::H264 => h264_payloads(
                     keyframe,
-                };
-                let overhead = if self.e2ee_key.is_some() {
-                    E2EE_OVERHEAD
-                } else {
-                    0
-                };
-                let payload = vp8_payload(
-                    k == 0,
-                    keyframe,
-                    v.picture_id,
-                    v.tl0,
                     v.spec.width,
                     v.spec.height,
-                    size.saturating_sub(overhead)
-                        .max(crate::sim::media::TRAILER_LEN + 16),
-                    &trailer,
-                );
+                    frame_bytes,
+                    mtu,
+                    trailer,
+                ),
+            };
+            let packets = payloads.len();
+            for (k, payload) in payloads.into_iter().enumerate() {
+                let last = k + 1 == packets;
                 let payload = protect(
                     payload,
                     true,

@@ -25,6 +25,20 @@ pub struct SlotStats {
     pub publisher_switches: u64,
     /// (publisher, layer) changes whose first packet was not part of a keyframe.
     pub non_keyframe_starts: u64,
+    /// Packets that arrived with the client's VP8 payload type.
+    pub vp8_packets: u64,
+    /// Packets that arrived with the client's H.264 payload type.
+    pub h264_packets: u64,
+    /// H.264 (publisher, layer) changes whose first packet did not start
+    /// with the sequence parameter set (a decoder joining there has no SPS
+    /// and PPS for the IDR that follows).
+    pub h264_starts_without_sps: u64,
+    /// H.264 payloads that are not well-formed packetization-mode 1 (a
+    /// STAP-A whose unit lengths do not add up to the payload, a cut FU-A):
+    /// what a VP8 descriptor rewrite would do to them.
+    pub h264_malformed: u64,
+    /// Layer or track changes of the same publisher.
+    pub layer_switches: u64,
     /// Frames completed (end-of-frame packets).
     pub frames: u64,
     /// Arrival of the first packet.
