@@ -81,24 +81,43 @@ fn malformed_sdp_is_a_typed_error() {
     assert_eq!(engine.stats().participants(), 0);
 }
 
-#[test]
-fn offer_with_only_h264_has_no_usable_codec() {
-    let engine = engine(1);
-    let room = engine.create_room(RoomConfig::default()).unwrap();
-    let mut rtc = RtcConfig::new()
-        .clear_codecs()
-        .enable_h264(true)
-        .build(Instant::now());
+/// An offer with two video m-lines of only the codecs `enable` turns on.
+fn video_offer(enable: impl FnOnce(RtcConfig) -> RtcConfig) -> String {
+    let mut rtc = enable(RtcConfig::new().clear_codecs()).build(Instant::now());
     rtc.add_local_candidate(Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap());
     let mut api = rtc.sdp_api();
     api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
     api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
     let (offer, _pending) = api.apply().unwrap();
-    let sdp = offer.to_sdp_string();
-    assert!(sdp.contains("H264") && !sdp.contains("VP8"), "{sdp}");
+    offer.to_sdp_string()
+}
+
+#[test]
+fn offer_with_only_vp9_has_no_usable_codec() {
+    let engine = engine(1);
+    let room = engine.create_room(RoomConfig::default()).unwrap();
+    let sdp = video_offer(|c| c.enable_vp9(true));
+    assert!(
+        sdp.contains("VP9") && !sdp.contains("VP8") && !sdp.contains("H264"),
+        "{sdp}"
+    );
     let err = engine.join(room, &sdp, JoinOptions::new("x")).unwrap_err();
     assert_eq!(err, Error::NoUsableCodec);
     assert_eq!(engine.stats().participants(), 0);
+}
+
+#[test]
+fn offer_with_only_h264_joins() {
+    let engine = engine(1);
+    let room = engine.create_room(RoomConfig::default()).unwrap();
+    let sdp = video_offer(|c| c.enable_h264(true));
+    assert!(sdp.contains("H264") && !sdp.contains("VP8"), "{sdp}");
+    let joined = engine.join(room, &sdp, JoinOptions::new("x")).unwrap();
+    let answer = joined.answer;
+    assert!(
+        answer.contains("H264/90000") && answer.contains("packetization-mode=1"),
+        "{answer}"
+    );
 }
 
 #[test]
