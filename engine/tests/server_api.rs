@@ -613,14 +613,14 @@ async fn join_refusals_sdp_size_full_locked_and_not_started() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(error_code(&v), "malformed_sdp");
-    // Parseable, but nothing the engine can use (H264 only, no data channel).
-    let h264 = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+    // Parseable, but nothing the engine can use (VP9 only, no data channel).
+    let vp9 = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
         a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
         a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=setup:actpass\r\n\
         m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\na=rtcp-mux\r\n\
-        a=rtpmap:102 H264/90000\r\n";
+        a=rtpmap:102 VP9/90000\r\n";
     let (status, _, body) = s
-        .join_raw(&room.id, Some(&room.invite), "x", "application/sdp", h264)
+        .join_raw(&room.id, Some(&room.invite), "x", "application/sdp", vp9)
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let big = format!("v=0\r\n{}", "a=x\r\n".repeat(20_000));
