@@ -221,16 +221,35 @@ pub fn keep(exe: &Path, dir: &Path, label: &str) -> Result<PathBuf, String> {
     Ok(to)
 }
 
+/// This machine's target triple (`rustc -vV`'s `host:`).
+fn host_triple() -> Option<String> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc).arg("-vV").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(|h| h.trim().to_string())
+}
+
 /// Remove the release artifacts of the path packages of the workspace at
 /// `src` (its members and vendored crates) from `target_dir`, so the next
 /// build of any checkout compiles them from its own sources (see the
 /// module docs).
 pub fn forget_path_packages(src: &Path, target_dir: &Path) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(&cargo)
+    let mut metadata = Command::new(&cargo);
+    metadata
         .current_dir(src)
         .env("CARGO_TARGET_DIR", target_dir)
-        .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["metadata", "--format-version", "1", "--offline"]);
+    // Offline, cargo metadata needs every package of the resolve on disk,
+    // other platforms' too (a fresh machine's registry has only what its
+    // builds fetched: `anstyle-wincon` is missing on Linux), unless the
+    // graph is filtered to the platform that builds.
+    if let Some(host) = host_triple() {
+        metadata.args(["--filter-platform", &host]);
+    }
+    let out = metadata
         .output()
         .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
     if !out.status.success() {
@@ -287,4 +306,15 @@ pub fn list(path: &Path) -> Result<Vec<Listed>, String> {
     }
     serde_json::from_slice(&out.stdout)
         .map_err(|e| format!("{}: unreadable --count-list: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_triple_is_rustc_s() {
+        let host = host_triple().expect("rustc -vV names the host");
+        assert!(host.split('-').count() >= 3, "{host}");
+    }
 }
