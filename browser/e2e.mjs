@@ -12,6 +12,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 
+import { CHROME_ARGS, harness, sleep } from './common.mjs';
+
 const RUN_LIMIT_MS = 240_000;
 
 const { values: opts } = parseArgs({
@@ -27,72 +29,18 @@ if (!opts.base) {
 }
 mkdirSync(opts.out, { recursive: true });
 
-const started = Date.now();
-const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const abort = setTimeout(() => {
-  console.error(`e2e: gave up after ${RUN_LIMIT_MS / 1000} s`);
-  process.exit(3);
-}, RUN_LIMIT_MS);
-
-const CHROME_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--auto-select-desktop-capture-source=Entire screen',
-  '--allow-loopback-in-peer-connection',
-  '--autoplay-policy=no-user-gesture-required',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  // Pages in background contexts must keep decoding.
-  '--disable-background-timer-throttling',
-  '--disable-renderer-backgrounding',
-  '--disable-backgrounding-occluded-windows',
-];
-
-const pages = new Map(); // label -> page
-const pageErrors = [];
+const { log, pages, pageErrors, check, until, openPage: openPageWith, run } = harness('e2e', RUN_LIMIT_MS);
 const httpErrors = [];
-let passed = 0;
 
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-  passed += 1;
-  log(`ok - ${what}`);
-}
-
-/** Poll `fn` (in node) until it returns a truthy value or `ms` pass. */
-async function until(what, fn, ms = 20_000, every = 250) {
-  const end = Date.now() + ms;
-  let last;
-  while (Date.now() < end) {
-    last = await fn();
-    if (last) return last;
-    await sleep(every);
-  }
-  throw new Error(`timed out after ${ms / 1000} s waiting for: ${what}`);
-}
-
-async function openPage(browser, label, url) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
-  const page = await context.newPage();
-  page.on('pageerror', (e) => pageErrors.push(`${label}: ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warning') log(`${label} console ${m.type()}: ${m.text()}`);
-  });
-  page.on('response', (r) => {
+/** A page whose HTTP errors are logged and, but for the locked room's 423, kept. */
+function openPage(browser, label, url) {
+  return openPageWith(browser, label, url, (label, r) => {
     if (r.status() < 400) return;
     const what = `${label} HTTP ${r.status()} ${r.request().method()} ${new URL(r.url()).pathname}`;
     log(what);
     // The only refusal the scenario provokes is the locked room's 423.
     if (r.status() !== 423) httpErrors.push(what);
   });
-  pages.set(label, page);
-  await page.goto(url);
-  return page;
 }
 
 const st = (page) => page.evaluate(() => {
@@ -313,14 +261,4 @@ async function scenario(browser) {
   check(httpErrors.length === 0, `no unexpected HTTP errors ${JSON.stringify(httpErrors)}`);
 }
 
-try {
-  await main();
-  log(`all checks passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  console.log(`e2e: ${passed} passed, 0 failed`);
-} catch (e) {
-  process.exitCode = 1;
-  console.error(`e2e: FAILED: ${e.stack || e}`);
-  console.log(`e2e: ${passed} passed, 1 failed`);
-} finally {
-  clearTimeout(abort);
-}
+await run(main);

@@ -18,6 +18,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 
+import { CHROME_ARGS, harness, sleep } from './common.mjs';
+
 const RUN_LIMIT_MS = 180_000;
 
 const { values: opts } = parseArgs({
@@ -36,62 +38,7 @@ if (!opts.base) {
 mkdirSync(opts.out, { recursive: true });
 
 const CODEC = opts.codec === 'vp8' ? 'video/VP8' : 'video/H264';
-const started = Date.now();
-const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const abort = setTimeout(() => {
-  console.error(`h264: gave up after ${RUN_LIMIT_MS / 1000} s`);
-  process.exit(3);
-}, RUN_LIMIT_MS);
-
-const CHROME_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--allow-loopback-in-peer-connection',
-  '--autoplay-policy=no-user-gesture-required',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-background-timer-throttling',
-  '--disable-renderer-backgrounding',
-  '--disable-backgrounding-occluded-windows',
-];
-
-const pages = new Map();
-const pageErrors = [];
-let passed = 0;
-
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-  passed += 1;
-  log(`ok - ${what}`);
-}
-
-async function until(what, fn, ms = 20_000, every = 500) {
-  const end = Date.now() + ms;
-  let last;
-  while (Date.now() < end) {
-    last = await fn();
-    if (last) return last;
-    await sleep(every);
-  }
-  throw new Error(`timed out after ${ms / 1000} s waiting for: ${what}`);
-}
-
-async function openPage(browser, label, url) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
-  const page = await context.newPage();
-  page.on('pageerror', (e) => pageErrors.push(`${label}: ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warning') log(`${label} console ${m.type()}: ${m.text()}`);
-  });
-  pages.set(label, page);
-  await page.goto(url);
-  return page;
-}
+const { log, pages, pageErrors, check, until, openPage, run } = harness('h264', RUN_LIMIT_MS);
 
 const phase = (page) => page.evaluate(() => window.piazza.state.phase);
 const inbound = (page) => page.evaluate(() => window.piazza.inbound());
@@ -205,14 +152,4 @@ async function main() {
   }
 }
 
-try {
-  await main();
-  log(`all checks passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  console.log(`h264: ${passed} passed, 0 failed`);
-} catch (e) {
-  process.exitCode = 1;
-  console.error(`h264: FAILED: ${e.stack || e}`);
-  console.log(`h264: ${passed} passed, 1 failed`);
-} finally {
-  clearTimeout(abort);
-}
+await run(main);
