@@ -415,7 +415,7 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
         );
         let _ = writeln!(out, "piazza_process_resident_bytes {bytes}");
     }
-    if let Some(bytes) = heap_bytes() {
+    if let Some(bytes) = process_heap_bytes() {
         header(
             &mut out,
             "piazza_process_heap_bytes",
@@ -445,10 +445,14 @@ fn status_bytes(field: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// The heap in use, from glibc's `mallinfo2` (which sums every arena under
-/// its lock: called once per scrape); `None` with another C library or a
-/// global allocator that is not malloc.
-fn heap_bytes() -> Option<u64> {
+/// Heap bytes this process has allocated and not freed, as glibc's malloc
+/// counts them: every arena's in-use chunks plus mmapped blocks
+/// (`mallinfo2`: `uordblks` + `hblkhd`; it sums every arena under its lock,
+/// so read it about once a second, not per packet). `None` with another C
+/// library; it counts nothing a global allocator other than malloc hands
+/// out. The server's `piazza_process_heap_bytes`; the load generator reads
+/// its own process with it.
+pub fn process_heap_bytes() -> Option<u64> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: mallinfo2 has no preconditions.
@@ -594,6 +598,21 @@ pub(crate) fn render_cluster(out: &mut String, me: &str, c: &super::cluster::Clu
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn the_heap_counts_what_is_allocated() {
+        let before = super::process_heap_bytes().unwrap();
+        // 64 MiB, touched: far above anything other test threads allocate
+        // meanwhile.
+        let block = vec![1u8; 64 << 20];
+        let during = super::process_heap_bytes().unwrap();
+        assert!(block.iter().all(|b| *b == 1));
+        drop(block);
+        let after = super::process_heap_bytes().unwrap();
+        assert!(during >= before + (60 << 20), "{before} -> {during}");
+        assert!(after + (60 << 20) <= during, "{during} -> {after}");
+    }
+
     use super::*;
     use std::time::Duration;
 

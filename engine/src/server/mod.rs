@@ -59,6 +59,7 @@ pub use config::{Args, ClusterConfig, ServerConfig, parse_duration};
 
 pub use error::ApiError;
 pub use ice::{IceServer, IceServerConfig, turn_rest_password};
+pub use metrics::process_heap_bytes;
 pub use rooms::MemberView;
 pub use tokens::{Claims, Grant, TokenKeys};
 

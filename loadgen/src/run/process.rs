@@ -52,24 +52,6 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
-/// Heap bytes this process has allocated and not freed, as its allocator
-/// (glibc's malloc, the load generator's allocator) counts them: every
-/// arena's in-use chunks plus mmapped blocks (`mallinfo2`: `uordblks` +
-/// `hblkhd`). `None` on other C libraries.
-pub fn own_heap_bytes() -> Option<u64> {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: mallinfo2 has no preconditions; it locks each arena
-        // while it sums it.
-        let m = unsafe { libc::mallinfo2() };
-        Some((m.uordblks + m.hblkhd) as u64)
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        None
-    }
-}
-
 /// The process (of this user) with a socket listening on TCP `port`.
 pub fn listening_pid(port: u16) -> Option<u32> {
     let mut inodes = Vec::new();
@@ -144,21 +126,6 @@ mod tests {
         assert_eq!(cpu_time(u32::MAX), None);
         assert!(rss_bytes(me).is_some_and(|b| b > 0));
         assert_eq!(rss_bytes(u32::MAX), None);
-    }
-
-    #[test]
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fn the_heap_counts_what_is_allocated() {
-        let before = own_heap_bytes().unwrap();
-        // 64 MiB, touched: far above anything other test threads allocate
-        // meanwhile.
-        let block = vec![1u8; 64 << 20];
-        let during = own_heap_bytes().unwrap();
-        assert!(block.iter().all(|b| *b == 1));
-        drop(block);
-        let after = own_heap_bytes().unwrap();
-        assert!(during >= before + (60 << 20), "{before} -> {during}");
-        assert!(after + (60 << 20) <= during, "{during} -> {after}");
     }
 
     #[test]

@@ -668,6 +668,6 @@ fn counters(stats: &EngineStats) -> Counters {
     x.tcp = crate::run::TcpCounters::of(stats);
     // This process: the engine and the clients together.
     x.sample.rss_bytes = crate::run::process::rss_bytes(std::process::id()).unwrap_or(0);
-    x.sample.heap_bytes = crate::run::process::own_heap_bytes().unwrap_or(0);
+    x.sample.heap_bytes = piazza::server::process_heap_bytes().unwrap_or(0);
     x
 }
