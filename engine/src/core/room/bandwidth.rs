@@ -540,6 +540,21 @@ struct Gates {
     ample: bool,
 }
 
+/// How long the allocations must have wanted a resume before it applies.
+/// Before the link has shown any limit (`limited`: the effective estimate
+/// fell, or loss capped it), none: the pause came from the first, unprobed
+/// estimate (a joiner's nine slots do not fit in `initial_bitrate_bps`),
+/// not from congestion, and the slot resumes as soon as the estimate
+/// covers it. After, [`RESUME_HOLD_AMPLE`] when the budget covers the
+/// allocation twice over (`ample`), else [`RESUME_HOLD`].
+fn resume_hold(limited: bool, ample: bool) -> Duration {
+    match (limited, ample) {
+        (false, _) => Duration::ZERO,
+        (true, true) => RESUME_HOLD_AMPLE,
+        (true, false) => RESUME_HOLD,
+    }
+}
+
 /// Apply an allocation to a subscriber's slots (`order` as allocated): a
 /// layer for each slot, or a bandwidth pause. Upgrades of a slot's shown
 /// track and resumes wait out a forced downgrade's hold and go one at a
@@ -575,13 +590,8 @@ fn apply_layers(
             .iter()
             .enumerate()
             .any(|(n, &(_, k))| sub.video_slots[k].bandwidth_paused() && alloc.layers[n].is_some());
-    let wanted = sub.downlink.resume_wanted(wants_resume, now);
-    // Before the link has shown any limit, a pause came from the first,
-    // unprobed estimate (a joiner's nine slots do not fit in
-    // `initial_bitrate_bps`): resume as soon as the estimate covers it.
-    let resume_ready = wanted >= RESUME_HOLD
-        || (ample && wanted >= RESUME_HOLD_AMPLE)
-        || !sub.downlink.has_been_limited();
+    let resume_ready = sub.downlink.resume_wanted(wants_resume, now)
+        >= resume_hold(sub.downlink.has_been_limited(), ample);
     let mut downgraded = false;
     let mut slots_changed = false;
     for (n, &(_, k)) in order.iter().enumerate() {
