@@ -215,6 +215,7 @@ fn participant_meter_latency_loss_switches_and_first_frame() {
         rtp_time: (seq as u32) * 3000,
         at: epoch + at,
         payload_len: 500,
+        rtp_len: 520,
         trailer: Some(t),
     };
     // Slot 0: publisher 1, a keyframe completing at 300 ms, then a delta
@@ -278,6 +279,7 @@ fn frame(
         rtp_time: (n as u32) * 3000,
         at: epoch + at,
         payload_len: 500,
+        rtp_len: 520,
         trailer: Some(t),
     };
     m.on_arrival(&a, epoch, c);
@@ -370,6 +372,7 @@ fn a_slot_paused_before_its_first_frame_is_not_expected() {
         rtp_time: 0,
         at: t0 + ms(5010),
         payload_len: 500,
+        rtp_len: 520,
         trailer: Some(trailer(8, 0, ms(5008), true, true)),
     };
     m.on_arrival(&late, t0, &mut c);

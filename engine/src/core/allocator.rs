@@ -10,7 +10,8 @@
 //!    sharp before the grid is filled;
 //! 2. every other slot gets its lowest layer, in priority order; a slot whose
 //!    lowest layer no longer fits is paused (video off, audio stays);
-//! 3. the remaining budget upgrades slots one layer step at a time, in
+//! 3. every slot climbs back to the layer it has, in priority order;
+//! 4. the remaining budget upgrades slots one layer step at a time, in
 //!    priority order, round after round, up to each slot's cap.
 //!
 //! Audio is never starved: its reserve is taken off the estimate before
@@ -57,6 +58,14 @@ pub(crate) struct AllocSlot {
     /// Paused for bandwidth now: getting a layer is a resume
     /// ([`RESUME_CHARGE`]).
     pub paused: bool,
+    /// Layers (a bit each) that count as available only because they were
+    /// just asked for, and have never delivered a packet. They may be
+    /// allocated, but they do not count in what the subscriber desires:
+    /// desire is what str0m probes toward, and a probe toward a layer that
+    /// may never come (Chromium declares a top layer its camera is too
+    /// small for, and is asked for it again every 30 s) overruns a narrow
+    /// link for nothing.
+    pub unproven: u8,
 }
 
 /// What the allocator may hand out.
@@ -105,6 +114,13 @@ fn cost(slot: &AllocSlot, layer: u8) -> Option<u64> {
     })
 }
 
+/// What keeping the slot's current layer costs the allocator (zero for a
+/// paused or new slot): the floor a link without congestion keeps (see
+/// the room's budget).
+pub(crate) fn keep_cost(slot: &AllocSlot) -> u64 {
+    slot.current.and_then(|c| cost(slot, c)).unwrap_or(0)
+}
+
 fn lowest(slot: &AllocSlot) -> Option<u8> {
     (0..=slot.max_layer).find(|&l| rate(slot, l).is_some())
 }
@@ -120,6 +136,14 @@ fn highest(slot: &AllocSlot) -> Option<u8> {
         .find(|&l| rate(slot, l).is_some())
 }
 
+/// The highest layer within the cap that has delivered packets (see
+/// [`AllocSlot::unproven`]).
+fn highest_proven(slot: &AllocSlot) -> Option<u8> {
+    (0..=slot.max_layer)
+        .rev()
+        .find(|&l| rate(slot, l).is_some() && slot.unproven & (1 << l) == 0)
+}
+
 /// Share `budget` (None: unconstrained) among `slots` (priority order).
 pub(crate) fn allocate(
     budget: Option<Budget>,
@@ -128,12 +152,17 @@ pub(crate) fn allocate(
 ) -> Allocation {
     let desired_bps = slots
         .iter()
-        .filter_map(|s| highest(s).and_then(|l| rate(s, l)))
+        .filter_map(|s| highest_proven(s).and_then(|l| rate(s, l)))
         .sum();
     let Some(budget) = budget else {
         let layers: Vec<Option<u8>> = slots.iter().map(highest).collect();
+        let allocated_bps = slots
+            .iter()
+            .zip(&layers)
+            .filter_map(|(s, l)| l.and_then(|l| rate(s, l)))
+            .sum();
         return Allocation {
-            allocated_bps: desired_bps,
+            allocated_bps,
             layers,
             desired_bps,
             next_step_bps: None,
@@ -194,7 +223,26 @@ pub(crate) fn allocate(
             layers[i] = Some(l);
         }
     }
-    // 3. Upgrades, one step per slot per round, in priority order.
+    // 3. Every slot climbs back to the layer it has, in priority order,
+    //    before any slot gains one: keeping comes before gaining, so a
+    //    budget that covers what is kept (see `keep_cost`) keeps it all.
+    for (i, s) in slots.iter().enumerate() {
+        let (Some(mut l), Some(cur)) = (layers[i], s.current) else {
+            continue;
+        };
+        while let Some(up) = next_up(s, l).filter(|u| *u <= cur) {
+            let extra = cost(s, up)
+                .unwrap_or(0)
+                .saturating_sub(cost(s, l).unwrap_or(0));
+            if extra > left {
+                break;
+            }
+            left -= extra;
+            l = up;
+        }
+        layers[i] = Some(l);
+    }
+    // 4. Upgrades, one step per slot per round, in priority order.
     loop {
         let mut upgraded = false;
         for (i, s) in slots.iter().enumerate() {
@@ -252,6 +300,7 @@ mod tests {
             max_layer: 2,
             current: None,
             paused: false,
+            unproven: 0,
         }
     }
 
@@ -379,5 +428,39 @@ mod tests {
             vec![None]
         );
         assert_eq!(allocate(b(187_500), &[paused], 1).layers, vec![Some(0)]);
+    }
+
+    #[test]
+    fn a_layer_that_never_arrived_is_allocatable_but_not_desired() {
+        // h was just asked for again and has sent nothing yet: the slot may
+        // get it, but the subscriber's desire (what str0m probes toward)
+        // stops at m, the highest layer that has delivered.
+        let mut s = cam(false);
+        s.unproven = 1 << 2;
+        let a = allocate(b(3_000_000), std::slice::from_ref(&s), 1);
+        assert_eq!(a.layers, vec![Some(2)]);
+        assert_eq!(a.desired_bps, 500_000);
+        let open = allocate(None, &[s], 1);
+        assert_eq!(open.layers, vec![Some(2)]);
+        assert_eq!(open.allocated_bps, 1_500_000);
+        assert_eq!(open.desired_bps, 500_000);
+    }
+
+    #[test]
+    fn a_budget_that_covers_what_is_kept_keeps_every_layer() {
+        // The grid slot (lower priority) is on m, the first on l. Keeping
+        // both costs what `keep_cost` says; with exactly that, neither
+        // moves (before the keep step, the first slot's l -> m took the
+        // grid slot's m).
+        let mut first = cam(false);
+        first.layer_bps = vec![Some(100_000), Some(300_000), None];
+        first.current = Some(0);
+        let mut grid = cam(false);
+        grid.current = Some(1);
+        let slots = [first, grid];
+        let kept: u64 = slots.iter().map(keep_cost).sum();
+        assert_eq!(kept, 90_000 + 450_000);
+        let a = allocate(b(kept), &slots, 1);
+        assert_eq!(a.layers, vec![Some(0), Some(1)]);
     }
 }

@@ -47,9 +47,27 @@ pub(crate) struct LayerMeter {
     pub last_packet: Option<Instant>,
     /// When the publisher was (re)asked to send this layer.
     pub activated_at: Option<Instant>,
+    /// How many times it was asked (the first publish counts as one).
+    pub asked: u32,
     /// When a subscriber's slot last watched this layer (dynacast switches
     /// a layer off only a while after that).
     pub watched_at: Option<Instant>,
+}
+
+impl LayerMeter {
+    /// The publisher is asked (again) to send this layer.
+    pub fn ask(&mut self, now: Instant) {
+        self.activated_at = Some(now);
+        self.asked += 1;
+    }
+
+    /// Asked for more than once and never a packet: a layer the publisher
+    /// declares but does not send (Chromium declares a top simulcast layer
+    /// its camera is too small for). Asked again, it stays unproven until
+    /// a packet arrives.
+    pub fn unproven(&self) -> bool {
+        self.asked > 1 && self.last_packet.is_none()
+    }
 }
 
 /// Per-participant counters.

@@ -18,6 +18,12 @@ use crate::metrics::loss::{LossCounter, LossSnapshot};
 const VIDEO_CLOCK: u32 = 90_000;
 /// RTP clock of Opus.
 const AUDIO_CLOCK: u32 = 48_000;
+/// The SRTP authentication tag on every media datagram (AEAD_AES_256_GCM,
+/// what str0m peers negotiate): a datagram is the RTP packet plus this.
+pub const SRTP_TAG: u64 = 16;
+/// Pauses that begin this long or more into the window count as the
+/// settled room's (`late_pauses`); before, the joins' first allocations.
+pub const PAUSE_SETTLE: Duration = Duration::from_secs(5);
 
 /// What one receive slot measured.
 #[derive(Debug, Clone)]
@@ -47,6 +53,12 @@ pub struct SlotMeter {
     paused_before_first_frame: bool,
     /// Pauses that began in the window.
     pauses: u64,
+    /// Pauses that began [`PAUSE_SETTLE`] or more into the window.
+    late_pauses: u64,
+    /// Datagram bytes received in the window (RTP packet plus
+    /// [`SRTP_TAG`]): per camera layer (l, m, h) on video slots, in
+    /// `[0]` on audio slots.
+    wire_bytes: [u64; 3],
     /// Paused time inside the window.
     paused_time: Duration,
     /// Complete camera frames in the window per layer (l, m, h).
@@ -73,6 +85,8 @@ impl SlotMeter {
             pause_pending: false,
             paused_before_first_frame: false,
             pauses: 0,
+            late_pauses: 0,
+            wire_bytes: [0; 3],
             paused_time: Duration::ZERO,
             layer_frames: [0; 3],
         }
@@ -132,8 +146,18 @@ pub struct MediaTotals {
     pub paused_slots: u64,
     /// Pauses that began in the window.
     pub pauses: u64,
+    /// Pauses that began [`PAUSE_SETTLE`] or more into the window.
+    pub late_pauses: u64,
+    /// The most of those on one slot.
+    pub most_late_pauses: u64,
     /// Paused slot time in the window.
     pub paused_time: Duration,
+    /// Datagram bytes of camera frames received in the window per layer
+    /// (l, m, h), RTP plus [`SRTP_TAG`]; with `layer_frames`, a layer's
+    /// bytes per frame.
+    pub layer_wire_bytes: [u64; 3],
+    /// Datagram bytes received on audio slots in the window.
+    pub audio_wire_bytes: u64,
     /// Complete camera frames received in the window per layer (l, m, h).
     pub layer_frames: [u64; 3],
     /// End-to-end encrypted runs: received payloads the clients decrypted
@@ -162,7 +186,13 @@ impl MediaTotals {
         self.frames += o.frames;
         self.paused_slots += o.paused_slots;
         self.pauses += o.pauses;
+        self.late_pauses += o.late_pauses;
+        self.most_late_pauses = self.most_late_pauses.max(o.most_late_pauses);
         self.paused_time += o.paused_time;
+        for (a, b) in self.layer_wire_bytes.iter_mut().zip(o.layer_wire_bytes) {
+            *a += b;
+        }
+        self.audio_wire_bytes += o.audio_wire_bytes;
         for (a, b) in self.layer_frames.iter_mut().zip(o.layer_frames) {
             *a += b;
         }
@@ -316,6 +346,9 @@ impl ParticipantMeter {
             if window.is_some_and(|w| at >= w) {
                 s.pauses += 1;
             }
+            if window.is_some_and(|w| at >= w + PAUSE_SETTLE) {
+                s.late_pauses += 1;
+            }
         } else {
             s.close_pause(at, window);
         }
@@ -329,6 +362,16 @@ impl ParticipantMeter {
         };
         slot.loss.on_packet(a.seq);
         sink.on_packet(a.at, a.payload_len as u64, in_window);
+        if in_window {
+            let wire = a.rtp_len as u64 + SRTP_TAG;
+            match (slot.video, a.trailer) {
+                (false, _) => slot.wire_bytes[0] += wire,
+                (true, Some(t)) if t.track == 1 && t.layer < 3 => {
+                    slot.wire_bytes[t.layer as usize] += wire
+                }
+                _ => {}
+            }
+        }
         if let Some(t) = a.trailer {
             let key = (t.publisher, t.track, t.layer);
             if slot.current != Some(key) {
@@ -451,7 +494,16 @@ impl ParticipantMeter {
                 totals.paused_slots += 1;
             }
             totals.pauses += s.pauses;
+            totals.late_pauses += s.late_pauses;
+            totals.most_late_pauses = totals.most_late_pauses.max(s.late_pauses);
             totals.paused_time += s.paused_time;
+            if s.video {
+                for (a, b) in totals.layer_wire_bytes.iter_mut().zip(s.wire_bytes) {
+                    *a += b;
+                }
+            } else {
+                totals.audio_wire_bytes += s.wire_bytes[0];
+            }
             for (a, b) in totals.layer_frames.iter_mut().zip(s.layer_frames) {
                 *a += b;
             }

@@ -485,6 +485,13 @@ pub fn render(r: &Report) -> String {
             ),
         ),
         (
+            "Narrow link",
+            r.media
+                .narrow
+                .as_ref()
+                .map_or_else(|| "no downlink cap".into(), |n| n.line()),
+        ),
+        (
             "Engine",
             format!(
                 "{:.2} CPU-s ({:.2} cores), {:.0} egress packets/s per core ({:.0} ns per packet), peak RSS {:.0} MiB",

@@ -5,6 +5,7 @@
 pub mod html;
 pub mod memory;
 pub mod meta;
+pub mod narrow;
 pub mod sfu_latency;
 pub mod summary;
 
@@ -160,6 +161,10 @@ pub struct MediaReport {
     pub paused_ms_total: f64,
     /// Which simulcast layers the subscribers received.
     pub layers: LayerShare,
+    /// Runs with a downlink cap: paused share next to what the cap forces,
+    /// and pauses once the room settled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub narrow: Option<narrow::NarrowReport>,
     /// End-to-end encrypted runs (`--e2ee`): what the clients decrypted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub e2ee: Option<E2eeReport>,
@@ -520,6 +525,7 @@ pub fn build(s: &Scenario, o: &RunOutcome, meta: meta::Meta) -> Report {
             pauses: o.totals.pauses,
             paused_ms_total: o.totals.paused_time.as_secs_f64() * 1000.0,
             layers: LayerShare::new(o.totals.layer_frames),
+            narrow: narrow::NarrowReport::new(s, &o.totals, secs),
             e2ee: s.e2ee.then_some(E2eeReport {
                 decrypted: o.totals.e2ee_decrypted,
                 failures: o.totals.e2ee_failures,

@@ -139,6 +139,14 @@ pub fn render(r: &Report) -> String {
             ),
         ),
         (
+            "narrow",
+            r.media
+                .narrow
+                .as_ref()
+                .map(|n| n.line())
+                .unwrap_or_default(),
+        ),
+        (
             "e2ee",
             match &r.media.e2ee {
                 Some(e) => format!(

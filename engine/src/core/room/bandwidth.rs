@@ -7,7 +7,7 @@ use str0m::bwe::Bitrate;
 use str0m::stats::PeerStats;
 
 use super::{Room, send_control};
-use crate::core::allocator::{AllocSlot, Allocation, Budget, allocate};
+use crate::core::allocator::{AllocSlot, Allocation, Budget, allocate, keep_cost};
 use crate::core::control::ServerMessage;
 use crate::core::participant::{MAX_LAYERS, Participant, source_index};
 use crate::core::selector::{self, LayerState};
@@ -213,22 +213,18 @@ impl Room {
             .map(|&(class, k)| self.alloc_slot(sub, k, class < 3, now))
             .collect();
         let audio_reserve = self.audio_reserve(sub);
-        let budget = self.budget(sub, audio_reserve);
+        let budget = self.budget(sub, &slots, audio_reserve);
         let alloc = allocate(budget, &slots, self.config.featured_layer.0);
 
         let hold = self.config.upgrade_hold;
         // The delivery floor keeps what the link carries; it never funds an
-        // upgrade or a resume (up only on the estimate's evidence).
+        // upgrade or a resume (up only on the estimate's evidence). The
+        // keep floor cannot fund one: it is exactly what keeping costs.
         let sustained = budget.is_some_and(|b| {
-            let estimate = sub
-                .downlink
-                .effective_bps()
-                .unwrap_or(self.config.initial_bitrate_bps);
-            let usable = (estimate as f64 * self.config.estimate_utilization) as u64;
             // Only while video flows: with every slot paused the floor is
             // the audio alone, and blocking growth there would keep the
             // estimate application-limited and the slots paused for good.
-            sub.downlink.delivery_floor_bps() > usable
+            sub.downlink.delivery_floor_bps() > self.usable_bps(sub)
                 && b.bps > 0
                 && sub.downlink.allocated_bps() > 0
         });
@@ -315,6 +311,7 @@ impl Room {
                 max_layer: 0,
                 current: None,
                 paused: false,
+                unproven: 0,
             };
         };
         let declared = publisher.declared_layers(t.source).max(1);
@@ -340,12 +337,16 @@ impl Room {
                 })
             })
             .collect();
+        let unproven = (0..declared.min(MAX_LAYERS as u8))
+            .filter(|&l| publisher.meters[si_src][l as usize].unproven())
+            .fold(0u8, |m, l| m | (1 << l));
         AllocSlot {
             featured,
             layer_bps,
             max_layer,
             current: slot.allocated().map(|f| f.layer.0),
             paused: slot.bandwidth_paused(),
+            unproven,
         }
     }
 
@@ -366,21 +367,55 @@ impl Room {
             .sum()
     }
 
+    /// What the allocation may spend of the effective estimate: its
+    /// [`estimate_utilization`](crate::RoomConfig::estimate_utilization)
+    /// share.
+    fn usable_bps(&self, sub: &Participant) -> u64 {
+        let estimate = sub
+            .downlink
+            .effective_bps()
+            .unwrap_or(self.config.initial_bitrate_bps);
+        (estimate as f64 * self.config.estimate_utilization) as u64
+    }
+
     /// The video budget (none without bandwidth estimation). Keep headroom
     /// under the estimate: keyframes are several times a frame's size, and
     /// allocating right up to the estimate makes the delay-based estimator
     /// see overuse and halve it. The featured slots may spend that headroom
     /// on reaching the featured layer (see the allocator).
-    fn budget(&self, sub: &Participant, audio_reserve: u64) -> Option<Budget> {
+    ///
+    /// Two floors keep what the link carries however low str0m's estimate
+    /// sinks, both only while the link shows no congestion (no loss, no
+    /// queue: [`Downlink::congested`](crate::core::downlink::Downlink::congested)):
+    /// what it measurably delivered over the last second, and what the
+    /// slots' current layers cost at their measured rates. The second is
+    /// the rule "down only on evidence": GCC's delay-based estimate dips
+    /// below a link it is not filling (in Chromium behind a 500 kbit/s
+    /// token bucket it fell to 312-412 kbit/s with the queue at 0-15 ms and
+    /// 290 kbit/s delivered), and each dip lowered or paused a slot the link
+    /// was carrying without loss. With these floors a slot steps down only
+    /// when packets are lost or a queue builds. The keep floor is what
+    /// keeping every current layer costs the allocator, at the same
+    /// measured rates: it keeps them, and funds nothing else (only the
+    /// featured slots' headroom may reshuffle within it).
+    fn budget(&self, sub: &Participant, slots: &[AllocSlot], audio_reserve: u64) -> Option<Budget> {
         self.config.bandwidth_estimation.then(|| {
             let estimate = sub
                 .downlink
                 .effective_bps()
                 .unwrap_or(self.config.initial_bitrate_bps);
-            let usable = (estimate as f64 * self.config.estimate_utilization) as u64;
-            let floor = sub.downlink.delivery_floor_bps();
+            let usable = self.usable_bps(sub);
+            let delivered = sub.downlink.delivery_floor_bps();
+            let kept = if sub.downlink.congested() {
+                0
+            } else {
+                slots.iter().map(keep_cost).sum()
+            };
             Budget {
-                bps: usable.max(floor).saturating_sub(audio_reserve),
+                bps: usable
+                    .max(delivered)
+                    .saturating_sub(audio_reserve)
+                    .max(kept),
                 headroom_bps: estimate.saturating_sub(usable),
             }
         })
@@ -482,7 +517,7 @@ impl Room {
                 }
                 for l in 0..declared.min(MAX_LAYERS as u8) {
                     if mask & (1 << l) != 0 && before & (1 << l) == 0 {
-                        p.meters[si][l as usize].activated_at = Some(now);
+                        p.meters[si][l as usize].ask(now);
                     }
                 }
                 p.told_layers[si] = Some(mask);

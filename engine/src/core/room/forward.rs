@@ -100,7 +100,7 @@ impl Room {
                     // Declared layers that never arrive stop counting as
                     // available after the activation grace.
                     for m in &mut publisher.meters[si] {
-                        m.activated_at = Some(now);
+                        m.ask(now);
                     }
                     let kind = match source {
                         VideoSource::Camera => TrackKind::Camera,

@@ -79,6 +79,7 @@ impl SimClient {
                 rtp_time: p.header.timestamp,
                 at: p.timestamp,
                 payload_len: p.payload.len() as u32,
+                rtp_len: (p.header.header_len + p.payload.len()) as u32,
                 trailer,
             });
         }

@@ -96,6 +96,9 @@ pub struct Arrival {
     pub at: Instant,
     /// Payload bytes.
     pub payload_len: u32,
+    /// The RTP packet's bytes as it arrived, header (with extensions) and
+    /// payload, decrypted: the datagram is this plus the SRTP tag.
+    pub rtp_len: u32,
     /// The measurement trailer, when the payload carries one.
     pub trailer: Option<Trailer>,
 }
