@@ -668,6 +668,17 @@ impl ShardCore {
         }
     }
 
+    /// Report a downlink estimate for participant `p` as if its `Rtc` had
+    /// (simulator tests: an estimate that dips while the link is fine).
+    /// It counts from the next allocation on, like str0m's own.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn inject_estimate(&mut self, room: RoomId, p: ParticipantId, estimate_bps: u64) {
+        let Some(now) = self.last_now else {
+            return;
+        };
+        let _ = self.in_room(room, now, |r, _| r.inject_estimate(p, estimate_bps, now));
+    }
+
     /// Fault injection (feature `fault-injection`, tests only): the room
     /// panics the next time it handles a datagram or a timer, as a bug in
     /// its processing would.

@@ -658,6 +658,14 @@ impl Room {
             self.on_client_message(i, data, now);
         }
     }
+
+    /// Test hook: a downlink estimate for `p`, as if str0m had reported it.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn inject_estimate(&mut self, p: ParticipantId, estimate_bps: u64, now: Instant) {
+        if let Some(&i) = self.index.get(&p) {
+            self.on_estimate(i, estimate_bps, now);
+        }
+    }
 }
 
 fn slots_message(p: &Participant) -> ServerMessage {
