@@ -169,9 +169,8 @@ fn print_changes(w: &Watch) {
 /// as str0m's did to 312-412 kbit/s in Chromium behind a 500 kbit/s token
 /// bucket with the queue at 0-15 ms) while the 2.5 Mbit/s link shows no
 /// loss and no queue: no slot is lowered or paused. Down only on evidence
-/// of congestion: the budget's delivery and keep floors (in this simulator
-/// either holds it alone; without both, the grid slot pauses 0.6 s into the
-/// dip).
+/// of congestion: the budget's delivery floor (without it, the grid slot
+/// pauses 0.6 s into the dip).
 #[test]
 fn an_estimate_dip_without_congestion_lowers_nothing() {
     let mut sim = three_people(14);

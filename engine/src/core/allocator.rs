@@ -114,13 +114,6 @@ fn cost(slot: &AllocSlot, layer: u8) -> Option<u64> {
     })
 }
 
-/// What keeping the slot's current layer costs the allocator (zero for a
-/// paused or new slot): the floor a link without congestion keeps (see
-/// the room's budget).
-pub(crate) fn keep_cost(slot: &AllocSlot) -> u64 {
-    slot.current.and_then(|c| cost(slot, c)).unwrap_or(0)
-}
-
 fn lowest(slot: &AllocSlot) -> Option<u8> {
     (0..=slot.max_layer).find(|&l| rate(slot, l).is_some())
 }
@@ -225,7 +218,7 @@ pub(crate) fn allocate(
     }
     // 3. Every slot climbs back to the layer it has, in priority order,
     //    before any slot gains one: keeping comes before gaining, so a
-    //    budget that covers what is kept (see `keep_cost`) keeps it all.
+    //    budget that covers what is kept keeps it all.
     for (i, s) in slots.iter().enumerate() {
         let (Some(mut l), Some(cur)) = (layers[i], s.current) else {
             continue;
@@ -449,17 +442,16 @@ mod tests {
     #[test]
     fn a_budget_that_covers_what_is_kept_keeps_every_layer() {
         // The grid slot (lower priority) is on m, the first on l. Keeping
-        // both costs what `keep_cost` says; with exactly that, neither
-        // moves (before the keep step, the first slot's l -> m took the
-        // grid slot's m).
+        // both costs 90 % of their rates; with exactly that, neither moves
+        // (before the keep step, the first slot's l -> m took the grid
+        // slot's m).
         let mut first = cam(false);
         first.layer_bps = vec![Some(100_000), Some(300_000), None];
         first.current = Some(0);
         let mut grid = cam(false);
         grid.current = Some(1);
         let slots = [first, grid];
-        let kept: u64 = slots.iter().map(keep_cost).sum();
-        assert_eq!(kept, 90_000 + 450_000);
+        let kept = 90_000 + 450_000;
         let a = allocate(b(kept), &slots, 1);
         assert_eq!(a.layers, vec![Some(0), Some(1)]);
     }

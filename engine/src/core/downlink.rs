@@ -62,6 +62,10 @@ pub(crate) struct Downlink {
     sent_bytes: u64,
     /// Media bytes sent in each of the last ticks (ring, `sent_at` next).
     sent_ticks: [(u64, Duration); SENT_TICKS],
+    /// Of `sent_bytes`, audio.
+    audio_sent_bytes: u64,
+    /// Of each of `sent_ticks`, audio.
+    audio_ticks: [u64; SENT_TICKS],
     /// Next slot of `sent_ticks`.
     sent_at: usize,
     /// When a loss report capped the estimate; while set, `effective_bps`
@@ -141,20 +145,6 @@ impl Downlink {
             || self.queue_delay() >= CONGESTION_QUEUE_DELAY
     }
 
-    /// What the allocation may rely on however low str0m's estimate sinks:
-    /// what the link measurably delivered over the last second, while
-    /// there is no evidence of congestion (none otherwise). GCC's estimate
-    /// undershoots a link it is not filling (after a loss burst it sank to
-    /// 140-340 kbps on a 500 kbps link), and pausing a slot the link carries
-    /// with no loss and no queue is the flapping this floor ends.
-    pub fn delivery_floor_bps(&self) -> u64 {
-        if self.congested() {
-            0
-        } else {
-            self.delivered_bps()
-        }
-    }
-
     /// Whether this allocation wants to resume a paused slot; returns for
     /// how long every allocation has (zero when not now).
     pub fn resume_wanted(&mut self, wants: bool, now: Instant) -> Duration {
@@ -208,6 +198,44 @@ impl Downlink {
         self.sent_bytes += bytes;
     }
 
+    /// Audio bytes written for this subscriber (counted in
+    /// [`Downlink::delivered_bps`] too).
+    #[inline]
+    pub fn record_sent_audio(&mut self, bytes: u64) {
+        self.sent_bytes += bytes;
+        self.audio_sent_bytes += bytes;
+    }
+
+    /// The video part of [`Downlink::delivered_bps`].
+    pub fn delivered_video_bps(&self) -> u64 {
+        let (bytes, span) = self.sent_span();
+        if span.is_zero() {
+            return 0;
+        }
+        let audio: u64 = self.audio_ticks.iter().sum();
+        let sent = bytes.saturating_sub(audio) as f64 * 8.0 / span.as_secs_f64();
+        (sent * (1.0 - self.loss.clamp(0.0, 1.0) as f64)) as u64
+    }
+
+    /// What the allocation may rely on however low str0m's estimate sinks:
+    /// what the link measurably delivered over the last second, while
+    /// there is no evidence of congestion (none otherwise). GCC's estimate
+    /// undershoots a link it is not filling (after a loss burst it sank to
+    /// 140-340 kbps on a 500 kbps link), and pausing a slot the link carries
+    /// with no loss and no queue is the flapping this floor ends.
+    ///
+    /// Video alone: the allocation's budget is video, so its floor is too.
+    /// Taking the audio reserve (at least 40 kbit/s per audio slot) off the
+    /// whole delivery instead left less than the shown layers cost when the
+    /// audio sent less than its reserve.
+    pub fn video_delivery_floor_bps(&self) -> u64 {
+        if self.congested() {
+            0
+        } else {
+            self.delivered_video_bps()
+        }
+    }
+
     /// Take `bps` as the effective estimate, dropping any pending rise.
     fn set_effective(&mut self, bps: u64) {
         self.limited |= self.effective_bps.is_some_and(|e| bps < e);
@@ -230,6 +258,8 @@ impl Downlink {
     /// (it reports on change).
     pub fn on_tick(&mut self, now: Instant, dt: Duration) {
         self.sent_ticks[self.sent_at] = (self.sent_bytes, dt);
+        self.audio_ticks[self.sent_at] = self.audio_sent_bytes;
+        self.audio_sent_bytes = 0;
         self.sent_at = (self.sent_at + 1) % SENT_TICKS;
         self.sent_bytes = 0;
         if self
@@ -526,24 +556,38 @@ mod tests {
     }
 
     #[test]
+    fn the_video_floor_leaves_the_audio_out() {
+        let t = Instant::now();
+        let mut d = Downlink::default();
+        for _ in 0..SENT_TICKS {
+            d.record_sent(300_000 / 8 / SENT_TICKS as u64);
+            d.record_sent_audio(80_000 / 8 / SENT_TICKS as u64);
+            d.on_tick(t, ms(100));
+        }
+        d.on_transport(Some(0.0), Some(ms(40)), t);
+        assert_eq!(d.delivered_bps(), 380_000);
+        assert_eq!(d.video_delivery_floor_bps(), 300_000);
+    }
+
+    #[test]
     fn the_delivery_floor_holds_only_without_congestion() {
         let t = Instant::now();
         let mut d = Downlink::default();
         sent_one_second(&mut d, t, 400_000);
         d.on_transport(Some(0.0), Some(ms(40)), t);
         assert!(!d.congested());
-        assert_eq!(d.delivery_floor_bps(), 400_000);
+        assert_eq!(d.video_delivery_floor_bps(), 400_000);
         // A queue builds: 60 ms over the base round trip.
         d.on_transport(Some(0.0), Some(ms(100)), t + ms(200));
         assert_eq!(d.queue_delay(), ms(60));
         assert!(d.congested());
-        assert_eq!(d.delivery_floor_bps(), 0);
+        assert_eq!(d.video_delivery_floor_bps(), 0);
         // Loss of 2 % or more.
         d.on_transport(Some(0.02), Some(ms(40)), t + ms(400));
         assert!(d.congested());
         d.on_transport(Some(0.01), Some(ms(41)), t + ms(600));
         assert!(!d.congested());
-        assert_eq!(d.delivery_floor_bps(), 396_000);
+        assert_eq!(d.video_delivery_floor_bps(), 396_000);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use str0m::bwe::Bitrate;
 use str0m::stats::PeerStats;
 
 use super::{Room, send_control};
-use crate::core::allocator::{AllocSlot, Allocation, Budget, allocate, keep_cost};
+use crate::core::allocator::{AllocSlot, Allocation, Budget, allocate};
 use crate::core::control::ServerMessage;
 use crate::core::participant::{MAX_LAYERS, Participant, source_index};
 use crate::core::selector::{self, LayerState};
@@ -213,18 +213,18 @@ impl Room {
             .map(|&(class, k)| self.alloc_slot(sub, k, class < 3, now))
             .collect();
         let audio_reserve = self.audio_reserve(sub);
-        let budget = self.budget(sub, &slots, audio_reserve);
+        let budget = self.budget(sub, audio_reserve);
         let alloc = allocate(budget, &slots, self.config.featured_layer.0);
 
         let hold = self.config.upgrade_hold;
         // The delivery floor keeps what the link carries; it never funds an
-        // upgrade or a resume (up only on the estimate's evidence). The
-        // keep floor cannot fund one: it is exactly what keeping costs.
+        // upgrade or a resume (up only on the estimate's evidence).
         let sustained = budget.is_some_and(|b| {
             // Only while video flows: with every slot paused the floor is
-            // the audio alone, and blocking growth there would keep the
-            // estimate application-limited and the slots paused for good.
-            sub.downlink.delivery_floor_bps() > self.usable_bps(sub)
+            // zero, and blocking growth there would keep the estimate
+            // application-limited and the slots paused for good.
+            sub.downlink.video_delivery_floor_bps()
+                > self.usable_bps(sub).saturating_sub(audio_reserve)
                 && b.bps > 0
                 && sub.downlink.allocated_bps() > 0
         });
@@ -384,39 +384,34 @@ impl Room {
     /// see overuse and halve it. The featured slots may spend that headroom
     /// on reaching the featured layer (see the allocator).
     ///
-    /// Two floors keep what the link carries however low str0m's estimate
-    /// sinks, both only while the link shows no congestion (no loss, no
-    /// queue: [`Downlink::congested`](crate::core::downlink::Downlink::congested)):
-    /// what it measurably delivered over the last second, and what the
-    /// slots' current layers cost at their measured rates. The second is
-    /// the rule "down only on evidence": GCC's delay-based estimate dips
-    /// below a link it is not filling (in Chromium behind a 500 kbit/s
-    /// token bucket it fell to 312-412 kbit/s with the queue at 0-15 ms and
-    /// 290 kbit/s delivered), and each dip lowered or paused a slot the link
-    /// was carrying without loss. With these floors a slot steps down only
-    /// when packets are lost or a queue builds. The keep floor is what
-    /// keeping every current layer costs the allocator, at the same
-    /// measured rates: it keeps them, and funds nothing else (only the
-    /// featured slots' headroom may reshuffle within it).
-    fn budget(&self, sub: &Participant, slots: &[AllocSlot], audio_reserve: u64) -> Option<Budget> {
+    /// A floor keeps what the link carries however low str0m's estimate
+    /// sinks, while the link shows no congestion (no loss, no queue:
+    /// [`Downlink::congested`](crate::core::downlink::Downlink::congested)):
+    /// what the video slots measurably delivered over the last second. GCC's
+    /// delay-based estimate dips below a link it is not filling (in Chromium
+    /// behind a 500 kbit/s token bucket it fell to 312-412 kbit/s with the
+    /// queue at 0-15 ms and 290 kbit/s delivered), and each dip lowered or
+    /// paused a slot the link was carrying without loss. The floor is video
+    /// alone: the whole delivery less the audio reserve (at least 40 kbit/s
+    /// per audio slot) came out below what the shown layers cost.
+    fn budget(&self, sub: &Participant, audio_reserve: u64) -> Option<Budget> {
         self.config.bandwidth_estimation.then(|| {
             let estimate = sub
                 .downlink
                 .effective_bps()
                 .unwrap_or(self.config.initial_bitrate_bps);
             let usable = self.usable_bps(sub);
-            let delivered = sub.downlink.delivery_floor_bps();
-            let kept = if sub.downlink.congested() {
-                0
-            } else {
-                slots.iter().map(keep_cost).sum()
-            };
+            let bps = usable
+                .saturating_sub(audio_reserve)
+                .max(sub.downlink.video_delivery_floor_bps());
+            // The headroom is the rest of the estimate above what the budget
+            // already gives: where the floor carries the budget past the
+            // estimate's share, a featured slot's climb would add to a link
+            // that is full already.
+            let whole = estimate.saturating_sub(audio_reserve).max(bps);
             Budget {
-                bps: usable
-                    .max(delivered)
-                    .saturating_sub(audio_reserve)
-                    .max(kept),
-                headroom_bps: estimate.saturating_sub(usable),
+                bps,
+                headroom_bps: (whole - bps).min(estimate.saturating_sub(usable)),
             }
         })
     }

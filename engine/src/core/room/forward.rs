@@ -267,7 +267,7 @@ impl Room {
                 slot.received.record(rw.seq as u16, at);
                 sub.mark_dirty();
                 sub.stats.rtp_forwarded += 1;
-                sub.downlink.record_sent(len);
+                sub.downlink.record_sent_audio(len);
                 self.stats.rtp_forwarded += 1;
             }
         }
