@@ -44,7 +44,9 @@ use crate::error::Error;
 use crate::event::EngineEvent;
 use crate::ids::RoomId;
 
-/// The shard thread's [`Driver::send_at`]: half a `sendmmsg` batch.
+/// Datagrams a shard thread makes before it sends them: its flush and its
+/// timers stop each time this many are ready, the shard sends them, and
+/// they go on (half a `sendmmsg` batch).
 pub const SEND_AT: usize = 32;
 
 /// Where a [`Driver`]'s outputs go.

@@ -51,7 +51,6 @@ use crate::ids::{ParticipantId, RoomId};
 use crate::join::{self, JoinContext};
 use crate::rng;
 use crate::shard::Command;
-/// Datagrams a shard's flush makes before it sends them (the driver's rule).
 pub use crate::shard::driver::SEND_AT;
 use crate::shard::driver::{Driver, Io, RoomShared};
 use crate::shard::poll::thread_cpu_time;
