@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use piazza::core::control::ServerMessage;
-use piazza::sim::{LinkConfig, SimConfig, Simulator};
+use piazza::sim::{LinkConfig, SEND_AT, SimConfig, Simulator};
 use piazza::{EngineEvent, LeaveReason};
 
 /// Eight participants, two rooms, two shards: room 1 on shard 0 with
@@ -159,4 +159,34 @@ fn counters_only_go_up_across_a_room_close() {
     assert!(after.slot_switches >= before.slot_switches);
     assert!(after.dropped_waiting_keyframe >= before.dropped_waiting_keyframe);
     assert!(after.loss_caps >= before.loss_caps);
+}
+
+/// Issue 12: a receive batch that fans out to hundreds of datagrams used to
+/// send none of them until the last was made, so the first copies waited
+/// for all the others. The shard's loop now sends each time `SEND_AT` are
+/// ready. The same seeded run, with and without that rule, sends the same
+/// datagrams at the same (virtual) times, in more and smaller rounds.
+#[test]
+fn a_large_step_sends_its_first_datagrams_before_making_the_rest() {
+    let run = |send_at| {
+        let mut cfg = SimConfig::new(20);
+        cfg.send_at = send_at;
+        let mut sim = Simulator::new(cfg).unwrap();
+        sim.run_for(Duration::from_secs(3));
+        (sim.trace_hash(), sim.send_rounds())
+    };
+    let (whole_trace, whole) = run(usize::MAX);
+    let (trace, rounds) = run(SEND_AT);
+    println!("at the end of each flush: {whole:?}; every {SEND_AT}: {rounds:?}");
+    assert_eq!(trace, whole_trace, "the rule changed what was sent");
+    assert_eq!(rounds.largest_step, whole.largest_step);
+    assert!(
+        whole.largest_flush > 4 * SEND_AT,
+        "no flush was large enough to tell: {whole:?}"
+    );
+    assert!(
+        rounds.largest_flush < whole.largest_flush / 2,
+        "{rounds:?} vs {whole:?}"
+    );
+    assert!(rounds.flushes > whole.flushes, "{rounds:?} vs {whole:?}");
 }

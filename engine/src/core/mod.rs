@@ -130,6 +130,9 @@ pub struct ShardCore {
     admission_budget: Option<usize>,
     /// The latest `now` of an adopt, flush or timeout.
     last_now: Option<Instant>,
+    /// The room whose timeout's flush [`ShardCore::handle_timeout_some`]
+    /// cut short.
+    timing_out: Option<RoomId>,
     /// Wall-clock anchor for chat message times ([`ShardCore::set_wall_clock`]).
     wall_clock: Option<(Instant, u64)>,
     #[cfg(feature = "bench-slowdown")]
@@ -173,6 +176,7 @@ impl ShardCore {
             stats: CoreStats::default(),
             admission_budget: None,
             last_now: None,
+            timing_out: None,
             #[cfg(feature = "bench-slowdown")]
             slowdown: slowdown::Slowdown::from_env(),
         }
@@ -500,16 +504,34 @@ impl ShardCore {
 
     /// Flush the rooms touched since the last flush: writes become datagrams.
     pub fn flush(&mut self, now: Instant) {
+        let done = self.flush_some(now, usize::MAX);
+        debug_assert!(done, "an unbounded flush finishes");
+    }
+
+    /// [`ShardCore::flush`] in parts, so the first datagrams can leave
+    /// while the rest are still being made: returns false as soon as at
+    /// least `ready` datagrams wait in [`ShardCore::poll_transmit`]. Drain
+    /// them and call again with the same `now`, before any other input,
+    /// until it returns true. Every `Rtc` gets the same inputs in the same
+    /// order as with one [`ShardCore::flush`]; only the datagrams leave
+    /// sooner.
+    pub fn flush_some(&mut self, now: Instant, ready: usize) -> bool {
         self.last_now = Some(now);
-        while let Some(room_id) = self.dirty.pop() {
-            if self
-                .in_room(room_id, now, |room, out| room.flush(now, out))
-                .is_ok()
-            {
-                self.reschedule(room_id);
+        while let Some(&room_id) = self.dirty.last() {
+            match self.in_room(room_id, now, |room, out| room.flush_some(now, out, ready)) {
+                Ok(false) => return false,
+                Ok(true) => {
+                    self.dirty.pop();
+                    self.reschedule(room_id);
+                }
+                // The room failed (and left the dirty list) or is gone.
+                Err(_) => {
+                    self.dirty.retain(|r| *r != room_id);
+                }
             }
         }
         self.collect_stats_and_leavers();
+        true
     }
 
     /// Earliest time [`ShardCore::handle_timeout`] is needed.
@@ -530,25 +552,56 @@ impl ShardCore {
 
     /// Drive every room whose deadline has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let done = self.handle_timeout_some(now, usize::MAX);
+        debug_assert!(done, "an unbounded timeout finishes");
+    }
+
+    /// [`ShardCore::handle_timeout`] in parts, as [`ShardCore::flush_some`]
+    /// is the flush in parts: returns false as soon as at least `ready`
+    /// datagrams wait in [`ShardCore::poll_transmit`]; drain them and call
+    /// again with the same `now`, before any other input, until it returns
+    /// true.
+    pub fn handle_timeout_some(&mut self, now: Instant, ready: usize) -> bool {
         self.last_now = Some(now);
-        self.sweep_tcp(now);
-        while let Some(Reverse((t, room_id))) = self.timers.peek().copied() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
-            if self.deadlines.get(&room_id) != Some(&t) {
-                continue;
-            }
-            self.deadlines.remove(&room_id);
-            if self
-                .in_room(room_id, now, |room, out| room.handle_timeout(now, out))
-                .is_ok()
-            {
-                self.reschedule(room_id);
+        let mut resumed = self.timing_out.take();
+        if resumed.is_none() {
+            self.sweep_tcp(now);
+        }
+        loop {
+            let room_id = match resumed.take() {
+                Some(r) => r,
+                None => {
+                    let Some(Reverse((t, room_id))) = self.timers.peek().copied() else {
+                        break;
+                    };
+                    if t > now {
+                        break;
+                    }
+                    self.timers.pop();
+                    if self.deadlines.get(&room_id) != Some(&t) {
+                        continue;
+                    }
+                    self.deadlines.remove(&room_id);
+                    let started =
+                        self.in_room(room_id, now, |room, out| room.start_timeout(now, out));
+                    if started.is_err() {
+                        continue;
+                    }
+                    room_id
+                }
+            };
+            match self.in_room(room_id, now, |room, out| room.flush_some(now, out, ready)) {
+                Ok(false) => {
+                    self.timing_out = Some(room_id);
+                    return false;
+                }
+                Ok(true) => self.reschedule(room_id),
+                // The room failed, or is gone.
+                Err(_) => {}
             }
         }
         self.collect_stats_and_leavers();
+        true
     }
 
     /// Next datagram to send.

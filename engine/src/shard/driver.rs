@@ -11,13 +11,18 @@
 //!    stats are republished ([`Io::publish`]), then the reply is sent, so
 //!    when a caller's `join` or `leave` returns, `stats()` already shows it.
 //! 2. The receive batch: [`ShardCore::handle_datagram`] for each datagram
-//!    with one `now`, then [`ShardCore::flush`].
-//! 3. Timers: [`ShardCore::handle_timeout`] when [`ShardCore::poll_timeout`]
-//!    is due.
+//!    with one `now`, then the flush ([`ShardCore::flush_some`]).
+//! 3. Timers: [`ShardCore::handle_timeout_some`] when
+//!    [`ShardCore::poll_timeout`] is due.
 //! 4. After each of these: [`ShardCore::poll_transmit_received`] into
 //!    [`Io::send`], or [`Io::send_forwarded`] with the receive time of a
 //!    forwarded packet (then [`Io::flush`]), [`ShardCore::poll_event`] into
-//!    [`Io::emit`].
+//!    [`Io::emit`]. The flush and the timers run in parts: each time
+//!    [`SEND_AT`] datagrams are ready they stop, the datagrams are sent,
+//!    and they go on (issue 12: one video packet fans out to ~49
+//!    subscribers at ~10 us each, and the first copies no longer wait for
+//!    the last). Every `Rtc` sees the same inputs in the same order either
+//!    way; only the sends come sooner.
 //!
 //! Every core call runs under `catch_unwind` on top of the core's own
 //! per-room containment: a panic outside any room's work is logged and
@@ -38,6 +43,11 @@ use crate::core::{ShardCore, TcpClose};
 use crate::error::Error;
 use crate::event::EngineEvent;
 use crate::ids::RoomId;
+
+/// Datagrams a shard thread makes before it sends them: its flush and its
+/// timers stop each time this many are ready, the shard sends them, and
+/// they go on (half a `sendmmsg` batch).
+pub const SEND_AT: usize = 32;
 
 /// Where a [`Driver`]'s outputs go.
 pub(crate) trait Io {
@@ -108,6 +118,11 @@ pub(crate) struct Driver {
     core: ShardCore,
     /// What the engine reads of each room here.
     rooms: HashMap<RoomId, Arc<RoomShared>>,
+    /// Datagrams that, once made, are sent before the flush or timeout
+    /// that makes them goes on ([`ShardCore::flush_some`]): the first
+    /// copies of a packet fanned out to many subscribers leave while the
+    /// last are still being made, instead of all waiting for the last.
+    send_at: usize,
     events_dropped: u64,
     panics: u64,
 }
@@ -118,6 +133,7 @@ impl Driver {
         local_addr: SocketAddr,
         tcp_addr: Option<SocketAddr>,
         core: ShardCore,
+        send_at: usize,
     ) -> Self {
         Driver {
             index,
@@ -125,6 +141,7 @@ impl Driver {
             tcp_addr,
             core,
             rooms: HashMap::new(),
+            send_at,
             events_dropped: 0,
             panics: 0,
         }
@@ -171,14 +188,13 @@ impl Driver {
                 for (source, data) in batch {
                     core.handle_datagram(now, source, data);
                 }
-                core.flush(now);
             });
-            self.drain(io);
+            self.in_rounds(io, "flush", |core, ready| core.flush_some(now, ready));
         }
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
-            let core = &mut self.core;
-            guarded(&mut self.panics, "timeout", || core.handle_timeout(now));
-            self.drain(io);
+            self.in_rounds(io, "timeout", |core, ready| {
+                core.handle_timeout_some(now, ready)
+            });
         }
         true
     }
@@ -310,6 +326,27 @@ impl Driver {
         }
         self.rooms.clear();
         io.publish(self.stats(io));
+    }
+
+    /// Run a flush or a timeout in parts ([`ShardCore::flush_some`],
+    /// [`ShardCore::handle_timeout_some`]): `part` stops each time
+    /// [`Driver::send_at`] datagrams are ready, and they are sent before it
+    /// goes on, instead of all after its end.
+    fn in_rounds<I: Io>(
+        &mut self,
+        io: &mut I,
+        what: &str,
+        mut part: impl FnMut(&mut ShardCore, usize) -> bool,
+    ) {
+        loop {
+            let (core, ready) = (&mut self.core, self.send_at);
+            // A panic outside any room's work ends the rounds.
+            let done = guarded(&mut self.panics, what, || part(core, ready)).unwrap_or(true);
+            self.drain(io);
+            if done {
+                return;
+            }
+        }
     }
 
     /// Send every pending transmit and hand on every pending event.

@@ -262,7 +262,7 @@ impl ShardHandle {
             index,
             poller,
             doorbell: doorbell.clone(),
-            driver: Driver::new(index, local_addr, stats.tcp_addr, core),
+            driver: Driver::new(index, local_addr, stats.tcp_addr, core, driver::SEND_AT),
             commands: rx,
             socket,
             tcp,

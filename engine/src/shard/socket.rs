@@ -5,6 +5,13 @@
 //! Linux only. The receive side owns one preallocated buffer pool that every
 //! batch reuses; the send side owns the `mmsghdr`/`iovec`/address arrays and
 //! points them at the payloads str0m produced, so no datagram is copied.
+//!
+//! UDP GSO: a run of datagrams to one destination, all of one size but the
+//! last (which may be shorter), goes as one `sendmmsg` message with a
+//! `UDP_SEGMENT` control message, and the kernel cuts it into datagrams
+//! after one pass through the stack. If the kernel refuses that (`EIO`: the
+//! route cannot segment; `EINVAL`), the socket stops using it and sends
+//! the rest one datagram per message.
 
 use std::io;
 use std::mem;
@@ -25,6 +32,16 @@ pub(crate) const BATCH: usize = 64;
 /// (str0m's default is 1150 bytes of RTP); anything longer is truncated by
 /// the kernel, counted and dropped.
 pub(crate) const MAX_DATAGRAM: usize = 2048;
+
+/// `UDP_SEGMENT` (linux/udp.h): the segment size of a GSO send, a `u16`
+/// control message at level `SOL_UDP`.
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// Most datagrams in one GSO message (the kernel's `UDP_MAX_SEGMENTS`).
+const GSO_MAX_SEGMENTS: usize = 64;
+
+/// Most bytes in one GSO message (a UDP payload must fit in 64 KiB).
+const GSO_MAX_BYTES: usize = 60_000;
 
 /// Requested SO_RCVBUF / SO_SNDBUF. The kernel caps it at
 /// `net.core.rmem_max` / `wmem_max` unless those are raised; a burst of a
@@ -61,6 +78,9 @@ pub(crate) struct UdpSocket {
     pub stats: SocketStats,
     /// Receive-to-`sendmmsg` time of forwarded datagrams.
     pub forward_latency: ForwardLatency,
+    /// Send runs to one destination as one GSO message; cleared when the
+    /// kernel refuses one.
+    gso: bool,
 }
 
 impl UdpSocket {
@@ -101,6 +121,7 @@ impl UdpSocket {
             local_addr,
             stats: SocketStats::default(),
             forward_latency: ForwardLatency::default(),
+            gso: true,
         })
     }
 
@@ -164,7 +185,6 @@ impl UdpSocket {
         if batch.transmits.is_empty() {
             return;
         }
-        batch.prepare();
         // One clock read per batch: the moment its datagrams are handed to
         // the kernel, for the forwarded ones' latency.
         if batch.forwarded > 0 {
@@ -174,17 +194,31 @@ impl UdpSocket {
                     .record(handed.saturating_duration_since(*r));
             }
         }
-        let total = batch.transmits.len();
+        let mut from = 0;
+        while let Some(next) = self.send_from(batch, from) {
+            from = next;
+        }
+        batch.clear();
+    }
+
+    /// Send the transmits of `batch` from index `from` on. `Some(i)`: the
+    /// kernel refused GSO at transmit `i`; GSO is now off and the caller
+    /// sends again from there.
+    fn send_from(&mut self, batch: &mut SendBatch, from: usize) -> Option<usize> {
+        batch.prepare(from, self.gso);
+        let total = batch.msgs.len();
+        let datagrams = |spans: &[(usize, usize)]| spans.iter().map(|s| s.1 as u64).sum::<u64>();
         let mut start = 0;
         while start < total {
             let count = total - start;
-            // SAFETY: `batch.prepare()` built one mmsghdr per transmit, each
-            // pointing at its own iovec (which points at the transmit's
-            // payload, alive in `batch.transmits`) and its own destination
-            // SockAddr in `batch.addrs`. `start + count <= total` keeps the
-            // pointer and length inside `batch.msgs`. Nothing is moved or
-            // dropped while the kernel reads them: `batch` is borrowed
-            // mutably for the whole loop.
+            // SAFETY: `batch.prepare()` built one mmsghdr per message, each
+            // pointing at its own run of iovecs (which point at the
+            // transmits' payloads, alive in `batch.transmits`), its own
+            // destination SockAddr in `batch.addrs` and, for a GSO message,
+            // its own control buffer in `batch.cmsgs`. `start + count <=
+            // total` keeps the pointer and length inside `batch.msgs`.
+            // Nothing is moved or dropped while the kernel reads them:
+            // `batch` is borrowed mutably for the whole loop.
             let r = unsafe {
                 libc::sendmmsg(
                     self.socket.as_raw_fd(),
@@ -196,36 +230,44 @@ impl UdpSocket {
             self.stats.send_batches += 1;
             if r >= 0 {
                 let sent = r as usize;
-                self.stats.datagrams_sent += sent as u64;
-                start += sent;
                 if sent == 0 {
                     // Not expected from Linux; avoid spinning on it.
-                    self.stats.send_errors += count as u64;
+                    self.stats.send_errors += datagrams(&batch.spans[start..]);
                     break;
                 }
+                self.stats.datagrams_sent += datagrams(&batch.spans[start..start + sent]);
+                start += sent;
                 continue;
             }
             let err = io::Error::last_os_error();
+            let (first, segments) = batch.spans[start];
             match err.kind() {
                 io::ErrorKind::Interrupted => continue,
                 io::ErrorKind::WouldBlock => {
                     // The send buffer is full: drop the rest of the batch.
-                    self.stats.send_would_block += count as u64;
+                    self.stats.send_would_block += datagrams(&batch.spans[start..]);
                     break;
                 }
+                _ if segments > 1
+                    && matches!(err.raw_os_error(), Some(libc::EIO | libc::EINVAL)) =>
+                {
+                    tracing::debug!("UDP GSO refused ({err}): sending one datagram per message");
+                    self.gso = false;
+                    return Some(first);
+                }
                 _ => {
-                    // The first datagram of the remainder failed (a bad or
+                    // The first message of the remainder failed (a bad or
                     // unreachable destination): drop it, keep the others.
-                    self.stats.send_errors += 1;
+                    self.stats.send_errors += segments as u64;
                     tracing::debug!(
-                        destination = %batch.transmits[start].destination,
+                        destination = %batch.transmits[first].destination,
                         "sendmmsg failed: {err}"
                     );
                     start += 1;
                 }
             }
         }
-        batch.clear();
+        None
     }
 }
 
@@ -320,8 +362,14 @@ pub(crate) struct SendBatch {
     received: Vec<Option<Instant>>,
     /// How many of `received` are `Some`.
     forwarded: usize,
+    /// Per message: its first transmit and how many it carries (more
+    /// than one: a GSO message).
+    spans: Vec<(usize, usize)>,
     addrs: Vec<SockAddr>,
     iovecs: Vec<libc::iovec>,
+    /// Per message: its `UDP_SEGMENT` control message (unused for one
+    /// datagram). `u64`s for the alignment `cmsghdr` needs.
+    cmsgs: Vec<[u64; 4]>,
     msgs: Vec<libc::mmsghdr>,
 }
 
@@ -331,8 +379,10 @@ impl SendBatch {
             transmits: Vec::with_capacity(BATCH),
             received: Vec::with_capacity(BATCH),
             forwarded: 0,
+            spans: Vec::with_capacity(BATCH),
             addrs: Vec::with_capacity(BATCH),
             iovecs: Vec::with_capacity(BATCH),
+            cmsgs: Vec::with_capacity(BATCH),
             msgs: Vec::with_capacity(BATCH),
         }
     }
@@ -347,38 +397,100 @@ impl SendBatch {
         self.transmits.len() >= BATCH
     }
 
-    /// Build the headers for the queued transmits. The vectors keep their
-    /// capacity between batches: no allocation once warm.
-    fn prepare(&mut self) {
+    /// Group the transmits from index `from` on into messages: with `gso`,
+    /// each run to one destination whose datagrams all have the first
+    /// one's size, but the last, which may be shorter, is one message
+    /// (at most [`GSO_MAX_SEGMENTS`] datagrams and [`GSO_MAX_BYTES`]).
+    fn group(&mut self, from: usize, gso: bool) {
+        self.spans.clear();
+        let mut i = from;
+        while i < self.transmits.len() {
+            let first = &self.transmits[i];
+            let size = first.contents.len();
+            let mut n = 1;
+            let can_run = gso && size > 0;
+            while let Some(t) = self.transmits.get(i + n).filter(|_| can_run) {
+                let fits = n < GSO_MAX_SEGMENTS && (n + 1) * size <= GSO_MAX_BYTES;
+                let joins = t.destination == first.destination
+                    && t.proto == first.proto
+                    && t.contents.len() <= size
+                    && !t.contents.is_empty();
+                if !(fits && joins) {
+                    break;
+                }
+                n += 1;
+                if t.contents.len() < size {
+                    // A shorter one ends the run.
+                    break;
+                }
+            }
+            self.spans.push((i, n));
+            i += n;
+        }
+    }
+
+    /// Build the headers for the queued transmits from index `from` on
+    /// ([`SendBatch::group`]). The vectors keep their capacity between
+    /// batches: no allocation once warm.
+    fn prepare(&mut self, from: usize, gso: bool) {
+        self.group(from, gso);
         self.addrs.clear();
         self.iovecs.clear();
+        self.cmsgs.clear();
         self.msgs.clear();
-        for t in &self.transmits {
-            self.addrs.push(SockAddr::from(t.destination));
+        for t in &self.transmits[from..] {
             self.iovecs.push(libc::iovec {
                 // sendmmsg only reads through this pointer.
                 iov_base: t.contents.as_ptr() as *mut libc::c_void,
                 iov_len: t.contents.len(),
             });
         }
-        for i in 0..self.transmits.len() {
+        for &(first, n) in &self.spans {
+            self.addrs
+                .push(SockAddr::from(self.transmits[first].destination));
+            let mut cmsg = [0u64; 4];
+            if n > 1 {
+                let size = self.transmits[first].contents.len() as u16;
+                // SAFETY: `cmsg` is 32 bytes, 8-aligned, which holds
+                // CMSG_SPACE(2) = 24 bytes: one cmsghdr and its u16, at
+                // the offsets CMSG_LEN gives.
+                unsafe {
+                    let hdr = cmsg.as_mut_ptr().cast::<libc::cmsghdr>();
+                    (*hdr).cmsg_len = libc::CMSG_LEN(2) as _;
+                    (*hdr).cmsg_level = libc::SOL_UDP;
+                    (*hdr).cmsg_type = UDP_SEGMENT;
+                    let data = libc::CMSG_DATA(hdr).cast::<u16>();
+                    data.write_unaligned(size);
+                }
+            }
+            self.cmsgs.push(cmsg);
+        }
+        for (k, &(first, n)) in self.spans.iter().enumerate() {
             // SAFETY: mmsghdr is a plain C struct; all-zero is a valid value
             // (null pointers, zero lengths and flags).
             let mut m: libc::mmsghdr = unsafe { mem::zeroed() };
-            // The pointers stay valid until `clear()`: the vectors are not
-            // touched between here and the sendmmsg calls.
-            m.msg_hdr.msg_name = self.addrs[i].as_ptr() as *mut libc::c_void;
-            m.msg_hdr.msg_namelen = self.addrs[i].len();
-            m.msg_hdr.msg_iov = &mut self.iovecs[i];
-            m.msg_hdr.msg_iovlen = 1;
+            // The pointers stay valid until `clear()` or the next
+            // `prepare()`: the vectors are not touched between here and the
+            // sendmmsg calls, and hold their elements in place.
+            m.msg_hdr.msg_name = self.addrs[k].as_ptr() as *mut libc::c_void;
+            m.msg_hdr.msg_namelen = self.addrs[k].len();
+            m.msg_hdr.msg_iov = &mut self.iovecs[first - from];
+            m.msg_hdr.msg_iovlen = n as _;
+            if n > 1 {
+                m.msg_hdr.msg_control = self.cmsgs[k].as_mut_ptr().cast();
+                // SAFETY: CMSG_SPACE only computes a size.
+                m.msg_hdr.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as _;
+            }
             self.msgs.push(m);
         }
     }
 
     fn clear(&mut self) {
         self.msgs.clear();
+        self.cmsgs.clear();
         self.iovecs.clear();
         self.addrs.clear();
+        self.spans.clear();
         // Drops the payloads: the kernel has copied them.
         self.transmits.clear();
         self.received.clear();
@@ -439,6 +551,85 @@ mod tests {
         }
         assert_eq!(got, (0..100u8).collect::<Vec<_>>());
         assert_eq!(b.recv_batch(&mut batch), 0, "nothing left: would block");
+    }
+
+    /// GSO runs: one destination, the first datagram's size, a shorter one
+    /// ends the run, at most GSO_MAX_SEGMENTS; without GSO one per message.
+    #[test]
+    fn gso_groups_runs_to_one_destination_of_one_size() {
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let (a, b, me) = (
+            SocketAddr::new(lo, 1000),
+            SocketAddr::new(lo, 1001),
+            SocketAddr::new(lo, 999),
+        );
+        let mut batch = SendBatch::new();
+        for (to, len) in [(a, 100), (a, 100), (a, 60), (a, 100), (b, 100), (b, 100)] {
+            batch.push(transmit(to, me, &vec![1; len]), None);
+        }
+        for (to, len) in [(a, 60), (a, 100), (a, 100)] {
+            batch.push(transmit(to, me, &vec![1; len]), None);
+        }
+        batch.group(0, true);
+        assert_eq!(batch.spans, [(0, 3), (3, 1), (4, 2), (6, 1), (7, 2)]);
+        batch.group(4, true);
+        assert_eq!(batch.spans, [(4, 2), (6, 1), (7, 2)]);
+        batch.group(0, false);
+        assert_eq!(batch.spans, (0..9).map(|i| (i, 1)).collect::<Vec<_>>());
+        batch.clear();
+        for _ in 0..GSO_MAX_SEGMENTS + 6 {
+            batch.transmits.push(transmit(a, me, &[1; 100]));
+        }
+        batch.group(0, true);
+        assert_eq!(batch.spans, [(0, GSO_MAX_SEGMENTS), (GSO_MAX_SEGMENTS, 6)]);
+    }
+
+    /// Runs of several sizes to two destinations go out as GSO messages and
+    /// arrive as the datagrams they were, in order.
+    #[test]
+    fn gso_runs_arrive_as_the_datagrams_they_were() {
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut a = UdpSocket::bind(lo, 0..=0).unwrap();
+        let mut b = UdpSocket::bind(lo, 0..=0).unwrap();
+        let mut c = UdpSocket::bind(lo, 0..=0).unwrap();
+        let mut out = SendBatch::new();
+        let mut sent = [Vec::new(), Vec::new()];
+        for i in 0..60u8 {
+            // Runs of 1200-byte datagrams cut by a shorter one every fifth,
+            // and a change of destination every twelfth.
+            let to = usize::from(i / 12 % 2);
+            let len = if i % 5 == 4 {
+                300 + usize::from(i)
+            } else {
+                1200
+            };
+            let dest = [b.local_addr(), c.local_addr()][to];
+            let payload = vec![i; len];
+            out.push(transmit(dest, a.local_addr(), &payload), None);
+            sent[to].push(payload);
+        }
+        out.group(0, true);
+        assert_eq!(out.spans.len(), 16, "{:?}", out.spans);
+        a.send_batch(&mut out);
+        assert_eq!(a.stats.datagrams_sent, 60);
+        assert_eq!(a.stats.send_errors, 0);
+        for (sock, want) in [(&mut b, &sent[0]), (&mut c, &sent[1])] {
+            let mut batch = RecvBatch::new();
+            let mut got = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while got.len() < want.len() && Instant::now() < deadline {
+                let n = sock.recv_batch(&mut batch);
+                for i in 0..n {
+                    got.push(batch.get(i).unwrap().1.to_vec());
+                }
+                if n == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            assert_eq!(&got, want);
+        }
+        // GSO stayed on: loopback segments.
+        assert!(a.gso);
     }
 
     #[test]

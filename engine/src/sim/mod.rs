@@ -51,6 +51,7 @@ use crate::ids::{ParticipantId, RoomId};
 use crate::join::{self, JoinContext};
 use crate::rng;
 use crate::shard::Command;
+pub use crate::shard::driver::SEND_AT;
 use crate::shard::driver::{Driver, Io, RoomShared};
 use crate::shard::poll::thread_cpu_time;
 
@@ -75,6 +76,9 @@ pub struct SimConfig {
     /// Seed of every random choice (links, start values, ICE credentials,
     /// ingress keys).
     pub seed: u64,
+    /// The shards' [`SEND_AT`]: datagrams a flush makes before they are
+    /// sent (`usize::MAX`: each flush sends at its end).
+    pub send_at: usize,
 }
 
 impl SimConfig {
@@ -91,8 +95,20 @@ impl SimConfig {
             rooms: 1,
             shards: 1,
             seed: 1,
+            send_at: SEND_AT,
         }
     }
+}
+
+/// [`Simulator::send_rounds`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendRounds {
+    /// The most datagrams one shard loop step sent.
+    pub largest_step: usize,
+    /// Socket flushes that sent something.
+    pub flushes: u64,
+    /// The most datagrams one socket flush sent.
+    pub largest_flush: usize,
 }
 
 #[derive(Debug)]
@@ -108,14 +124,28 @@ enum Dest {
 struct SimIo {
     transmits: Vec<Transmit>,
     events: Vec<EngineEvent>,
+    /// Datagrams handed over since the last [`Io::flush`].
+    unflushed: usize,
+    /// [`Io::flush`] calls that sent something (a shard thread's
+    /// `sendmmsg` rounds).
+    flushes: u64,
+    /// The most datagrams one of them sent.
+    largest_flush: usize,
 }
 
 impl Io for SimIo {
     fn send(&mut self, t: Transmit) {
         self.transmits.push(t);
+        self.unflushed += 1;
     }
 
-    fn flush(&mut self) {}
+    fn flush(&mut self) {
+        if self.unflushed > 0 {
+            self.flushes += 1;
+            self.largest_flush = self.largest_flush.max(self.unflushed);
+            self.unflushed = 0;
+        }
+    }
 
     fn emit(&mut self, e: EngineEvent) -> bool {
         self.events.push(e);
@@ -196,6 +226,8 @@ pub struct Simulator {
     events: Vec<(Instant, EngineEvent)>,
     join_failures: Vec<Error>,
     core_busy: Duration,
+    /// The most datagrams one shard loop step sent.
+    largest_step: usize,
     stall: u32,
     /// Participants whose RTP media is held back for the caller (benchmarks).
     held: Vec<usize>,
@@ -255,7 +287,7 @@ impl Simulator {
                 // Virtual wall clock: chat times are the same in every run.
                 core.set_wall_clock(start, SIM_WALL_CLOCK_UNIX_MS);
                 SimShard {
-                    driver: Driver::new(k, addr, None, core),
+                    driver: Driver::new(k, addr, None, core, config.send_at),
                     io: SimIo::default(),
                     addr,
                     inbox: Vec::new(),
@@ -278,6 +310,7 @@ impl Simulator {
             events: Vec::new(),
             join_failures: Vec::new(),
             core_busy: Duration::ZERO,
+            largest_step: 0,
             stall: 0,
             held: Vec::new(),
             held_media: Vec::new(),
@@ -488,8 +521,27 @@ impl Simulator {
         let inbox = std::mem::take(&mut sh.inbox);
         let t = thread_cpu_time();
         let batch = inbox.iter().map(|(from, data)| (*from, data.as_slice()));
+        let before = sh.io.transmits.len();
         sh.driver.step(now, None, batch, &mut sh.io);
         self.core_busy += thread_cpu_time().saturating_sub(t);
+        self.largest_step = self.largest_step.max(sh.io.transmits.len() - before);
+    }
+
+    /// How the shards' datagrams left: the most one loop step sent, the
+    /// number of socket flushes (a shard thread's rounds of `sendmmsg`)
+    /// and the most datagrams one of them sent, which the first datagram
+    /// of that flush waited for.
+    pub fn send_rounds(&self) -> SendRounds {
+        SendRounds {
+            largest_step: self.largest_step,
+            flushes: self.shards.iter().map(|s| s.io.flushes).sum(),
+            largest_flush: self
+                .shards
+                .iter()
+                .map(|s| s.io.largest_flush)
+                .max()
+                .unwrap_or(0),
+        }
     }
 
     /// Close room `room` (the engine's `close_room`).

@@ -3,11 +3,13 @@
 //! # Driving contract
 //!
 //! Inputs: [`Room::handle_receive`] for a datagram of one participant,
-//! [`Room::handle_timeout`] when [`Room::poll_timeout`] is due, and the
+//! [`Room::start_timeout`] when [`Room::poll_timeout`] is due, and the
 //! control calls ([`Room::add`], [`Room::remove`], [`Room::set_locked`]).
 //! After any batch of inputs call [`Room::flush`]: it gives every participant
 //! that has pending writes one `Input::Timeout(now)` and drains its output
-//! into the [`CoreOutput`]. Nothing here reads a clock, owns a socket or locks.
+//! into the [`CoreOutput`]; [`Room::flush_some`] does the same in parts, so
+//! the caller can send the first datagrams before the last are made.
+//! Nothing here reads a clock, owns a socket or locks.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -40,6 +42,20 @@ use crate::join::Prepared;
 const TICK: Duration = Duration::from_millis(100);
 /// Forward to a connected peer that has sent no SRTP yet after this long.
 const MEDIA_READY_FALLBACK: Duration = Duration::from_millis(300);
+
+/// Passes over the participants per flush: draining one can route packets
+/// that dirty others (a subscriber's keyframe request reaches its
+/// publisher), which the next pass flushes.
+const FLUSH_ROUNDS: u8 = 4;
+
+/// How far a flush got ([`Room::flush_some`]): the pass, the next slab
+/// index to look at, and whether this pass flushed anyone.
+#[derive(Debug, Default, Clone, Copy)]
+struct FlushCursor {
+    round: u8,
+    next: usize,
+    any: bool,
+}
 
 /// Counters of one room.
 #[derive(Debug, Clone, Copy, Default)]
@@ -85,6 +101,8 @@ pub(crate) struct Room {
     /// The clock of the receive stamps of forwarded packets
     /// (`core::received`), started at the first join.
     stamps: received::StampClock,
+    /// Where a flush cut short by [`Room::flush_some`] resumes.
+    flushing: Option<FlushCursor>,
     /// Fault injection: panic on the next datagram or timer.
     #[cfg(feature = "fault-injection")]
     pub panic_armed: bool,
@@ -120,6 +138,7 @@ impl Room {
             meters_at: None,
             stats: RoomStats::default(),
             stamps: received::StampClock::default(),
+            flushing: None,
             #[cfg(feature = "fault-injection")]
             panic_armed: false,
         }
@@ -293,8 +312,10 @@ impl Room {
         }
     }
 
-    /// Drive the participants whose timers are due, and the room's own tick.
-    pub fn handle_timeout(&mut self, now: Instant, out: &mut CoreOutput) {
+    /// A timeout, when [`Room::poll_timeout`] is due: mark the participants
+    /// whose timers are due and run the room's own tick; the flush that
+    /// follows ([`Room::flush`] or [`Room::flush_some`]) drives them.
+    pub fn start_timeout(&mut self, now: Instant, out: &mut CoreOutput) {
         #[cfg(feature = "fault-injection")]
         if self.panic_armed {
             panic!("injected fault: room {} panics on a timer", self.id);
@@ -309,25 +330,40 @@ impl Room {
             self.tick(now, out);
             self.next_tick = Some(now + TICK);
         }
-        self.flush(now, out);
     }
 
     /// Give every participant with pending writes one timeout and drain it.
     pub fn flush(&mut self, now: Instant, out: &mut CoreOutput) {
-        if self.needs_reassign && !self.reassign_throttled(now) {
-            self.reassign(now);
-            self.allocate_all(now);
-            self.apply_switches(now);
-        }
+        let done = self.flush_some(now, out, usize::MAX);
+        debug_assert!(done, "an unbounded flush finishes");
+    }
+
+    /// [`Room::flush`] in parts: stop after the participant whose drain
+    /// left at least `ready` datagrams in `out.transmits`, and return
+    /// false; the next call (after the caller sent them, with the same
+    /// `now` and no other input in between) carries on where this one
+    /// stopped. True when the flush is complete. The participants are
+    /// flushed in the same order, and given the same inputs, however the
+    /// flush is cut: only when their datagrams leave changes.
+    pub fn flush_some(&mut self, now: Instant, out: &mut CoreOutput, ready: usize) -> bool {
+        let mut at = self.flushing.take().unwrap_or_else(|| {
+            if self.needs_reassign && !self.reassign_throttled(now) {
+                self.reassign(now);
+                self.allocate_all(now);
+                self.apply_switches(now);
+            }
+            FlushCursor::default()
+        });
         // Draining can route packets that dirty others: loop until quiet.
-        for _round in 0..4 {
-            let mut any = false;
-            for i in 0..self.slab.len() {
+        while at.round < FLUSH_ROUNDS {
+            while at.next < self.slab.len() {
+                let i = at.next;
+                at.next += 1;
                 let dirty = matches!(&self.slab[i], Some(p) if p.is_dirty());
                 if !dirty {
                     continue;
                 }
-                any = true;
+                at.any = true;
                 if let Some(p) = self.slab[i].as_mut() {
                     p.take_dirty();
                     if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
@@ -335,10 +371,18 @@ impl Room {
                     }
                 }
                 self.drain(i, now, out);
+                if out.transmits.len() >= ready {
+                    self.flushing = Some(at);
+                    return false;
+                }
             }
-            if !any {
+            if !at.any {
                 break;
             }
+            at = FlushCursor {
+                round: at.round + 1,
+                ..FlushCursor::default()
+            };
         }
         if !self.to_remove.is_empty() {
             let gone: Vec<_> = self.to_remove.drain(..).collect();
@@ -346,6 +390,7 @@ impl Room {
                 self.remove(pid, reason, now, out);
             }
         }
+        true
     }
 
     fn reassign_throttled(&self, now: Instant) -> bool {

@@ -664,6 +664,7 @@ fn counters(stats: &EngineStats) -> Counters {
         x.panics += sh.panics;
         x.events_dropped += sh.events_dropped;
         x.send_drops += sh.socket.send_errors + sh.socket.send_would_block;
+        x.sample.add_shard_latency(sh);
     }
     x.tcp = crate::run::TcpCounters::of(stats);
     // This process: the engine and the clients together.
