@@ -103,6 +103,13 @@ impl QueueSnapshot {
     }
 
     pub fn total_queue_time(&self, now: Instant) -> Duration {
+        // An empty queue accrues no time. Most queues are empty most of the
+        // time, and the pacer sums this over every queue after each send, so
+        // skip the `Instant` subtraction (a checked timespec difference) when
+        // it would be multiplied by zero anyway.
+        if self.packet_count == 0 {
+            return self.total_queue_time_origin;
+        }
         self.total_queue_time_origin + self.packet_count * (now - self.created_at)
     }
 }

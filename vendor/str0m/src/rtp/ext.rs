@@ -714,19 +714,22 @@ impl Extension {
                 Some(13)
             }
             RtpStreamId => {
-                let v = ev.rid?;
+                // Deref (trim the id's padding) once.
+                let v: &str = &ev.rid?;
                 let l = v.len();
                 buf[..l].copy_from_slice(v.as_bytes());
                 Some(l)
             }
             RepairedRtpStreamId => {
-                let v = ev.rid_repair?;
+                // Deref (trim the id's padding) once.
+                let v: &str = &ev.rid_repair?;
                 let l = v.len();
                 buf[..l].copy_from_slice(v.as_bytes());
                 Some(l)
             }
             RtpMid => {
-                let v = ev.mid?;
+                // Deref (trim the id's padding) once.
+                let v: &str = &ev.mid?;
                 let l = v.len();
                 buf[..l].copy_from_slice(v.as_bytes());
                 Some(l)

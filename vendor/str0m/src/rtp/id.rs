@@ -43,7 +43,7 @@ macro_rules! str_id {
             type Target = str;
 
             fn deref(&self) -> &Self::Target {
-                from_utf8(&self.0).expect("ascii id").trim()
+                trimmed_id_str(&self.0)
             }
         }
 
@@ -73,6 +73,35 @@ macro_rules! str_id {
             }
         }
     };
+}
+
+/// `from_utf8(bytes).trim()` for a space-padded string id.
+///
+/// Ids made by `new()` and `From<&str>` are always ASCII, padded with
+/// spaces at the end. For those, the Unicode-aware `str::trim` (which
+/// decodes char by char from both ends) can be replaced by a byte scan.
+/// The RTP send path derefs the mid and rid of every packet it writes
+/// (header extensions), so this is on the hot path. Anything that is not
+/// ASCII once trimmed takes `str::trim`, with the same result.
+fn trimmed_id_str(bytes: &[u8]) -> &str {
+    // For ASCII, exactly the bytes `char::is_whitespace` accepts
+    // (`u8::is_ascii_whitespace` leaves out the vertical tab). Bytes of a
+    // multi-byte UTF-8 char are never ASCII, so trimming these from the ends
+    // agrees with `str::trim` whenever what remains is ASCII.
+    let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r');
+    let mut end = bytes.len();
+    while end > 0 && ws(bytes[end - 1]) {
+        end -= 1;
+    }
+    let mut start = 0;
+    while start < end && ws(bytes[start]) {
+        start += 1;
+    }
+    let trimmed = &bytes[start..end];
+    if trimmed.is_ascii() {
+        return from_utf8(trimmed).expect("ascii id");
+    }
+    from_utf8(bytes).expect("ascii id").trim()
 }
 
 macro_rules! num_id {
@@ -370,5 +399,38 @@ impl MidRid {
 
     pub fn special_equals(&self, other: &MidRid) -> bool {
         self.0 == other.0 && (self.1.is_none() || self.1 == other.1)
+    }
+}
+
+#[cfg(test)]
+mod trimmed_id_test {
+    use super::*;
+
+    #[test]
+    fn trimmed_id_str_is_str_trim() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"    ",
+            b"a",
+            b"abc             ",
+            b"   abc   ",
+            b"a b c   ",
+            b"\t\n\x0B\x0C\rab\x0B\t \r\n",
+            b"ab\x1F \x1F",
+            "\u{a0}ab \u{2003}".as_bytes(),
+            "h\u{e9}llo  ".as_bytes(),
+        ];
+        for bytes in cases {
+            let expected = from_utf8(bytes).unwrap().trim();
+            assert_eq!(trimmed_id_str(bytes), expected, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn mid_and_rid_deref_trims_padding() {
+        assert_eq!(&*Mid::from("0"), "0");
+        assert_eq!(&*Mid::from("audio"), "audio");
+        assert_eq!(&*Rid::from("h"), "h");
+        assert_eq!(Mid::new().len(), 3);
     }
 }

@@ -63,6 +63,17 @@ pub(crate) struct RtcSctp {
     snap_init: Option<SctpInitData>,
     /// Bytes that can be buffered across all streams before `available()` is 0.
     max_buffered_amount: usize,
+    /// Whether [`RtcSctp::poll`] may have something to report.
+    ///
+    /// `poll` drains everything the association can do at `last_now` before it
+    /// answers `None`, and the association is a pure state machine: without
+    /// input, a timeout, a write or a stream change, polling again gives
+    /// `None` again. Every `&mut self` method other than `poll` and
+    /// `poll_timeout` sets this; `poll` clears it when it answers `None`.
+    /// `Rtc` polls SCTP on every pass of its output loop (once per RTP packet
+    /// sent), and an idle association's `poll_transmit` still walks its
+    /// queues, so this skips the walks that cannot find anything.
+    poll_needed: bool,
     #[cfg(test)]
     max_payload_size: usize,
 }
@@ -322,6 +333,7 @@ impl RtcSctp {
             snap_enabled: false,
             snap_init: None,
             max_buffered_amount: DEFAULT_MAX_BUFFERED_AMOUNT,
+            poll_needed: true,
             #[cfg(test)]
             max_payload_size,
         }
@@ -351,6 +363,7 @@ impl RtcSctp {
         sctp_init_data: Option<SctpInitData>,
         remote_max_message_size: Option<u32>,
     ) -> Result<(), SctpError> {
+        self.poll_needed = true;
         if self.state != RtcSctpState::Uninited {
             return Err(SctpError::Proto(ProtoError::Other(
                 "SCTP already initialized".into(),
@@ -424,11 +437,13 @@ impl RtcSctp {
 
     /// Enable SNAP by pre-populating the init data.
     pub fn enable_snap(&mut self) {
+        self.poll_needed = true;
         self.snap_enabled = true;
         self.snap_init.get_or_insert_with(SctpInitData::new);
     }
 
     pub fn set_max_buffered_amount(&mut self, max_buffered_amount: usize) {
+        self.poll_needed = true;
         self.max_buffered_amount = max_buffered_amount;
     }
 
@@ -440,6 +455,7 @@ impl RtcSctp {
     /// Ensure the local SNAP INIT chunk is generated. Returns `false` if
     /// generation failed (degrades to non-SNAP).
     pub fn ensure_local_snap_init(&mut self) -> bool {
+        self.poll_needed = true;
         let init_data = self.snap_init.get_or_insert_with(SctpInitData::new);
         if init_data.local_init_chunk().is_err() {
             self.snap_init = None;
@@ -453,6 +469,7 @@ impl RtcSctp {
     ///
     /// This preserves local opt-in for future offers.
     pub fn disable_pending_snap(&mut self) {
+        self.poll_needed = true;
         if !self.is_inited() {
             self.snap_init = None;
         }
@@ -490,6 +507,7 @@ impl RtcSctp {
     /// Set the remote SNAP INIT from a base64 string. Returns `Ok(true)` if
     /// accepted, `Ok(false)` on decode error (degrades to non-SNAP).
     pub fn set_remote_snap_init_string(&mut self, value: &str) -> bool {
+        self.poll_needed = true;
         let init_data = self.snap_init.get_or_insert_with(SctpInitData::new);
         match init_data.set_remote_init_string(value) {
             Ok(()) => true,
@@ -512,6 +530,7 @@ impl RtcSctp {
 
     /// Opens a new stream.
     pub fn open_stream(&mut self, id: u16, config: ChannelConfig) {
+        self.poll_needed = true;
         // The channel might already have arrived via SCTP, and if it is negotiated out-of-band
         // we are waiting for the configuration.
         let entry = stream_entry(
@@ -566,6 +585,7 @@ impl RtcSctp {
 
     /// Close stream.
     pub fn close_stream(&mut self, id: u16) {
+        self.poll_needed = true;
         if let Some(entry) = entry_by_id_mut(&mut self.entries, id) {
             entry.do_close = true;
 
@@ -575,6 +595,7 @@ impl RtcSctp {
     }
 
     pub fn close(&mut self) -> Result<(), SctpError> {
+        self.poll_needed = true;
         let Some(assoc) = &mut self.assoc else {
             return Ok(());
         };
@@ -600,6 +621,7 @@ impl RtcSctp {
 
     // TODO: fix sctp-proto so we don't need &mut here.
     pub fn available(&mut self) -> usize {
+        self.poll_needed = true;
         let Some(assoc) = &mut self.assoc else {
             return 0;
         };
@@ -620,6 +642,7 @@ impl RtcSctp {
     }
 
     pub fn write(&mut self, id: u16, binary: bool, buf: &[u8]) -> Result<usize, SctpError> {
+        self.poll_needed = true;
         if self.state != RtcSctpState::Established || self.is_closing() || self.is_closed() {
             return Err(SctpError::WriteBeforeEstablished);
         }
@@ -653,6 +676,7 @@ impl RtcSctp {
     }
 
     pub fn buffered_amount(&mut self, id: u16) -> usize {
+        self.poll_needed = true;
         let Some(assoc) = self.assoc.as_mut() else {
             return 0;
         };
@@ -665,6 +689,7 @@ impl RtcSctp {
     }
 
     pub fn set_buffered_amount_low_threshold(&mut self, id: u16, threshold: usize) {
+        self.poll_needed = true;
         let entry =
             entry_by_id_mut(&mut self.entries, id).expect("stream entry for valid channel id");
 
@@ -673,6 +698,7 @@ impl RtcSctp {
     }
 
     pub fn handle_input(&mut self, now: Instant, data: &[u8]) {
+        self.poll_needed = true;
         trace!("Handle input: {}", data.len());
 
         // TODO, remove Bytes in sctp and just use &[u8].
@@ -707,6 +733,7 @@ impl RtcSctp {
     }
 
     pub fn handle_timeout(&mut self, now: Instant, wake: &mut Wake) {
+        self.poll_needed = true;
         if self.state == RtcSctpState::Uninited {
             // Need to call `init()` before any timeouts are accepted.
             wake.no_events();
@@ -737,7 +764,16 @@ impl RtcSctp {
     }
 
     pub fn poll(&mut self) -> Option<SctpEvent> {
+        if !self.poll_needed {
+            return None;
+        }
+
         let r = self.do_poll();
+
+        if r.is_none() {
+            // Drained: nothing more until the next mutation (see `poll_needed`).
+            self.poll_needed = false;
+        }
 
         if let Some(r) = &r {
             trace!("Poll {:?}", r);
@@ -746,7 +782,7 @@ impl RtcSctp {
         r
     }
 
-    pub fn do_poll(&mut self) -> Option<SctpEvent> {
+    fn do_poll(&mut self) -> Option<SctpEvent> {
         // Handshakes, DCEP writes, and deferred stream closes can leave more work.
         // Restart until that work is drained before reporting None: the RTC caches
         // an idle result. Each restart advances a handshake or opens/closes a stream;
@@ -1171,6 +1207,7 @@ impl RtcSctp {
     }
 
     pub fn push_back_transmit(&mut self, data: VecDeque<Vec<u8>>) {
+        self.poll_needed = true;
         trace!("Push back transmit: {}", data.len());
         assert!(self.pushed_back_transmit.is_none());
         self.pushed_back_transmit = Some(data);
