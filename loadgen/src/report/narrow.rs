@@ -46,6 +46,10 @@ pub struct NarrowReport {
     pub late_window_s: f64,
     /// The most pauses of one slot per minute of that window.
     pub most_pauses_per_slot_per_min: f64,
+    /// No slot paused more than once per started minute of that window
+    /// (issue 14's "at most one pause per slot per minute after the first
+    /// 5 s"; a 55 s window allows one).
+    pub at_most_one_per_minute: bool,
 }
 
 impl NarrowReport {
@@ -102,13 +106,14 @@ impl NarrowReport {
             most_late_pauses_one_slot: t.most_late_pauses,
             late_window_s,
             most_pauses_per_slot_per_min: share(t.most_late_pauses as f64 * 60.0, late_window_s),
+            at_most_one_per_minute: t.most_late_pauses as f64 <= (late_window_s / 60.0).ceil(),
         })
     }
 
     /// The summary's line.
     pub fn line(&self) -> String {
         format!(
-            "paused {:.1} % of filled slot-time; the cap forces {:.1} % ({} kbit/s less audio {:.0} kbit/s holds {} of {} slots at l {:.0} kbit/s), ratio {:.2}; after the first 5 s: {} pauses, at most {} on one slot ({:.2} per slot per minute)",
+            "paused {:.1} % of filled slot-time; the cap forces {:.1} % ({} kbit/s less audio {:.0} kbit/s holds {} of {} slots at l {:.0} kbit/s), ratio {:.2}; after the first 5 s ({:.0} s): {} pauses, at most {} on one slot ({})",
             self.paused_share * 100.0,
             self.forced_paused_share * 100.0,
             self.cap_kbps,
@@ -117,9 +122,14 @@ impl NarrowReport {
             self.filled_slots,
             self.layer_kbps[0],
             self.paused_over_forced,
+            self.late_window_s,
             self.late_pauses,
             self.most_late_pauses_one_slot,
-            self.most_pauses_per_slot_per_min
+            if self.at_most_one_per_minute {
+                "at most one per slot per minute"
+            } else {
+                "more than one per slot per minute"
+            }
         )
     }
 }
@@ -162,6 +172,17 @@ mod tests {
         assert!((r.paused_share - 6.0 / 9.0).abs() < 1e-9);
         assert!((r.paused_over_forced - 1.0).abs() < 1e-9);
         assert!((r.most_pauses_per_slot_per_min - 2.0 * 60.0 / 55.0).abs() < 1e-9);
+        // Two pauses of one slot in 55 s: more than one per minute.
+        assert!(!r.at_most_one_per_minute);
+        let once = MediaTotals {
+            most_late_pauses: 1,
+            ..t.clone()
+        };
+        assert!(
+            NarrowReport::new(&s, &once, secs)
+                .unwrap()
+                .at_most_one_per_minute
+        );
         s.downlink_kbps = None;
         assert!(NarrowReport::new(&s, &t, secs).is_none());
     }
