@@ -23,6 +23,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
+import { CHROME_ARGS, harness, sleep } from './common.mjs';
 
 const RUN_LIMIT_MS = 200_000;
 /** Back in the room at most this long after the killed node's TTL expired. */
@@ -47,55 +48,11 @@ if (nodes.length < 2 || pids.length !== nodes.length || !opts['api-key'] || !(tt
 }
 mkdirSync(opts.out, { recursive: true });
 
-const started = Date.now();
-const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const abort = setTimeout(() => {
-  console.error(`cluster: gave up after ${RUN_LIMIT_MS / 1000} s`);
-  process.exit(3);
-}, RUN_LIMIT_MS);
-
-const CHROME_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--allow-loopback-in-peer-connection',
-  '--autoplay-policy=no-user-gesture-required',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-background-timer-throttling',
-  '--disable-renderer-backgrounding',
-  '--disable-backgrounding-occluded-windows',
-];
-
-const pages = new Map(); // label -> page
-const pageErrors = [];
+const { log, pages, pageErrors, check, until, openPage: openPageWith, run } = harness('cluster', RUN_LIMIT_MS, { pollMs: 200 });
 const httpErrors = [];
-let passed = 0;
 /** While the owner is dead, joins get 503 (node_unreachable, no_node)
  *  or 421 (misdirected) until the TTL passes: expected then only. */
 let failoverWindow = false;
-
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-  passed += 1;
-  log(`ok - ${what}`);
-}
-
-/** Poll `fn` until it returns a truthy value or `ms` pass. */
-async function until(what, fn, ms = 20_000, every = 200) {
-  const end = Date.now() + ms;
-  let last;
-  while (Date.now() < end) {
-    last = await fn();
-    if (last) return last;
-    await sleep(every);
-  }
-  throw new Error(`timed out after ${ms / 1000} s waiting for: ${what}`);
-}
 
 /** One API call to node `i` (outside the browser). */
 async function api(i, method, path, { token, json, sdp } = {}) {
@@ -130,22 +87,13 @@ async function clusterView(i) {
   return { view: r.data, byUrl: new Map(r.data.nodes.map((n) => [n.url, { id: n.id, media: n.media.split(',') }])) };
 }
 
-async function openPage(browser, label, url) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
-  const page = await context.newPage();
-  page.on('pageerror', (e) => pageErrors.push(`${label}: ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warning') log(`${label} console ${m.type()}: ${m.text()}`);
-  });
-  page.on('response', (r) => {
+function openPage(browser, label, url) {
+  return openPageWith(browser, label, url, (label, r) => {
     if (r.status() < 400) return;
     const what = `${label} HTTP ${r.status()} ${r.request().method()} ${new URL(r.url()).pathname}`;
     log(what);
     if (!(failoverWindow && (r.status() === 503 || r.status() === 421))) httpErrors.push(what);
   });
-  pages.set(label, page);
-  await page.goto(url);
-  return page;
 }
 
 const st = (page) => page.evaluate(() => {
@@ -340,14 +288,4 @@ async function scenario(browser) {
   check(httpErrors.length === 0, `no HTTP errors outside the failover window ${JSON.stringify(httpErrors)}`);
 }
 
-try {
-  await main();
-  log(`all checks passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  console.log(`cluster: ${passed} passed, 0 failed`);
-} catch (e) {
-  process.exitCode = 1;
-  console.error(`cluster: FAILED: ${e.stack || e}`);
-  console.log(`cluster: ${passed} passed, 1 failed`);
-} finally {
-  clearTimeout(abort);
-}
+await run(main);

@@ -24,8 +24,9 @@ export const CHROME_ARGS = [
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** A scenario named `name` that gives up (exit 3) after `runLimitMs`. */
-export function harness(name, runLimitMs) {
+/** A scenario named `name` that gives up (exit 3) after `runLimitMs`;
+ *  `waitMs` and `pollMs` are `until`'s default bound and polling interval. */
+export function harness(name, runLimitMs, { waitMs = 20_000, pollMs = 250 } = {}) {
   const started = Date.now();
   const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
   const abort = setTimeout(() => {
@@ -43,7 +44,7 @@ export function harness(name, runLimitMs) {
   }
 
   /** Poll `fn` (in node) until it returns a truthy value or `ms` pass. */
-  async function until(what, fn, ms = 20_000, every = 250) {
+  async function until(what, fn, ms = waitMs, every = pollMs) {
     const end = Date.now() + ms;
     while (Date.now() < end) {
       const last = await fn();

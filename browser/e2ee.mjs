@@ -21,6 +21,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
+import { CHROME_ARGS, harness, sleep } from './common.mjs';
 
 const RUN_LIMIT_MS = 280_000;
 
@@ -37,61 +38,7 @@ if (!opts.base) {
 }
 mkdirSync(opts.out, { recursive: true });
 
-const started = Date.now();
-const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const abort = setTimeout(() => {
-  console.error(`e2ee: gave up after ${RUN_LIMIT_MS / 1000} s`);
-  process.exit(3);
-}, RUN_LIMIT_MS);
-
-const CHROME_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--allow-loopback-in-peer-connection',
-  '--autoplay-policy=no-user-gesture-required',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-background-timer-throttling',
-  '--disable-renderer-backgrounding',
-  '--disable-backgrounding-occluded-windows',
-];
-
-const pages = new Map();
-const pageErrors = [];
-let passed = 0;
-
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-  passed += 1;
-  log(`ok - ${what}`);
-}
-
-async function until(what, fn, ms = 30_000, every = 300) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const v = await fn();
-    if (v) return v;
-    await sleep(every);
-  }
-  throw new Error(`timed out after ${ms / 1000} s waiting for: ${what}`);
-}
-
-async function openPage(browser, label, url) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
-  const page = await context.newPage();
-  page.on('pageerror', (e) => pageErrors.push(`${label}: ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() === 'error') log(`${label} console error: ${m.text()}`);
-  });
-  pages.set(label, page);
-  await page.goto(url);
-  return page;
-}
+const { log, pages, pageErrors, check, until, openPage, run } = harness('e2ee', RUN_LIMIT_MS, { waitMs: 30_000, pollMs: 300 });
 
 async function closePage(label) {
   const page = pages.get(label);
@@ -374,14 +321,4 @@ async function e2eeRoom(browser) {
   check(pageErrors.length === 0, `no uncaught page errors ${JSON.stringify(pageErrors)}`);
 }
 
-try {
-  await main();
-  log(`all checks passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  console.log(`e2ee: ${passed} passed, 0 failed`);
-} catch (e) {
-  process.exitCode = 1;
-  console.error(`e2ee: FAILED: ${e.stack || e}`);
-  console.log(`e2ee: ${passed} passed, 1 failed`);
-} finally {
-  clearTimeout(abort);
-}
+await run(main);
