@@ -121,11 +121,16 @@ impl Downlink {
     /// Bitrate the link carried over the last second: media written into
     /// the slots times the share that arrived (TWCC loss).
     pub fn delivered_bps(&self) -> u64 {
+        self.delivered_of(0)
+    }
+
+    /// What arrived of the sent-media history less `exclude` bytes, bits/s.
+    fn delivered_of(&self, exclude: u64) -> u64 {
         let (bytes, span) = self.sent_span();
         if span.is_zero() {
             return 0;
         }
-        let sent = bytes as f64 * 8.0 / span.as_secs_f64();
+        let sent = bytes.saturating_sub(exclude) as f64 * 8.0 / span.as_secs_f64();
         (sent * (1.0 - self.loss.clamp(0.0, 1.0) as f64)) as u64
     }
 
@@ -208,13 +213,7 @@ impl Downlink {
 
     /// The video part of [`Downlink::delivered_bps`].
     pub fn delivered_video_bps(&self) -> u64 {
-        let (bytes, span) = self.sent_span();
-        if span.is_zero() {
-            return 0;
-        }
-        let audio: u64 = self.audio_ticks.iter().sum();
-        let sent = bytes.saturating_sub(audio) as f64 * 8.0 / span.as_secs_f64();
-        (sent * (1.0 - self.loss.clamp(0.0, 1.0) as f64)) as u64
+        self.delivered_of(self.audio_ticks.iter().sum())
     }
 
     /// What the allocation may rely on however low str0m's estimate sinks:

@@ -213,7 +213,8 @@ impl Room {
             .map(|&(class, k)| self.alloc_slot(sub, k, class < 3, now))
             .collect();
         let audio_reserve = self.audio_reserve(sub);
-        let budget = self.budget(sub, audio_reserve);
+        let floor = sub.downlink.video_delivery_floor_bps();
+        let budget = self.budget(sub, audio_reserve, floor);
         let alloc = allocate(budget, &slots, self.config.featured_layer.0);
 
         let hold = self.config.upgrade_hold;
@@ -223,8 +224,7 @@ impl Room {
             // Only while video flows: with every slot paused the floor is
             // zero, and blocking growth there would keep the estimate
             // application-limited and the slots paused for good.
-            sub.downlink.video_delivery_floor_bps()
-                > self.usable_bps(sub).saturating_sub(audio_reserve)
+            floor > self.usable_bps(sub).saturating_sub(audio_reserve)
                 && b.bps > 0
                 && sub.downlink.allocated_bps() > 0
         });
@@ -367,15 +367,19 @@ impl Room {
             .sum()
     }
 
-    /// What the allocation may spend of the effective estimate: its
+    /// The estimate the allocation works with: the effective one, or the
+    /// configured initial bitrate before str0m has reported.
+    fn estimate_bps(&self, sub: &Participant) -> u64 {
+        sub.downlink
+            .effective_bps()
+            .unwrap_or(self.config.initial_bitrate_bps)
+    }
+
+    /// What the allocation may spend of the estimate: its
     /// [`estimate_utilization`](crate::RoomConfig::estimate_utilization)
     /// share.
     fn usable_bps(&self, sub: &Participant) -> u64 {
-        let estimate = sub
-            .downlink
-            .effective_bps()
-            .unwrap_or(self.config.initial_bitrate_bps);
-        (estimate as f64 * self.config.estimate_utilization) as u64
+        (self.estimate_bps(sub) as f64 * self.config.estimate_utilization) as u64
     }
 
     /// The video budget (none without bandwidth estimation). Keep headroom
@@ -393,17 +397,14 @@ impl Room {
     /// queue at 0-15 ms and 290 kbit/s delivered), and each dip lowered or
     /// paused a slot the link was carrying without loss. The floor is video
     /// alone: the whole delivery less the audio reserve (at least 40 kbit/s
-    /// per audio slot) came out below what the shown layers cost.
-    fn budget(&self, sub: &Participant, audio_reserve: u64) -> Option<Budget> {
+    /// per audio slot) came out below what the shown layers cost. `floor`
+    /// is [`Downlink::video_delivery_floor_bps`](crate::core::downlink::Downlink::video_delivery_floor_bps),
+    /// read once per allocation.
+    fn budget(&self, sub: &Participant, audio_reserve: u64, floor: u64) -> Option<Budget> {
         self.config.bandwidth_estimation.then(|| {
-            let estimate = sub
-                .downlink
-                .effective_bps()
-                .unwrap_or(self.config.initial_bitrate_bps);
+            let estimate = self.estimate_bps(sub);
             let usable = self.usable_bps(sub);
-            let bps = usable
-                .saturating_sub(audio_reserve)
-                .max(sub.downlink.video_delivery_floor_bps());
+            let bps = usable.saturating_sub(audio_reserve).max(floor);
             // The headroom is the rest of the estimate above what the budget
             // already gives: where the floor carries the budget past the
             // estimate's share, a featured slot's climb would add to a link
