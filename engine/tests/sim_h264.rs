@@ -14,6 +14,24 @@ fn pid(sim: &Simulator, i: usize) -> ParticipantId {
     sim.participants()[i].id.expect("joined")
 }
 
+/// Every (slot, publisher) subscriber `i`'s video slots show or are
+/// switching to.
+fn held(sim: &Simulator, i: usize) -> Vec<(String, ParticipantId)> {
+    let s = sim
+        .core()
+        .subscriber_stats(sim.room(), pid(sim, i))
+        .expect("joined");
+    s.slots
+        .iter()
+        .flat_map(|slot| {
+            [slot.publisher, slot.target_publisher]
+                .into_iter()
+                .flatten()
+                .map(|p| (slot.mid.clone(), p))
+        })
+        .collect()
+}
+
 fn client(sim: &Simulator, i: usize) -> &SimClient {
     &sim.participants()[i].client
 }
@@ -164,41 +182,21 @@ fn vp8_only_and_h264_only_subscribers_get_only_what_they_decode_in_a_mixed_room(
     while sim.elapsed() < Duration::from_secs(8) {
         sim.run_for(Duration::from_millis(100));
         for &i in &vp8_only {
-            let s = sim
-                .core()
-                .subscriber_stats(sim.room(), pid(&sim, i))
-                .expect("joined");
-            for slot in &s.slots {
-                for p in [slot.publisher, slot.target_publisher]
-                    .into_iter()
-                    .flatten()
-                {
-                    assert!(
-                        !h264_pubs.iter().any(|&h| p == pid(&sim, h)),
-                        "t={:?} VP8-only subscriber {i} slot {} holds H.264 publisher {p}",
-                        sim.elapsed(),
-                        slot.mid
-                    );
-                }
+            for (mid, p) in held(&sim, i) {
+                assert!(
+                    !h264_pubs.iter().any(|&h| p == pid(&sim, h)),
+                    "t={:?} VP8-only subscriber {i} slot {mid} holds H.264 publisher {p}",
+                    sim.elapsed(),
+                );
             }
         }
-        let s = sim
-            .core()
-            .subscriber_stats(sim.room(), pid(&sim, 3))
-            .expect("joined");
-        for slot in &s.slots {
-            for p in [slot.publisher, slot.target_publisher]
-                .into_iter()
-                .flatten()
-            {
-                assert!(
-                    !vp8_pubs.iter().any(|&v| p == pid(&sim, v)),
-                    "t={:?} H.264-only subscriber 3 slot {} holds VP8 publisher {p}",
-                    sim.elapsed(),
-                    slot.mid
-                );
-                h264_only_saw_h264 |= p == pid(&sim, 0);
-            }
+        for (mid, p) in held(&sim, 3) {
+            assert!(
+                !vp8_pubs.iter().any(|&v| p == pid(&sim, v)),
+                "t={:?} H.264-only subscriber 3 slot {mid} holds VP8 publisher {p}",
+                sim.elapsed(),
+            );
+            h264_only_saw_h264 |= p == pid(&sim, 0);
         }
     }
     assert!(h264_only_saw_h264, "subscriber 3 never got publisher 0");
