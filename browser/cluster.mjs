@@ -23,7 +23,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
-import { CHROME_ARGS, harness, sleep } from './common.mjs';
+import { harness, sleep } from './common.mjs';
 
 const RUN_LIMIT_MS = 200_000;
 /** Back in the room at most this long after the killed node's TTL expired. */
@@ -48,7 +48,7 @@ if (nodes.length < 2 || pids.length !== nodes.length || !opts['api-key'] || !(tt
 }
 mkdirSync(opts.out, { recursive: true });
 
-const { log, pages, pageErrors, check, until, openPage: openPageWith, run } = harness('cluster', RUN_LIMIT_MS, { pollMs: 200 });
+const { log, pages, pageErrors, check, until, openPage: openPageWith, inChromium, run } = harness('cluster', RUN_LIMIT_MS, { pollMs: 200 });
 const httpErrors = [];
 /** While the owner is dead, joins get 503 (node_unreachable, no_node)
  *  or 421 (misdirected) until the TTL passes: expected then only. */
@@ -149,21 +149,12 @@ async function receives(page, label, name, ms = 25_000) {
   return Date.now() - t0;
 }
 
-async function main() {
-  const browser = await chromium.launch({ executablePath: opts.chromium, headless: true, args: CHROME_ARGS });
-  try {
-    await scenario(browser);
-  } catch (e) {
-    for (const [label, page] of pages) {
-      await page.screenshot({ path: join(opts.out, `failure-${label}.png`) }).catch(() => {});
-      const s = await st(page).catch(() => null);
-      const notice = await page.evaluate(() => document.getElementById('notice').textContent).catch(() => '');
-      log(`${label} at failure: ${JSON.stringify(s)}; notice "${notice}"`);
-    }
-    throw e;
-  } finally {
-    await browser.close();
-  }
+function main() {
+  return inChromium(chromium, opts.chromium, opts.out, scenario, async (label, page) => {
+    const s = await st(page).catch(() => null);
+    const notice = await page.evaluate(() => document.getElementById('notice').textContent).catch(() => '');
+    log(`${label} at failure: ${JSON.stringify(s)}; notice "${notice}"`);
+  });
 }
 
 async function scenario(browser) {

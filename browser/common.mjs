@@ -4,6 +4,8 @@
 // and the "N passed, M failed" line the Rust harness
 // (engine/tests/server_browser.rs) and browser/ci.sh read.
 
+import { join } from 'node:path';
+
 export const CHROME_ARGS = [
   '--no-sandbox',
   '--disable-gpu',
@@ -68,6 +70,25 @@ export function harness(name, runLimitMs, { waitMs = 20_000, pollMs = 250 } = {}
     return page;
   }
 
+  /** Launch Chromium (playwright's `chromium`, at `executablePath`) with
+   *  CHROME_ARGS and run `scenario(browser)`; on failure, screenshot every
+   *  open page into `outDir` (then `onFailure(label, page)`, if given) and
+   *  rethrow. The browser is closed either way. */
+  async function inChromium(chromium, executablePath, outDir, scenario, onFailure) {
+    const browser = await chromium.launch({ executablePath, headless: true, args: CHROME_ARGS });
+    try {
+      await scenario(browser);
+    } catch (e) {
+      for (const [label, page] of pages) {
+        await page.screenshot({ path: join(outDir, `failure-${label}.png`) }).catch(() => {});
+        if (onFailure) await onFailure(label, page);
+      }
+      throw e;
+    } finally {
+      await browser.close();
+    }
+  }
+
   /** Run `main`, print the verdict line, set the exit code. */
   async function run(main) {
     try {
@@ -83,5 +104,5 @@ export function harness(name, runLimitMs, { waitMs = 20_000, pollMs = 250 } = {}
     }
   }
 
-  return { log, pages, pageErrors, check, until, openPage, run };
+  return { log, pages, pageErrors, check, until, openPage, inChromium, run };
 }

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 
-import { CHROME_ARGS, harness, sleep } from './common.mjs';
+import { harness, sleep } from './common.mjs';
 
 const RUN_LIMIT_MS = 240_000;
 
@@ -29,7 +29,7 @@ if (!opts.base) {
 }
 mkdirSync(opts.out, { recursive: true });
 
-const { log, pages, pageErrors, check, until, openPage: openPageWith, run } = harness('e2e', RUN_LIMIT_MS);
+const { log, pageErrors, check, until, openPage: openPageWith, inChromium, run } = harness('e2e', RUN_LIMIT_MS);
 const httpErrors = [];
 
 /** A page whose HTTP errors are logged and, but for the locked room's 423, kept. */
@@ -108,18 +108,8 @@ async function receives(page, label, from, { source = 'camera', audio = true, na
   }
 }
 
-async function main() {
-  const browser = await chromium.launch({ executablePath: opts.chromium, headless: true, args: CHROME_ARGS });
-  try {
-    await scenario(browser);
-  } catch (e) {
-    for (const [label, page] of pages) {
-      await page.screenshot({ path: join(opts.out, `failure-${label}.png`) }).catch(() => {});
-    }
-    throw e;
-  } finally {
-    await browser.close();
-  }
+function main() {
+  return inChromium(chromium, opts.chromium, opts.out, scenario);
 }
 
 async function scenario(browser) {

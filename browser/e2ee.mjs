@@ -21,7 +21,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
-import { CHROME_ARGS, harness, sleep } from './common.mjs';
+import { harness, sleep } from './common.mjs';
 
 const RUN_LIMIT_MS = 280_000;
 
@@ -38,7 +38,7 @@ if (!opts.base) {
 }
 mkdirSync(opts.out, { recursive: true });
 
-const { log, pages, pageErrors, check, until, openPage, run } = harness('e2ee', RUN_LIMIT_MS, { waitMs: 30_000, pollMs: 300 });
+const { log, pages, pageErrors, check, until, openPage, inChromium, run } = harness('e2ee', RUN_LIMIT_MS, { waitMs: 30_000, pollMs: 300 });
 
 async function closePage(label) {
   const page = pages.get(label);
@@ -120,19 +120,11 @@ async function decryptedFrom(page) {
   return out;
 }
 
-async function main() {
-  const browser = await chromium.launch({ executablePath: opts.chromium, headless: true, args: CHROME_ARGS });
-  try {
+function main() {
+  return inChromium(chromium, opts.chromium, opts.out, async (browser) => {
     await chatInANormalRoom(browser);
     await e2eeRoom(browser);
-  } catch (e) {
-    for (const [label, page] of pages) {
-      await page.screenshot({ path: join(opts.out, `failure-${label}.png`) }).catch(() => {});
-    }
-    throw e;
-  } finally {
-    await browser.close();
-  }
+  });
 }
 
 async function createRoom(page, name, e2ee) {

@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 
-import { CHROME_ARGS, harness, sleep } from './common.mjs';
+import { harness, sleep } from './common.mjs';
 
 const RUN_LIMIT_MS = 180_000;
 
@@ -38,7 +38,7 @@ if (!opts.base) {
 mkdirSync(opts.out, { recursive: true });
 
 const CODEC = opts.codec === 'vp8' ? 'video/VP8' : 'video/H264';
-const { log, pages, pageErrors, check, until, openPage, run } = harness('h264', RUN_LIMIT_MS);
+const { log, pageErrors, check, until, openPage, inChromium, run } = harness('h264', RUN_LIMIT_MS);
 
 const phase = (page) => page.evaluate(() => window.piazza.state.phase);
 const inbound = (page) => page.evaluate(() => window.piazza.inbound());
@@ -138,18 +138,8 @@ async function scenario(browser) {
   check(pageErrors.length === 0, `no uncaught page errors ${JSON.stringify(pageErrors)}`);
 }
 
-async function main() {
-  const browser = await chromium.launch({ executablePath: opts.chromium, headless: true, args: CHROME_ARGS });
-  try {
-    await scenario(browser);
-  } catch (e) {
-    for (const [label, page] of pages) {
-      await page.screenshot({ path: join(opts.out, `failure-${label}.png`) }).catch(() => {});
-    }
-    throw e;
-  } finally {
-    await browser.close();
-  }
+function main() {
+  return inChromium(chromium, opts.chromium, opts.out, scenario);
 }
 
 await run(main);
