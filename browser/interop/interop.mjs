@@ -42,6 +42,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
+import { CHROME_ARGS, harness, sleep } from '../common.mjs';
 
 // The narrow scenario runs about 2.5 minutes of phases after joining.
 const RUN_LIMIT_MS = process.argv.includes('narrow') ? 420_000 : 240_000;
@@ -68,29 +69,9 @@ if (!opts.base || !opts.scenario) {
 }
 mkdirSync(opts.out, { recursive: true });
 
-const started = Date.now();
-const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const abort = setTimeout(() => {
-  console.error(`interop: gave up after ${RUN_LIMIT_MS / 1000} s`);
-  process.exit(3);
-}, RUN_LIMIT_MS);
-
-const CHROME_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--allow-loopback-in-peer-connection',
-  '--autoplay-policy=no-user-gesture-required',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-background-timer-throttling',
-  '--disable-renderer-backgrounding',
-  '--disable-backgrounding-occluded-windows',
-];
+// The time limit, log, checks, polling, page registry and verdict line
+// every browser scenario of this repository shares.
+const { log, pages, pageErrors, check, until, run } = harness(`interop ${opts.scenario}`, RUN_LIMIT_MS);
 
 // Installed in every page before the app runs: keeps the page's
 // RTCPeerConnection reachable for statistics, and (when asked) forces
@@ -203,23 +184,6 @@ function pageHook(force) {
   };
 }
 
-let passed = 0;
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-  passed += 1;
-  log(`ok - ${what}`);
-}
-
-async function until(what, fn, ms = 20_000, every = 250) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const v = await fn();
-    if (v) return v;
-    await sleep(every);
-  }
-  throw new Error(`timed out after ${ms / 1000} s waiting for: ${what}`);
-}
-
 async function createRoom(name) {
   const res = await fetch(`${opts.base}/v1/rooms`, {
     method: 'POST',
@@ -231,9 +195,6 @@ async function createRoom(name) {
 }
 
 // ---- pages (one API over playwright pages and puppeteer pages) ------------
-
-const pages = new Map(); // label -> page
-const pageErrors = [];
 
 function watch(label, page) {
   page.on('pageerror', (e) => pageErrors.push(`${label}: ${e.message || e}`));
@@ -955,11 +916,11 @@ async function narrowScenario() {
 
 const scenarios = { aiortc: aiortcScenario, firefox: firefoxScenario, turn: turnScenario, tcp: tcpScenario, narrow: narrowScenario };
 
-try {
-  const run = scenarios[opts.scenario];
-  if (!run) throw new Error(`unknown scenario ${opts.scenario}`);
+await run(async () => {
+  const scenario = scenarios[opts.scenario];
+  if (!scenario) throw new Error(`unknown scenario ${opts.scenario}`);
   try {
-    await run();
+    await scenario();
   } catch (e) {
     for (const [label, page] of pages) {
       await page.screenshot({ path: join(opts.out, `failure-${opts.scenario}-${label}.png`) }).catch(() => {});
@@ -967,12 +928,4 @@ try {
     throw e;
   }
   check(pageErrors.length === 0, `no uncaught page errors ${JSON.stringify(pageErrors)}`);
-  log(`all checks passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  console.log(`interop ${opts.scenario}: ${passed} passed, 0 failed`);
-} catch (e) {
-  process.exitCode = 1;
-  console.error(`interop ${opts.scenario}: FAILED: ${e.stack || e}`);
-  console.log(`interop ${opts.scenario}: ${passed} passed, 1 failed`);
-} finally {
-  clearTimeout(abort);
-}
+});
