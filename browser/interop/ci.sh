@@ -9,14 +9,12 @@
 # own network namespaces and firewall rules: it needs root). About 3 minutes
 # once the packages are installed. Called by .ci/run.
 #
-# Not run here: chromium_behind_a_narrow_downlink (issue 14's narrow-link
-# rules in Chromium behind a tc token bucket). It does not pass yet: on
-# the shared 2-core machine str0m's estimate swung between 110 kbit/s and
-# 1.7 Mbit/s on a 2.5 Mbit/s link, so slots paused before any cut
-# (docs/architecture.md, "Selection and allocation"). Run it by hand, as
-# root, on a quiet machine:
-#   cargo test -p piazza --test server_interop -- --ignored --nocapture \
-#     --exact chromium_behind_a_narrow_downlink
+# chromium_behind_a_narrow_downlink (issue 14's narrow-link rules in
+# Chromium behind a tc token bucket, about 2 minutes) runs last. On this
+# shared 2-core machine it passed 4 of 5 runs at load 6-8 (the fifth: one
+# layer change too many at 500 kbit/s after a str0m probe overshot through
+# the token bucket's burst); a failed first run is reported with its failed
+# checks and run once more, and the suite fails if that fails too.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -66,3 +64,13 @@ ip -n "$ns" link set v1 up
 ip -n "$ns" route add default via 198.18.0.2 dev v0
 ip netns exec "$ns" env PIAZZA_INTEROP_UDP_BIND=198.18.0.1 \
   cargo test -p piazza --test server_interop -- --ignored --nocapture --test-threads=1 firefox_and_chromium
+
+# The narrow link last (it makes its own namespaces and token bucket).
+narrow() {
+  cargo test -p piazza --test server_interop -- --ignored --nocapture --exact \
+    chromium_behind_a_narrow_downlink
+}
+if ! narrow; then
+  echo "browser/interop/ci.sh: chromium_behind_a_narrow_downlink failed (its failed checks are above); running it once more"
+  narrow
+fi

@@ -28,7 +28,7 @@ const ACTIVATION_RETRY: Duration = Duration::from_secs(30);
 const DYNACAST_OFF_DELAY: Duration = Duration::from_secs(5);
 /// A slot paused for bandwidth resumes only once the allocation has wanted
 /// to resume a slot for this long without a break.
-const RESUME_HOLD: Duration = Duration::from_secs(3);
+const RESUME_HOLD: Duration = Duration::from_secs(2);
 /// ... or this long when the budget covers the whole allocation, resumes
 /// included, twice over (a link that has just recovered: waiting the full
 /// hold there only delays the return of the video).
