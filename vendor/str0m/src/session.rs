@@ -393,16 +393,20 @@ impl Session {
         self.streams.set_probe_media(probe_media);
         let medias = &self.medias;
         let codecs = &self.codec_config;
-        let iter = self.streams.send_queue_states(now, |mid, pt| {
+        let streams = &mut self.streams;
+        let can_probe = |mid, pt| {
             // Reuse the already-validated fallback binding when it matches.
             probe_media == Some((mid, pt))
                 || medias
                     .iter()
                     .find(|m| m.mid() == mid)
                     .is_some_and(|media| Self::probe_pt(media, codecs, Some(pt)).is_some())
-        });
+        };
 
-        let Some(padding_request) = self.pacer.handle_timeout(now, iter) else {
+        let padding_request = self.pacer.handle_timeout_with(now, |states| {
+            streams.refresh_send_queue_states(now, can_probe, states)
+        });
+        let Some(padding_request) = padding_request else {
             return;
         };
 

@@ -76,10 +76,10 @@ impl Pacer for LeakyBucketPacer {
         (next_handle_time, Reason::Pacer(PacerReason::Handle)).soonest(poll_at)
     }
 
-    fn handle_timeout(
+    fn handle_timeout_with(
         &mut self,
         now: Instant,
-        iter: impl Iterator<Item = QueueState>,
+        refresh: impl FnOnce(&mut Vec<QueueState>),
     ) -> Option<PaddingRequest> {
         // Clear the gate when time advances
         self.needs_timeout_before_next_poll = false;
@@ -90,8 +90,7 @@ impl Pacer for LeakyBucketPacer {
         self.next_poll_time = None;
 
         // This is called periodically and whenever packet is queued.
-        self.queue_states.clear();
-        self.queue_states.extend(iter);
+        refresh(&mut self.queue_states);
 
         let elapsed = self.update_handle_time_and_get_elapsed(now);
 

@@ -77,14 +77,14 @@ impl Pacer for PacerImpl {
         }
     }
 
-    fn handle_timeout(
+    fn handle_timeout_with(
         &mut self,
         now: Instant,
-        iter: impl Iterator<Item = QueueState>,
+        refresh: impl FnOnce(&mut Vec<QueueState>),
     ) -> Option<PaddingRequest> {
         match self {
-            PacerImpl::Null(v) => v.handle_timeout(now, iter),
-            PacerImpl::LeakyBucket(v) => v.handle_timeout(now, iter),
+            PacerImpl::Null(v) => v.handle_timeout_with(now, refresh),
+            PacerImpl::LeakyBucket(v) => v.handle_timeout_with(now, refresh),
         }
     }
 
@@ -119,10 +119,31 @@ pub trait Pacer {
     fn poll_timeout(&self) -> (Option<Instant>, Reason);
 
     /// Handle time moving forward, should be called periodically as indicated by [`Pacer::poll_timeout`].
+    ///
+    /// Takes a fresh state of every queue (the tests' form; the session uses
+    /// [`Pacer::handle_timeout_with`]).
+    #[cfg(test)]
     fn handle_timeout(
         &mut self,
         now: Instant,
         iter: impl Iterator<Item = QueueState>,
+    ) -> Option<PaddingRequest> {
+        self.handle_timeout_with(now, |states| {
+            states.clear();
+            states.extend(iter);
+        })
+    }
+
+    /// Handle time moving forward, with the caller bringing the pacer's queue
+    /// states up to date in place: `refresh` gets the list from the previous
+    /// call (in whatever state the pacer left it) and must leave it holding the
+    /// current state of every queue. A caller that knows which queues changed
+    /// can then skip the rest instead of handing over a fresh snapshot of every
+    /// queue. Should be called periodically as indicated by [`Pacer::poll_timeout`].
+    fn handle_timeout_with(
+        &mut self,
+        now: Instant,
+        refresh: impl FnOnce(&mut Vec<QueueState>),
     ) -> Option<PaddingRequest>;
 
     /// Determines which mid to poll, if any.

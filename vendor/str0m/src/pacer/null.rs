@@ -35,14 +35,13 @@ impl Pacer for NullPacer {
         (self.unsent_since, Reason::Pacer(PacerReason::Handle))
     }
 
-    fn handle_timeout(
+    fn handle_timeout_with(
         &mut self,
         _now: Instant,
-        iter: impl Iterator<Item = QueueState>,
+        refresh: impl FnOnce(&mut Vec<QueueState>),
     ) -> Option<PaddingRequest> {
         self.unsent_since = None;
-        self.queue_states.clear();
-        self.queue_states.extend(iter);
+        refresh(&mut self.queue_states);
 
         None
     }

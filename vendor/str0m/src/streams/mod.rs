@@ -636,6 +636,53 @@ impl Streams {
         self.probe_media = media;
     }
 
+    /// Bring `states` up to date with every send stream's queue, as
+    /// `*states = send_queue_states(now, can_probe).collect()` would.
+    ///
+    /// `states` is the pacer's list from its previous update: one state per
+    /// send stream in the map's iteration order, then the probe source's
+    /// while one is bound. Each stream refreshes its own entry, which is
+    /// cheap when the stream is idle (see [`StreamTx::refresh_queue_state`]);
+    /// every entry is checked against its stream, so a list left by any
+    /// earlier update is still brought up to date exactly. Only a list of
+    /// the wrong length (streams added or removed, a probe bound or
+    /// released) is rebuilt.
+    pub(crate) fn refresh_send_queue_states(
+        &mut self,
+        now: Instant,
+        mut can_probe: impl FnMut(Mid, Pt) -> bool,
+        states: &mut Vec<QueueState>,
+    ) {
+        let probing = self.probe_media.is_some();
+        if states.len() != self.streams_tx.len() + usize::from(probing) {
+            states.clear();
+            states.extend(self.send_queue_states(now, can_probe));
+            return;
+        }
+
+        // As in send_queue_states: with a probe bound, only negotiated
+        // feedback sources can pad, and the probe source pads only if no
+        // media stream can.
+        let mut media_padding = false;
+        for (stream, state) in self.streams_tx.values_mut().zip(states.iter_mut()) {
+            let mut use_for_padding = stream.padding_enabled();
+            if probing && use_for_padding {
+                use_for_padding = stream
+                    .padding_pt()
+                    .is_some_and(|pt| can_probe(stream.mid(), pt));
+            }
+            media_padding |= use_for_padding;
+            stream.refresh_queue_state(now, state, use_for_padding);
+        }
+        if probing {
+            // The length check above leaves exactly one entry after the streams.
+            let state = states.last_mut().expect("probe queue state");
+            *state = self.probe_tx.queue_state(now);
+            state.midrid = MidRid(MID_PROBE, None);
+            state.use_for_padding = !media_padding;
+        }
+    }
+
     pub(crate) fn send_queue_states(
         &mut self,
         now: Instant,

@@ -555,7 +555,7 @@ impl StreamTx {
         self.send_queue.push(packet);
     }
 
-    fn padding_enabled(&self) -> bool {
+    pub(crate) fn padding_enabled(&self) -> bool {
         (self.ssrc.is_probe() || self.rtx.is_some()) && self.pt_for_padding.is_some()
     }
 
@@ -1200,6 +1200,46 @@ impl StreamTx {
             use_for_padding,
             snapshot,
         }
+    }
+
+    /// Bring `state` up to date as `*state = self.queue_state(now)` followed by
+    /// `state.use_for_padding = use_for_padding` would, without rebuilding the
+    /// snapshot when nothing in it can have changed.
+    ///
+    /// An idle stream (nothing queued, no resends, no padding) has a snapshot that
+    /// depends on `now` only through `created_at`. If `state` already holds this
+    /// stream's idle snapshot, with the same last emission and flags, only the time
+    /// moves. Anything else, including a state the pacer counted packets off,
+    /// is rebuilt in full. Most send streams of a large session are idle on most
+    /// timeouts, so this keeps the pacer's per-timeout refresh cheap.
+    pub(crate) fn refresh_queue_state(
+        &mut self,
+        now: Instant,
+        state: &mut QueueState,
+        use_for_padding: bool,
+    ) {
+        let s = &state.snapshot;
+        let idle_and_unchanged = self.send_queue.is_empty()
+            && self.resends.is_empty()
+            && self.padding == 0
+            && s.packet_count == 0
+            && s.byte_size == 0
+            && s.priority == QueuePriority::Empty
+            && s.first_unsent.is_none()
+            && s.total_queue_time_origin == Duration::ZERO
+            && s.last_emitted == self.send_queue.last_emitted()
+            && state.unpaced == self.unpaced.unwrap_or(true)
+            && state.use_for_padding == use_for_padding
+            && state.midrid == self.midrid;
+
+        if !idle_and_unchanged {
+            *state = self.queue_state(now);
+            state.use_for_padding = use_for_padding;
+            return;
+        }
+
+        state.snapshot.created_at = now;
+        self.queue_info = Some(state.snapshot);
     }
 
     fn queue_state_resend(&self, now: Instant) -> Option<QueueSnapshot> {

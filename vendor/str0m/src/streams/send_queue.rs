@@ -78,6 +78,10 @@ impl SendQueue {
         Some(packet)
     }
 
+    pub fn last_emitted(&self) -> Option<Instant> {
+        self.last_emitted
+    }
+
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
