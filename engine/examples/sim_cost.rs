@@ -1,7 +1,8 @@
 //! The engine's CPU cost per forwarded packet, measured in the simulator:
 //! wall time spent inside the shard core (SRTP in, rewrite, SRTP out, all
 //! str0m work) divided by packets forwarded, over a simulated 50-person
-//! room. Prints each run and the median.
+//! room. Prints each run (with [`Simulator::trace_hash`], which a change
+//! meant to keep the engine's output the same must not move) and the median.
 //!
 //! `cargo run --release -p piazza --example sim_cost [participants] [video_slots] [seconds] [runs] [bwe 0|1]`
 
@@ -32,11 +33,12 @@ fn main() {
         let st = sim.core().stats();
         let ns = sim.core_busy().as_nanos() as f64 / st.rtp_forwarded.max(1) as f64;
         println!(
-            "run {run}: {n} participants x {slots} video slots, bwe {bwe}, {secs} s simulated: rtp in {} forwarded {} datagrams out {}, core busy {:?}, {ns:.0} ns per forwarded packet",
+            "run {run}: {n} participants x {slots} video slots, bwe {bwe}, {secs} s simulated: rtp in {} forwarded {} datagrams out {}, core busy {:?}, {ns:.0} ns per forwarded packet, trace {:016x}",
             st.rtp_in,
             st.rtp_forwarded,
             st.datagrams_out,
-            sim.core_busy()
+            sim.core_busy(),
+            sim.trace_hash()
         );
         per_packet.push(ns);
     }

@@ -150,6 +150,13 @@ impl Drop for Mutation<'_> {
 #[derive(Debug)]
 pub(crate) struct Readiness {
     events: bool,
+    /// Whether the event sources (ICE and DTLS events, SCTP, the session's
+    /// events, stats) must be asked again. Armed with `events`; cleared once
+    /// they have all answered nothing, while the transmit sources after them
+    /// may still have datagrams to give. Only `poll_output` itself runs
+    /// between the two, so sending what it found need not re-walk the event
+    /// sources (see `Rtc::do_poll_output`).
+    sources: bool,
     timeout: bool,
 }
 
@@ -158,6 +165,7 @@ impl Readiness {
     pub(crate) fn armed() -> Self {
         Readiness {
             events: true,
+            sources: true,
             timeout: true,
         }
     }
@@ -166,12 +174,27 @@ impl Readiness {
         self.events
     }
 
+    pub(crate) fn wants_sources(&self) -> bool {
+        self.sources
+    }
+
+    /// Every event source answered nothing since the last mutation.
+    pub(crate) fn clear_sources(&mut self) {
+        self.sources = false;
+    }
+
+    /// The output pipeline itself queued something an event source reports.
+    pub(crate) fn arm_sources(&mut self) {
+        self.sources = true;
+    }
+
     pub(crate) fn wants_timeout(&self) -> bool {
         self.timeout
     }
 
     pub(crate) fn clear_events(&mut self) {
         self.events = false;
+        self.sources = false;
     }
 
     pub(crate) fn clear_timeout(&mut self) {
@@ -218,6 +241,7 @@ impl Wake<'_> {
 impl Drop for Wake<'_> {
     fn drop(&mut self) {
         self.readiness.events |= self.events;
+        self.readiness.sources |= self.events;
         self.readiness.timeout |= self.timeout;
     }
 }
@@ -227,6 +251,7 @@ impl Readiness {
     pub(crate) fn idle() -> Self {
         Self {
             events: false,
+            sources: false,
             timeout: false,
         }
     }
@@ -243,9 +268,14 @@ mod tests {
     use std::time::Instant;
 
     fn idle_rtc() -> Rtc {
+        idle_rtc_with(false)
+    }
+
+    fn idle_rtc_with(raw_packets: bool) -> Rtc {
         let now = Instant::now();
         let mut rtc = Rtc::builder()
             .enable_bwe(Some(Bitrate::kbps(300)))
+            .enable_raw_packets(raw_packets)
             .build(now);
         let profile = SrtpProfile::AEAD_AES_128_GCM;
         let mat = KeyingMaterial::new(&vec![0; profile.keying_material_len()]);
@@ -327,7 +357,11 @@ mod tests {
     fn narrowing_preserves_other_operations() {
         for events in [false, true] {
             for timeout in [false, true] {
-                let mut readiness = Readiness { events, timeout };
+                let mut readiness = Readiness {
+                    events,
+                    sources: events,
+                    timeout,
+                };
                 {
                     let mut wake = readiness.wake();
                     wake.no_events();
@@ -336,6 +370,67 @@ mod tests {
                 assert_eq!(readiness.wants_events(), events);
                 assert_eq!(readiness.wants_timeout(), timeout);
             }
+        }
+    }
+
+    /// Sending a datagram the drain found does not make the next poll ask
+    /// the event sources again, unless sending queued an event itself (raw
+    /// packet capture), which must still be delivered.
+    #[test]
+    fn readiness_sending_rewalks_event_sources_only_for_raw_packets() {
+        use crate::Event;
+        use crate::rtp::RawPacket;
+        use crate::streams::RtpWrite;
+        use std::time::Duration;
+
+        for raw in [false, true] {
+            let mut rtc = idle_rtc_with(raw);
+            rtc.send_addr = Some(crate::SendAddr {
+                proto: crate::net::Protocol::Udp,
+                source: "127.0.0.1:1000".parse().unwrap(),
+                destination: "127.0.0.1:2000".parse().unwrap(),
+            });
+            let now = rtc.last_now;
+            let pt = rtc
+                .codec_config()
+                .params()
+                .iter()
+                .find(|p| p.spec().codec.is_video())
+                .map(|p| p.pt())
+                .unwrap();
+            {
+                let mut api = rtc.direct_api();
+                let tx = api.stream_tx(&42.into()).unwrap();
+                for i in 0..3_u64 {
+                    tx.write_rtp(RtpWrite::new(pt, i.into(), 0, now, vec![0_u8; 100]));
+                }
+            }
+            rtc.handle_input(Input::Timeout(now + Duration::from_millis(1)))
+                .unwrap();
+            let (mut sent, mut captured) = (0, 0);
+            loop {
+                match rtc.poll_output().unwrap() {
+                    Output::Transmit(_) => {
+                        sent += 1;
+                        assert_eq!(
+                            rtc.readiness.wants_sources(),
+                            raw,
+                            "raw {raw}, datagram {sent}"
+                        );
+                    }
+                    Output::Event(Event::RawPacket(p)) => {
+                        if matches!(*p, RawPacket::RtpTx(..)) {
+                            captured += 1;
+                        }
+                    }
+                    Output::Event(_) => {}
+                    Output::Timeout(_) => break,
+                }
+            }
+            assert!(sent >= 3, "raw {raw}: sent {sent}");
+            // Every written packet is captured (and only when capturing).
+            assert_eq!(captured >= 3, raw, "raw {raw}: captured {captured}");
+            assert!(raw || captured == 0);
         }
     }
 }

@@ -1141,6 +1141,11 @@ impl Session {
         Ok(None)
     }
 
+    /// Whether sent packets are captured as `Event::RawPacket`s.
+    pub fn captures_raw_packets(&self) -> bool {
+        self.raw_packets.is_some()
+    }
+
     fn ready_for_srtp(&self) -> bool {
         self.srtp_rx.is_some() && self.srtp_tx.is_some()
     }

@@ -69,7 +69,8 @@ pub(crate) struct RtcSctp {
     /// answers `None`, and the association is a pure state machine: without
     /// input, a timeout, a write or a stream change, polling again gives
     /// `None` again. Every `&mut self` method other than `poll` and
-    /// `poll_timeout` sets this; `poll` clears it when it answers `None`.
+    /// `poll_timeout` sets this (`handle_timeout` only when the timeout can
+    /// change something, see there); `poll` clears it when it answers `None`.
     /// `Rtc` polls SCTP on every pass of its output loop (once per RTP packet
     /// sent), and an idle association's `poll_transmit` still walks its
     /// queues, so this skips the walks that cannot find anything.
@@ -733,6 +734,7 @@ impl RtcSctp {
     }
 
     pub fn handle_timeout(&mut self, now: Instant, wake: &mut Wake) {
+        let was_needed = self.poll_needed;
         self.poll_needed = true;
         if self.state == RtcSctpState::Uninited {
             // Need to call `init()` before any timeouts are accepted.
@@ -753,10 +755,30 @@ impl RtcSctp {
             return;
         };
 
+        // Before the association's own deadline its `handle_timeout` expires no
+        // timer and changes nothing, so `poll` would find what it found when it
+        // last drained, unless the passing of time alone changes what it does:
+        // partially reliable (timed) messages expire by age in
+        // `poll_transmit`, and a stream still opening retries by a deadline.
+        // Only channels that are open, not closing and not timed let the poll
+        // be skipped.
+        let due = assoc.poll_timeout().is_some_and(|at| at <= now);
+        let time_sensitive = self.entries.iter().any(|e| {
+            e.state != StreamEntryState::Open
+                || e.do_close
+                || e.config
+                    .as_ref()
+                    .is_none_or(|c| matches!(c.reliability, Reliability::MaxPacketLifetime { .. }))
+        });
+        if !due && !time_sensitive && self.state == RtcSctpState::Established {
+            self.poll_needed = was_needed;
+        }
+
         assoc.handle_timeout(now);
 
         // propagate events between endpoint and association.
         while let Some(e) = assoc.poll_endpoint_event() {
+            self.poll_needed = true;
             if let Some(ae) = self.endpoint.handle_event(self.handle, e) {
                 assoc.handle_event(ae);
             }
@@ -1928,6 +1950,70 @@ mod tests {
             wire[pos - 15] & 0x04 != 0,
             "DCEP receiver should send unordered"
         );
+    }
+
+    /// A timeout before the association's deadline leaves a drained
+    /// association unpolled while its channels are open and reliable; a
+    /// timed (partially reliable) channel, whose messages expire with time
+    /// alone, or a due timer make it poll again.
+    #[test]
+    fn timeout_before_the_association_deadline_needs_no_poll() {
+        let now = Instant::now();
+        let (mut client, mut server) = connect_client_server();
+        let pump = |from: &mut RtcSctp, to: &mut RtcSctp| {
+            while let Some(e) = from.poll() {
+                if let SctpEvent::Transmit { packets } = e {
+                    for p in packets {
+                        to.handle_input(now, &p);
+                    }
+                }
+            }
+        };
+        let settle = |client: &mut RtcSctp, server: &mut RtcSctp| {
+            for _ in 0..4 {
+                pump(client, server);
+                pump(server, client);
+            }
+        };
+        let before_deadline = |sctp: &mut RtcSctp| {
+            let at = sctp
+                .poll_timeout()
+                .map(|t| t - Duration::from_millis(1))
+                .unwrap_or(now + Duration::from_secs(1))
+                .max(sctp.last_now);
+            sctp.handle_timeout(at, &mut Readiness::idle().wake());
+            sctp.poll_needed
+        };
+
+        client.open_stream(0, ChannelConfig::default());
+        settle(&mut client, &mut server);
+        assert!(
+            client
+                .entries
+                .iter()
+                .all(|e| e.state == StreamEntryState::Open)
+        );
+        assert!(!client.poll_needed);
+        assert!(!before_deadline(&mut client), "reliable channel");
+        assert!(client.poll().is_none());
+
+        client.open_stream(
+            2,
+            ChannelConfig {
+                reliability: Reliability::MaxPacketLifetime { lifetime: 100 },
+                ..Default::default()
+            },
+        );
+        settle(&mut client, &mut server);
+        assert!(!client.poll_needed);
+        assert!(before_deadline(&mut client), "timed channel");
+
+        // A due association timer always polls.
+        client.write(0, true, b"hello").unwrap();
+        pump(&mut client, &mut server);
+        let deadline = client.poll_timeout().expect("a retransmission timer");
+        client.handle_timeout(deadline, &mut Readiness::idle().wake());
+        assert!(client.poll_needed);
     }
 
     #[test]
