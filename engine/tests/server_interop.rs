@@ -488,7 +488,7 @@ const NARROW_NETNS: &str = "PIAZZA_INTEROP_NARROW_NETNS";
 /// the paused tile stays on the page (screenshot). Its JSON summary and the
 /// screenshot land in `target/tmp/interop/narrow-*`.
 #[test]
-#[ignore = "needs root (network namespaces, tc), chromium and browser/interop/node_modules; run by browser/interop/ci.sh"]
+#[ignore = "needs root (network namespaces, tc), chromium and browser/interop/node_modules; not in CI yet, it fails about one run in two (docs/architecture.md); run it by hand"]
 fn chromium_behind_a_narrow_downlink() {
     if let Ok(narrow) = std::env::var(NARROW_NETNS) {
         // The second run, in the server's namespace (where `v0` is).
