@@ -636,17 +636,20 @@ impl Streams {
         self.probe_media = media;
     }
 
-    /// Bring `states` up to date with every send stream's queue, as
-    /// `*states = send_queue_states(now, can_probe).collect()` would.
+    /// Bring `states` up to date with every send stream's queue: one state
+    /// per send stream in the map's iteration order, then the probe source's
+    /// while one is bound.
     ///
-    /// `states` is the pacer's list from its previous update: one state per
-    /// send stream in the map's iteration order, then the probe source's
-    /// while one is bound. Each stream refreshes its own entry, which is
-    /// cheap when the stream is idle (see [`StreamTx::refresh_queue_state`]);
-    /// every entry is checked against its stream, so a list left by any
-    /// earlier update is still brought up to date exactly. Only a list of
-    /// the wrong length (streams added or removed, a probe bound or
-    /// released) is rebuilt.
+    /// `states` is the pacer's list from its previous update. Each stream
+    /// refreshes its own entry, which is cheap when the stream is idle (see
+    /// [`StreamTx::refresh_queue_state`]); every entry is checked against
+    /// its stream, so a list left by any earlier update is still brought up
+    /// to date exactly. A list of the wrong length (streams added or
+    /// removed, a probe bound or released) is rebuilt from fresh snapshots.
+    ///
+    /// With a probe bound, only negotiated feedback sources can provide
+    /// probe padding (ordinary padding keeps its existing eligibility), and
+    /// the probe source pads only if no media stream can.
     pub(crate) fn refresh_send_queue_states(
         &mut self,
         now: Instant,
@@ -654,17 +657,13 @@ impl Streams {
         states: &mut Vec<QueueState>,
     ) {
         let probing = self.probe_media.is_some();
-        if states.len() != self.streams_tx.len() + usize::from(probing) {
+        let rebuild = states.len() != self.streams_tx.len() + usize::from(probing);
+        if rebuild {
             states.clear();
-            states.extend(self.send_queue_states(now, can_probe));
-            return;
         }
 
-        // As in send_queue_states: with a probe bound, only negotiated
-        // feedback sources can pad, and the probe source pads only if no
-        // media stream can.
         let mut media_padding = false;
-        for (stream, state) in self.streams_tx.values_mut().zip(states.iter_mut()) {
+        for (i, stream) in self.streams_tx.values_mut().enumerate() {
             let mut use_for_padding = stream.padding_enabled();
             if probing && use_for_padding {
                 use_for_padding = stream
@@ -672,48 +671,38 @@ impl Streams {
                     .is_some_and(|pt| can_probe(stream.mid(), pt));
             }
             media_padding |= use_for_padding;
-            stream.refresh_queue_state(now, state, use_for_padding);
+            if rebuild {
+                let mut state = stream.queue_state(now);
+                state.use_for_padding = use_for_padding;
+                states.push(state);
+            } else {
+                stream.refresh_queue_state(now, &mut states[i], use_for_padding);
+            }
         }
         if probing {
-            // The length check above leaves exactly one entry after the streams.
-            let state = states.last_mut().expect("probe queue state");
-            *state = self.probe_tx.queue_state(now);
+            let mut state = self.probe_tx.queue_state(now);
             state.midrid = MidRid(MID_PROBE, None);
             state.use_for_padding = !media_padding;
+            if rebuild {
+                states.push(state);
+            } else {
+                // The length check leaves exactly one entry after the streams.
+                *states.last_mut().expect("probe queue state") = state;
+            }
         }
     }
 
+    /// A fresh snapshot of every send queue, as
+    /// [`Streams::refresh_send_queue_states`] leaves them.
+    #[cfg(test)]
     pub(crate) fn send_queue_states(
         &mut self,
         now: Instant,
-        mut can_probe: impl FnMut(Mid, Pt) -> bool,
+        can_probe: impl FnMut(Mid, Pt) -> bool,
     ) -> impl Iterator<Item = QueueState> {
-        // Snapshot each stream once, preferring media/RTX padding over the
-        // fallback. No extra stream or retransmission-queue scan is needed.
-        let mut media_padding = false;
-        let mut probe_queue = self.probe_media.map(|_| {
-            let mut queue = self.probe_tx.queue_state(now);
-            queue.midrid = MidRid(MID_PROBE, None);
-            queue
-        });
-        let mut streams = self.streams_tx.values_mut();
-        std::iter::from_fn(move || {
-            if let Some(stream) = streams.next() {
-                let mut queue = stream.queue_state(now);
-                if probe_queue.is_some() && queue.use_for_padding {
-                    // Only negotiated feedback sources can provide probe padding.
-                    // Ordinary padding keeps its existing eligibility.
-                    queue.use_for_padding = stream
-                        .padding_pt()
-                        .is_some_and(|pt| can_probe(stream.mid(), pt));
-                }
-                media_padding |= queue.use_for_padding;
-                return Some(queue);
-            }
-            let mut queue = probe_queue.take()?;
-            queue.use_for_padding = !media_padding;
-            Some(queue)
-        })
+        let mut states = Vec::new();
+        self.refresh_send_queue_states(now, can_probe, &mut states);
+        states.into_iter()
     }
 
     pub(crate) fn stream_tx_by_midrid(&mut self, midrid: MidRid) -> Option<&mut StreamTx> {
