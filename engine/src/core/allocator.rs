@@ -92,6 +92,22 @@ pub(crate) struct Allocation {
     pub next_step_bps: Option<u64>,
 }
 
+impl AllocSlot {
+    /// The same slot with no layer above `cap` (none at all for `None`).
+    pub(crate) fn capped_at(&self, cap: Option<u8>) -> AllocSlot {
+        let layer_bps = self
+            .layer_bps
+            .iter()
+            .enumerate()
+            .map(|(l, r)| r.filter(|_| cap.is_some_and(|c| l <= usize::from(c))))
+            .collect();
+        AllocSlot {
+            layer_bps,
+            ..self.clone()
+        }
+    }
+}
+
 fn rate(slot: &AllocSlot, layer: u8) -> Option<u64> {
     slot.layer_bps.get(layer as usize).copied().flatten()
 }

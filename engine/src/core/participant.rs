@@ -54,7 +54,42 @@ pub(crate) struct LayerMeter {
     pub watched_at: Option<Instant>,
 }
 
+/// Smoothing weight of one tick's sample in a layer's bitrate.
+const METER_ALPHA: f64 = 0.2;
+
+/// One tick's sample counts for at most this many times the smoothed
+/// rate. A keyframe is several frames' worth of bytes in one tick: in the
+/// load generator's 800 kbit/s grid a publisher's `l` (156 kbit/s) read
+/// 276 kbit/s after one, no longer fitted beside the tile it shared a
+/// budget with, and was paused for every subscriber at once. Capped, one
+/// keyframe lifts the rate by at most a tenth; a lasting rise still
+/// compounds by that much every tick.
+const METER_SPIKE_CAP: f64 = 1.5;
+
 impl LayerMeter {
+    /// Fold the bytes of the tick that lasted `dt` into the rate. A video
+    /// layer's rate starts from its configured `hint` (what the allocator
+    /// assumes until the layer is measured), not from its first tick: a
+    /// layer starts with a keyframe, and one that stops soon after (dynacast
+    /// switched it off while every slot showing it was paused) kept that
+    /// tick's rate, 2.3 times the layer's, until it was shown again 14 s
+    /// later (the load generator's 800 kbit/s grid: a burst of pauses across
+    /// every subscriber). Without a hint (audio) the first tick sets it.
+    pub fn fold(&mut self, dt: Duration, hint: Option<u64>) {
+        if self.bytes == 0 || dt.is_zero() {
+            return;
+        }
+        let sample = self.bytes as f64 * 8.0 / dt.as_secs_f64();
+        self.bytes = 0;
+        self.rate_bps = Some(match self.rate_bps.or(hint) {
+            None => sample as u64,
+            Some(r) => {
+                let sample = sample.min(r as f64 * METER_SPIKE_CAP);
+                (r as f64 * (1.0 - METER_ALPHA) + sample * METER_ALPHA) as u64
+            }
+        });
+    }
+
     /// The publisher is asked (again) to send this layer.
     pub fn ask(&mut self, now: Instant) {
         self.activated_at = Some(now);
