@@ -582,7 +582,29 @@ impl Media {
             .min()
     }
 
+    /// Packetize the first sample written through the sample API, if it is due.
+    ///
+    /// `Session::handle_timeout` asks every media on every `Rtc` timeout, and in
+    /// RTP mode (`write_rtp`) the queue is always empty: that check is inline, the
+    /// packetizing out of line.
+    #[inline]
     pub(crate) fn do_payload(
+        &mut self,
+        now: Instant,
+        streams: &mut Streams,
+        params: &[PayloadParams],
+        vp9_mode: Vp9PacketizerMode,
+        mtu: usize,
+        red_distances: &[u32],
+    ) -> Result<(), RtcError> {
+        if self.to_payload.is_empty() {
+            return Ok(());
+        }
+        self.do_payload_front(now, streams, params, vp9_mode, mtu, red_distances)
+    }
+
+    #[inline(never)]
+    fn do_payload_front(
         &mut self,
         now: Instant,
         streams: &mut Streams,

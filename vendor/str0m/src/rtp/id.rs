@@ -49,19 +49,20 @@ macro_rules! str_id {
 
         impl<'a> From<&'a str> for $id {
             fn from(v: &'a str) -> Self {
-                let v = v
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                    .collect::<String>();
-
-                let bytes = v.as_bytes();
-                let bytes = &bytes[0..$num.min(bytes.len())];
-
-                // pad with space.
+                // Each char becomes one byte: itself if ASCII alphanumeric, else
+                // `_`; the first $num of those, padded with spaces. Written straight
+                // into the array: this runs for the mid/rid header extension of
+                // every RTP packet received, and collecting into a `String` first
+                // cost an allocation each time.
                 let mut array = [b' '; $num];
 
-                let max = bytes.len().min(array.len());
-                (&mut array[0..max]).copy_from_slice(bytes);
+                for (slot, c) in array.iter_mut().zip(v.chars()) {
+                    *slot = if c.is_ascii_alphanumeric() {
+                        c as u8
+                    } else {
+                        b'_'
+                    };
+                }
 
                 $id(array)
             }
@@ -405,6 +406,44 @@ impl MidRid {
 #[cfg(test)]
 mod trimmed_id_test {
     use super::*;
+
+    /// The conversion as it was written before it stopped collecting into a
+    /// `String`: the reference the allocation-free one must match.
+    fn mid_via_string(v: &str) -> Mid {
+        let v = v
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect::<String>();
+        let bytes = v.as_bytes();
+        let bytes = &bytes[0..16.min(bytes.len())];
+        let mut array = [b' '; 16];
+        array[0..bytes.len()].copy_from_slice(bytes);
+        Mid::from_array(array)
+    }
+
+    #[test]
+    fn from_str_matches_collecting_into_a_string() {
+        let cases = [
+            "",
+            "0",
+            "a1",
+            "audio",
+            "with space",
+            "0123456789abcdef",
+            "0123456789abcdefXYZ",
+            "dash-and.dot",
+            "\u{e9}t\u{e9}",
+            "\u{1F600}\u{1F600}x",
+            "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}",
+            "\t\n",
+        ];
+        for c in cases {
+            assert_eq!(Mid::from(c).0, mid_via_string(c).0, "{c:?}");
+            let rid = Rid::from(c);
+            let mid = mid_via_string(c);
+            assert_eq!(rid.0[..], mid.0[..8], "{c:?}");
+        }
+    }
 
     #[test]
     fn trimmed_id_str_is_str_trim() {

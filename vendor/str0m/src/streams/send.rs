@@ -1114,8 +1114,11 @@ impl StreamTx {
         };
         s.values.push((SdesType::CNAME, cname.to_string()));
 
+        // `Box::default()` builds the 31-entry list (~31 KB) in the heap
+        // allocation; `Box::new(ReportList::new())` built it on the stack
+        // and copied it in, on every sender report.
         let mut d = Descriptions {
-            reports: Box::new(ReportList::new()),
+            reports: Box::default(),
         };
         d.reports.push(s);
 

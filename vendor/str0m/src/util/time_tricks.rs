@@ -42,6 +42,9 @@ static BEGINNING_OF_TIME: LazyLock<(Instant, SystemTime)> = LazyLock::new(|| {
     (beginning_of_time, beginning_of_time_sys)
 });
 
+/// `epoch_to_beginning()`, computed once.
+static EPOCH_TO_BEGINNING: LazyLock<Duration> = LazyLock::new(epoch_to_beginning);
+
 pub fn epoch_to_beginning() -> Duration {
     BEGINNING_OF_TIME
         .1
@@ -99,11 +102,13 @@ impl InstantExt for Instant {
         }
 
         let duration_since_time_0 = self.duration_since(BEGINNING_OF_TIME.0);
-        let system_time = BEGINNING_OF_TIME.1 + duration_since_time_0;
 
-        system_time
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .expect("clock to go forwards from unix epoch")
+        // The same sum as `(BEGINNING_OF_TIME.1 + duration_since_time_0)
+        // .duration_since(UNIX_EPOCH)` (seconds and nanoseconds added with one
+        // carry either way), with the beginning's distance from the epoch taken
+        // once instead of a `SystemTime` addition and checked subtraction on
+        // every call: abs-send-time calls this for every RTP packet sent.
+        *EPOCH_TO_BEGINNING + duration_since_time_0
     }
 
     fn to_ntp_duration(&self) -> Duration {
@@ -170,6 +175,25 @@ mod test {
     fn already_happened_works() {
         assert_eq!(already_happened(), already_happened());
         assert!(Instant::now() > already_happened());
+    }
+
+    #[test]
+    fn to_unix_duration_is_the_system_time_sum() {
+        let t0 = already_happened();
+        for nanos in [
+            0,
+            1,
+            999_999_999,
+            1_000_000_000,
+            1_999_999_999,
+            3_600_123_456_789,
+        ] {
+            let t = t0 + Duration::from_nanos(nanos);
+            let via_system_time = (BEGINNING_OF_TIME.1 + t.duration_since(t0))
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap();
+            assert_eq!(t.to_unix_duration(), via_system_time, "{nanos}");
+        }
     }
 
     #[test]

@@ -118,6 +118,7 @@ impl<T> Index<usize> for ReportList<T> {
 }
 
 impl<T> Default for ReportList<T> {
+    #[inline]
     fn default() -> Self {
         // We don't want to require T: Copy.
         ReportList([
