@@ -1938,6 +1938,9 @@ impl Rtc {
             self.cached_timeout = time.max(self.last_now);
             self.last_timeout_reason = time_and_reason.1;
             self.readiness.clear_timeout();
+            // Until then the session's reports and requests have nothing due,
+            // unless a mutation moves a deadline first (which clears this).
+            self.readiness.set_quiet_until(self.session.reports_at());
         }
 
         if self.state == RtcState::Closing && self.close_drain_complete() {
@@ -2149,6 +2152,19 @@ impl Rtc {
             ..
         } = self;
 
+        // Before the session's report deadline the last `poll_timeout`
+        // computed (receiver and sender reports, keyframe and REMB requests,
+        // NACK), with no mutation since but packets written to send streams,
+        // the streams have no report or request to make, so the session skips
+        // asking each of them. Everything else runs on every timeout as
+        // before: it also changes with the passage of time alone, before its
+        // own deadline (ICE prunes pairs by age, SCTP keeps `last_now` and
+        // times partially reliable messages, the BWE and the pacer advance
+        // their clocks, a send stream timestamps newly written packets).
+        let quiet = readiness.is_quiet_at(now);
+        // A second timeout before the next `poll_timeout` drives everything.
+        readiness.clear_quiet_until();
+
         // ICE is an external crate and can't be handed a `Wake`. Driving it can
         // transmit and re-arm timers, so arm both on its behalf at the boundary.
         ice.handle_timeout(now);
@@ -2156,7 +2172,11 @@ impl Rtc {
 
         sctp.handle_timeout(now, &mut readiness.wake());
         chan.handle_timeout(now, sctp, &mut readiness.wake());
-        session.handle_timeout(now, &mut readiness.wake())?;
+        if quiet {
+            session.handle_timeout_before_due(now, &mut readiness.wake())?;
+        } else {
+            session.handle_timeout(now, &mut readiness.wake())?;
+        }
 
         if let Some(stats) = stats {
             if stats.wants_timeout(now) {
@@ -2398,3 +2418,4 @@ pub mod unversioned {
         Vp8Depacketizer, Vp8Packetizer,
     };
 }
+

@@ -25,6 +25,7 @@
 //! remember to call anything.
 
 use std::ops::{Deref, DerefMut};
+use std::time::Instant;
 
 use crate::Rtc;
 
@@ -69,6 +70,20 @@ impl<'a> RtcMut<'a> {
             events: true,
             timeout: true,
         }
+    }
+
+    /// Mutable access for a change confined to the send streams' queues.
+    ///
+    /// For `&mut StreamTx` handed to the application: its public `&mut`
+    /// methods (`write_rtp`, `set_unpaced`, `set_rtx_cache`) only queue
+    /// packets or change how the queue is paced and cached. Re-polls like
+    /// [`DerefMut`], but keeps the other components' deadlines valid (see
+    /// [`Wake::send_queues_only`]).
+    pub(crate) fn send_queues(&mut self) -> &mut Rtc {
+        let mut wake = self.rtc.readiness.wake();
+        wake.send_queues_only();
+        drop(wake);
+        self.rtc
     }
 }
 
@@ -158,6 +173,11 @@ pub(crate) struct Readiness {
     /// sources (see `Rtc::do_poll_output`).
     sources: bool,
     timeout: bool,
+    /// Until this instant an `Input::Timeout` finds nothing due but what
+    /// lives in the send queues and the pacer: the deadline last computed by
+    /// `Rtc::poll_timeout`, kept while every mutation since was confined to
+    /// the send queues. Any other mutation that may move a timer clears it.
+    quiet_until: Option<Instant>,
 }
 
 impl Readiness {
@@ -167,6 +187,7 @@ impl Readiness {
             events: true,
             sources: true,
             timeout: true,
+            quiet_until: None,
         }
     }
 
@@ -201,12 +222,29 @@ impl Readiness {
         self.timeout = false;
     }
 
+    /// Whether a timeout at `now` comes before anything outside the send
+    /// queues and the pacer is due.
+    pub(crate) fn is_quiet_at(&self, now: Instant) -> bool {
+        self.quiet_until.is_some_and(|q| now < q)
+    }
+
+    /// Record the deadline just computed from the whole tree.
+    pub(crate) fn set_quiet_until(&mut self, deadline: Instant) {
+        self.quiet_until = Some(deadline);
+    }
+
+    /// Forget the deadline: the next timeout drives every component.
+    pub(crate) fn clear_quiet_until(&mut self) {
+        self.quiet_until = None;
+    }
+
     /// Hand out an armed guard for a mutable descent into the tree.
     pub(crate) fn wake(&mut self) -> Wake<'_> {
         Wake {
             readiness: self,
             events: true,
             timeout: true,
+            send_queues_only: false,
         }
     }
 }
@@ -222,6 +260,7 @@ pub(crate) struct Wake<'a> {
     readiness: &'a mut Readiness,
     events: bool,
     timeout: bool,
+    send_queues_only: bool,
 }
 
 impl Wake<'_> {
@@ -236,6 +275,14 @@ impl Wake<'_> {
     pub(crate) fn no_timeout(&mut self) {
         self.timeout = false;
     }
+
+    /// Assert this path changed only what the send streams' queues hold or
+    /// how they are paced: the next timeout must be recomputed (new packets
+    /// need a timestamp and the pacer's attention), but no other component's
+    /// deadline moved, so a timeout before it need not drive them.
+    pub(crate) fn send_queues_only(&mut self) {
+        self.send_queues_only = true;
+    }
 }
 
 impl Drop for Wake<'_> {
@@ -243,6 +290,9 @@ impl Drop for Wake<'_> {
         self.readiness.events |= self.events;
         self.readiness.sources |= self.events;
         self.readiness.timeout |= self.timeout;
+        if self.timeout && !self.send_queues_only {
+            self.readiness.quiet_until = None;
+        }
     }
 }
 
@@ -253,6 +303,7 @@ impl Readiness {
             events: false,
             sources: false,
             timeout: false,
+            quiet_until: None,
         }
     }
 }
@@ -361,6 +412,7 @@ mod tests {
                     events,
                     sources: events,
                     timeout,
+                    quiet_until: None,
                 };
                 {
                     let mut wake = readiness.wake();
@@ -371,6 +423,128 @@ mod tests {
                 assert_eq!(readiness.wants_timeout(), timeout);
             }
         }
+    }
+
+    /// Writing to a send stream keeps the deadline of the last drain as the
+    /// bound before which a timeout drives only the send queues and the
+    /// pacer; any other mutation that may move a timer forgets it, and so
+    /// does a timeout until the next drain.
+    #[test]
+    fn readiness_only_send_stream_writes_keep_the_quiet_deadline() {
+        use crate::streams::RtpWrite;
+
+        let mut rtc = idle_rtc();
+        // The stream's first timeout learnt its kind, which makes its first
+        // sender report due; let it go.
+        let now = rtc.last_now;
+        rtc.handle_input(Input::Timeout(now)).unwrap();
+        while !matches!(rtc.poll_output().unwrap(), Output::Timeout(_)) {}
+        let deadline = rtc.session.reports_at();
+        assert!(deadline > now, "the idle rtc has no report due");
+        assert!(rtc.readiness.is_quiet_at(now));
+        assert!(!rtc.readiness.is_quiet_at(deadline));
+
+        let pt = video_pt(&rtc);
+        {
+            let mut api = rtc.direct_api();
+            let tx = api.stream_tx(&42.into()).unwrap();
+            tx.write_rtp(RtpWrite::new(pt, 0.into(), 0, now, vec![0_u8; 100]));
+        }
+        assert!(rtc.readiness.wants_timeout(), "the pacer must see the packet");
+        assert!(rtc.readiness.is_quiet_at(now));
+
+        rtc.handle_input(Input::Timeout(now)).unwrap();
+        assert!(!rtc.readiness.is_quiet_at(now), "a timeout forgets it");
+        while !matches!(rtc.poll_output().unwrap(), Output::Timeout(_)) {}
+        assert!(rtc.readiness.is_quiet_at(now), "the drain's deadline");
+
+        rtc.bwe().set_bitrate(Bitrate::kbps(100), Bitrate::mbps(2));
+        assert!(!rtc.readiness.is_quiet_at(now), "other mutations forget it");
+    }
+
+    /// A timeout before the deadline, after packets were written, sends the
+    /// same datagrams and asks for the same next timeout as one that drives
+    /// every component.
+    #[test]
+    fn early_timeout_after_writes_matches_a_full_timeout() {
+        use crate::streams::RtpWrite;
+        use std::time::Duration;
+
+        let mut runs = vec![];
+        for full in [false, true] {
+            let mut rtc = idle_rtc();
+            rtc.send_addr = Some(crate::SendAddr {
+                proto: crate::net::Protocol::Udp,
+                source: "127.0.0.1:1000".parse().unwrap(),
+                destination: "127.0.0.1:2000".parse().unwrap(),
+            });
+            let start = rtc.last_now;
+            let pt = video_pt(&rtc);
+            let mut out = vec![];
+            let mut quiet = 0;
+            let mut sent = 0;
+            for round in 0..20_u64 {
+                let now = start + Duration::from_millis(3 * round);
+                {
+                    let mut api = rtc.direct_api();
+                    let tx = api.stream_tx(&42.into()).unwrap();
+                    for i in 0..3 {
+                        let seq = round * 3 + i;
+                        tx.write_rtp(RtpWrite::new(pt, seq.into(), 0, now, vec![7_u8; 600]));
+                    }
+                }
+                if full {
+                    rtc.readiness.clear_quiet_until();
+                }
+                if rtc.readiness.is_quiet_at(now) {
+                    quiet += 1;
+                }
+                rtc.handle_input(Input::Timeout(now)).unwrap();
+                loop {
+                    match rtc.poll_output().unwrap() {
+                        Output::Transmit(t) => {
+                            sent += 1;
+                            // Both carry the wall clock of each Rtc's own
+                            // start (SR, abs-send-time, and the SRTP tag over
+                            // them): compare the size, and for RTP which
+                            // packet (payload type, sequence number, SSRC).
+                            let c = &t.contents;
+                            let rtcp = c.get(1).is_some_and(|pt| (200..=206).contains(pt));
+                            let mut id = c.len().to_be_bytes().to_vec();
+                            if !rtcp {
+                                id.extend_from_slice(&c[..4]);
+                                id.extend_from_slice(&c[8..12]);
+                            }
+                            out.push((round, id))
+                        }
+                        Output::Event(_) => {}
+                        Output::Timeout(at) => {
+                            out.push((round, format!("{:?}", at - start).into_bytes()));
+                            break;
+                        }
+                    }
+                }
+            }
+            assert_eq!(quiet > 0, !full, "early timeouts: {quiet}");
+            assert!(sent >= 10, "the writes were sent: {sent}");
+            runs.push(out);
+        }
+        let first_difference = runs[0]
+            .iter()
+            .zip(&runs[1])
+            .position(|(a, b)| a != b)
+            .map(|i| (i, &runs[0][i].0, runs[0][i].1.len(), runs[1][i].1.len()));
+        assert_eq!(first_difference, None, "at (index, round, len, len)");
+        assert_eq!(runs[0].len(), runs[1].len());
+    }
+
+    fn video_pt(rtc: &Rtc) -> crate::rtp_::Pt {
+        rtc.codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec.is_video())
+            .map(|p| p.pt())
+            .unwrap()
     }
 
     /// Sending a datagram the drain found does not make the next poll ask

@@ -92,6 +92,10 @@ pub(crate) struct Session {
     srtp_rx: Option<SrtpContext>,
     srtp_tx: Option<SrtpContext>,
     last_nack: Instant,
+    /// The earliest receiver or sender report, keyframe or REMB request or
+    /// NACK the last `poll_timeout` found: before it `Streams::handle_timeout`
+    /// has nothing to do but the per-stream timeouts.
+    reports_at: Instant,
     last_twcc: Instant,
     twcc: u64,
     twcc_rx_register: TwccRecvRegister,
@@ -198,6 +202,7 @@ impl Session {
             srtp_rx: None,
             srtp_tx: None,
             last_nack: already_happened(),
+            reports_at: already_happened(),
             last_twcc: already_happened(),
             twcc: 0,
             twcc_rx_register: TwccRecvRegister::new(100),
@@ -278,6 +283,29 @@ impl Session {
     }
 
     pub fn handle_timeout(&mut self, now: Instant, wake: &mut Wake) -> Result<(), RtcError> {
+        self.do_handle_timeout(now, true, wake)
+    }
+
+    /// A timeout before the deadline [`Session::poll_timeout`] last gave, with
+    /// no change since but packets written to send streams (the caller keeps
+    /// that promise, see `Readiness::is_quiet_at`). Does what
+    /// [`Session::handle_timeout`] does: no receiver or sender report, NACK,
+    /// keyframe or REMB request and no TWCC feedback can be due before that
+    /// deadline, so the streams are not asked; the rest runs as always.
+    pub fn handle_timeout_before_due(
+        &mut self,
+        now: Instant,
+        wake: &mut Wake,
+    ) -> Result<(), RtcError> {
+        self.do_handle_timeout(now, false, wake)
+    }
+
+    fn do_handle_timeout(
+        &mut self,
+        now: Instant,
+        reports_due: bool,
+        wake: &mut Wake,
+    ) -> Result<(), RtcError> {
         if self.rtp_closing {
             // Closing only drains previously queued BYEs; this timeout changes nothing.
             wake.no_events();
@@ -290,19 +318,24 @@ impl Session {
 
         let sender_ssrc = self.streams.first_ssrc_local();
 
-        let do_nack = now >= self.nack_at().unwrap_or(not_happening());
+        let do_nack = reports_due && now >= self.nack_at().unwrap_or(not_happening());
 
-        self.streams.handle_timeout(
-            now,
-            sender_ssrc,
-            do_nack,
-            &self.medias,
-            StreamTimeoutConfig {
-                codecs: &self.codec_config,
-                intervals: self.intervals,
-            },
-            &mut self.feedback_tx,
-        );
+        if reports_due {
+            self.streams.handle_timeout(
+                now,
+                sender_ssrc,
+                do_nack,
+                &self.medias,
+                StreamTimeoutConfig {
+                    codecs: &self.codec_config,
+                    intervals: self.intervals,
+                },
+                &mut self.feedback_tx,
+            );
+        } else {
+            self.streams
+                .handle_timeout_before_due(now, &self.medias, &self.codec_config);
+        }
 
         // Flush any pending RRTRs as a DLRR alongside the Sender Report compound packet.
         // We piggyback on the SR cadence so the DLRR doesn't generate extra standalone
@@ -1309,6 +1342,7 @@ impl Session {
     }
 
     pub fn poll_timeout(&mut self) -> (Option<Instant>, Reason) {
+        self.reports_at = already_happened();
         if self.rtp_closing {
             return if self.feedback_tx.is_empty() {
                 (None, Reason::NotHappening)
@@ -1331,6 +1365,11 @@ impl Session {
         let paused_at = self.paused_at();
         let send_stream_at = self.streams.send_stream();
         let request_at = self.streams.pending_request();
+        self.reports_at = (feedback_at, Reason::Feedback)
+            .soonest((request_at, Reason::Feedback))
+            .soonest((nack_at, Reason::Nack))
+            .0
+            .unwrap_or_else(not_happening);
 
         // Gives us built-in reason
         let bwe_at = self
@@ -1350,6 +1389,12 @@ impl Session {
             .soonest((paused_at, Reason::PauseCheck))
             .soonest((send_stream_at, Reason::SendStream))
             .soonest(bwe_at)
+    }
+
+    /// Until this instant (from the last [`Session::poll_timeout`]) no report,
+    /// keyframe or REMB request or NACK is due.
+    pub fn reports_at(&self) -> Instant {
+        self.reports_at
     }
 
     pub fn has_mid(&self, mid: Mid) -> bool {

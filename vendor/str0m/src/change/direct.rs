@@ -355,13 +355,20 @@ impl<'a> DirectApi<'a> {
     ///
     /// The stream must first be declared using [`DirectApi::declare_stream_tx`].
     pub fn stream_tx(&mut self, ssrc: &Ssrc) -> Option<&mut StreamTx> {
-        self.rtc.session.streams.stream_tx(ssrc)
+        // A `StreamTx`'s public `&mut` methods only queue packets or set how
+        // its queue is paced and cached: no other deadline moves.
+        self.rtc.send_queues().session.streams.stream_tx(ssrc)
     }
 
     /// Obtain a send stream by looking it up via mid/rid.
     pub fn stream_tx_by_mid(&mut self, mid: Mid, rid: Option<Rid>) -> Option<&mut StreamTx> {
         let midrid = MidRid(mid, rid);
-        self.rtc.session.streams.stream_tx_by_midrid(midrid)
+        // See `stream_tx`.
+        self.rtc
+            .send_queues()
+            .session
+            .streams
+            .stream_tx_by_midrid(midrid)
     }
 
     /// Reset a transmit stream to use a new SSRC and optionally a new RTX SSRC.

@@ -485,6 +485,38 @@ impl Streams {
             stream.handle_timeout(now, get_media);
         }
 
+        self.cleanup_rx_lookup(now);
+    }
+
+    /// [`Streams::handle_timeout`] before any report or NACK is due (before
+    /// `regular_feedback_at`, `nack_at` and `pending_request`): what it does
+    /// then. No receiver or sender report is made, no keyframe, REMB or NACK
+    /// request is pending or due; the per-stream timeouts still run, since a
+    /// send stream timestamps the packets written to it since the last one
+    /// (and learns its kind on its first), and a receive stream's pause check
+    /// is not bounded by `paused_at` (which gives the first stream's check,
+    /// not the earliest).
+    pub(crate) fn handle_timeout_before_due(
+        &mut self,
+        now: Instant,
+        medias: &[Media],
+        codecs: &CodecConfig,
+    ) {
+        for stream in self.streams_rx.values_mut() {
+            stream.handle_timeout(now);
+        }
+
+        for stream in self.streams_tx.values_mut() {
+            let mid = stream.mid();
+            // The unwrap is okay because we cannot have StreamTx with a Mid without the corresponding Media.
+            let get_media = move || (medias.iter().find(|m| m.mid() == mid).unwrap(), codecs);
+            stream.handle_timeout(now, get_media);
+        }
+
+        self.cleanup_rx_lookup(now);
+    }
+
+    fn cleanup_rx_lookup(&mut self, now: Instant) {
         if now > self.rx_lookup_at() {
             self.rx_lookup
                 .retain(|_, l| now - l.last_used <= RX_LOOKUP_EXPIRY);
