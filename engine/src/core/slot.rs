@@ -31,6 +31,16 @@ pub(crate) struct VideoFeed {
 }
 
 impl VideoFeed {
+    /// Publisher `p`'s camera at the lowest layer (tests).
+    #[cfg(test)]
+    pub(crate) fn camera_low(p: u32) -> Self {
+        VideoFeed {
+            publisher: ParticipantId(p),
+            source: VideoSource::Camera,
+            layer: Layer::LOW,
+        }
+    }
+
     /// Same publisher and source (any layer).
     fn same_track(&self, o: &VideoFeed) -> bool {
         self.publisher == o.publisher && self.source == o.source

@@ -353,14 +353,6 @@ mod tests {
 
     use super::*;
 
-    fn feed(p: u32) -> VideoFeed {
-        VideoFeed {
-            publisher: ParticipantId(p),
-            source: VideoSource::Camera,
-            layer: Layer::LOW,
-        }
-    }
-
     /// Slots holding publishers `held` (in slot order); those in `paused`
     /// are paused for bandwidth.
     fn slots(held: &[u32], paused: &[u32]) -> Vec<VideoSlot> {
@@ -371,7 +363,7 @@ mod tests {
                     Mid::from(i.to_string().as_str()),
                     crate::join::VideoPts::vp8_for_tests(),
                 );
-                s.assign(feed(p));
+                s.assign(VideoFeed::camera_low(p));
                 if paused.contains(&p) {
                     s.pause_for_bandwidth();
                 }

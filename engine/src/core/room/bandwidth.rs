@@ -783,20 +783,12 @@ mod tests {
     use crate::core::participant::LayerMeter;
     use crate::core::slot::VideoFeed;
 
-    fn feed(p: u32) -> VideoFeed {
-        VideoFeed {
-            publisher: ParticipantId(p),
-            source: VideoSource::Camera,
-            layer: Layer::LOW,
-        }
-    }
-
     fn slot(k: usize, publisher: u32, paused: bool) -> VideoSlot {
         let mut s = VideoSlot::new(
             Mid::from(k.to_string().as_str()),
             crate::join::VideoPts::vp8_for_tests(),
         );
-        s.assign(feed(publisher));
+        s.assign(VideoFeed::camera_low(publisher));
         if paused {
             s.pause_for_bandwidth();
         } else {
@@ -854,16 +846,19 @@ mod tests {
         let alloc = allocate(budget, &slots, 1);
         assert_eq!(alloc.layers, vec![Some(0), Some(0), None], "the trade");
         let mut downlink = limited_downlink(300_000, now);
-        let changed = apply_layers(
-            &mut video,
-            &mut downlink,
-            &order,
-            &slots,
-            &alloc,
-            GATES,
-            now,
-            |frozen| allocate(budget, frozen, 1),
-        );
+        let mut apply_at = |video: &mut [VideoSlot], at: Instant| {
+            apply_layers(
+                video,
+                &mut downlink,
+                &order,
+                &slots,
+                &alloc,
+                GATES,
+                at,
+                |frozen| allocate(budget, frozen, 1),
+            )
+        };
+        let changed = apply_at(&mut video, now);
         assert!(!changed, "nothing may change while the resume waits");
         assert!(video[0].bandwidth_paused());
         assert!(!video[1].bandwidth_paused());
@@ -872,16 +867,7 @@ mod tests {
         // Once the allocation has wanted the resume for RESUME_HOLD, the
         // trade applies: one pause, one resume.
         let later = now + RESUME_HOLD;
-        let changed = apply_layers(
-            &mut video,
-            &mut downlink,
-            &order,
-            &slots,
-            &alloc,
-            GATES,
-            later,
-            |frozen| allocate(budget, frozen, 1),
-        );
+        let changed = apply_at(&mut video, later);
         assert!(changed);
         assert!(!video[0].bandwidth_paused());
         assert!(video[2].bandwidth_paused());
