@@ -2172,11 +2172,7 @@ impl Rtc {
 
         sctp.handle_timeout(now, &mut readiness.wake());
         chan.handle_timeout(now, sctp, &mut readiness.wake());
-        if quiet {
-            session.handle_timeout_before_due(now, &mut readiness.wake())?;
-        } else {
-            session.handle_timeout(now, &mut readiness.wake())?;
-        }
+        session.handle_timeout(now, !quiet, &mut readiness.wake())?;
 
         if let Some(stats) = stats {
             if stats.wants_timeout(now) {
@@ -2418,4 +2414,3 @@ pub mod unversioned {
         Vp8Depacketizer, Vp8Packetizer,
     };
 }
-

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::Event;
-use crate::util::DetHashMap;
 use crate::bwe::BweKind;
 use crate::bwe_::Bwe;
 use crate::config::KeyingMaterial;
@@ -40,6 +39,7 @@ use crate::rtp_::{SrtpContext, Ssrc};
 use crate::rtp_::{TwccRecvRegister, TwccSendRegister};
 use crate::stats::StatsSnapshot;
 use crate::streams::{RtpPacket, StreamTimeoutConfig, Streams};
+use crate::util::DetHashMap;
 use crate::util::{Soonest, SystemTimeExt, already_happened, not_happening};
 use crate::{Reason, net};
 use crate::{RtcConfig, RtcError};
@@ -282,25 +282,13 @@ impl Session {
         self.srtp_tx = Some(SrtpContext::new(crypto, srtp_profile, &mat, left));
     }
 
-    pub fn handle_timeout(&mut self, now: Instant, wake: &mut Wake) -> Result<(), RtcError> {
-        self.do_handle_timeout(now, true, wake)
-    }
-
-    /// A timeout before the deadline [`Session::poll_timeout`] last gave, with
-    /// no change since but packets written to send streams (the caller keeps
-    /// that promise, see `Readiness::is_quiet_at`). Does what
-    /// [`Session::handle_timeout`] does: no receiver or sender report, NACK,
-    /// keyframe or REMB request and no TWCC feedback can be due before that
-    /// deadline, so the streams are not asked; the rest runs as always.
-    pub fn handle_timeout_before_due(
-        &mut self,
-        now: Instant,
-        wake: &mut Wake,
-    ) -> Result<(), RtcError> {
-        self.do_handle_timeout(now, false, wake)
-    }
-
-    fn do_handle_timeout(
+    /// Time moves to `now`. `reports_due` is false only for a timeout before
+    /// the deadline [`Session::reports_at`] last gave, with no change since
+    /// but packets written to send streams (the caller keeps that promise,
+    /// see `Readiness::is_quiet_at`): no receiver or sender report, NACK,
+    /// keyframe or REMB request can be due then, so the streams are not
+    /// asked for one; the rest runs as always.
+    pub fn handle_timeout(
         &mut self,
         now: Instant,
         reports_due: bool,
@@ -320,22 +308,18 @@ impl Session {
 
         let do_nack = reports_due && now >= self.nack_at().unwrap_or(not_happening());
 
-        if reports_due {
-            self.streams.handle_timeout(
-                now,
-                sender_ssrc,
-                do_nack,
-                &self.medias,
-                StreamTimeoutConfig {
-                    codecs: &self.codec_config,
-                    intervals: self.intervals,
-                },
-                &mut self.feedback_tx,
-            );
-        } else {
-            self.streams
-                .handle_timeout_before_due(now, &self.medias, &self.codec_config);
-        }
+        self.streams.handle_timeout(
+            now,
+            sender_ssrc,
+            do_nack,
+            &self.medias,
+            StreamTimeoutConfig {
+                codecs: &self.codec_config,
+                intervals: self.intervals,
+                reports_due,
+            },
+            &mut self.feedback_tx,
+        );
 
         // Flush any pending RRTRs as a DLRR alongside the Sender Report compound packet.
         // We piggyback on the SR cadence so the DLRR doesn't generate extra standalone
@@ -1692,7 +1676,9 @@ mod tests {
         let before = session.poll_timeout();
         assert_eq!(before.1, Reason::Feedback);
         let mut readiness = Readiness::idle();
-        session.handle_timeout(now, &mut readiness.wake()).unwrap();
+        session
+            .handle_timeout(now, true, &mut readiness.wake())
+            .unwrap();
         assert!(!readiness.wants_events());
         assert!(!readiness.wants_timeout());
         assert_eq!(session.poll_timeout(), before);

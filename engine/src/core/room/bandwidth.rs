@@ -701,23 +701,26 @@ fn apply_layers(
         grows,
         resume_ready,
     };
-    // Which changes the gates hold back, on a copy of the one-at-a-time
-    // token.
-    let mut token = may_upgrade;
-    let held: Vec<bool> = order
-        .iter()
-        .enumerate()
-        .map(|(n, &(_, k))| {
-            gate.check(&video_slots[k], alloc.layers[n], &mut token, now) == Verdict::Held
-        })
-        .collect();
-    let refitted;
-    let alloc = if held.iter().any(|&h| h) {
-        let frozen: Vec<AllocSlot> = slots
+    // What the gates make of each slot's change. A slot's verdict depends
+    // on its own state and the one-at-a-time token alone, so it is found
+    // before any slot changes.
+    let verdicts = |alloc: &Allocation| -> Vec<Verdict> {
+        let mut token = may_upgrade;
+        order
             .iter()
             .enumerate()
-            .map(|(n, s)| {
-                let cap = if held[n] {
+            .map(|(n, &(_, k))| gate.check(&video_slots[k], alloc.layers[n], &mut token, now))
+            .collect()
+    };
+    let mut verdict = verdicts(alloc);
+    let refitted;
+    let alloc = if verdict.contains(&Verdict::Held) {
+        let frozen: Vec<AllocSlot> = slots
+            .iter()
+            .zip(&verdict)
+            .enumerate()
+            .map(|(n, (s, v))| {
+                let cap = if *v == Verdict::Held {
                     s.current
                 } else {
                     alloc.layers[n].max(s.current)
@@ -726,11 +729,11 @@ fn apply_layers(
             })
             .collect();
         refitted = refit(&frozen);
+        verdict = verdicts(&refitted);
         &refitted
     } else {
         alloc
     };
-    let mut may_upgrade = may_upgrade;
     let mut downgraded = false;
     let mut slots_changed = false;
     for (n, &(_, k)) in order.iter().enumerate() {
@@ -741,7 +744,7 @@ fn apply_layers(
         let old = slot.allocated().map(|f| f.layer.0);
         let same_source = slot.target_is_shown_track();
         let new = alloc.layers[n];
-        match gate.check(slot, new, &mut may_upgrade, now) {
+        match verdict[n] {
             Verdict::Held => continue,
             Verdict::Upgrade => downlink.upgraded(now),
             Verdict::Apply => {}

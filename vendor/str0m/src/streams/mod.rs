@@ -37,6 +37,14 @@ pub(crate) use send::{DEFAULT_RTX_CACHE_DURATION, DEFAULT_RTX_RATIO_CAP};
 pub(crate) struct StreamTimeoutConfig<'a> {
     pub(crate) codecs: &'a CodecConfig,
     pub(crate) intervals: RtcpReportIntervals,
+    /// A report, keyframe or REMB request may be due. False before the
+    /// session's report deadline (`regular_feedback_at`, `nack_at` and
+    /// `pending_request`): the streams are then not asked for any, and only
+    /// the per-stream timeouts run (a send stream timestamps the packets
+    /// written to it since the last one and learns its kind on its first; a
+    /// receive stream's pause check is not bounded by `paused_at`, which
+    /// gives the first stream's check, not the earliest).
+    pub(crate) reports_due: bool,
 }
 
 /// Packet of RTP data.
@@ -437,18 +445,26 @@ impl Streams {
         config: StreamTimeoutConfig<'_>,
         feedback: &mut VecDeque<Rtcp>,
     ) {
-        let StreamTimeoutConfig { codecs, intervals } = config;
+        let StreamTimeoutConfig {
+            codecs,
+            intervals,
+            reports_due,
+        } = config;
 
         self.mids_to_report.clear(); // Clear for checking StreamRx.
-        for stream in self.streams_rx.values() {
-            if stream.need_rr(now, intervals) {
-                self.mids_to_report.push(stream.mid());
+        if reports_due {
+            for stream in self.streams_rx.values() {
+                if stream.need_rr(now, intervals) {
+                    self.mids_to_report.push(stream.mid());
+                }
             }
         }
 
         for stream in self.streams_rx.values_mut() {
-            stream.maybe_create_keyframe_request(sender_ssrc, feedback);
-            stream.maybe_create_remb_request(sender_ssrc, feedback);
+            if reports_due {
+                stream.maybe_create_keyframe_request(sender_ssrc, feedback);
+                stream.maybe_create_remb_request(sender_ssrc, feedback);
+            }
 
             // All StreamRx belonging to the same Mid are reported together.
             if self.mids_to_report.contains(&stream.mid()) {
@@ -463,9 +479,11 @@ impl Streams {
         }
 
         self.mids_to_report.clear(); // start over for StreamTx.
-        for stream in self.streams_tx.values() {
-            if stream.need_sr(now, intervals) {
-                self.mids_to_report.push(stream.mid());
+        if reports_due {
+            for stream in self.streams_tx.values() {
+                if stream.need_sr(now, intervals) {
+                    self.mids_to_report.push(stream.mid());
+                }
             }
         }
 
@@ -482,34 +500,6 @@ impl Streams {
             // The unwrap is okay because we cannot have StreamTx with a Mid without the corresponding Media.
             let get_media = move || (medias.iter().find(|m| m.mid() == mid).unwrap(), codecs);
 
-            stream.handle_timeout(now, get_media);
-        }
-
-        self.cleanup_rx_lookup(now);
-    }
-
-    /// [`Streams::handle_timeout`] before any report or NACK is due (before
-    /// `regular_feedback_at`, `nack_at` and `pending_request`): what it does
-    /// then. No receiver or sender report is made, no keyframe, REMB or NACK
-    /// request is pending or due; the per-stream timeouts still run, since a
-    /// send stream timestamps the packets written to it since the last one
-    /// (and learns its kind on its first), and a receive stream's pause check
-    /// is not bounded by `paused_at` (which gives the first stream's check,
-    /// not the earliest).
-    pub(crate) fn handle_timeout_before_due(
-        &mut self,
-        now: Instant,
-        medias: &[Media],
-        codecs: &CodecConfig,
-    ) {
-        for stream in self.streams_rx.values_mut() {
-            stream.handle_timeout(now);
-        }
-
-        for stream in self.streams_tx.values_mut() {
-            let mid = stream.mid();
-            // The unwrap is okay because we cannot have StreamTx with a Mid without the corresponding Media.
-            let get_media = move || (medias.iter().find(|m| m.mid() == mid).unwrap(), codecs);
             stream.handle_timeout(now, get_media);
         }
 

@@ -42,14 +42,16 @@ static BEGINNING_OF_TIME: LazyLock<(Instant, SystemTime)> = LazyLock::new(|| {
     (beginning_of_time, beginning_of_time_sys)
 });
 
-/// `epoch_to_beginning()`, computed once.
-static EPOCH_TO_BEGINNING: LazyLock<Duration> = LazyLock::new(epoch_to_beginning);
-
-pub fn epoch_to_beginning() -> Duration {
+/// The beginning of time's distance from the unix epoch, computed once.
+static EPOCH_TO_BEGINNING: LazyLock<Duration> = LazyLock::new(|| {
     BEGINNING_OF_TIME
         .1
         .duration_since(SystemTime::UNIX_EPOCH)
         .expect("beginning of time to be after epoch")
+});
+
+pub fn epoch_to_beginning() -> Duration {
+    *EPOCH_TO_BEGINNING
 }
 
 pub(crate) fn already_happened() -> Instant {
@@ -108,7 +110,7 @@ impl InstantExt for Instant {
         // carry either way), with the beginning's distance from the epoch taken
         // once instead of a `SystemTime` addition and checked subtraction on
         // every call: abs-send-time calls this for every RTP packet sent.
-        *EPOCH_TO_BEGINNING + duration_since_time_0
+        epoch_to_beginning() + duration_since_time_0
     }
 
     fn to_ntp_duration(&self) -> Duration {
