@@ -44,6 +44,7 @@ pub struct RtcConfig {
     pub(crate) stats_interval: Option<Duration>,
     pub(crate) intervals: RtcpReportIntervals,
     pub(crate) bwe_config: Option<BweConfig>,
+    pub(crate) bwe_pacing_factor: f64,
     pub(crate) reordering_size_audio: usize,
     pub(crate) reordering_size_video: usize,
     pub(crate) reordering_timeout_audio: Option<Duration>,
@@ -500,6 +501,39 @@ impl RtcConfig {
         self.bwe_config.as_ref().map(|c| c.initial_bitrate)
     }
 
+    /// Sets the pacing rate as a multiple of the bandwidth estimate.
+    ///
+    /// The pacer sends queued media at this multiple of the current estimate
+    /// (and at least at the padding rate). Defaults to 1.1. A factor near 1
+    /// spreads a burst (a keyframe) over the time the estimate says the link
+    /// needs, holding it in the pacer's queue; where the estimate runs below
+    /// the link (a delay-based estimate that has backed off), packets wait
+    /// there longer than the link would have made them wait. libwebrtc paces
+    /// at 2.5 times its target rate. Only used with BWE enabled
+    /// ([`Self::enable_bwe()`]).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `factor` is not a finite number of at least 1.0.
+    pub fn set_bwe_pacing_factor(mut self, factor: f64) -> Self {
+        assert!(factor.is_finite() && factor >= 1.0);
+        self.bwe_pacing_factor = factor;
+        self
+    }
+
+    /// The pacing factor set by [`Self::set_bwe_pacing_factor()`].
+    ///
+    /// ```
+    /// # use str0m::Rtc;
+    /// let config = Rtc::builder();
+    /// assert_eq!(config.bwe_pacing_factor(), 1.1);
+    /// let config = config.set_bwe_pacing_factor(1.5);
+    /// assert_eq!(config.bwe_pacing_factor(), 1.5);
+    /// ```
+    pub fn bwe_pacing_factor(&self) -> f64 {
+        self.bwe_pacing_factor
+    }
+
     /// Sets the number of packets held back for reordering audio packets.
     ///
     /// Str0m tries to deliver the frames in order. This number determines how many
@@ -896,6 +930,7 @@ impl Default for RtcConfig {
                 video: Duration::from_secs(1),
             },
             bwe_config: None,
+            bwe_pacing_factor: crate::pacer::PACING_FACTOR,
             reordering_size_audio: 15,
             reordering_size_video: 30,
             reordering_timeout_audio: Some(Duration::from_secs(1)),

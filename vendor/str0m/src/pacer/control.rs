@@ -1,6 +1,7 @@
 use crate::rtp_::Bitrate;
 
-const PACING_FACTOR: f64 = 1.1;
+/// The default pacing rate over the estimate.
+pub(crate) const PACING_FACTOR: f64 = 1.1;
 
 /// Automatic padding target when media is active. This maintains NAT bindings, RTX state,
 /// and allows ALR periodic probes to discover higher bandwidth.
@@ -18,11 +19,14 @@ pub(crate) struct PacingResult {
 }
 
 /// Controls the pacing and padding rates.
-pub(crate) struct PacerControl {}
+pub(crate) struct PacerControl {
+    /// Pacing rate over the estimate (see `RtcConfig::set_bwe_pacing_factor`).
+    pacing_factor: f64,
+}
 
 impl PacerControl {
-    pub fn new() -> Self {
-        Self {}
+    pub fn new(pacing_factor: f64) -> Self {
+        Self { pacing_factor }
     }
 
     pub fn calculate(
@@ -47,7 +51,7 @@ impl PacerControl {
         // Set pacing rate to smooth out media transmission (burst avoidance).
         // Must be at least the current BWE estimate * factor, but also high enough
         // to allow the padding we want to send.
-        let min_pacing_rate = estimate * PACING_FACTOR;
+        let min_pacing_rate = estimate * self.pacing_factor;
         let pacing_rate = min_pacing_rate.max(padding_rate);
 
         PacingResult {
@@ -63,7 +67,7 @@ mod test {
 
     #[test]
     fn padding_enabled_with_active_media() {
-        let c = PacerControl::new();
+        let c = PacerControl::new(PACING_FACTOR);
         let estimate = Bitrate::kbps(1_000);
 
         let r = c.calculate(true, estimate, false, Bitrate::ZERO);
@@ -73,7 +77,7 @@ mod test {
 
     #[test]
     fn no_padding_without_active_media() {
-        let c = PacerControl::new();
+        let c = PacerControl::new(PACING_FACTOR);
         let estimate = Bitrate::kbps(1_000);
 
         let r = c.calculate(false, estimate, false, Bitrate::mbps(2));
@@ -83,7 +87,7 @@ mod test {
 
     #[test]
     fn overuse_suppresses_padding() {
-        let c = PacerControl::new();
+        let c = PacerControl::new(PACING_FACTOR);
         let estimate = Bitrate::mbps(40);
 
         let r = c.calculate(true, estimate, true, Bitrate::mbps(2));
@@ -92,7 +96,7 @@ mod test {
 
     #[test]
     fn minimum_tracks_estimate_without_exceeding_target() {
-        let c = PacerControl::new();
+        let c = PacerControl::new(PACING_FACTOR);
         let minimum = Bitrate::kbps(800);
         // Both increasing and decreasing estimates must immediately change the cap.
         for (estimate, expected) in [(450, 450), (700, 700), (1000, 800), (300, 300)] {
@@ -104,7 +108,7 @@ mod test {
 
     #[test]
     fn automatic_padding_is_also_capped_by_estimate() {
-        let c = PacerControl::new();
+        let c = PacerControl::new(PACING_FACTOR);
         for estimate in [Bitrate::ZERO, Bitrate::kbps(20)] {
             let result = c.calculate(true, estimate, false, Bitrate::ZERO);
             assert_eq!(result.padding_rate, estimate);
