@@ -48,6 +48,14 @@ pub struct RoomConfig {
     /// slot already has keeps small falls from flipping layers). Default
     /// 0.15.
     pub estimate_hysteresis: f64,
+    /// str0m's pacer sends each subscriber's queued packets at this multiple
+    /// of its estimate. Default 1.5: at str0m's 1.1, on 800 kbit/s links
+    /// whose delay-based estimate had backed off to 410-610 kbit/s, the pacer
+    /// held keyframe bursts for up to 0.8 s (p99.9 of the engine's own
+    /// latency) that the link itself would have carried at once; at 2.5
+    /// (libwebrtc's factor) the bursts reached the link whole and its
+    /// queue grew past 250 ms (see `docs/architecture.md`, "Pacing").
+    pub pacing_factor: f64,
     /// After a downgrade forced by the estimate, no slot is upgraded for
     /// this long. Default 4 s.
     pub upgrade_hold: Duration,
@@ -106,6 +114,7 @@ impl Default for RoomConfig {
             audio_reserve_bps: 40_000,
             estimate_utilization: 0.85,
             estimate_hysteresis: 0.15,
+            pacing_factor: 1.5,
             upgrade_hold: Duration::from_secs(4),
             layer_stall: Duration::from_millis(500),
             layer_bitrate_hints: vec![150_000, 500_000, 1_500_000],
@@ -138,6 +147,9 @@ impl RoomConfig {
                 "estimate_hysteresis",
                 "must be a finite fraction, 0 or more",
             );
+        }
+        if !(self.pacing_factor >= 1.0 && self.pacing_factor.is_finite()) {
+            return bad("pacing_factor", "must be a finite multiple, 1 or more");
         }
         if self.layer_stall.is_zero() {
             return bad("layer_stall", "must be longer than zero");
@@ -460,3 +472,24 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pacing_factor_below_one_or_not_finite_is_refused() {
+        for bad in [0.9, f64::NAN, f64::INFINITY] {
+            let c = RoomConfig {
+                pacing_factor: bad,
+                ..Default::default()
+            };
+            assert_eq!(c.validate().unwrap_err().field, "pacing_factor", "{bad}");
+        }
+        let c = RoomConfig {
+            pacing_factor: 1.0,
+            ..Default::default()
+        };
+        c.validate().unwrap();
+    }
+}

@@ -197,6 +197,7 @@ pub(crate) fn prepare(
     if room_config.bandwidth_estimation {
         config = config
             .enable_bwe(Some(Bitrate::bps(room_config.initial_bitrate_bps)))
+            .set_bwe_pacing_factor(room_config.pacing_factor)
             // Receiver reports reach the allocator through egress stats
             // (a heavily lossy one caps the estimate at once).
             .set_stats_interval(Some(STATS_INTERVAL));

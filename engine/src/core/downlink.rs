@@ -35,6 +35,11 @@ const CONGESTION_LOSS: f32 = 0.02;
 const CONGESTION_QUEUE_DELAY: Duration = Duration::from_millis(60);
 /// The lowest round-trip time is the link's base (no queue) for this long.
 const RTT_BASE_WINDOW: Duration = Duration::from_secs(10);
+/// A queue that has not fallen below [`CONGESTION_QUEUE_DELAY`] for this
+/// long is a standing one: the link carries less than is sent, and the
+/// estimate is capped at what it delivered, as after loss. A keyframe's
+/// burst on a link with room drains sooner.
+const STANDING_QUEUE: Duration = Duration::from_secs(1);
 
 /// Downlink bandwidth state of one subscriber.
 #[derive(Debug, Clone, Copy, Default)]
@@ -68,8 +73,8 @@ pub(crate) struct Downlink {
     audio_ticks: [u64; SENT_TICKS],
     /// Next slot of `sent_ticks`.
     sent_at: usize,
-    /// When a loss report capped the estimate; while set, `effective_bps`
-    /// is the cap.
+    /// When a loss report or a standing queue capped the estimate; while
+    /// set, `effective_bps` is the cap.
     loss_capped_at: Option<Instant>,
     /// Since when every estimate has been above `effective_bps`, and the
     /// lowest of them (a sustained rise).
@@ -90,6 +95,9 @@ pub(crate) struct Downlink {
     pauses: u64,
     /// Since when every allocation has wanted to resume a paused slot.
     resume_wanted: Option<Instant>,
+    /// Since when every transport report has shown a queue of at least
+    /// [`CONGESTION_QUEUE_DELAY`].
+    queued_since: Option<Instant>,
 }
 
 impl Downlink {
@@ -113,7 +121,8 @@ impl Downlink {
         self.desired_bps
     }
 
-    /// A loss report says the link is overrun (the cap holds).
+    /// A loss report or a standing queue says the link is overrun (the cap
+    /// holds).
     pub fn is_loss_capped(&self) -> bool {
         self.loss_capped_at.is_some()
     }
@@ -184,10 +193,18 @@ impl Downlink {
     }
 
     /// The transport's loss and round-trip time (str0m's `PeerStats`, from
-    /// TWCC feedback), every stats interval.
-    pub fn on_transport(&mut self, loss: Option<f32>, rtt: Option<Duration>, now: Instant) {
+    /// TWCC feedback), every stats interval. A queue standing for
+    /// [`STANDING_QUEUE`] caps the estimate at what the link delivered (see
+    /// [`Downlink::on_egress_loss`]); returns whether a new cap began.
+    ///
+    /// GCC's delay-based estimator reacts to a queue that grows, not to one
+    /// that stands: on an 800 kbit/s link str0m's estimate stayed at
+    /// 720-835 kbit/s for 4 s while the queue held 90-190 ms (load
+    /// generator, 20 people, `--downlink-kbps 800`, every packet of those
+    /// seconds late by that much).
+    pub fn on_transport(&mut self, loss: Option<f32>, rtt: Option<Duration>, now: Instant) -> bool {
         self.loss = loss.unwrap_or(0.0);
-        let Some(rtt) = rtt else { return };
+        let Some(rtt) = rtt else { return false };
         self.rtt = Some(rtt);
         let renew = self
             .rtt_base
@@ -195,6 +212,17 @@ impl Downlink {
         if renew {
             self.rtt_base = Some((rtt, now));
         }
+        if self.queue_delay() < CONGESTION_QUEUE_DELAY {
+            self.queued_since = None;
+            return false;
+        }
+        let since = *self.queued_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < STANDING_QUEUE {
+            return false;
+        }
+        // A further cap needs the queue to stand as long again.
+        self.queued_since = None;
+        self.cap_at_delivered(self.loss, now)
     }
 
     /// Media bytes written for this subscriber.
@@ -309,6 +337,13 @@ impl Downlink {
         let Some(loss) = loss.filter(|l| *l >= LOSS_CAP_THRESHOLD) else {
             return false;
         };
+        self.cap_at_delivered(loss, now)
+    }
+
+    /// Cap the effective estimate at what was sent in the recorded ticks
+    /// times the share that arrived (`1 - loss`), if that is lower. Returns
+    /// whether a new cap began.
+    fn cap_at_delivered(&mut self, loss: f32, now: Instant) -> bool {
         let (bytes, span) = self.sent_span();
         let Some(effective) = self.effective_bps.filter(|_| !span.is_zero()) else {
             return false;
@@ -598,5 +633,33 @@ mod tests {
         assert_eq!(d.queue_delay(), ms(70));
         d.on_transport(None, Some(ms(90)), t + ms(10_000));
         assert_eq!(d.queue_delay(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_standing_queue_caps_at_the_delivered_rate_and_a_burst_does_not() {
+        let t = Instant::now();
+        let mut d = Downlink::default();
+        d.on_estimate(835_000, H, t);
+        sent_one_second(&mut d, t, 650_000);
+        assert!(!d.on_transport(Some(0.0), Some(ms(20)), t));
+        // A keyframe's burst: 150 ms of queue that drains within the second.
+        let mut at = t;
+        for rtt in [170, 120, 90, 40, 20] {
+            at += ms(200);
+            assert!(!d.on_transport(Some(0.0), Some(ms(rtt)), at));
+        }
+        assert_eq!(d.effective_bps(), Some(835_000));
+        // A queue that stands: 60 ms or more over the base for 1 s.
+        for rtt in [100, 150, 120, 110, 90] {
+            at += ms(200);
+            assert!(!d.on_transport(Some(0.0), Some(ms(rtt)), at), "{rtt}");
+        }
+        at += ms(200);
+        assert!(d.on_transport(Some(0.0), Some(ms(85)), at));
+        assert!(d.is_loss_capped());
+        assert_eq!(d.effective_bps(), Some(650_000));
+        // It has to stand another second before it counts again.
+        at += ms(200);
+        assert!(!d.on_transport(Some(0.0), Some(ms(85)), at));
     }
 }

@@ -156,6 +156,9 @@ pub struct CoreStats {
     /// Times a subscriber's transport loss capped its downlink estimate
     /// below str0m's.
     pub loss_caps: u64,
+    /// Times a standing queue on a subscriber's downlink (at least 60 ms
+    /// over the base round trip for 1 s) capped its estimate below str0m's.
+    pub queue_caps: u64,
     /// Forwarded packets that left without their receive time (str0m held
     /// them past 128 later packets of the same slot): they are missing
     /// from the SFU latency histogram ([`crate::ForwardLatency`]).
@@ -186,6 +189,7 @@ impl CoreStats {
         self.slot_switches += r.slot_switches;
         self.dropped_waiting_keyframe += r.dropped_waiting_keyframe;
         self.loss_caps += r.loss_caps;
+        self.queue_caps += r.queue_caps;
         self.latency_untracked += r.latency_untracked;
     }
 }

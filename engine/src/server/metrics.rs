@@ -68,7 +68,7 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
     let shards = &stats.shards;
 
     type Get = fn(&ShardStats) -> f64;
-    let per_shard: [(&str, &str, &str, Get); 21] = [
+    let per_shard: [(&str, &str, &str, Get); 22] = [
         ("piazza_rooms", "gauge", "Rooms on the shard.", |s| {
             s.rooms as f64
         }),
@@ -143,6 +143,12 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
             "counter",
             "Times transport loss capped a subscriber's downlink estimate.",
             |s| s.core.loss_caps as f64,
+        ),
+        (
+            "piazza_queue_caps_total",
+            "counter",
+            "Times a standing queue capped a subscriber's downlink estimate.",
+            |s| s.core.queue_caps as f64,
         ),
         (
             "piazza_recv_batches_total",

@@ -143,7 +143,9 @@ impl Room {
         let Some(p) = self.slab[i].as_mut() else {
             return;
         };
-        p.downlink.on_transport(s.egress_loss_fraction, s.rtt, now);
+        if p.downlink.on_transport(s.egress_loss_fraction, s.rtt, now) {
+            self.stats.queue_caps += 1;
+        }
         if p.downlink.on_egress_loss(s.egress_loss_fraction, now) {
             self.stats.loss_caps += 1;
             // Retransmitting what the overrun lost would only overrun the

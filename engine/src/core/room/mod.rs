@@ -72,6 +72,8 @@ pub struct RoomStats {
     pub dropped_waiting_keyframe: u64,
     /// Times a subscriber's loss report capped its estimate below str0m's.
     pub loss_caps: u64,
+    /// Times a standing queue capped a subscriber's estimate below str0m's.
+    pub queue_caps: u64,
     /// Forwarded packets that left without their receive stamp.
     pub latency_untracked: u64,
 }
