@@ -212,7 +212,14 @@ impl Downlink {
         if renew {
             self.rtt_base = Some((rtt, now));
         }
-        if self.queue_delay() < CONGESTION_QUEUE_DELAY {
+        // Only while video is allocated: the cap is there to step video
+        // down. With every slot paused the queue is audio and str0m's
+        // probes, and a cap there stops the padding that keeps the link out
+        // of str0m's application-limited probing; in Chromium behind a
+        // 250 kbit/s token bucket such a probe then read 652 kbit/s, the
+        // cap expired into it and both paused slots resumed on `m` and
+        // paused again 0.5 s later (2 of 3 runs).
+        if self.allocated_bps == 0 || self.queue_delay() < CONGESTION_QUEUE_DELAY {
             self.queued_since = None;
             return false;
         }
@@ -641,6 +648,7 @@ mod tests {
         let mut d = Downlink::default();
         d.on_estimate(835_000, H, t);
         sent_one_second(&mut d, t, 650_000);
+        d.set_allocation(516_000, 4_500_000);
         assert!(!d.on_transport(Some(0.0), Some(ms(20)), t));
         // A keyframe's burst: 150 ms of queue that drains within the second.
         let mut at = t;
@@ -661,5 +669,14 @@ mod tests {
         // It has to stand another second before it counts again.
         at += ms(200);
         assert!(!d.on_transport(Some(0.0), Some(ms(85)), at));
+        // With no video allocated a standing queue caps nothing.
+        let mut d = Downlink::default();
+        d.on_estimate(835_000, H, t);
+        sent_one_second(&mut d, t, 90_000);
+        d.on_transport(Some(0.0), Some(ms(20)), t);
+        for i in 1..=10 {
+            assert!(!d.on_transport(Some(0.0), Some(ms(300)), t + ms(200 * i)));
+        }
+        assert_eq!(d.effective_bps(), Some(835_000));
     }
 }
