@@ -11,9 +11,9 @@
 #
 # Not run here: chromium_behind_a_narrow_downlink (issue 14's narrow-link
 # rules in Chromium behind a tc token bucket). It does not pass reliably
-# yet: the 500 kbit/s phase passed in all 7 runs of 2026-12-06 23:46-00:03
-# UTC, but at 250 kbit/s a paused slot resumed for 0.2 s in 1 of the last
-# 3 (docs/architecture.md, "Recovery from 250 kbit/s"), so it would fail
+# yet: the 500 kbit/s phase passed in all 10 runs of 2026-12-06 23:46-00:16
+# UTC, but at 250 kbit/s a paused slot resumed for 0.2 s in 2 of the last
+# 6 (docs/architecture.md, "Recovery from 250 kbit/s"), so it would fail
 # CI about one time in three. Run it by hand, as root:
 #   cargo test -p piazza --test server_interop -- --ignored --nocapture \
 #     --exact chromium_behind_a_narrow_downlink
