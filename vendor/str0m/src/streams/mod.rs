@@ -416,8 +416,9 @@ impl Streams {
         r.chain(s).min()
     }
 
+    /// The earliest pause check of any receive stream.
     pub(crate) fn paused_at(&self) -> Option<Instant> {
-        self.streams_rx.values().find_map(|s| s.paused_at())
+        self.streams_rx.values().filter_map(|s| s.paused_at()).min()
     }
 
     pub(crate) fn send_stream(&self) -> Option<Instant> {

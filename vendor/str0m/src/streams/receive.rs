@@ -1155,6 +1155,27 @@ mod tests {
     }
 
     #[test]
+    fn paused_at_is_the_earliest_pause_check() {
+        // Whichever of two receive streams the map yields first, the session
+        // must wake for the earlier pause check, not for the first stream's.
+        let now = Instant::now();
+        let early = now + Duration::from_millis(100);
+        let late = now + Duration::from_millis(900);
+        for (check_7, check_8) in [(early, late), (late, early)] {
+            let mut streams =
+                crate::streams::Streams::new(false, 1200, Duration::from_millis(1500));
+            for (ssrc, at) in [(7, check_7), (8, check_8)] {
+                let stream =
+                    streams.expect_stream_rx(ssrc.into(), None, MidRid("mid".into(), None), false);
+                stream.check_paused_at = Some(at);
+            }
+            // A stream with no pause check scheduled does not count.
+            streams.expect_stream_rx(9.into(), None, MidRid("mid".into(), None), false);
+            assert_eq!(streams.paused_at(), Some(early));
+        }
+    }
+
+    #[test]
     fn nack_retries_use_receive_stream_rtt() {
         for rtt in [Duration::from_millis(20), Duration::from_millis(250)] {
             let mut stream = stream_with(&[(10, 0), (12, 1920)]);
