@@ -445,7 +445,10 @@ impl Streams {
         medias: &[Media],
         config: StreamTimeoutConfig<'_>,
         feedback: &mut VecDeque<Rtcp>,
-    ) {
+    ) -> bool {
+        // Whether a pause check came due or a send stream had its first
+        // timeout: both move a deadline `Session` keeps between timeouts.
+        let mut deadlines_moved = false;
         let StreamTimeoutConfig {
             codecs,
             intervals,
@@ -476,7 +479,7 @@ impl Streams {
                 stream.maybe_create_nack(now, sender_ssrc, feedback);
             }
 
-            stream.handle_timeout(now);
+            deadlines_moved |= stream.handle_timeout(now);
         }
 
         self.mids_to_report.clear(); // start over for StreamTx.
@@ -501,10 +504,11 @@ impl Streams {
             // The unwrap is okay because we cannot have StreamTx with a Mid without the corresponding Media.
             let get_media = move || (medias.iter().find(|m| m.mid() == mid).unwrap(), codecs);
 
-            stream.handle_timeout(now, get_media);
+            deadlines_moved |= stream.handle_timeout(now, get_media);
         }
 
         self.cleanup_rx_lookup(now);
+        deadlines_moved
     }
 
     fn cleanup_rx_lookup(&mut self, now: Instant) {

@@ -343,15 +343,16 @@ impl StreamRx {
         self.pending_request_keyframe.is_some() || self.pending_request_remb.is_some()
     }
 
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+    /// Returns whether the stream paused (its pause check came due).
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> bool {
         // No scheduled paused check?
         if self.check_paused_at.is_none() {
-            return;
+            return false;
         }
 
         // Not reached scheduled paused check?
         if Some(now) < self.check_paused_at {
-            return;
+            return false;
         }
 
         // Every update() schedules a paused check in the future. If we have reached that
@@ -360,6 +361,7 @@ impl StreamRx {
 
         self.paused = true;
         self.need_paused_event = true;
+        true
     }
 
     pub(crate) fn extend_seq(
