@@ -332,6 +332,13 @@ impl Session {
         let sender_ssrc = self.streams.first_ssrc_local();
 
         let do_nack = reports_due && now >= self.nack_at().unwrap_or(not_happening());
+        // Before the report deadline the stream deadlines of the last
+        // `poll_timeout` hold (see `StreamDeadlines`), the earliest pause
+        // check among them.
+        let pause_checks_due = match self.stream_deadlines {
+            Some(kept) if !reports_due => kept.paused_at.is_some_and(|at| now >= at),
+            _ => true,
+        };
 
         let deadlines_moved = self.streams.handle_timeout(
             now,
@@ -342,6 +349,7 @@ impl Session {
                 codecs: &self.codec_config,
                 intervals: self.intervals,
                 reports_due,
+                pause_checks_due,
             },
             &mut self.feedback_tx,
         );

@@ -1321,6 +1321,12 @@ impl StreamTx {
         self.send_queue.need_timeout()
     }
 
+    /// Whether [`StreamTx::handle_timeout`] would change anything: packets
+    /// to timestamp, or the first timeout to come.
+    pub(crate) fn timeout_has_work(&self) -> bool {
+        self.kind.is_none() || self.need_timeout()
+    }
+
     /// Returns whether this was the stream's first timeout, which gives it
     /// a sender report deadline (see [`StreamTx::sender_report_at`]).
     pub(crate) fn handle_timeout<'a>(
