@@ -2247,9 +2247,10 @@ impl Rtc {
                     destination: r.destination,
                     message: stun,
                 };
-                // ICE is an external crate; arm both on its behalf.
+                // ICE is an external crate; arm both on its behalf. It
+                // touches nothing of the session.
                 ice.handle_packet(recv_time, packet);
-                drop(readiness.wake());
+                readiness.wake().stream_deadlines_unmoved();
             }
             Dtls(dtls_packet) => {
                 // A failed receive can still change DTLS state and timers.
@@ -2257,7 +2258,15 @@ impl Rtc {
                 dtls.handle_receive(dtls_packet)?;
             }
             Rtp(rtp) => session.handle_rtp_receive(recv_time, rtp, &mut readiness.wake()),
-            Rtcp(rtcp) => session.handle_rtcp_receive(recv_time, rtcp, &mut readiness.wake()),
+            Rtcp(rtcp) => {
+                // RTCP from the peer moves the BWE, the pacer and what the
+                // send streams resend or report as events, never a stream's
+                // report, request, NACK or pause deadline (see
+                // `Session::handle_rtcp`), and writes to no send queue.
+                let mut wake = readiness.wake();
+                wake.stream_deadlines_unmoved();
+                session.handle_rtcp_receive(recv_time, rtcp, &mut wake);
+            }
         }
 
         Ok(())

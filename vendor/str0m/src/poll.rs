@@ -173,10 +173,13 @@ pub(crate) struct Readiness {
     /// sources (see `Rtc::do_poll_output`).
     sources: bool,
     timeout: bool,
-    /// Until this instant an `Input::Timeout` finds nothing due but what
-    /// lives in the send queues and the pacer: the deadline last computed by
-    /// `Rtc::poll_timeout`, kept while every mutation since was confined to
-    /// the send queues. Any other mutation that may move a timer clears it.
+    /// Until this instant an `Input::Timeout` finds no report, request or
+    /// NACK due: the session's report deadline last computed by
+    /// `Rtc::poll_timeout`, kept while every mutation since left the
+    /// session's stream deadlines where they were (writes to send streams,
+    /// RTCP and STUN received, timeouts before it, see
+    /// [`Wake::stream_deadlines_unmoved`]). Any other mutation that may move
+    /// a timer clears it.
     quiet_until: Option<Instant>,
 }
 
@@ -257,7 +260,7 @@ impl Readiness {
             readiness: self,
             events: true,
             timeout: true,
-            send_queues_only: false,
+            keeps_quiet: false,
         }
     }
 }
@@ -273,7 +276,9 @@ pub(crate) struct Wake<'a> {
     readiness: &'a mut Readiness,
     events: bool,
     timeout: bool,
-    send_queues_only: bool,
+    /// The report deadline (`Readiness::quiet_until`) and the session's
+    /// stream deadlines survive this mutation.
+    keeps_quiet: bool,
 }
 
 impl Wake<'_> {
@@ -294,7 +299,17 @@ impl Wake<'_> {
     /// need a timestamp and the pacer's attention), but no other component's
     /// deadline moved, so a timeout before it need not drive them.
     pub(crate) fn send_queues_only(&mut self) {
-        self.send_queues_only = true;
+        self.keeps_quiet = true;
+    }
+
+    /// Assert this path moved none of the session's stream deadlines (the
+    /// receiver and sender reports, keyframe and REMB requests, NACK round
+    /// and receive stream pause checks, see `session::StreamDeadlines`) and
+    /// listed every send stream it wrote to: other timers may have moved and
+    /// are recomputed, but a timeout before the report deadline need not ask
+    /// the streams for reports.
+    pub(crate) fn stream_deadlines_unmoved(&mut self) {
+        self.keeps_quiet = true;
     }
 }
 
@@ -303,7 +318,7 @@ impl Drop for Wake<'_> {
         self.readiness.events |= self.events;
         self.readiness.sources |= self.events;
         self.readiness.timeout |= self.timeout;
-        if self.timeout && !self.send_queues_only {
+        if self.timeout && !self.keeps_quiet {
             self.readiness.quiet_until = None;
         }
     }

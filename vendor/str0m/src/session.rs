@@ -973,6 +973,12 @@ impl Session {
         header.has_padding && header.ext_vals.rid.is_none() && has_rtx && is_expected_rid
     }
 
+    /// The caller relies on this moving none of the [`StreamDeadlines`] and
+    /// writing to no send queue: TWCC feeds the BWE and the pacer, RRTR and
+    /// DLRR the round trip bookkeeping, the rest goes to a receive stream
+    /// (sender info, CNAME, round trip) or a send stream (RR statistics,
+    /// NACKed packets to resend, keyframe and REMB requests surfaced as
+    /// events).
     fn handle_rtcp(&mut self, now: Instant, buf: &[u8], wake: &mut Wake) -> Option<()> {
         let srtp: &mut SrtpContext = self.srtp_rx.as_mut()?;
         let unprotected = srtp.unprotect_rtcp(buf)?;
