@@ -396,10 +396,7 @@ impl Streams {
     }
 
     /// [`Streams::stream_tx_by_midrid`], for a stream to be written to.
-    pub(crate) fn stream_tx_by_midrid_to_write(
-        &mut self,
-        midrid: MidRid,
-    ) -> Option<&mut StreamTx> {
+    pub(crate) fn stream_tx_by_midrid_to_write(&mut self, midrid: MidRid) -> Option<&mut StreamTx> {
         if midrid == MidRid(MID_PROBE, None) {
             // The padding source is not among `streams_tx`: no timeout visits it.
             return self.stream_tx_by_midrid(midrid);
@@ -472,11 +469,7 @@ impl Streams {
             self.streams_tx.values().any(|s| s.need_timeout()),
             "a written send stream is missing from to_time"
         );
-        if need {
-            Some(already_happened())
-        } else {
-            None
-        }
+        if need { Some(already_happened()) } else { None }
     }
 
     pub(crate) fn pending_request(&self) -> Option<Instant> {
