@@ -1929,7 +1929,7 @@ impl Rtc {
             let time_and_reason = (None, Reason::NotHappening)
                 .soonest((self.next_dtls_timeout, Reason::DTLS))
                 .soonest((self.ice.poll_timeout(), Reason::Ice))
-                .soonest(self.session.poll_timeout())
+                .soonest(self.session.poll_timeout(self.readiness.is_quiet()))
                 .soonest((self.sctp.poll_timeout(), Reason::Sctp))
                 .soonest((self.chan.poll_timeout(&self.sctp), Reason::Channel))
                 .soonest((stats_timeout, Reason::Stats));
@@ -2161,9 +2161,8 @@ impl Rtc {
         // own deadline (ICE prunes pairs by age, SCTP keeps `last_now` and
         // times partially reliable messages, the BWE and the pacer advance
         // their clocks, a send stream timestamps newly written packets).
-        let quiet = readiness.is_quiet_at(now);
-        // A second timeout before the next `poll_timeout` drives everything.
-        readiness.clear_quiet_until();
+        let quiet_until = readiness.quiet_until_after(now);
+        let quiet = quiet_until.is_some();
 
         // ICE is an external crate and can't be handed a `Wake`. Driving it can
         // transmit and re-arm timers, so arm both on its behalf at the boundary.
@@ -2174,8 +2173,23 @@ impl Rtc {
         chan.handle_timeout(now, sctp, &mut readiness.wake());
         session.handle_timeout(now, !quiet, &mut readiness.wake())?;
 
+        // The wakes above forget the report deadline. ICE, SCTP and the
+        // channels move only their own timers, and the session before its
+        // report deadline moves its stream deadlines only when a pause check
+        // came due or a send stream had its first timeout, which it tells:
+        // otherwise an early timeout keeps the deadline (a second timeout
+        // before the next drain may be early too), and the next
+        // `poll_timeout` recomputes only what such a timeout can move. A
+        // full timeout or a stats snapshot (which visits every stream) leaves
+        // it forgotten.
+        match quiet_until.filter(|_| session.keeps_stream_deadlines()) {
+            Some(deadline) => readiness.set_quiet_until(deadline),
+            None => readiness.clear_quiet_until(),
+        }
+
         if let Some(stats) = stats {
             if stats.wants_timeout(now) {
+                readiness.clear_quiet_until();
                 let mut snapshot = StatsSnapshot::new(now);
                 snapshot.peer_rx = *peer_bytes_rx;
                 snapshot.peer_tx = *peer_bytes_tx;
@@ -2233,9 +2247,10 @@ impl Rtc {
                     destination: r.destination,
                     message: stun,
                 };
-                // ICE is an external crate; arm both on its behalf.
+                // ICE is an external crate; arm both on its behalf. It
+                // touches nothing of the session.
                 ice.handle_packet(recv_time, packet);
-                drop(readiness.wake());
+                readiness.wake().stream_deadlines_unmoved();
             }
             Dtls(dtls_packet) => {
                 // A failed receive can still change DTLS state and timers.
@@ -2243,7 +2258,15 @@ impl Rtc {
                 dtls.handle_receive(dtls_packet)?;
             }
             Rtp(rtp) => session.handle_rtp_receive(recv_time, rtp, &mut readiness.wake()),
-            Rtcp(rtcp) => session.handle_rtcp_receive(recv_time, rtcp, &mut readiness.wake()),
+            Rtcp(rtcp) => {
+                // RTCP from the peer moves the BWE, the pacer and what the
+                // send streams resend or report as events, never a stream's
+                // report, request, NACK or pause deadline (see
+                // `Session::handle_rtcp`), and writes to no send queue.
+                let mut wake = readiness.wake();
+                wake.stream_deadlines_unmoved();
+                session.handle_rtcp_receive(recv_time, rtcp, &mut wake);
+            }
         }
 
         Ok(())

@@ -173,10 +173,13 @@ pub(crate) struct Readiness {
     /// sources (see `Rtc::do_poll_output`).
     sources: bool,
     timeout: bool,
-    /// Until this instant an `Input::Timeout` finds nothing due but what
-    /// lives in the send queues and the pacer: the deadline last computed by
-    /// `Rtc::poll_timeout`, kept while every mutation since was confined to
-    /// the send queues. Any other mutation that may move a timer clears it.
+    /// Until this instant an `Input::Timeout` finds no report, request or
+    /// NACK due: the session's report deadline last computed by
+    /// `Rtc::poll_timeout`, kept while every mutation since left the
+    /// session's stream deadlines where they were (writes to send streams,
+    /// RTCP and STUN received, timeouts before it, see
+    /// [`Wake::stream_deadlines_unmoved`]). Any other mutation that may move
+    /// a timer clears it.
     quiet_until: Option<Instant>,
 }
 
@@ -224,8 +227,21 @@ impl Readiness {
 
     /// Whether a timeout at `now` comes before anything outside the send
     /// queues and the pacer is due.
+    #[cfg(test)]
     pub(crate) fn is_quiet_at(&self, now: Instant) -> bool {
-        self.quiet_until.is_some_and(|q| now < q)
+        self.quiet_until_after(now).is_some()
+    }
+
+    /// The deadline, if a timeout at `now` comes before it.
+    pub(crate) fn quiet_until_after(&self, now: Instant) -> Option<Instant> {
+        self.quiet_until.filter(|q| now < *q)
+    }
+
+    /// Whether every mutation since the last `Rtc::poll_timeout` was confined
+    /// to the send queues, or was a timeout before the deadline: the
+    /// session's stream deadlines it computed still hold.
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.quiet_until.is_some()
     }
 
     /// Record the deadline just computed from the whole tree.
@@ -244,7 +260,7 @@ impl Readiness {
             readiness: self,
             events: true,
             timeout: true,
-            send_queues_only: false,
+            keeps_quiet: false,
         }
     }
 }
@@ -260,7 +276,9 @@ pub(crate) struct Wake<'a> {
     readiness: &'a mut Readiness,
     events: bool,
     timeout: bool,
-    send_queues_only: bool,
+    /// The report deadline (`Readiness::quiet_until`) and the session's
+    /// stream deadlines survive this mutation.
+    keeps_quiet: bool,
 }
 
 impl Wake<'_> {
@@ -281,7 +299,17 @@ impl Wake<'_> {
     /// need a timestamp and the pacer's attention), but no other component's
     /// deadline moved, so a timeout before it need not drive them.
     pub(crate) fn send_queues_only(&mut self) {
-        self.send_queues_only = true;
+        self.keeps_quiet = true;
+    }
+
+    /// Assert this path moved none of the session's stream deadlines (the
+    /// receiver and sender reports, keyframe and REMB requests, NACK round
+    /// and receive stream pause checks, see `session::StreamDeadlines`) and
+    /// listed every send stream it wrote to: other timers may have moved and
+    /// are recomputed, but a timeout before the report deadline need not ask
+    /// the streams for reports.
+    pub(crate) fn stream_deadlines_unmoved(&mut self) {
+        self.keeps_quiet = true;
     }
 }
 
@@ -290,7 +318,7 @@ impl Drop for Wake<'_> {
         self.readiness.events |= self.events;
         self.readiness.sources |= self.events;
         self.readiness.timeout |= self.timeout;
-        if self.timeout && !self.send_queues_only {
+        if self.timeout && !self.keeps_quiet {
             self.readiness.quiet_until = None;
         }
     }
@@ -374,12 +402,12 @@ mod tests {
     #[test]
     fn readiness_outgoing_app_feedback_only_wakes_events() {
         let mut rtc = idle_rtc();
-        let before = rtc.session.poll_timeout();
+        let before = rtc.session.poll_timeout(false);
         rtc.direct_api()
             .send_app_specific_feedback(42.into(), 43.into(), vec![1, 2, 3, 4]);
         assert!(rtc.readiness.wants_events());
         assert!(!rtc.readiness.wants_timeout());
-        assert_eq!(rtc.session.poll_timeout(), before);
+        assert_eq!(rtc.session.poll_timeout(false), before);
         assert!(
             rtc.session.poll_datagram(rtc.last_now).is_some(),
             "queued feedback must be sendable without a timeout"
@@ -427,8 +455,9 @@ mod tests {
 
     /// Writing to a send stream keeps the deadline of the last drain as the
     /// bound before which a timeout drives only the send queues and the
-    /// pacer; any other mutation that may move a timer forgets it, and so
-    /// does a timeout until the next drain.
+    /// pacer, and so does a timeout before it; any other mutation that may
+    /// move a timer forgets it, and so does a timeout at or after it until
+    /// the next drain.
     #[test]
     fn readiness_only_send_stream_writes_keep_the_quiet_deadline() {
         use crate::streams::RtpWrite;
@@ -454,12 +483,21 @@ mod tests {
         assert!(rtc.readiness.is_quiet_at(now));
 
         rtc.handle_input(Input::Timeout(now)).unwrap();
-        assert!(!rtc.readiness.is_quiet_at(now), "a timeout forgets it");
+        assert!(rtc.readiness.is_quiet_at(now), "an early timeout keeps it");
         while !matches!(rtc.poll_output().unwrap(), Output::Timeout(_)) {}
         assert!(rtc.readiness.is_quiet_at(now), "the drain's deadline");
+        assert_eq!(rtc.session.reports_at(), deadline, "kept stream deadlines");
 
         rtc.bwe().set_bitrate(Bitrate::kbps(100), Bitrate::mbps(2));
         assert!(!rtc.readiness.is_quiet_at(now), "other mutations forget it");
+        while !matches!(rtc.poll_output().unwrap(), Output::Timeout(_)) {}
+        assert!(rtc.readiness.is_quiet_at(now), "a full drain sets it again");
+
+        rtc.handle_input(Input::Timeout(deadline)).unwrap();
+        assert!(
+            !rtc.readiness.is_quiet_at(now),
+            "a timeout at the deadline forgets it"
+        );
     }
 
     /// A timeout before the deadline, after packets were written, sends the

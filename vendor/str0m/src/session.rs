@@ -96,6 +96,10 @@ pub(crate) struct Session {
     /// NACK the last `poll_timeout` found: before it `Streams::handle_timeout`
     /// has nothing to do but the per-stream timeouts.
     reports_at: Instant,
+    /// The deadlines the last full `poll_timeout` found by walking every
+    /// stream, while no timeout since has moved them (see
+    /// [`StreamDeadlines`]). `None` when one may have.
+    stream_deadlines: Option<StreamDeadlines>,
     last_twcc: Instant,
     twcc: u64,
     twcc_rx_register: TwccRecvRegister,
@@ -162,6 +166,26 @@ struct LastRrtr {
     received_at: Instant,
 }
 
+/// The deadlines [`Session::poll_timeout`] finds by walking every stream.
+///
+/// Each moves only with a receive, an API call other than a write to a send
+/// stream, a timeout that makes reports, requests or NACKs, a receive
+/// stream's pause check coming due, or a send stream's first timeout (which
+/// gives it a sender report deadline). A timeout before
+/// [`Session::reports_at`] that does neither of the last two leaves them as
+/// they were, so they are kept instead of walking the streams again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StreamDeadlines {
+    /// The earliest receiver or sender report.
+    feedback_at: Option<Instant>,
+    /// A keyframe or REMB request waiting to be sent.
+    request_at: Option<Instant>,
+    /// The next NACK round, while any receive stream takes part in NACK.
+    nack_at: Option<Instant>,
+    /// The earliest receive stream pause check.
+    paused_at: Option<Instant>,
+}
+
 impl Session {
     pub fn new(config: &RtcConfig) -> Self {
         let mut id = SessionId::new();
@@ -203,6 +227,7 @@ impl Session {
             srtp_tx: None,
             last_nack: already_happened(),
             reports_at: already_happened(),
+            stream_deadlines: None,
             last_twcc: already_happened(),
             twcc: 0,
             twcc_rx_register: TwccRecvRegister::new(100),
@@ -307,8 +332,15 @@ impl Session {
         let sender_ssrc = self.streams.first_ssrc_local();
 
         let do_nack = reports_due && now >= self.nack_at().unwrap_or(not_happening());
+        // Before the report deadline the stream deadlines of the last
+        // `poll_timeout` hold (see `StreamDeadlines`), the earliest pause
+        // check among them.
+        let pause_checks_due = match self.stream_deadlines {
+            Some(kept) if !reports_due => kept.paused_at.is_some_and(|at| now >= at),
+            _ => true,
+        };
 
-        self.streams.handle_timeout(
+        let deadlines_moved = self.streams.handle_timeout(
             now,
             sender_ssrc,
             do_nack,
@@ -317,9 +349,17 @@ impl Session {
                 codecs: &self.codec_config,
                 intervals: self.intervals,
                 reports_due,
+                pause_checks_due,
             },
             &mut self.feedback_tx,
         );
+        // Reports, requests and NACKs move the stream deadlines; without
+        // them only a pause check that came due, or a send stream's first
+        // timeout (which gives it a sender report deadline), does. Nothing
+        // else below touches a stream's report, request, NACK or pause state.
+        if reports_due || deadlines_moved {
+            self.stream_deadlines = None;
+        }
 
         // Flush any pending RRTRs as a DLRR alongside the Sender Report compound packet.
         // We piggyback on the SR cadence so the DLRR doesn't generate extra standalone
@@ -933,6 +973,12 @@ impl Session {
         header.has_padding && header.ext_vals.rid.is_none() && has_rtx && is_expected_rid
     }
 
+    /// The caller relies on this moving none of the [`StreamDeadlines`] and
+    /// writing to no send queue: TWCC feeds the BWE and the pacer, RRTR and
+    /// DLRR the round trip bookkeeping, the rest goes to a receive stream
+    /// (sender info, CNAME, round trip) or a send stream (RR statistics,
+    /// NACKed packets to resend, keyframe and REMB requests surfaced as
+    /// events).
     fn handle_rtcp(&mut self, now: Instant, buf: &[u8], wake: &mut Wake) -> Option<()> {
         let srtp: &mut SrtpContext = self.srtp_rx.as_mut()?;
         let unprotected = srtp.unprotect_rtcp(buf)?;
@@ -1325,9 +1371,18 @@ impl Session {
         Some(protected.into())
     }
 
-    pub fn poll_timeout(&mut self) -> (Option<Instant>, Reason) {
-        self.reports_at = already_happened();
+    /// The session's next deadline.
+    ///
+    /// `keep_stream_deadlines` says that since the last call nothing but
+    /// writes to send streams (`DirectApi::stream_tx`), sending, and timeouts
+    /// before [`Session::reports_at`] happened (the caller keeps that promise,
+    /// see `Readiness::is_quiet`): then the deadlines found by walking every
+    /// stream ([`StreamDeadlines`]) are taken from the last call, unless one
+    /// of those timeouts moved them, and only the rest is computed again.
+    pub fn poll_timeout(&mut self, keep_stream_deadlines: bool) -> (Option<Instant>, Reason) {
         if self.rtp_closing {
+            self.reports_at = already_happened();
+            self.stream_deadlines = None;
             return if self.feedback_tx.is_empty() {
                 (None, Reason::NotHappening)
             } else {
@@ -1335,20 +1390,38 @@ impl Session {
             };
         }
 
-        self.update_receive_recovery();
-        let feedback_at = self.regular_feedback_at();
-        let nack_at = self.nack_at();
+        let StreamDeadlines {
+            feedback_at,
+            request_at,
+            nack_at,
+            paused_at,
+        } = match self.stream_deadlines.filter(|_| keep_stream_deadlines) {
+            Some(kept) => {
+                debug_assert_eq!(kept, self.stream_deadlines_now(), "kept stream deadlines");
+                kept
+            }
+            None => {
+                let found = self.stream_deadlines_now();
+                self.stream_deadlines = Some(found);
+                found
+            }
+        };
+
+        // In RTP mode nothing is depayloaded (`handle_rtp` hands packets out
+        // as they are), so there is no receive buffer to time.
+        let receive_at = if self.rtp_mode {
+            None
+        } else {
+            self.update_receive_recovery();
+            self.medias
+                .iter_mut()
+                .filter_map(|media| media.poll_receive_timeout(self.reordering_timeout_audio))
+                .min()
+        };
         let twcc_at = self.twcc_at();
         let pacing_at = self.pacer.poll_timeout();
         let packetize_at = self.medias.iter().filter_map(|m| m.poll_timeout()).min();
-        let receive_at = self
-            .medias
-            .iter_mut()
-            .filter_map(|media| media.poll_receive_timeout(self.reordering_timeout_audio))
-            .min();
-        let paused_at = self.paused_at();
         let send_stream_at = self.streams.send_stream();
-        let request_at = self.streams.pending_request();
         self.reports_at = (feedback_at, Reason::Feedback)
             .soonest((request_at, Reason::Feedback))
             .soonest((nack_at, Reason::Nack))
@@ -1384,6 +1457,21 @@ impl Session {
     pub fn has_mid(&self, mid: Mid) -> bool {
         self.medias.iter().any(|m| m.mid() == mid)
             || self.app.is_some_and(|(app_mid, _)| app_mid == mid)
+    }
+
+    /// Whether the stream deadlines of the last [`Session::poll_timeout`]
+    /// still hold after the timeouts since.
+    pub fn keeps_stream_deadlines(&self) -> bool {
+        self.stream_deadlines.is_some()
+    }
+
+    fn stream_deadlines_now(&self) -> StreamDeadlines {
+        StreamDeadlines {
+            feedback_at: self.regular_feedback_at(),
+            request_at: self.streams.pending_request(),
+            nack_at: self.nack_at(),
+            paused_at: self.paused_at(),
+        }
     }
 
     fn regular_feedback_at(&self) -> Option<Instant> {
@@ -1673,7 +1761,7 @@ mod tests {
             .streams
             .declare_stream_tx(42.into(), None, MidRid("vid".into(), None));
         session.close_rtp();
-        let before = session.poll_timeout();
+        let before = session.poll_timeout(false);
         assert_eq!(before.1, Reason::Feedback);
         let mut readiness = Readiness::idle();
         session
@@ -1681,7 +1769,7 @@ mod tests {
             .unwrap();
         assert!(!readiness.wants_events());
         assert!(!readiness.wants_timeout());
-        assert_eq!(session.poll_timeout(), before);
+        assert_eq!(session.poll_timeout(false), before);
         assert!(
             session.poll_datagram(now).is_some(),
             "existing BYE must still drain"
@@ -1691,12 +1779,12 @@ mod tests {
     #[test]
     fn readiness_malformed_rtp_does_not_wake() {
         let mut session = keyed_session();
-        let before = session.poll_timeout();
+        let before = session.poll_timeout(false);
         let mut readiness = Readiness::idle();
         session.handle_rtp_receive(Instant::now(), &[0x80], &mut readiness.wake());
         assert!(!readiness.wants_events());
         assert!(!readiness.wants_timeout());
-        assert_eq!(session.poll_timeout(), before);
+        assert_eq!(session.poll_timeout(false), before);
         assert!(session.poll_event().is_none());
     }
 
@@ -1715,12 +1803,12 @@ mod tests {
     #[test]
     fn readiness_rejected_rtcp_does_not_wake() {
         for mut session in [Session::new(&RtcConfig::default()), keyed_session()] {
-            let before = session.poll_timeout();
+            let before = session.poll_timeout(false);
             let mut readiness = Readiness::idle();
             session.handle_rtcp_receive(Instant::now(), &[0; 32], &mut readiness.wake());
             assert!(!readiness.wants_events());
             assert!(!readiness.wants_timeout());
-            assert_eq!(session.poll_timeout(), before);
+            assert_eq!(session.poll_timeout(false), before);
             assert!(session.poll_event().is_none());
         }
     }
@@ -1730,7 +1818,7 @@ mod tests {
         for mixed in [false, true] {
             let now = Instant::now();
             let mut session = keyed_session();
-            let before = session.poll_timeout();
+            let before = session.poll_timeout(false);
             let feedback = crate::rtp_::AppSpecificFeedback {
                 sender_ssrc: 1.into(),
                 media_ssrc: 2.into(),
@@ -1763,7 +1851,7 @@ mod tests {
                 panic!("feedback must remain observable immediately");
             };
             assert_eq!(received.payload, feedback.payload);
-            assert_eq!(session.poll_timeout(), before);
+            assert_eq!(session.poll_timeout(false), before);
         }
     }
 
@@ -1771,7 +1859,7 @@ mod tests {
     fn readiness_empty_rtcp_report_keeps_raw_packet_events() {
         let mut session = keyed_session();
         session.raw_packets = Some(VecDeque::new());
-        let before = session.poll_timeout();
+        let before = session.poll_timeout(false);
         let packet = session
             .srtp_tx
             .as_mut()
@@ -1782,7 +1870,7 @@ mod tests {
         assert!(readiness.wants_events());
         assert!(!readiness.wants_timeout());
         assert!(matches!(session.poll_event(), Some(Event::RawPacket(_))));
-        assert_eq!(session.poll_timeout(), before);
+        assert_eq!(session.poll_timeout(false), before);
     }
 
     #[test]

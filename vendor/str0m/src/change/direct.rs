@@ -357,7 +357,11 @@ impl<'a> DirectApi<'a> {
     pub fn stream_tx(&mut self, ssrc: &Ssrc) -> Option<&mut StreamTx> {
         // A `StreamTx`'s public `&mut` methods only queue packets or set how
         // its queue is paced and cached: no other deadline moves.
-        self.rtc.send_queues().session.streams.stream_tx(ssrc)
+        self.rtc
+            .send_queues()
+            .session
+            .streams
+            .stream_tx_to_write(ssrc)
     }
 
     /// Obtain a send stream by looking it up via mid/rid.
@@ -368,7 +372,7 @@ impl<'a> DirectApi<'a> {
             .send_queues()
             .session
             .streams
-            .stream_tx_by_midrid(midrid)
+            .stream_tx_by_midrid_to_write(midrid)
     }
 
     /// Reset a transmit stream to use a new SSRC and optionally a new RTX SSRC.
@@ -393,7 +397,12 @@ impl<'a> DirectApi<'a> {
         let midrid = MidRid(mid, rid);
 
         // Find the stream by mid/rid
-        let stream = self.rtc.session.streams.stream_tx_by_midrid(midrid)?;
+        // The caller may write to the stream returned.
+        let stream = self
+            .rtc
+            .session
+            .streams
+            .stream_tx_by_midrid_to_write(midrid)?;
 
         // Don't change to the same SSRC
         if stream.ssrc() == new_ssrc {

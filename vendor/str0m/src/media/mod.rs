@@ -629,7 +629,8 @@ impl Media {
 
         let midrid = MidRid(self.mid, *rid);
 
-        let stream = streams.stream_tx_by_midrid(midrid);
+        // The sample is written to the stream below.
+        let stream = streams.stream_tx_by_midrid_to_write(midrid);
 
         let Some(stream) = stream else {
             return Err(RtcError::NoSenderSource);

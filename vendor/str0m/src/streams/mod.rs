@@ -40,11 +40,14 @@ pub(crate) struct StreamTimeoutConfig<'a> {
     /// A report, keyframe or REMB request may be due. False before the
     /// session's report deadline (`regular_feedback_at`, `nack_at` and
     /// `pending_request`): the streams are then not asked for any, and only
-    /// the per-stream timeouts run (a send stream timestamps the packets
-    /// written to it since the last one and learns its kind on its first; a
-    /// receive stream's pause check is not bounded by `paused_at`, which
-    /// gives the first stream's check, not the earliest).
+    /// the per-stream timeouts run, for the send streams listed in
+    /// `Streams::to_time` (a send stream timestamps the packets written to
+    /// it since the last one and learns its kind on its first).
     pub(crate) reports_due: bool,
+    /// A receive stream's pause check may be due (`paused_at`, the earliest,
+    /// has come). Without it or `reports_due` the receive streams are not
+    /// visited.
+    pub(crate) pause_checks_due: bool,
 }
 
 /// Packet of RTP data.
@@ -146,6 +149,14 @@ pub(crate) struct Streams {
     /// All outgoing encoded streams.
     streams_tx: DetHashMap<Ssrc, StreamTx>,
 
+    /// The keys of the send streams whose per-stream timeout has work to
+    /// do: those handed out for writing since the last timeout (a write
+    /// queues packets the timeout must timestamp) and those declared since
+    /// (a stream's first timeout learns its kind). The per-stream timeout of
+    /// any other send stream changes nothing, so a timeout before any report
+    /// is due visits only these. Without duplicates; emptied by every timeout.
+    to_time: Vec<Ssrc>,
+
     /// Non-media padding source. Its sequence counter survives media changes.
     probe_tx: StreamTx,
     probe_media: Option<(Mid, Pt)>,
@@ -188,6 +199,7 @@ impl Streams {
             rx_lookup: Default::default(),
             last_rx_lookup_cleanup: already_happened(),
             streams_tx: Default::default(),
+            to_time: Vec::new(),
             probe_tx: StreamTx::new_probe(mtu_warn),
             probe_media: None,
             default_ssrc_tx: 0.into(), // this will be changed
@@ -343,6 +355,8 @@ impl Streams {
         rtx: Option<Ssrc>,
         midrid: MidRid,
     ) -> &mut StreamTx {
+        // A new stream has its first timeout to come, and the caller may write.
+        list_to_time(&mut self.to_time, ssrc);
         self.streams_tx
             .entry(ssrc)
             .or_insert_with(|| StreamTx::new(ssrc, rtx, midrid, self.enable_stats, self.mtu_warn))
@@ -371,6 +385,28 @@ impl Streams {
 
     pub fn stream_tx(&mut self, ssrc: &Ssrc) -> Option<&mut StreamTx> {
         self.streams_tx.get_mut(ssrc)
+    }
+
+    /// A send stream handed out to be written to (`StreamTx::write_rtp`):
+    /// its next timeout must visit it.
+    pub(crate) fn stream_tx_to_write(&mut self, ssrc: &Ssrc) -> Option<&mut StreamTx> {
+        let stream = self.streams_tx.get_mut(ssrc)?;
+        list_to_time(&mut self.to_time, *ssrc);
+        Some(stream)
+    }
+
+    /// [`Streams::stream_tx_by_midrid`], for a stream to be written to.
+    pub(crate) fn stream_tx_by_midrid_to_write(&mut self, midrid: MidRid) -> Option<&mut StreamTx> {
+        if midrid == MidRid(MID_PROBE, None) {
+            // The padding source is not among `streams_tx`: no timeout visits it.
+            return self.stream_tx_by_midrid(midrid);
+        }
+        let (key, stream) = self
+            .streams_tx
+            .iter_mut()
+            .find(|(_, s)| s.is_midrid(midrid))?;
+        list_to_time(&mut self.to_time, *key);
+        Some(stream)
     }
 
     /// Lookup the "main" SSRC and mid for a given SSRC(main or RTX).
@@ -416,16 +452,24 @@ impl Streams {
         r.chain(s).min()
     }
 
+    /// The earliest pause check of any receive stream.
     pub(crate) fn paused_at(&self) -> Option<Instant> {
-        self.streams_rx.values().find_map(|s| s.paused_at())
+        self.streams_rx.values().filter_map(|s| s.paused_at()).min()
     }
 
     pub(crate) fn send_stream(&self) -> Option<Instant> {
-        if self.streams_tx.values().any(|s| s.need_timeout()) {
-            Some(already_happened())
-        } else {
-            None
-        }
+        // Only a write queues a packet without a timestamp, and each write
+        // since the last timeout went to a listed stream.
+        let need = self
+            .to_time
+            .iter()
+            .any(|k| self.streams_tx.get(k).is_some_and(|s| s.need_timeout()));
+        debug_assert_eq!(
+            need,
+            self.streams_tx.values().any(|s| s.need_timeout()),
+            "a written send stream is missing from to_time"
+        );
+        if need { Some(already_happened()) } else { None }
     }
 
     pub(crate) fn pending_request(&self) -> Option<Instant> {
@@ -444,11 +488,15 @@ impl Streams {
         medias: &[Media],
         config: StreamTimeoutConfig<'_>,
         feedback: &mut VecDeque<Rtcp>,
-    ) {
+    ) -> bool {
+        // Whether a pause check came due or a send stream had its first
+        // timeout: both move a deadline `Session` keeps between timeouts.
+        let mut deadlines_moved = false;
         let StreamTimeoutConfig {
             codecs,
             intervals,
             reports_due,
+            pause_checks_due,
         } = config;
 
         self.mids_to_report.clear(); // Clear for checking StreamRx.
@@ -460,7 +508,10 @@ impl Streams {
             }
         }
 
-        for stream in self.streams_rx.values_mut() {
+        // Without reports, requests, NACKs or a due pause check, a receive
+        // stream's timeout changes nothing.
+        let visit_rx = reports_due || do_nack || pause_checks_due;
+        for stream in self.streams_rx.values_mut().filter(|_| visit_rx) {
             if reports_due {
                 stream.maybe_create_keyframe_request(sender_ssrc, feedback);
                 stream.maybe_create_remb_request(sender_ssrc, feedback);
@@ -475,7 +526,7 @@ impl Streams {
                 stream.maybe_create_nack(now, sender_ssrc, feedback);
             }
 
-            stream.handle_timeout(now);
+            deadlines_moved |= stream.handle_timeout(now);
         }
 
         self.mids_to_report.clear(); // start over for StreamTx.
@@ -487,23 +538,42 @@ impl Streams {
             }
         }
 
-        for stream in self.streams_tx.values_mut() {
-            let mid = stream.mid();
+        // Finding the first (main) PT that also has RTX for the Media is expensive,
+        // this closure is run only when needed.
+        // The unwrap is okay because we cannot have StreamTx with a Mid without the corresponding Media.
+        let media_of = |mid: Mid| (medias.iter().find(|m| m.mid() == mid).unwrap(), codecs);
 
-            // All StreamTx belonging to the same Mid are reported together.
-            if self.mids_to_report.contains(&mid) {
-                stream.create_sr_and_update(now, feedback);
+        if reports_due {
+            for stream in self.streams_tx.values_mut() {
+                let mid = stream.mid();
+
+                // All StreamTx belonging to the same Mid are reported together.
+                if self.mids_to_report.contains(&mid) {
+                    stream.create_sr_and_update(now, feedback);
+                }
+
+                deadlines_moved |= stream.handle_timeout(now, || media_of(mid));
             }
-
-            // Finding the first (main) PT that also has RTX for the Media is expensive,
-            // this closure is run only when needed.
-            // The unwrap is okay because we cannot have StreamTx with a Mid without the corresponding Media.
-            let get_media = move || (medias.iter().find(|m| m.mid() == mid).unwrap(), codecs);
-
-            stream.handle_timeout(now, get_media);
+        } else {
+            // No sender report can be due: only the listed streams' timeouts
+            // have work (see `to_time`).
+            debug_assert!(
+                self.streams_tx
+                    .iter()
+                    .all(|(k, s)| self.to_time.contains(k) || !s.timeout_has_work()),
+                "a send stream with timeout work is missing from to_time"
+            );
+            for key in &self.to_time {
+                if let Some(stream) = self.streams_tx.get_mut(key) {
+                    let mid = stream.mid();
+                    deadlines_moved |= stream.handle_timeout(now, || media_of(mid));
+                }
+            }
         }
+        self.to_time.clear();
 
         self.cleanup_rx_lookup(now);
+        deadlines_moved
     }
 
     fn cleanup_rx_lookup(&mut self, now: Instant) {
@@ -827,6 +897,15 @@ impl Streams {
 
     fn rx_lookup_at(&self) -> Instant {
         self.last_rx_lookup_cleanup + RX_LOOKUP_CLEANUP_INTERVAL
+    }
+}
+
+/// Add a send stream's key to [`Streams::to_time`] once.
+fn list_to_time(to_time: &mut Vec<Ssrc>, key: Ssrc) {
+    // A handful of streams are written between two timeouts: a scan is
+    // cheaper than a set.
+    if !to_time.contains(&key) {
+        to_time.push(key);
     }
 }
 

@@ -343,15 +343,16 @@ impl StreamRx {
         self.pending_request_keyframe.is_some() || self.pending_request_remb.is_some()
     }
 
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+    /// Returns whether the stream paused (its pause check came due).
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> bool {
         // No scheduled paused check?
         if self.check_paused_at.is_none() {
-            return;
+            return false;
         }
 
         // Not reached scheduled paused check?
         if Some(now) < self.check_paused_at {
-            return;
+            return false;
         }
 
         // Every update() schedules a paused check in the future. If we have reached that
@@ -360,6 +361,7 @@ impl StreamRx {
 
         self.paused = true;
         self.need_paused_event = true;
+        true
     }
 
     pub(crate) fn extend_seq(
@@ -1151,6 +1153,27 @@ mod tests {
                 let rtt = streams.stream_rx(&ssrc.into()).unwrap().stats.rtt.unwrap();
                 assert!((Duration::from_millis(199)..=Duration::from_millis(201)).contains(&rtt));
             }
+        }
+    }
+
+    #[test]
+    fn paused_at_is_the_earliest_pause_check() {
+        // Whichever of two receive streams the map yields first, the session
+        // must wake for the earlier pause check, not for the first stream's.
+        let now = Instant::now();
+        let early = now + Duration::from_millis(100);
+        let late = now + Duration::from_millis(900);
+        for (check_7, check_8) in [(early, late), (late, early)] {
+            let mut streams =
+                crate::streams::Streams::new(false, 1200, Duration::from_millis(1500));
+            for (ssrc, at) in [(7, check_7), (8, check_8)] {
+                let stream =
+                    streams.expect_stream_rx(ssrc.into(), None, MidRid("mid".into(), None), false);
+                stream.check_paused_at = Some(at);
+            }
+            // A stream with no pause check scheduled does not count.
+            streams.expect_stream_rx(9.into(), None, MidRid("mid".into(), None), false);
+            assert_eq!(streams.paused_at(), Some(early));
         }
     }
 

@@ -1321,18 +1321,28 @@ impl StreamTx {
         self.send_queue.need_timeout()
     }
 
+    /// Whether [`StreamTx::handle_timeout`] would change anything: packets
+    /// to timestamp, or the first timeout to come.
+    pub(crate) fn timeout_has_work(&self) -> bool {
+        self.kind.is_none() || self.need_timeout()
+    }
+
+    /// Returns whether this was the stream's first timeout, which gives it
+    /// a sender report deadline (see [`StreamTx::sender_report_at`]).
     pub(crate) fn handle_timeout<'a>(
         &mut self,
         now: Instant,
         get_media: impl FnOnce() -> (&'a Media, &'a CodecConfig),
-    ) {
+    ) -> bool {
         // If kind is None, this is the first time we ever get a handle_timeout.
-        if self.kind.is_none() {
+        let first = self.kind.is_none();
+        if first {
             let (media, config) = get_media();
             self.on_first_timeout(media, config);
         }
 
         self.send_queue.handle_timeout(now);
+        first
     }
 
     fn on_first_timeout(&mut self, media: &Media, config: &CodecConfig) {
