@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::ForwardLatency;
+
 /// The size a datagram is charged on a rate-limited link.
 ///
 /// Its length, except for DTLS handshake flights (records of content type
@@ -53,7 +55,7 @@ impl Default for LinkConfig {
 }
 
 /// Counters of one link direction.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct LinkStats {
     /// Packets offered.
     pub packets: u64,
@@ -66,48 +68,9 @@ pub struct LinkStats {
     /// Bytes delivered (neither lost nor dropped), with 28 bytes of IP and
     /// UDP header each.
     pub bytes: u64,
-    /// Packets queued at the bottleneck, by queueing delay in
-    /// [`QUEUE_BUCKET`] steps (the last bucket holds everything longer).
-    pub queue_histogram: [u64; QUEUE_BUCKETS],
-}
-
-/// Width of one [`LinkStats::queue_histogram`] bucket.
-pub const QUEUE_BUCKET: Duration = Duration::from_millis(10);
-/// Buckets of [`LinkStats::queue_histogram`]: 0 to 500 ms, then one for
-/// longer.
-pub const QUEUE_BUCKETS: usize = 51;
-
-impl Default for LinkStats {
-    fn default() -> Self {
-        LinkStats {
-            packets: 0,
-            lost: 0,
-            queue_drops: 0,
-            max_queue_delay: Duration::ZERO,
-            bytes: 0,
-            queue_histogram: [0; QUEUE_BUCKETS],
-        }
-    }
-}
-
-impl LinkStats {
-    /// The queueing delay that `q` (0..1) of the queued packets stayed
-    /// under, to the bucket's upper edge; zero when nothing was queued.
-    pub fn queue_quantile(&self, q: f64) -> Duration {
-        let total: u64 = self.queue_histogram.iter().sum();
-        if total == 0 {
-            return Duration::ZERO;
-        }
-        let want = (q.clamp(0.0, 1.0) * total as f64).ceil() as u64;
-        let mut seen = 0;
-        for (i, n) in self.queue_histogram.iter().enumerate() {
-            seen += n;
-            if seen >= want.max(1) {
-                return QUEUE_BUCKET * (i as u32 + 1);
-            }
-        }
-        QUEUE_BUCKET * QUEUE_BUCKETS as u32
-    }
+    /// Queueing delay at the bottleneck of every packet it queued (the
+    /// engine's fixed-bucket latency histogram).
+    pub queue_delays: ForwardLatency,
 }
 
 /// The state of one link direction.
@@ -151,8 +114,7 @@ impl Link {
                 return None;
             }
             self.stats.max_queue_delay = self.stats.max_queue_delay.max(queued);
-            let bucket = (queued.as_nanos() / QUEUE_BUCKET.as_nanos()) as usize;
-            self.stats.queue_histogram[bucket.min(QUEUE_BUCKETS - 1)] += 1;
+            self.stats.queue_delays.record(queued);
             let tx = Duration::from_nanos((size as u64 * 8 + 28 * 8) * 1_000_000_000 / rate);
             depart = start + tx;
             self.busy_until = Some(depart);
