@@ -168,6 +168,7 @@ fn run_room(s: &Scenario, room: usize, progress: &Progress) -> Result<RoomRun, L
         loss: s.loss,
         rate_bps: s.downlink_kbps.map(|k| k * 1000),
         queue_limit: Duration::from_millis(250),
+        burst_bytes: 0,
     };
     let spacing = cfg.join_spacing;
     let mut sim = Simulator::new(cfg)?;

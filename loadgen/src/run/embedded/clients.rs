@@ -42,6 +42,7 @@ pub(crate) fn link_config(s: &Scenario) -> Option<LinkConfig> {
         loss: s.loss,
         rate_bps: s.downlink_kbps.map(|k| k * 1000),
         queue_limit: DOWNLINK_QUEUE,
+        burst_bytes: 0,
     })
 }
 
