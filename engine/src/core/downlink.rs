@@ -169,6 +169,12 @@ impl Downlink {
         now.saturating_duration_since(*self.resume_wanted.get_or_insert(now))
     }
 
+    /// Whether the latest allocation wanted to resume a paused slot (its
+    /// hold is running).
+    pub fn resume_pending(&self) -> bool {
+        self.resume_wanted.is_some()
+    }
+
     /// Whether the link has shown a limit (the effective estimate fell, or
     /// loss capped it) since this subscriber joined.
     pub fn has_been_limited(&self) -> bool {

@@ -27,7 +27,9 @@ const ACTIVATION_RETRY: Duration = Duration::from_secs(30);
 /// keyframe) must not cost its publisher an off/on pair and a keyframe.
 const DYNACAST_OFF_DELAY: Duration = Duration::from_secs(5);
 /// A slot paused for bandwidth resumes only once the allocation has wanted
-/// to resume a slot for this long without a break.
+/// to resume a slot for this long without a break, and without evidence of
+/// congestion meanwhile (str0m pads up to the allocation with the resume
+/// while the hold runs: see `Room::allocate`).
 const RESUME_HOLD: Duration = Duration::from_secs(2);
 /// ... or this long when the budget covers the whole allocation, resumes
 /// included, twice over (a link that has just recovered: waiting the full
@@ -254,8 +256,21 @@ impl Room {
         sub.downlink
             .set_allocation(allocated_bps, alloc.desired_bps);
         let congested = sub.downlink.is_loss_capped();
+        // A resume waiting out its hold on a link that has shown a limit
+        // is verified: str0m pads up to what the allocation would send
+        // with it (capped at the estimate). A link that cannot carry that
+        // queues or loses within the hold, `congested()` ends the wait
+        // (`apply_layers`) and GCC lowers its estimate. str0m's probe
+        // clusters alone are not evidence there: behind a token bucket a
+        // cluster short enough to fit the refilled bucket reads the line
+        // rate (446-848 kbit/s on a 250 kbit/s link, `sim_narrow`), and
+        // with every slot paused nothing else contradicts it.
+        let verify = sub.downlink.has_been_limited() && sub.downlink.resume_pending();
         if self.config.bandwidth_estimation {
-            let (min, desired) = self.bwe_wish(&slots, &alloc, audio_reserve, congested);
+            let (mut min, desired) = self.bwe_wish(&slots, &alloc, audio_reserve, congested);
+            if verify && !congested {
+                min = min.max(alloc.allocated_bps + audio_reserve);
+            }
             if let Some(sub) = self.slab[si].as_mut()
                 && let Some((min, desired)) = sub.downlink.bwe_request(min, desired, now)
             {
@@ -689,7 +704,11 @@ fn apply_layers(
     let grows = alloc.allocated_bps > downlink.allocated_bps();
     // The headroom for a resume must hold RESUME_HOLD, whichever slot it
     // would go to (the one chosen moves with every speaker change).
+    // A queue or loss during the hold is evidence against the headroom
+    // (the padding that verifies a resume ran into the link's limit): the
+    // hold starts again.
     let wants_resume = grows
+        && !downlink.congested()
         && order
             .iter()
             .enumerate()
@@ -876,6 +895,51 @@ mod tests {
         assert!(changed);
         assert!(!video[0].bandwidth_paused());
         assert!(video[2].bandwidth_paused());
+    }
+
+    /// A queue or loss while a resume waits out its hold (the padding that
+    /// verifies it ran into the link's limit) starts the hold again.
+    #[test]
+    fn congestion_during_a_resume_hold_starts_it_again() {
+        let t0 = Instant::now();
+        let mut video = vec![slot(0, 1, false), slot(1, 2, true)];
+        let order = [(1, 0), (3, 1)];
+        let slots = vec![
+            alloc_slot(&video[0], 100_000, true),
+            alloc_slot(&video[1], 100_000, false),
+        ];
+        let budget = Some(Budget {
+            bps: 300_000,
+            headroom_bps: 0,
+        });
+        let alloc = allocate(budget, &slots, 1);
+        assert_eq!(alloc.layers, vec![Some(0), Some(0)], "the resume");
+        let mut downlink = limited_downlink(100_000, t0);
+        let apply_at = |video: &mut [VideoSlot], downlink: &mut Downlink, at: Duration| {
+            apply_layers(
+                video,
+                downlink,
+                &order,
+                &slots,
+                &alloc,
+                GATES,
+                t0 + at,
+                |frozen| allocate(budget, frozen, 1),
+            )
+        };
+        let ms = Duration::from_millis;
+        assert!(!apply_at(&mut video, &mut downlink, ms(0)));
+        // 3 % loss: congested, though far from the loss cap.
+        downlink.on_transport(Some(0.03), None, t0 + ms(1500));
+        assert!(downlink.congested());
+        assert!(!apply_at(&mut video, &mut downlink, ms(1500)));
+        downlink.on_transport(Some(0.0), None, t0 + ms(1600));
+        assert!(!apply_at(&mut video, &mut downlink, ms(1600)));
+        // RESUME_HOLD after the start, but not after the restart.
+        assert!(!apply_at(&mut video, &mut downlink, ms(2100)));
+        assert!(video[1].bandwidth_paused());
+        assert!(apply_at(&mut video, &mut downlink, ms(1600) + RESUME_HOLD));
+        assert!(!video[1].bandwidth_paused());
     }
 
     /// A layer's rate starts from its hint and a keyframe tick moves it by
