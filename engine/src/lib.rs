@@ -89,7 +89,8 @@ pub mod sim;
 pub use config::{ConfigError, IngressConfig, JoinOptions, RoomConfig, TcpConfig};
 pub use core::chat::ChatConfig;
 pub use core::{
-    CoreStats, DropStats, Footprint, IngressStats, SlotState, SubscriberStats, TcpStats,
+    CoreStats, DownlinkStats, DropStats, ESTIMATE_BOUNDS_BPS, Footprint, IngressStats, SlotState,
+    SubscriberStats, TcpStats,
 };
 pub use engine::{DEFAULT_SHUTDOWN_BOUND, Engine, EngineBuilder, EngineStats, Joined, RoomInfo};
 pub use error::{Error, IoError};

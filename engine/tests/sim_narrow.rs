@@ -381,6 +381,36 @@ fn below_the_need(mut sim: Simulator) {
         audio = now;
     }
     print_changes(&limited);
+    // The shard's downlink gauges (`/metrics`) agree with the subscribers'
+    // own state.
+    let core = sim.core().stats();
+    let each: Vec<_> = (0..3)
+        .map(|i| {
+            sim.core()
+                .subscriber_stats(sim.room(), pid(&sim, i))
+                .unwrap()
+        })
+        .collect();
+    let d = core.downlinks;
+    assert_eq!(d.subscribers, 3);
+    assert_eq!(d.estimates.iter().sum::<u64>(), 3);
+    assert_eq!(
+        d.estimate_bps,
+        each.iter().map(|s| s.estimate_bps.unwrap()).sum::<u64>()
+    );
+    assert_eq!(
+        d.allocated_bps,
+        each.iter().map(|s| s.allocated_bps).sum::<u64>()
+    );
+    assert_eq!(
+        d.slots[3],
+        each.iter().map(|s| s.paused_slots as u64).sum::<u64>()
+    );
+    assert!(d.slots[3] >= 1, "{d:?}");
+    assert_eq!(
+        core.bandwidth_pauses,
+        each.iter().map(|s| s.pauses).sum::<u64>()
+    );
     sim.participant_mut(0).downlink.config.rate_bps = Some(2_500_000);
     let mut recovered_at = None;
     while sim.elapsed() < Duration::from_secs(55) && recovered_at.is_none() {

@@ -57,7 +57,9 @@ use crate::ids::{ParticipantId, RoomId};
 use crate::join::Prepared;
 
 pub use room::{RoomStats, SlotState, SubscriberStats};
-pub use stats::{CoreStats, DropStats, Footprint, IngressStats, TcpStats};
+pub use stats::{
+    CoreStats, DownlinkStats, DropStats, ESTIMATE_BOUNDS_BPS, Footprint, IngressStats, TcpStats,
+};
 pub use tcp::TcpClose;
 
 /// Outputs accumulated by the core between polls.
@@ -651,6 +653,7 @@ impl ShardCore {
         s.tcp = self.tcp_stats();
         for r in self.rooms.values() {
             s.add_room(&r.stats);
+            r.add_downlinks(&mut s.downlinks);
         }
         s
     }

@@ -129,6 +129,53 @@ pub struct TcpStats {
     pub closed_by_peer: u64,
 }
 
+/// Upper bounds (bits/s) of the buckets of [`DownlinkStats::estimates`]; a
+/// last bucket holds the estimates above the last bound.
+pub const ESTIMATE_BOUNDS_BPS: [u64; 9] = [
+    100_000, 200_000, 300_000, 500_000, 800_000, 1_200_000, 2_000_000, 3_000_000, 5_000_000,
+];
+
+/// The subscribers' downlinks on a shard now (gauges, not counters): the
+/// sums and distributions an operator graphs. One subscriber's own state is
+/// `ShardCore::subscriber_stats` (and the reference server's
+/// `GET .../participants/{participant}/bandwidth`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DownlinkStats {
+    /// Subscribers with a bandwidth estimate (none without bandwidth
+    /// estimation).
+    pub subscribers: u64,
+    /// The sum of their estimates (str0m's), bits/s.
+    pub estimate_bps: u64,
+    /// How many of them have an estimate up to each of
+    /// [`ESTIMATE_BOUNDS_BPS`] (not cumulative; the last entry: above the
+    /// last bound).
+    pub estimates: [u64; ESTIMATE_BOUNDS_BPS.len() + 1],
+    /// Video bitrate allocated to every subscriber, summed, bits/s.
+    pub allocated_bps: u64,
+    /// What every subscriber's downlink delivered over the last second
+    /// (media written times the share that arrived), summed, bits/s.
+    pub delivered_bps: u64,
+    /// Subscribers whose link shows congestion now (loss, a queue, or a
+    /// cap in force).
+    pub congested: u64,
+    /// Video slots showing `l`, `m`, `h` now, and paused for bandwidth.
+    pub slots: [u64; 4],
+}
+
+impl DownlinkStats {
+    /// Count one subscriber's estimate.
+    pub(crate) fn add_estimate(&mut self, bps: u64) {
+        self.subscribers += 1;
+        self.estimate_bps += bps;
+        let i = ESTIMATE_BOUNDS_BPS
+            .iter()
+            .position(|&b| bps <= b)
+            .unwrap_or(ESTIMATE_BOUNDS_BPS.len());
+        self.estimates[i] += 1;
+    }
+}
+
 /// Counters of one shard core. Every counter only goes up: a closed or
 /// failed room's counts stay in the totals.
 #[derive(Debug, Clone, Copy, Default)]
@@ -159,6 +206,11 @@ pub struct CoreStats {
     /// Times a standing queue on a subscriber's downlink (at least 60 ms
     /// over the base round trip for 1 s) capped its estimate below str0m's.
     pub queue_caps: u64,
+    /// Video slots the allocation paused for bandwidth.
+    pub bandwidth_pauses: u64,
+    /// The subscribers' downlinks now (gauges: they follow the rooms, not
+    /// the totals).
+    pub downlinks: DownlinkStats,
     /// Forwarded packets that left without their receive time (str0m held
     /// them past 128 later packets of the same slot): they are missing
     /// from the SFU latency histogram ([`crate::ForwardLatency`]).
@@ -190,6 +242,7 @@ impl CoreStats {
         self.dropped_waiting_keyframe += r.dropped_waiting_keyframe;
         self.loss_caps += r.loss_caps;
         self.queue_caps += r.queue_caps;
+        self.bandwidth_pauses += r.bandwidth_pauses;
         self.latency_untracked += r.latency_untracked;
     }
 }

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::time::Instant;
 
-use crate::{EngineStats, ForwardLatency, ShardStats};
+use crate::{ESTIMATE_BOUNDS_BPS, EngineStats, ForwardLatency, ShardStats};
 
 /// Counters the HTTP layer keeps itself.
 #[derive(Debug, Default, Clone)]
@@ -68,7 +68,7 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
     let shards = &stats.shards;
 
     type Get = fn(&ShardStats) -> f64;
-    let per_shard: [(&str, &str, &str, Get); 22] = [
+    let per_shard: [(&str, &str, &str, Get); 26] = [
         ("piazza_rooms", "gauge", "Rooms on the shard.", |s| {
             s.rooms as f64
         }),
@@ -151,6 +151,30 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
             |s| s.core.queue_caps as f64,
         ),
         (
+            "piazza_bandwidth_pauses_total",
+            "counter",
+            "Video slots the allocation paused for a subscriber's bandwidth.",
+            |s| s.core.bandwidth_pauses as f64,
+        ),
+        (
+            "piazza_downlink_allocated_bps",
+            "gauge",
+            "Video bitrate allocated to the shard's subscribers now, summed (bits/s).",
+            |s| s.core.downlinks.allocated_bps as f64,
+        ),
+        (
+            "piazza_downlink_delivered_bps",
+            "gauge",
+            "What the shard's subscribers' downlinks delivered over the last second, summed (bits/s; media sent times the share that arrived).",
+            |s| s.core.downlinks.delivered_bps as f64,
+        ),
+        (
+            "piazza_downlinks_congested",
+            "gauge",
+            "Subscribers whose downlink shows congestion now (loss, a queue, or a cap in force).",
+            |s| s.core.downlinks.congested as f64,
+        ),
+        (
             "piazza_recv_batches_total",
             "counter",
             "recvmmsg calls that returned datagrams.",
@@ -222,6 +246,7 @@ pub fn render(stats: &EngineStats, rates: &RateSampler, http: &HttpCounters) -> 
     }
 
     forward_latency(&mut out, shards);
+    downlinks(&mut out, shards);
 
     header(
         &mut out,
@@ -511,6 +536,59 @@ fn forward_latency(out: &mut String, shards: &[ShardStats]) {
     }
 }
 
+/// The subscribers' downlinks of every shard (`CoreStats::downlinks`): the
+/// estimates as a histogram in bits/s, and the video slots by what they
+/// show.
+fn downlinks(out: &mut String, shards: &[ShardStats]) {
+    const NAME: &str = "piazza_downlink_estimate_bps";
+    header(
+        out,
+        NAME,
+        "histogram",
+        "The shard's subscribers' downlink bandwidth estimates now (str0m's GCC, bits/s).",
+    );
+    for s in shards {
+        let d = &s.core.downlinks;
+        let mut cumulative = 0;
+        for (i, n) in d.estimates.iter().enumerate() {
+            cumulative += n;
+            let le = ESTIMATE_BOUNDS_BPS
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(
+                out,
+                "{NAME}_bucket{{shard=\"{}\",le=\"{le}\"}} {cumulative}",
+                s.index
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{NAME}_sum{{shard=\"{}\"}} {}",
+            s.index, d.estimate_bps
+        );
+        let _ = writeln!(
+            out,
+            "{NAME}_count{{shard=\"{}\"}} {}",
+            s.index, d.subscribers
+        );
+    }
+    header(
+        out,
+        "piazza_video_slots",
+        "gauge",
+        "Subscribers' video slots showing each simulcast layer now, or paused for bandwidth.",
+    );
+    for s in shards {
+        for (state, n) in ["l", "m", "h", "paused"].iter().zip(s.core.downlinks.slots) {
+            let _ = writeln!(
+                out,
+                "piazza_video_slots{{shard=\"{}\",state=\"{state}\"}} {n}",
+                s.index
+            );
+        }
+    }
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -621,6 +699,54 @@ mod tests {
 
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn downlinks_are_a_histogram_and_gauges_per_shard() {
+        let mut s = ShardStats::new(1, "127.0.0.1:5000".parse().unwrap());
+        let d = &mut s.core.downlinks;
+        for bps in [90_000, 250_000, 260_000, 7_000_000] {
+            d.add_estimate(bps);
+        }
+        d.allocated_bps = 400_000;
+        d.delivered_bps = 380_000;
+        d.congested = 1;
+        d.slots = [3, 2, 0, 1];
+        s.core.bandwidth_pauses = 5;
+        let text = render(
+            &EngineStats { shards: vec![s] },
+            &RateSampler::default(),
+            &HttpCounters::default(),
+        );
+        let line = |series: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+                .to_string()
+        };
+        assert!(text.contains("# TYPE piazza_downlink_estimate_bps histogram\n"));
+        let b = "piazza_downlink_estimate_bps_bucket{shard=\"1\",le=";
+        assert_eq!(line(&format!("{b}\"100000\"}}")), "1");
+        assert_eq!(line(&format!("{b}\"200000\"}}")), "1");
+        assert_eq!(line(&format!("{b}\"300000\"}}")), "3");
+        assert_eq!(line(&format!("{b}\"5000000\"}}")), "3");
+        assert_eq!(line(&format!("{b}\"+Inf\"}}")), "4");
+        assert_eq!(line("piazza_downlink_estimate_bps_count{shard=\"1\"}"), "4");
+        assert_eq!(
+            line("piazza_downlink_estimate_bps_sum{shard=\"1\"}"),
+            "7600000"
+        );
+        assert_eq!(line("piazza_downlink_allocated_bps{shard=\"1\"}"), "400000");
+        assert_eq!(line("piazza_downlink_delivered_bps{shard=\"1\"}"), "380000");
+        assert_eq!(line("piazza_downlinks_congested{shard=\"1\"}"), "1");
+        assert_eq!(line("piazza_bandwidth_pauses_total{shard=\"1\"}"), "5");
+        assert_eq!(line("piazza_video_slots{shard=\"1\",state=\"l\"}"), "3");
+        assert_eq!(line("piazza_video_slots{shard=\"1\",state=\"m\"}"), "2");
+        assert_eq!(line("piazza_video_slots{shard=\"1\",state=\"h\"}"), "0");
+        assert_eq!(
+            line("piazza_video_slots{shard=\"1\",state=\"paused\"}"),
+            "1"
+        );
+    }
 
     #[test]
     fn forward_latency_is_a_prometheus_histogram_per_shard() {

@@ -231,6 +231,7 @@ impl Room {
             ample,
         };
         let featured_layer = self.config.featured_layer.0;
+        let pauses_before = sub.downlink.pauses();
         let changed = apply_layers(
             &mut sub.video_slots,
             &mut sub.downlink,
@@ -244,6 +245,7 @@ impl Room {
         if changed {
             sub.mark_slots_changed();
         }
+        self.stats.bandwidth_pauses += sub.downlink.pauses() - pauses_before;
         // What is allocated now (held-back upgrades excluded).
         let allocated_bps = order
             .iter()
@@ -537,6 +539,25 @@ impl Room {
                 p.told_layers[si] = Some(mask);
                 let active = (0..declared).map(|l| mask & (1 << l) != 0).collect();
                 send_control(p, &ServerMessage::PublishLayers { source, active });
+            }
+        }
+    }
+
+    /// Add every subscriber's downlink to `d`.
+    pub(crate) fn add_downlinks(&self, d: &mut crate::core::DownlinkStats) {
+        for p in self.slab.iter().flatten() {
+            if let Some(e) = p.downlink.estimate_bps() {
+                d.add_estimate(e);
+            }
+            d.allocated_bps += p.downlink.allocated_bps();
+            d.delivered_bps += p.downlink.delivered_bps();
+            d.congested += u64::from(p.downlink.congested());
+            for s in &p.video_slots {
+                if s.bandwidth_paused() {
+                    d.slots[3] += 1;
+                } else if let Some(f) = s.current() {
+                    d.slots[usize::from(f.layer.0.min(2))] += 1;
+                }
             }
         }
     }

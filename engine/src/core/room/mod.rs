@@ -74,6 +74,8 @@ pub struct RoomStats {
     pub loss_caps: u64,
     /// Times a standing queue capped a subscriber's estimate below str0m's.
     pub queue_caps: u64,
+    /// Video slots the allocation paused for bandwidth.
+    pub bandwidth_pauses: u64,
     /// Forwarded packets that left without their receive stamp.
     pub latency_untracked: u64,
 }
