@@ -506,34 +506,44 @@ fn forward_latency(out: &mut String, shards: &[ShardStats]) {
         "histogram",
         "SFU-added latency of forwarded packets: from the receive batch (recvmmsg) to the sendmmsg that carried the copy, str0m's pacer queueing included.",
     );
-    let bounds = ForwardLatency::bounds_ns();
+    let bounds: Vec<f64> = ForwardLatency::bounds_ns()
+        .iter()
+        .map(|&b| b as f64 / 1e9)
+        .collect();
     for s in shards {
         let h = &s.forward_latency;
-        let mut cumulative = 0;
-        for (i, n) in h.buckets().iter().enumerate() {
-            cumulative += n;
-            let _ = match bounds.get(i) {
-                Some(&b) => writeln!(
-                    out,
-                    "{NAME}_bucket{{shard=\"{}\",le=\"{}\"}} {cumulative}",
-                    s.index,
-                    b as f64 / 1e9
-                ),
-                None => writeln!(
-                    out,
-                    "{NAME}_bucket{{shard=\"{}\",le=\"+Inf\"}} {cumulative}",
-                    s.index
-                ),
-            };
-        }
-        let _ = writeln!(
-            out,
-            "{NAME}_sum{{shard=\"{}\"}} {}",
-            s.index,
-            h.sum().as_secs_f64()
-        );
-        let _ = writeln!(out, "{NAME}_count{{shard=\"{}\"}} {}", s.index, h.count());
+        let sum = h.sum().as_secs_f64();
+        histogram(out, NAME, s.index, &bounds, h.buckets(), sum, h.count());
     }
+}
+
+/// One shard's series of a Prometheus histogram: `buckets` are counts per
+/// bucket (not cumulative), one more than `bounds` (the last: above them).
+fn histogram<B: std::fmt::Display, S: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    shard: usize,
+    bounds: &[B],
+    buckets: &[u64],
+    sum: S,
+    count: u64,
+) {
+    let mut cumulative = 0;
+    for (i, n) in buckets.iter().enumerate() {
+        cumulative += n;
+        let _ = match bounds.get(i) {
+            Some(b) => writeln!(
+                out,
+                "{name}_bucket{{shard=\"{shard}\",le=\"{b}\"}} {cumulative}"
+            ),
+            None => writeln!(
+                out,
+                "{name}_bucket{{shard=\"{shard}\",le=\"+Inf\"}} {cumulative}"
+            ),
+        };
+    }
+    let _ = writeln!(out, "{name}_sum{{shard=\"{shard}\"}} {sum}");
+    let _ = writeln!(out, "{name}_count{{shard=\"{shard}\"}} {count}");
 }
 
 /// The subscribers' downlinks of every shard (`CoreStats::downlinks`): the
@@ -549,27 +559,15 @@ fn downlinks(out: &mut String, shards: &[ShardStats]) {
     );
     for s in shards {
         let d = &s.core.downlinks;
-        let mut cumulative = 0;
-        for (i, n) in d.estimates.iter().enumerate() {
-            cumulative += n;
-            let le = ESTIMATE_BOUNDS_BPS
-                .get(i)
-                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
-            let _ = writeln!(
-                out,
-                "{NAME}_bucket{{shard=\"{}\",le=\"{le}\"}} {cumulative}",
-                s.index
-            );
-        }
-        let _ = writeln!(
+        let (sum, count) = (d.estimate_bps, d.subscribers);
+        histogram(
             out,
-            "{NAME}_sum{{shard=\"{}\"}} {}",
-            s.index, d.estimate_bps
-        );
-        let _ = writeln!(
-            out,
-            "{NAME}_count{{shard=\"{}\"}} {}",
-            s.index, d.subscribers
+            NAME,
+            s.index,
+            &ESTIMATE_BOUNDS_BPS,
+            &d.estimates,
+            sum,
+            count,
         );
     }
     header(
