@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 /// Ticks of sent-media history: a second of it at the room's 100 ms tick.
 pub(crate) const SENT_TICKS: usize = 10;
+/// The fewest ticks the delivery floor reads after a growth.
+const FLOOR_MIN_TICKS: usize = 3;
 /// At least this fraction of the last second's packets lost means the
 /// downlink is overrun.
 const LOSS_CAP_THRESHOLD: f32 = 0.1;
@@ -98,6 +100,12 @@ pub(crate) struct Downlink {
     /// Since when every transport report has shown a queue of at least
     /// [`CONGESTION_QUEUE_DELAY`].
     queued_since: Option<Instant>,
+    /// Since when every allocation has wanted a layer climb that pauses a
+    /// tile shown now.
+    climb_wanted: Option<Instant>,
+    /// Ticks closed since the last upgrade or resume (up to
+    /// [`SENT_TICKS`]).
+    ticks_since_growth: usize,
 }
 
 impl Downlink {
@@ -135,7 +143,11 @@ impl Downlink {
 
     /// What arrived of the sent-media history less `exclude` bytes, bits/s.
     fn delivered_of(&self, exclude: u64) -> u64 {
-        let (bytes, span) = self.sent_span();
+        self.delivered_over(self.sent_span(), exclude)
+    }
+
+    /// What arrived of `(bytes, span)` sent less `exclude` bytes, bits/s.
+    fn delivered_over(&self, (bytes, span): (u64, Duration), exclude: u64) -> u64 {
         if span.is_zero() {
             return 0;
         }
@@ -162,11 +174,14 @@ impl Downlink {
     /// Whether this allocation wants to resume a paused slot; returns for
     /// how long every allocation has (zero when not now).
     pub fn resume_wanted(&mut self, wants: bool, now: Instant) -> Duration {
-        if !wants {
-            self.resume_wanted = None;
-            return Duration::ZERO;
-        }
-        now.saturating_duration_since(*self.resume_wanted.get_or_insert(now))
+        wanted_for(&mut self.resume_wanted, wants, now)
+    }
+
+    /// Whether this allocation wants a layer climb that would pause a tile
+    /// shown now; returns for how long every allocation has (zero when not
+    /// now).
+    pub fn climb_wanted(&mut self, wants: bool, now: Instant) -> Duration {
+        wanted_for(&mut self.climb_wanted, wants, now)
     }
 
     /// Whether the latest allocation wanted to resume a paused slot (its
@@ -252,11 +267,6 @@ impl Downlink {
         self.audio_sent_bytes += bytes;
     }
 
-    /// The video part of [`Downlink::delivered_bps`].
-    pub fn delivered_video_bps(&self) -> u64 {
-        self.delivered_of(self.audio_ticks.iter().sum())
-    }
-
     /// What the allocation may rely on however low str0m's estimate sinks:
     /// what the link measurably delivered over the last second, while
     /// there is no evidence of congestion (none otherwise). GCC's estimate
@@ -268,12 +278,28 @@ impl Downlink {
     /// Taking the audio reserve (at least 40 kbit/s per audio slot) off the
     /// whole delivery instead left less than the shown layers cost when the
     /// audio sent less than its reserve.
+    ///
+    /// Within a second of an upgrade or a resume the floor counts only the
+    /// ticks since (at least [`FLOOR_MIN_TICKS`]): a second that is mostly
+    /// from before the growth under-reads what the link carries now, and a
+    /// dip of the estimate then paused a slot 0.4 s after its resume (the
+    /// load generator's 800 kbit/s grid, in-process, seed 6).
     pub fn video_delivery_floor_bps(&self) -> u64 {
         if self.congested() {
-            0
-        } else {
-            self.delivered_video_bps()
+            return 0;
         }
+        let n = self.ticks_since_growth.clamp(FLOOR_MIN_TICKS, SENT_TICKS);
+        let (mut bytes, mut span, mut audio) = (0, Duration::ZERO, 0);
+        for k in 1..=n {
+            let i = (self.sent_at + SENT_TICKS - k) % SENT_TICKS;
+            bytes += self.sent_ticks[i].0;
+            span += self.sent_ticks[i].1;
+            audio += self.audio_ticks[i];
+        }
+        if span.is_zero() {
+            return 0;
+        }
+        self.delivered_over((bytes, span), audio)
     }
 
     /// Take `bps` as the effective estimate, dropping any pending rise.
@@ -302,6 +328,7 @@ impl Downlink {
         self.audio_sent_bytes = 0;
         self.sent_at = (self.sent_at + 1) % SENT_TICKS;
         self.sent_bytes = 0;
+        self.ticks_since_growth = (self.ticks_since_growth + 1).min(SENT_TICKS);
         if self
             .loss_capped_at
             .is_some_and(|at| now.saturating_duration_since(at) >= LOSS_CAP_HOLD)
@@ -403,6 +430,7 @@ impl Downlink {
     /// The allocation raised a layer.
     pub fn upgraded(&mut self, now: Instant) {
         self.last_upgrade = Some(now);
+        self.ticks_since_growth = 0;
     }
 
     /// The allocation lowered a layer because the estimate fell.
@@ -444,6 +472,16 @@ impl Downlink {
         self.told_bwe = Some((min, desired));
         self.told_bwe
     }
+}
+
+/// How long `since` says something has been wanted without a break,
+/// starting it now if `wants` and ending it if not.
+fn wanted_for(since: &mut Option<Instant>, wants: bool, now: Instant) -> Duration {
+    if !wants {
+        *since = None;
+        return Duration::ZERO;
+    }
+    now.saturating_duration_since(*since.get_or_insert(now))
 }
 
 #[cfg(test)]
@@ -515,6 +553,36 @@ mod tests {
             d.record_sent(bps / 8 / SENT_TICKS as u64);
             d.on_tick(t, ms(100));
         }
+    }
+
+    /// Right after a resume the floor reads the ticks since (at least
+    /// three), not a second that is mostly from before it.
+    #[test]
+    fn after_a_growth_the_floor_reads_the_ticks_since() {
+        let t = Instant::now();
+        let mut d = Downlink::default();
+        sent_one_second(&mut d, t, 200_000);
+        assert_eq!(d.video_delivery_floor_bps(), 200_000);
+        d.upgraded(t);
+        // Four ticks at 400 kbit/s after the resume.
+        for _ in 0..4 {
+            d.record_sent(400_000 / 8 / SENT_TICKS as u64);
+            d.on_tick(t, ms(100));
+        }
+        assert_eq!(d.video_delivery_floor_bps(), 400_000);
+        // The whole second would read 280 kbit/s.
+        assert_eq!(d.delivered_bps(), 280_000);
+        // Two ticks after a growth: the last three count.
+        d.upgraded(t);
+        for _ in 0..2 {
+            d.record_sent(100_000 / 8 / SENT_TICKS as u64);
+            d.on_tick(t, ms(100));
+        }
+        assert_eq!(d.video_delivery_floor_bps(), 200_000);
+        // Audio is not part of the floor.
+        d.record_sent_audio(50_000 / 8 / SENT_TICKS as u64);
+        d.on_tick(t, ms(100));
+        assert_eq!(d.video_delivery_floor_bps(), 66_666);
     }
 
     #[test]
