@@ -21,6 +21,10 @@ const AUDIO_CLOCK: u32 = 48_000;
 /// The SRTP authentication tag on every media datagram (AEAD_AES_256_GCM,
 /// what str0m peers negotiate): a datagram is the RTP packet plus this.
 pub const SRTP_TAG: u64 = 16;
+/// IPv4 and UDP headers: what a downlink cap charges each datagram on top
+/// of its bytes (the load generator's link model does, as a `tc` token
+/// bucket counts the IP packet).
+pub const IP_UDP_HEADERS: u64 = 28;
 /// Pauses that begin this long or more into the window count as the
 /// settled room's (`late_pauses`); before, the joins' first allocations.
 pub const PAUSE_SETTLE: Duration = Duration::from_secs(5);
@@ -55,8 +59,8 @@ pub struct SlotMeter {
     pauses: u64,
     /// Pauses that began [`PAUSE_SETTLE`] or more into the window.
     late_pauses: u64,
-    /// Datagram bytes received in the window (RTP packet plus
-    /// [`SRTP_TAG`]): per camera layer (l, m, h) on video slots, in
+    /// Bytes received in the window as the link carries them (RTP packet
+    /// plus [`SRTP_TAG`] plus [`IP_UDP_HEADERS`]): per camera layer (l, m, h) on video slots, in
     /// `[0]` on audio slots.
     wire_bytes: [u64; 3],
     /// Paused time inside the window.
@@ -152,9 +156,9 @@ pub struct MediaTotals {
     pub most_late_pauses: u64,
     /// Paused slot time in the window.
     pub paused_time: Duration,
-    /// Datagram bytes of camera frames received in the window per layer
-    /// (l, m, h), RTP plus [`SRTP_TAG`]; with `layer_frames`, a layer's
-    /// bytes per frame.
+    /// Bytes of camera frames received in the window per layer (l, m, h),
+    /// RTP plus [`SRTP_TAG`] plus [`IP_UDP_HEADERS`]; with `layer_frames`,
+    /// a layer's bytes per frame on the link.
     pub layer_wire_bytes: [u64; 3],
     /// Datagram bytes received on audio slots in the window.
     pub audio_wire_bytes: u64,
@@ -363,7 +367,7 @@ impl ParticipantMeter {
         slot.loss.on_packet(a.seq);
         sink.on_packet(a.at, a.payload_len as u64, in_window);
         if in_window {
-            let wire = a.rtp_len as u64 + SRTP_TAG;
+            let wire = a.rtp_len as u64 + SRTP_TAG + IP_UDP_HEADERS;
             match (slot.video, a.trailer) {
                 (false, _) => slot.wire_bytes[0] += wire,
                 (true, Some(t)) if t.track == 1 && t.layer < 3 => {
