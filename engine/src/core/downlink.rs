@@ -549,7 +549,12 @@ mod tests {
     }
 
     fn sent_one_second(d: &mut Downlink, t: Instant, bps: u64) {
-        for _ in 0..SENT_TICKS {
+        sent_ticks(d, t, bps, SENT_TICKS);
+    }
+
+    /// `n` ticks of 100 ms, each with a tick's worth of `bps` sent.
+    fn sent_ticks(d: &mut Downlink, t: Instant, bps: u64, n: usize) {
+        for _ in 0..n {
             d.record_sent(bps / 8 / SENT_TICKS as u64);
             d.on_tick(t, ms(100));
         }
@@ -565,19 +570,13 @@ mod tests {
         assert_eq!(d.video_delivery_floor_bps(), 200_000);
         d.upgraded(t);
         // Four ticks at 400 kbit/s after the resume.
-        for _ in 0..4 {
-            d.record_sent(400_000 / 8 / SENT_TICKS as u64);
-            d.on_tick(t, ms(100));
-        }
+        sent_ticks(&mut d, t, 400_000, 4);
         assert_eq!(d.video_delivery_floor_bps(), 400_000);
         // The whole second would read 280 kbit/s.
         assert_eq!(d.delivered_bps(), 280_000);
         // Two ticks after a growth: the last three count.
         d.upgraded(t);
-        for _ in 0..2 {
-            d.record_sent(100_000 / 8 / SENT_TICKS as u64);
-            d.on_tick(t, ms(100));
-        }
+        sent_ticks(&mut d, t, 100_000, 2);
         assert_eq!(d.video_delivery_floor_bps(), 200_000);
         // Audio is not part of the floor.
         d.record_sent_audio(50_000 / 8 / SENT_TICKS as u64);

@@ -898,6 +898,22 @@ mod tests {
         ample: false,
     };
 
+    /// One allocation of a test, applied again as time passes.
+    struct Scene<'a> {
+        order: &'a [(u8, usize)],
+        slots: &'a [AllocSlot],
+        alloc: &'a Allocation,
+        budget: Option<Budget>,
+    }
+
+    impl Scene<'_> {
+        fn apply(&self, video: &mut [VideoSlot], downlink: &mut Downlink, at: Instant) -> bool {
+            let refit = |frozen: &[AllocSlot]| allocate(self.budget, frozen, 1);
+            let (order, slots, alloc) = (self.order, self.slots, self.alloc);
+            apply_layers(video, downlink, order, slots, alloc, GATES, at, refit)
+        }
+    }
+
     /// The load generator's 800 kbit/s grid at a speaker change: the new
     /// speaker's tile (paused) ranks first and the allocation would resume
     /// it in place of the last shown tile, spending a little more than now;
@@ -920,18 +936,13 @@ mod tests {
         let alloc = allocate(budget, &slots, 1);
         assert_eq!(alloc.layers, vec![Some(0), Some(0), None], "the trade");
         let mut downlink = limited_downlink(300_000, now);
-        let mut apply_at = |video: &mut [VideoSlot], at: Instant| {
-            apply_layers(
-                video,
-                &mut downlink,
-                &order,
-                &slots,
-                &alloc,
-                GATES,
-                at,
-                |frozen| allocate(budget, frozen, 1),
-            )
+        let scene = Scene {
+            order: &order,
+            slots: &slots,
+            alloc: &alloc,
+            budget,
         };
+        let mut apply_at = |video: &mut [VideoSlot], at| scene.apply(video, &mut downlink, at);
         let changed = apply_at(&mut video, now);
         assert!(!changed, "nothing may change while the resume waits");
         assert!(video[0].bandwidth_paused());
@@ -975,18 +986,14 @@ mod tests {
         let alloc = allocate(budget, &slots, 1);
         assert_eq!(alloc.layers, vec![Some(1), None], "the climb over a tile");
         let mut downlink = limited_downlink(200_000, t0);
-        let mut apply_at = |video: &mut [VideoSlot], at: Duration| {
-            apply_layers(
-                video,
-                &mut downlink,
-                &order,
-                &slots,
-                &alloc,
-                GATES,
-                t0 + at,
-                |frozen| allocate(budget, frozen, 1),
-            )
+        let scene = Scene {
+            order: &order,
+            slots: &slots,
+            alloc: &alloc,
+            budget,
         };
+        let mut apply_at =
+            |video: &mut [VideoSlot], at: Duration| scene.apply(video, &mut downlink, t0 + at);
         for at in [0, 2_000, 3_900] {
             assert!(
                 !apply_at(&mut video, Duration::from_millis(at)),
@@ -1021,17 +1028,14 @@ mod tests {
         let alloc = allocate(budget, &slots, 1);
         assert_eq!(alloc.layers, vec![Some(0), Some(0)], "the resume");
         let mut downlink = limited_downlink(100_000, t0);
+        let scene = Scene {
+            order: &order,
+            slots: &slots,
+            alloc: &alloc,
+            budget,
+        };
         let apply_at = |video: &mut [VideoSlot], downlink: &mut Downlink, at: Duration| {
-            apply_layers(
-                video,
-                downlink,
-                &order,
-                &slots,
-                &alloc,
-                GATES,
-                t0 + at,
-                |frozen| allocate(budget, frozen, 1),
-            )
+            scene.apply(video, downlink, t0 + at)
         };
         let ms = Duration::from_millis;
         assert!(!apply_at(&mut video, &mut downlink, ms(0)));
