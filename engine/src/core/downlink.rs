@@ -138,21 +138,8 @@ impl Downlink {
     /// Bitrate the link carried over the last second: media written into
     /// the slots times the share that arrived (TWCC loss).
     pub fn delivered_bps(&self) -> u64 {
-        self.delivered_of(0)
-    }
-
-    /// What arrived of the sent-media history less `exclude` bytes, bits/s.
-    fn delivered_of(&self, exclude: u64) -> u64 {
-        self.delivered_over(self.sent_span(), exclude)
-    }
-
-    /// What arrived of `(bytes, span)` sent less `exclude` bytes, bits/s.
-    fn delivered_over(&self, (bytes, span): (u64, Duration), exclude: u64) -> u64 {
-        if span.is_zero() {
-            return 0;
-        }
-        let sent = bytes.saturating_sub(exclude) as f64 * 8.0 / span.as_secs_f64();
-        (sent * (1.0 - self.loss.clamp(0.0, 1.0) as f64)) as u64
+        let w = self.last_ticks(SENT_TICKS);
+        arrived_bps(w.bytes, w.span, self.loss)
     }
 
     /// Queueing delay: the latest round-trip time over the base one.
@@ -206,11 +193,16 @@ impl Downlink {
         self.pauses
     }
 
-    /// Bytes and time in the sent-media history.
-    fn sent_span(&self) -> (u64, Duration) {
-        self.sent_ticks
-            .iter()
-            .fold((0u64, Duration::ZERO), |(b, t), (tb, tt)| (b + tb, t + *tt))
+    /// The newest `n` ticks of the sent-media history, summed.
+    fn last_ticks(&self, n: usize) -> SentWindow {
+        let mut w = SentWindow::default();
+        for k in 1..=n.min(SENT_TICKS) {
+            let i = (self.sent_at + SENT_TICKS - k) % SENT_TICKS;
+            w.bytes += self.sent_ticks[i].0;
+            w.span += self.sent_ticks[i].1;
+            w.audio += self.audio_ticks[i];
+        }
+        w
     }
 
     /// The transport's loss and round-trip time (str0m's `PeerStats`, from
@@ -288,18 +280,8 @@ impl Downlink {
         if self.congested() {
             return 0;
         }
-        let n = self.ticks_since_growth.clamp(FLOOR_MIN_TICKS, SENT_TICKS);
-        let (mut bytes, mut span, mut audio) = (0, Duration::ZERO, 0);
-        for k in 1..=n {
-            let i = (self.sent_at + SENT_TICKS - k) % SENT_TICKS;
-            bytes += self.sent_ticks[i].0;
-            span += self.sent_ticks[i].1;
-            audio += self.audio_ticks[i];
-        }
-        if span.is_zero() {
-            return 0;
-        }
-        self.delivered_over((bytes, span), audio)
+        let w = self.last_ticks(self.ticks_since_growth.max(FLOOR_MIN_TICKS));
+        arrived_bps(w.bytes.saturating_sub(w.audio), w.span, self.loss)
     }
 
     /// Take `bps` as the effective estimate, dropping any pending rise.
@@ -384,12 +366,11 @@ impl Downlink {
     /// times the share that arrived (`1 - loss`), if that is lower. Returns
     /// whether a new cap began.
     fn cap_at_delivered(&mut self, loss: f32, now: Instant) -> bool {
-        let (bytes, span) = self.sent_span();
-        let Some(effective) = self.effective_bps.filter(|_| !span.is_zero()) else {
+        let w = self.last_ticks(SENT_TICKS);
+        let Some(effective) = self.effective_bps.filter(|_| !w.span.is_zero()) else {
             return false;
         };
-        let sent = bytes as f64 * 8.0 / span.as_secs_f64();
-        let delivered = (sent * (1.0 - loss.min(1.0) as f64)) as u64;
+        let delivered = arrived_bps(w.bytes, w.span, loss);
         if delivered >= effective {
             return false;
         }
@@ -472,6 +453,27 @@ impl Downlink {
         self.told_bwe = Some((min, desired));
         self.told_bwe
     }
+}
+
+/// Sent-media history over some ticks.
+#[derive(Debug, Default)]
+struct SentWindow {
+    /// Media bytes written, audio included.
+    bytes: u64,
+    /// Of them, audio.
+    audio: u64,
+    /// The ticks' length.
+    span: Duration,
+}
+
+/// What arrived of `bytes` sent over `span` with a share `loss` lost,
+/// bits/s (zero over no time).
+fn arrived_bps(bytes: u64, span: Duration, loss: f32) -> u64 {
+    if span.is_zero() {
+        return 0;
+    }
+    let sent = bytes as f64 * 8.0 / span.as_secs_f64();
+    (sent * (1.0 - loss.clamp(0.0, 1.0) as f64)) as u64
 }
 
 /// How long `since` says something has been wanted without a break,

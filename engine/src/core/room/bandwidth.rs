@@ -266,21 +266,10 @@ impl Room {
         sub.downlink
             .set_allocation(allocated_bps, alloc.desired_bps);
         let congested = sub.downlink.is_loss_capped();
-        // A resume waiting out its hold on a link that has shown a limit
-        // is verified: str0m pads up to what the allocation would send
-        // with it (capped at the estimate). A link that cannot carry that
-        // queues or loses within the hold, `congested()` ends the wait
-        // (`apply_layers`) and GCC lowers its estimate. str0m's probe
-        // clusters alone are not evidence there: behind a token bucket a
-        // cluster short enough to fit the refilled bucket reads the line
-        // rate (446-848 kbit/s on a 250 kbit/s link, `sim_narrow`), and
-        // with every slot paused nothing else contradicts it.
-        let verify = sub.downlink.has_been_limited() && sub.downlink.resume_pending();
+        let verify_resume = sub.downlink.has_been_limited() && sub.downlink.resume_pending();
         if self.config.bandwidth_estimation {
-            let (mut min, desired) = self.bwe_wish(&slots, &alloc, audio_reserve, congested);
-            if verify && !congested {
-                min = min.max(alloc.allocated_bps + audio_reserve);
-            }
+            let (min, desired) =
+                self.bwe_wish(&slots, &alloc, audio_reserve, congested, verify_resume);
             if let Some(sub) = self.slab[si].as_mut()
                 && let Some((min, desired)) = sub.downlink.bwe_request(min, desired, now)
             {
@@ -457,12 +446,22 @@ impl Room {
     /// never sees; upgrades beyond the featured layer rely on str0m's
     /// probes toward `desired`. No padding either while a loss report says
     /// the link is overrun (`congested`).
+    ///
+    /// While a resume waits out its hold on a link that has shown a limit
+    /// (`verify_resume`), sustain at least the allocation with the resume:
+    /// a link that cannot carry it queues or loses within the hold,
+    /// `congested()` ends the wait (`apply_layers`) and GCC lowers its
+    /// estimate. str0m's probe clusters alone are not evidence there:
+    /// behind a token bucket a cluster short enough to fit the refilled
+    /// bucket reads the line rate (446-848 kbit/s on a 250 kbit/s link,
+    /// `sim_narrow`), and with every slot paused nothing contradicts it.
     fn bwe_wish(
         &self,
         slots: &[AllocSlot],
         alloc: &Allocation,
         audio_reserve: u64,
         congested: bool,
+        verify_resume: bool,
     ) -> (u64, u64) {
         let featured_layer = self.config.featured_layer.0;
         let nothing_fits = alloc.allocated_bps == 0;
@@ -476,6 +475,11 @@ impl Room {
         let min = match alloc.next_step_bps {
             Some(step) if deficient && !congested => alloc.allocated_bps + audio_reserve + step,
             _ => 0,
+        };
+        let min = if verify_resume && !congested {
+            min.max(alloc.allocated_bps + audio_reserve)
+        } else {
+            min
         };
         let mut desired = alloc.desired_bps + audio_reserve;
         // str0m's initial probe fires once, when the subscriber's media
@@ -762,8 +766,8 @@ fn apply_layers(
         let s = &video_slots[k];
         s.target().is_some() && s.allocated().is_some() && alloc.layers[n].is_none()
     });
-    let climb_held = downlink.climb_wanted(climbs_over_a_tile, now) < CLIMB_HOLD;
-    let climb_held = climbs_over_a_tile && climb_held;
+    let climb_held =
+        downlink.climb_wanted(climbs_over_a_tile, now) < CLIMB_HOLD && climbs_over_a_tile;
     let gate = Gate {
         holding,
         sustained: gates.sustained,
